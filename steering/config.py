@@ -1,0 +1,403 @@
+"""The configuration file: typed, immutable, validated as a whole.
+
+Loading happens in two passes. Pydantic checks the shape and the value of
+each field; then ``_cross_check`` checks what refers to what (preference
+lists, answers, zones), collecting every problem instead of stopping at the
+first, so an operator fixes a broken file in one go. Each problem is one
+line, ``path: message``, with the path in the file's own terms
+(``geos[2].prefer[1]``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import dns.name
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+TOTAL_WEIGHT = 1000
+"""Weights of one (service, geo) sum to this."""
+
+RecordType = Literal["A", "AAAA", "CNAME"]
+
+
+class ConfigError(Exception):
+    """A configuration (or state) file that cannot be used; ``problems`` are one line each."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Identifier = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+
+class Policy(_Model):
+    watermark: float = Field(0.8, gt=0, le=1, description="fill regions up to this share of capacity")
+    hard_limit: float = Field(1.0, gt=0, description="utilization no evacuation may plan a region beyond")
+    min_serving_regions: int = Field(2, ge=1)
+    max_shift: float = Field(0.25, gt=0, le=1, description="share of a geo's traffic one step may move")
+    step_seconds: float = Field(30, gt=0)
+    fall: int = Field(3, ge=1)
+    rise: int = Field(2, ge=1)
+    hysteresis: float = Field(0.02, ge=0, lt=1, description="ignore moves smaller than this share of a geo")
+    silence_seconds: float = Field(15, gt=0, description="a site with no report for this long is silent")
+    report_band: float = Field(0.05, ge=0, lt=1, description="capacity/load changes below this are not written")
+
+
+class Region(_Model):
+    id: Identifier
+    capacity: PositiveFloat
+    continent: str | None = None
+    country: str | None = None
+
+
+class Site(_Model):
+    id: Identifier
+    region: str
+    capacity: PositiveFloat
+
+
+class Geo(_Model):
+    id: Identifier
+    prefixes: tuple[str, ...] = ()
+    demand: NonNegativeFloat = 0.0
+    prefer: tuple[str, ...] = Field(min_length=1)
+    prefer_sites: tuple[str, ...] = ()
+    default: bool = False
+    continent: str | None = Field(None, pattern=r"^(AF|AN|AS|EU|NA|OC|SA)$")
+    country: str | None = Field(None, pattern=r"^[A-Z]{2}$")
+
+    @field_validator("prefixes")
+    @classmethod
+    def _prefixes_parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for i, text in enumerate(value):
+            try:
+                net = ipaddress.ip_network(str(text), strict=True)
+            except ValueError as exc:
+                raise ValueError(f"prefixes[{i}]: {text!r} is not a CIDR prefix ({exc})") from None
+            out.append(str(net))
+        return tuple(out)
+
+    def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(p) for p in self.prefixes]
+
+
+class Answer(_Model):
+    A: tuple[str, ...] = ()
+    AAAA: tuple[str, ...] = ()
+    CNAME: str | None = None
+
+    @field_validator("A")
+    @classmethod
+    def _v4(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for text in value:
+            try:
+                ipaddress.IPv4Address(text)
+            except ValueError:
+                raise ValueError(f"{text!r} is not an IPv4 address") from None
+        return value
+
+    @field_validator("AAAA")
+    @classmethod
+    def _v6(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for text in value:
+            try:
+                ipaddress.IPv6Address(text)
+            except ValueError:
+                raise ValueError(f"{text!r} is not an IPv6 address") from None
+        return tuple(str(ipaddress.IPv6Address(t)) for t in value)
+
+    def addresses(self) -> list[str]:
+        return [*self.A, *self.AAAA]
+
+    def is_empty(self) -> bool:
+        return not (self.A or self.AAAA or self.CNAME)
+
+
+class Service(_Model):
+    name: str
+    ttl: int = Field(30, ge=0, le=86400)
+    targets: Literal["regions", "sites"] = "regions"
+    answers: Mapping[str, Answer]
+
+    @field_validator("name")
+    @classmethod
+    def _absolute_name(cls, value: str) -> str:
+        return _normalise_name(value)
+
+
+class Zone(_Model):
+    origin: str
+    file: str | None = None
+    ns: tuple[str, ...] = ()
+    soa_mname: str | None = None
+    soa_rname: str | None = None
+    negative_ttl: int = Field(60, ge=0, le=86400)
+
+    @field_validator("origin")
+    @classmethod
+    def _absolute_origin(cls, value: str) -> str:
+        return _normalise_name(value)
+
+
+class TlsFiles(_Model):
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+
+class Etcd(_Model):
+    endpoints: tuple[str, ...] = ("127.0.0.1:2379",)
+    prefix: str = Field("/steering/v1", pattern=r"^/[^\s]*[^/\s]$")
+    username: str | None = None
+    password: str | None = None
+    tls: TlsFiles | None = None
+    timeout_seconds: PositiveFloat = 5.0
+
+
+class Dns(_Model):
+    listen: tuple[str, ...] = ("127.0.0.1:5353",)
+    state_file: str | None = None
+    tcp_idle_seconds: PositiveFloat = 10.0
+    tcp_max_connections: int = Field(256, ge=1)
+    ecs: bool = True
+
+
+class Route53(_Model):
+    hosted_zone_id: str
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    max_requests_per_second: PositiveFloat = 5.0
+    sync_interval: PositiveFloat = 60.0
+    owner_id: str = "steering"
+
+
+class Tls(_Model):
+    cert: str
+    key: str
+    client_ca: str | None = None
+
+
+class Auth(_Model):
+    tokens_file: str
+
+
+class Controller(_Model):
+    listen: str = "127.0.0.1:50051"
+    debounce_seconds: NonNegativeFloat = 0.2
+
+
+class Config(_Model):
+    policy: Policy = Policy()
+    regions: tuple[Region, ...] = Field(min_length=1)
+    sites: tuple[Site, ...] = ()
+    geos: tuple[Geo, ...] = Field(min_length=1)
+    services: tuple[Service, ...] = Field(min_length=1)
+    zones: tuple[Zone, ...] = Field(min_length=1)
+    etcd: Etcd = Etcd()
+    dns: Dns = Dns()
+    controller: Controller = Controller()
+    route53: Route53 | None = None
+    tls: Tls | None = None
+    auth: Auth | None = None
+    base_dir: str = Field(".", exclude=True, description="directory relative paths are resolved against")
+
+    # ---- lookups (cheap; the config is immutable, so these could be cached)
+
+    def region(self, region_id: str) -> Region:
+        for r in self.regions:
+            if r.id == region_id:
+                return r
+        raise KeyError(region_id)
+
+    def site(self, site_id: str) -> Site:
+        for s in self.sites:
+            if s.id == site_id:
+                return s
+        raise KeyError(site_id)
+
+    def service(self, name: str) -> Service:
+        wanted = _normalise_name(name)
+        for s in self.services:
+            if s.name == wanted:
+                return s
+        raise KeyError(name)
+
+    def geo(self, geo_id: str) -> Geo:
+        for g in self.geos:
+            if g.id == geo_id:
+                return g
+        raise KeyError(geo_id)
+
+    @property
+    def default_geo(self) -> Geo:
+        for g in self.geos:
+            if g.default:
+                return g
+        return self.geos[0]
+
+    def resolve_path(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+    def fingerprint(self) -> str:
+        """A short hash of the topology, so readers can tell two configs apart."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _normalise_name(value: str) -> str:
+    try:
+        name = dns.name.from_text(value)
+    except Exception as exc:  # dnspython raises several types for bad names
+        raise ValueError(f"{value!r} is not a DNS name ({exc})") from None
+    return name.to_text().lower()
+
+
+def _duplicates(ids: list[str]) -> list[str]:
+    seen: set[str] = set()
+    dup: list[str] = []
+    for i in ids:
+        if i in seen and i not in dup:
+            dup.append(i)
+        seen.add(i)
+    return dup
+
+
+def _cross_check(cfg: Config) -> list[str]:
+    problems: list[str] = []
+    region_ids = [r.id for r in cfg.regions]
+    site_ids = [s.id for s in cfg.sites]
+    for what, ids in (("regions", region_ids), ("sites", site_ids), ("geos", [g.id for g in cfg.geos]),
+                      ("services", [s.name for s in cfg.services]), ("zones", [z.origin for z in cfg.zones])):
+        for dup in _duplicates(ids):
+            problems.append(f"{what}: duplicate id {dup!r}")
+    clash = set(region_ids) & set(site_ids)
+    for c in sorted(clash):
+        problems.append(f"sites: id {c!r} is also a region id; site and region ids share one namespace")
+    regions = set(region_ids)
+    sites = set(site_ids)
+    for i, s in enumerate(cfg.sites):
+        if s.region not in regions:
+            problems.append(f"sites[{i}].region: unknown region {s.region!r}")
+
+    defaults = [g.id for g in cfg.geos if g.default]
+    if len(defaults) > 1:
+        problems.append(f"geos: more than one default geo ({', '.join(defaults)})")
+    elif not defaults and len(cfg.geos) > 1:
+        problems.append("geos: no default geo; mark the one for unmatched clients with 'default: true'")
+    prefix_owner: dict[str, str] = {}
+    for i, g in enumerate(cfg.geos):
+        for j, r in enumerate(g.prefer):
+            if r not in regions:
+                problems.append(f"geos[{i}].prefer[{j}]: unknown region {r!r}")
+        for dup in _duplicates(list(g.prefer)):
+            problems.append(f"geos[{i}].prefer: region {dup!r} listed twice")
+        for j, s in enumerate(g.prefer_sites):
+            if s not in sites:
+                problems.append(f"geos[{i}].prefer_sites[{j}]: unknown site {s!r}")
+        for j, p in enumerate(g.prefixes):
+            if p in prefix_owner:
+                problems.append(f"geos[{i}].prefixes[{j}]: {p} already belongs to geo {prefix_owner[p]!r}")
+            prefix_owner[p] = g.id
+    if cfg.geos and sum(g.demand for g in cfg.geos) <= 0:
+        problems.append("geos: every demand share is 0; give at least one geo a positive demand")
+
+    zone_names = [dns.name.from_text(z.origin) for z in cfg.zones]
+    for i, svc in enumerate(cfg.services):
+        name = dns.name.from_text(svc.name)
+        if not any(name.is_subdomain(z) for z in zone_names):
+            problems.append(f"services[{i}].name: {svc.name} is outside every configured zone")
+        allowed = regions | (sites if svc.targets == "sites" else set())
+        for target, answer in svc.answers.items():
+            if target not in allowed:
+                kind = "region or site" if svc.targets == "sites" else "region"
+                problems.append(f"services[{i}].answers.{target}: unknown {kind} {target!r}")
+            if answer.is_empty():
+                problems.append(f"services[{i}].answers.{target}: no A, AAAA or CNAME given")
+            if answer.CNAME and (answer.A or answer.AAAA):
+                problems.append(f"services[{i}].answers.{target}: CNAME cannot stand beside A/AAAA")
+        if not svc.answers:
+            problems.append(f"services[{i}].answers: empty; a service needs answers for at least one target")
+        for j, g in enumerate(cfg.geos):
+            reachable = [r for r in g.prefer if r in svc.answers]
+            if svc.targets == "sites":
+                reachable += [s for s in g.prefer_sites if s in svc.answers]
+            if not reachable and svc.answers:
+                problems.append(
+                    f"services[{i}].answers: geo {g.id!r} prefers none of the targets this service answers for"
+                )
+    for i, z in enumerate(cfg.zones):
+        if z.file is not None and not cfg.resolve_path(z.file).is_file():
+            problems.append(f"zones[{i}].file: {cfg.resolve_path(z.file)} does not exist")
+    if cfg.auth is not None and not cfg.resolve_path(cfg.auth.tokens_file).is_file():
+        problems.append(f"auth.tokens_file: {cfg.resolve_path(cfg.auth.tokens_file)} does not exist")
+    return problems
+
+
+def format_validation_error(exc: ValidationError) -> list[str]:
+    """One line per pydantic error: ``regions[0].capacity: Input should be greater than 0``."""
+    lines = []
+    for err in exc.errors():
+        path = ""
+        for part in err["loc"]:
+            if isinstance(part, int):
+                path += f"[{part}]"
+            else:
+                path += ("." if path else "") + str(part)
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        lines.append(f"{path or '(top level)'}: {msg}")
+    return lines
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Read a YAML file, turning every failure into a one-line ConfigError."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(str(p), [f"cannot read: {exc.strerror or exc}"]) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(str(p), [f"{where}invalid YAML: {problem}"]) from None
+
+
+def parse_config(data: Any, source: str = "<config>", base_dir: str | Path = ".") -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["(top level): expected a mapping of sections"])
+    try:
+        cfg = Config.model_validate({**data, "base_dir": str(base_dir)})
+    except ValidationError as exc:
+        raise ConfigError(source, format_validation_error(exc)) from None
+    problems = _cross_check(cfg)
+    if problems:
+        raise ConfigError(source, problems)
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    return parse_config(load_yaml(p), str(p), p.resolve().parent)

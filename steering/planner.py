@@ -1,0 +1,337 @@
+"""The planner: ``plan(config, observed, overrides, previous, now) -> RoutingTable``.
+
+Pure and deterministic (DESIGN.md §5): no I/O, no clock, no randomness. The
+steps, per service:
+
+1. Decide what each target can take: live capacity (or the config's), zero
+   when unhealthy, silent or fully evacuated; a ramping evacuation or restore
+   scales the target's share instead (step 3).
+2. Water-fill every geo's demand into its candidates (``waterfill``).
+3. Blend in ramps: each ramping region keeps ``remaining`` of its normal
+   share, the rest goes where the plan without it would send it.
+4. Round to integer weights, then limit the move from the previous table to
+   ``max_shift`` per step, except that traffic on a target that cannot serve
+   leaves at once (emergency), and moves below ``hysteresis`` are ignored.
+5. Pins replace the result; a geo with no usable target fails open.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from steering.config import TOTAL_WEIGHT, Config, Service
+from steering.model import Evacuation, Observed, Overrides, Pin, Restore, TargetHealth
+from steering.table import GeoRoute, RoutingTable, ServiceRoute, TargetState
+from steering.waterfill import Fill, waterfill
+from steering.weights import apportion, distance, move_toward
+
+
+@dataclass(frozen=True)
+class _Ramp:
+    region: str
+    remaining: float  # share of its normal traffic the region keeps, (0, 1)
+    step: float
+    label: str
+
+
+@dataclass(frozen=True)
+class _Regions:
+    """The per-region decisions that do not depend on the service."""
+
+    blocked: Mapping[str, str]  # region -> why its evacuation is not applied
+    evacuated: Mapping[str, str]  # region -> label, fully out
+    ramps: tuple[_Ramp, ...]  # partially out, oldest first
+    labels: Mapping[str, str]  # region -> evacuation column for status
+
+
+def plan(
+    config: Config,
+    observed: Observed,
+    overrides: Overrides,
+    previous: RoutingTable | None,
+    now: float,
+    leader: str = "",
+) -> RoutingTable:
+    policy = config.policy
+    health = observed.health
+    regions = _region_decisions(config, health, overrides, now)
+    demand = _demand(config, observed)
+
+    region_cap: dict[str, float] = {}
+    for r in config.regions:
+        h = health.get(r.id, TargetHealth())
+        cap = r.capacity if h.capacity is None else h.capacity
+        region_cap[r.id] = cap if h.can_serve and r.id not in regions.evacuated else 0.0
+    site_cap: dict[str, float] = {}
+    for s in config.sites:
+        h = health.get(s.id, TargetHealth())
+        cap = s.capacity if h.capacity is None else h.capacity
+        site_cap[s.id] = cap if h.can_serve and s.region not in regions.evacuated else 0.0
+
+    pins = {(p.service, p.geo): p for p in overrides.pins}
+    ramp_step = max((r.step for r in regions.ramps), default=0.0)
+    limit = math.floor(max(policy.max_shift, ramp_step) * TOTAL_WEIGHT + 1e-9)
+    hysteresis = math.floor(policy.hysteresis * TOTAL_WEIGHT + 1e-9)
+    site_region = {s.id: s.region for s in config.sites}
+
+    services: dict[str, ServiceRoute] = {}
+    peak: dict[str, float] = {}
+    notes: list[str] = []
+    fail_open = False
+    converging = bool(regions.ramps)
+    for svc in config.services:
+        cands = _candidates(config, svc)
+        capacity = {t: (site_cap[t] if t in site_cap else region_cap[t]) for ts in cands.values() for t in ts}
+
+        def usable_without(out: set[str], capacity: dict[str, float] = capacity) -> dict[str, float]:
+            return {t: (0.0 if (t in out or site_region.get(t) in out) else c) for t, c in capacity.items()}
+
+        fill = waterfill(cands, demand, capacity, policy.watermark)
+        ideal = {g: _shares(fill, g) for g in cands}
+        ramp_reason: dict[str, dict[str, str]] = {g: {} for g in cands}
+        gone: set[str] = set()
+        for ramp in regions.ramps:
+            gone.add(ramp.region)
+            without = waterfill(cands, demand, usable_without(gone), policy.watermark)
+            for g in cands:
+                alt = _shares(without, g)
+                if not alt:
+                    continue  # nothing else can serve this geo: the ramp cannot take it away
+                f = ramp.remaining
+                keys = set(ideal[g]) | set(alt)
+                ideal[g] = {t: f * ideal[g].get(t, 0.0) + (1 - f) * alt.get(t, 0.0) for t in keys}
+                for t in cands[g]:
+                    if t == ramp.region or site_region.get(t) == ramp.region:
+                        ramp_reason[g][t] = ramp.label
+
+        geos: dict[str, GeoRoute] = {}
+        planned: dict[str, float] = {}
+        prev_svc = previous.services.get(svc.name) if previous else None
+        for geo in config.geos:
+            order = list(cands[geo.id])
+            usable = [t for t in order if capacity[t] > 0]
+            prev_route = prev_svc.geos.get(geo.id) if prev_svc else None
+            pin = pins.get((svc.name, geo.id))
+            route = _pinned(pin, order, capacity) if pin else None
+            if route is None and not usable:
+                route = _fail_open(order, config, prev_route)
+                fail_open = True
+                notes.append(f"FAIL-OPEN {svc.name} {geo.id}: no healthy, non-evacuated target; serving "
+                             + ("the previous weights" if prev_route and not prev_route.pinned else "every target"))
+            if route is None:
+                goal = apportion(ideal[geo.id], TOTAL_WEIGHT, order)
+                weights, ramped = _step(goal, prev_route, order, capacity, limit, hysteresis)
+                converging = converging or ramped
+                reasons = _reasons(order, weights, capacity, fill, geo.id, health, site_region, regions,
+                                   ramp_reason[geo.id], ramped)
+                route = GeoRoute(weights=weights, reasons=reasons)
+            geos[geo.id] = route
+            d = demand.get(geo.id, 0.0)
+            for t, w in route.weights.items():
+                planned[t] = planned.get(t, 0.0) + d * w / TOTAL_WEIGHT
+        services[svc.name] = ServiceRoute(targets=svc.targets, geos=geos)
+        # Capacity and demand are per service: a target's planned load is that
+        # of its busiest service.
+        for t, load in planned.items():
+            peak[t] = max(peak.get(t, 0.0), load)
+
+    for region, why in sorted(regions.blocked.items()):
+        notes.append(f"EVACUATION BLOCKED {region}: {why}")
+    region_states = {
+        r.id: _state("region", r.id, health.get(r.id, TargetHealth()), r.capacity, region_cap[r.id],
+                     peak.get(r.id, 0.0), regions.labels.get(r.id, ""))
+        for r in config.regions
+    }
+    site_states = {
+        s.id: _state("site", s.region, health.get(s.id, TargetHealth()), s.capacity, site_cap[s.id],
+                     peak.get(s.id, 0.0), regions.labels.get(s.region, ""))
+        for s in config.sites
+    }
+    version = previous.version + 1 if previous else 1
+    return RoutingTable(
+        version=version,
+        parent_version=previous.version if previous else 0,
+        generated_at=now,
+        services=services,
+        regions=region_states,
+        sites=site_states,
+        fail_open=fail_open,
+        converging=converging,
+        topology=config.fingerprint(),
+        leader=leader,
+        notes=tuple(notes),
+    )
+
+
+def _candidates(config: Config, svc: Service) -> dict[str, list[str]]:
+    """Per geo, the targets this service can send it to, in preference order."""
+    out: dict[str, list[str]] = {}
+    for geo in config.geos:
+        regions = [r for r in geo.prefer if r in svc.answers]
+        if svc.targets == "sites":
+            # Cache sites first; their regions' own answers are the fallback.
+            out[geo.id] = [s for s in geo.prefer_sites if s in svc.answers] + regions
+        else:
+            out[geo.id] = regions
+    return out
+
+
+def _demand(config: Config, observed: Observed) -> dict[str, float]:
+    """Requests/s per geo: measured if given, else the configured shares of the total reported load."""
+    if observed.demand is not None:
+        return {g.id: max(0.0, float(observed.demand.get(g.id, 0.0))) for g in config.geos}
+    total = sum((observed.health.get(r.id) or TargetHealth()).load or 0.0 for r in config.regions)
+    shares = sum(g.demand for g in config.geos)
+    return {g.id: total * g.demand / shares for g in config.geos}
+
+
+def _region_decisions(config: Config, health: Mapping[str, TargetHealth], overrides: Overrides,
+                      now: float) -> _Regions:
+    """Apply evacuations oldest first, refusing any (unforced) that would leave too few regions serving."""
+    known = {r.id for r in config.regions}
+    serving = {r.id for r in config.regions if health.get(r.id, TargetHealth()).can_serve}
+    blocked: dict[str, str] = {}
+    evacuated: dict[str, str] = {}
+    ramps: list[_Ramp] = []
+    labels: dict[str, str] = {}
+    restores: dict[str, Restore] = {r.region: r for r in overrides.restores if r.region in known}
+    evacs: list[Evacuation] = sorted((e for e in overrides.evacuations if e.region in known),
+                                     key=lambda e: (e.started_at, e.region))
+    minimum = config.policy.min_serving_regions
+    for e in evacs:
+        if e.region in evacuated or any(r.region == e.region for r in ramps):
+            continue
+        left = serving - {e.region}
+        if not e.forced and e.region in serving and len(left) < minimum:
+            blocked[e.region] = (f"min_serving_regions={minimum}: evacuating it would leave "
+                                 f"{len(left)} serving ({', '.join(sorted(left)) or 'none'})")
+            labels[e.region] = "blocked"
+            continue
+        serving = left
+        remaining = e.remaining(now)
+        if remaining <= 0:
+            evacuated[e.region] = f"evacuated ({e.describe()})"
+            labels[e.region] = e.describe() + (" forced" if e.forced else "")
+        else:
+            label = f"evacuating: {e.describe()}, {remaining:.0%} left"
+            ramps.append(_Ramp(e.region, remaining, e.step, label))
+            labels[e.region] = f"{e.describe()} ({remaining:.0%} left)"
+    for region, r in sorted(restores.items()):
+        if region in evacuated or region in labels:
+            continue  # an evacuation issued after the restore wins
+        done = r.restored(now)
+        if done < 1.0:
+            ramps.append(_Ramp(region, done, r.step, f"restoring: {done:.0%} back"))
+            labels[region] = f"restoring ({done:.0%})"
+    return _Regions(blocked=blocked, evacuated=evacuated, ramps=tuple(ramps), labels=labels)
+
+
+def _shares(fill: Fill, geo: str) -> dict[str, float]:
+    return dict(fill.alloc.get(geo, {}))
+
+
+def _step(goal: dict[str, int], prev: GeoRoute | None, order: Sequence[str], capacity: Mapping[str, float],
+          limit: int, hysteresis: int) -> tuple[dict[str, int], bool]:
+    """Limit the move from the previous weights; returns (weights, still ramping)."""
+    if prev is None or prev.fail_open or prev.pinned:
+        return goal, False
+    # Traffic on a target that cannot serve (or is no longer a candidate) leaves at
+    # once: it goes where the goal sends it, in the goal's proportions.
+    kept = {t: prev.weights.get(t, 0) for t in order if capacity[t] > 0}
+    stranded = TOTAL_WEIGHT - sum(kept.values())
+    if sum(kept.values()) == 0:
+        return goal, False
+    start = kept
+    if stranded:
+        extra = apportion({t: float(goal[t]) for t in order}, stranded, order)
+        start = {t: kept.get(t, 0) + extra[t] for t in order}
+    d = distance(start, goal)
+    same_support = {t for t, w in start.items() if w} == {t for t, w in goal.items() if w}
+    if d <= hysteresis and same_support:
+        return {t: start.get(t, 0) for t in order}, False
+    moved = move_toward(start, goal, limit, order)
+    return moved, moved != goal
+
+
+def _pinned(pin: Pin, order: Sequence[str], capacity: Mapping[str, float]) -> GeoRoute | None:
+    """Pinned weights over the targets that can serve; None when none of them can."""
+    live = {t: float(w) for t, w in pin.weights.items() if t in order and capacity.get(t, 0.0) > 0 and w > 0}
+    if not live:
+        return None
+    weights = apportion(live, TOTAL_WEIGHT, order)
+    why = f"pinned: {pin.reason}" if pin.reason else "pinned"
+    reasons = {t: (why if weights[t] else ("pinned to 0" if t in pin.weights else "not pinned")) for t in order}
+    for t in order:
+        if t in pin.weights and pin.weights[t] and capacity.get(t, 0.0) <= 0:
+            reasons[t] = "pinned, but cannot serve"
+    return GeoRoute(weights=weights, reasons=reasons, pinned=True)
+
+
+def _fail_open(order: Sequence[str], config: Config, prev: GeoRoute | None) -> GeoRoute:
+    """Nothing can serve this geo: keep the last decision, or spread over every target by capacity."""
+    if prev is not None and not prev.pinned and set(prev.weights) <= set(order) and sum(prev.weights.values()):
+        weights = {t: prev.weights.get(t, 0) for t in order}
+        why = "fail-open: no healthy target, keeping the previous weights"
+    else:
+        caps = {t: _config_capacity(config, t) for t in order}
+        weights = apportion(caps, TOTAL_WEIGHT, order)
+        why = "fail-open: no healthy target, serving all by capacity"
+    return GeoRoute(weights=weights, reasons={t: why for t in order}, fail_open=True)
+
+
+def _config_capacity(config: Config, target: str) -> float:
+    try:
+        return config.region(target).capacity
+    except KeyError:
+        return config.site(target).capacity
+
+
+def _reasons(order: Sequence[str], weights: Mapping[str, int], capacity: Mapping[str, float], fill: Fill,
+             geo: str, health: Mapping[str, TargetHealth], site_region: Mapping[str, str], regions: _Regions,
+             ramp_reason: Mapping[str, str], ramped: bool) -> dict[str, str]:
+    reasons: dict[str, str] = {}
+    down: list[str] = []
+    last_full: str | None = None
+    short = geo in fill.overflow
+    for t in order:
+        region = site_region.get(t, t)
+        if capacity[t] <= 0:
+            h = health.get(t, TargetHealth())
+            if region in regions.evacuated:
+                reasons[t] = regions.evacuated[region]
+            elif not h.can_serve:
+                reasons[t] = h.status + (f": {h.detail}" if h.detail else "")
+            elif t in site_region and not health.get(region, TargetHealth()).can_serve:
+                reasons[t] = f"region {region} {health[region].status}"
+            else:
+                reasons[t] = "no capacity"
+            down.append(t)
+            continue
+        if t in ramp_reason:
+            why = ramp_reason[t]
+        elif last_full is None:
+            why = "home" if not down else f"failover: {', '.join(down)} unavailable"
+        else:
+            why = f"spillover from {last_full}"
+        if weights.get(t, 0) == 0 and t not in ramp_reason:
+            why = "standby" if last_full is None or not short else why
+        if short and weights.get(t, 0):
+            why += "; capacity short, excess spread by capacity"
+        if ramped:
+            why += "; ramping (max_shift per step)"
+        reasons[t] = why
+        if weights.get(t, 0):
+            last_full = t
+    return reasons
+
+
+def _state(kind: str, region: str, h: TargetHealth, config_capacity: float, usable: float, planned: float,
+           evacuation: str) -> TargetState:
+    capacity = config_capacity if h.capacity is None else h.capacity
+    util = None if capacity <= 0 else round(planned / capacity, 4)
+    reason = h.detail if h.status in ("unhealthy", "silent") else ""
+    return TargetState(kind=kind, region=region, health=h.status, serving=usable > 0, capacity=capacity,
+                       load=h.load or 0.0, planned_load=round(planned, 3), utilization=util,
+                       evacuation=evacuation, reason=reason)

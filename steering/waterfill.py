@@ -1,0 +1,70 @@
+"""Water-filling: pour each geo's demand into its targets in preference order.
+
+Pure arithmetic over floats. Rounds go by preference rank, so every geo gets
+its first choice before any geo gets its second: in round k each geo with
+demand left asks its k-th target, and a target asked by several geos splits
+its remaining room in proportion to what they ask. What still does not fit
+after the last round is the shortfall, spread over the geo's usable targets in
+proportion to capacity instead of piled onto one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class Fill:
+    alloc: dict[str, dict[str, float]]  # geo -> target -> requests/s
+    overflow: dict[str, float]  # geo -> requests/s spread beyond the watermark
+
+
+def waterfill(
+    candidates: Mapping[str, Sequence[str]],
+    demand: Mapping[str, float],
+    capacity: Mapping[str, float],
+    watermark: float,
+) -> Fill:
+    """Allocate ``demand`` (per geo) over ``capacity`` (per target; 0 = unusable).
+
+    Geos with zero demand are routed as if they had a vanishing demand, so
+    they still get a meaningful answer: their first target with room.
+    """
+    room = {t: watermark * c for t, c in capacity.items() if c > 0}
+    left = {g: max(d, 0.0) or EPSILON for g, d in demand.items() if g in candidates}
+    alloc: dict[str, dict[str, float]] = {g: {} for g in left}
+    ranks = max((len(c) for c in candidates.values()), default=0)
+    for k in range(ranks):
+        asks: dict[str, list[str]] = {}
+        for g in left:
+            if left[g] <= EPSILON * 1e-3:
+                continue
+            cands = candidates[g]
+            if k < len(cands) and room.get(cands[k], 0.0) > 0:
+                asks.setdefault(cands[k], []).append(g)
+        for target in sorted(asks):
+            geos = asks[target]
+            wanted = sum(left[g] for g in geos)
+            give = min(room[target], wanted)
+            for g in geos:
+                share = give * left[g] / wanted
+                alloc[g][target] = alloc[g].get(target, 0.0) + share
+                left[g] -= share
+            room[target] -= give
+            if room[target] < EPSILON * 1e-3:
+                room[target] = 0.0
+    overflow: dict[str, float] = {}
+    for g, rest in left.items():
+        if rest <= EPSILON * 1e-3:
+            continue
+        usable = [t for t in candidates[g] if capacity.get(t, 0.0) > 0]
+        total_cap = sum(capacity[t] for t in usable)
+        if total_cap <= 0:
+            continue  # nothing usable: the caller fails open
+        overflow[g] = rest
+        for t in usable:
+            alloc[g][t] = alloc[g].get(t, 0.0) + rest * capacity[t] / total_cap
+    return Fill(alloc=alloc, overflow=overflow)

@@ -1,0 +1,54 @@
+"""Integer weights: rounding shares to a fixed total, and limiting how far one step moves them.
+
+Pure functions over ``dict[target, int]``; every result sums to the total it
+was given, and ties are broken by the order of the keys, so the same input is
+always the same output.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+
+def apportion(shares: Mapping[str, float], total: int, order: Sequence[str]) -> dict[str, int]:
+    """Round non-negative ``shares`` to integers summing to ``total`` (largest remainder).
+
+    Every key of ``order`` appears in the result. Shares all zero put
+    everything on the first key.
+    """
+    s = sum(max(shares.get(t, 0.0), 0.0) for t in order)
+    if s <= 0:
+        return {t: (total if i == 0 else 0) for i, t in enumerate(order)}
+    exact = {t: max(shares.get(t, 0.0), 0.0) * total / s for t in order}
+    out = {t: math.floor(v) for t, v in exact.items()}
+    short = total - sum(out.values())
+    rank = sorted(range(len(order)), key=lambda i: (-(exact[order[i]] - out[order[i]]), i))
+    for i in rank[:short]:
+        out[order[i]] += 1
+    return out
+
+
+def distance(a: Mapping[str, int], b: Mapping[str, int]) -> int:
+    """Units of weight that move between ``a`` and ``b`` (half the L1 distance)."""
+    keys = set(a) | set(b)
+    return sum(abs(a.get(k, 0) - b.get(k, 0)) for k in keys) // 2
+
+
+def move_toward(start: Mapping[str, int], goal: Mapping[str, int], limit: int, order: Sequence[str]) -> dict[str, int]:
+    """Move at most ``limit`` units from ``start`` toward ``goal`` (both over ``order``, same total).
+
+    Each target that loses gives in proportion to what it must lose; each that
+    gains takes in proportion to what it must gain: the step is a scaled-down
+    copy of the whole move, not a greedy one.
+    """
+    d = distance(start, goal)
+    if d <= limit:
+        return {t: goal.get(t, 0) for t in order}
+    losers = {t: start.get(t, 0) - goal.get(t, 0) for t in order if start.get(t, 0) > goal.get(t, 0)}
+    gainers = {t: goal.get(t, 0) - start.get(t, 0) for t in order if goal.get(t, 0) > start.get(t, 0)}
+    minus = apportion(losers, limit, [t for t in order if t in losers])
+    plus = apportion(gainers, limit, [t for t in order if t in gainers])
+    # apportion never hands a key more than its own share of ``limit``, and
+    # limit < d, so no loser goes below its goal and no gainer above it.
+    return {t: start.get(t, 0) - minus.get(t, 0) + plus.get(t, 0) for t in order}
