@@ -1,0 +1,1 @@
+"""Helpers that start real servers (etcd) for tests, benchmarks and the demo."""

