@@ -89,7 +89,7 @@ class Geo(_Model):
             try:
                 net = ipaddress.ip_network(str(text), strict=True)
             except ValueError as exc:
-                raise ValueError(f"prefixes[{i}]: {text!r} is not a CIDR prefix ({exc})") from None
+                raise ValueError(f"entry {i}: {text!r} is not a CIDR prefix ({exc})") from None
             out.append(str(net))
         return tuple(out)
 

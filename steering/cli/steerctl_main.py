@@ -1,0 +1,5 @@
+"""``python -m steering.cli.steerctl_main``: steerctl without the console script."""
+
+from steering.cli.steerctl import main
+
+main()
