@@ -1,0 +1,74 @@
+"""``steering controller --config FILE [--listen ADDR] [--metrics-addr ADDR] [--id NAME] [--insecure]``."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import click
+
+from steering import logs
+from steering.addr import is_loopback, parse_hostport
+from steering.config import ConfigError, load_config
+
+
+@click.command(name="controller")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--listen", default=None, help="gRPC address (default: controller.listen of the config)")
+@click.option("--metrics-addr", default=None, help="serve Prometheus metrics on HOST:PORT")
+@click.option("--id", "replica", default=None, help="replica identity (default: hostname-based)")
+@click.option("--insecure", is_flag=True, help="allow listening beyond loopback without auth")
+def command(config_path: str, listen: str | None, metrics_addr: str | None, replica: str | None,
+            insecure: bool) -> None:
+    """Run a controller replica."""
+    logs.setup(component="controller")
+    log = logs.get("steering.controller")
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            click.echo(f"steering controller: {line}", err=True)
+        sys.exit(2)
+    address = listen or config.controller.listen
+    try:
+        host, _ = parse_hostport(address)
+    except ValueError as exc:
+        click.echo(f"steering controller: --listen: {exc}", err=True)
+        sys.exit(2)
+    if not is_loopback(host) and config.auth is None:
+        if not insecure:
+            click.echo(f"steering controller: refusing to listen on {address} without an auth section; "
+                       "configure auth or pass --insecure", err=True)
+            sys.exit(2)
+        log.warning("listening beyond loopback WITHOUT authentication (--insecure)", listen=address)
+    from steering import metrics
+    from steering.controller.server import default_replica_id
+
+    try:
+        metrics.serve(metrics_addr)
+    except (OSError, ValueError) as exc:
+        click.echo(f"steering controller: --metrics-addr {metrics_addr}: {exc}", err=True)
+        sys.exit(2)
+    import uvloop
+
+    sys.exit(uvloop.run(_run(config, address, replica or default_replica_id())))
+
+
+async def _run(config: object, address: str, replica: str) -> int:
+    from steering.controller.server import Controller
+
+    log = logs.get("steering.controller")
+    ctl = Controller(config, replica, address)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await ctl.start()
+    except Exception as exc:
+        log.error("cannot start", replica=replica, error=str(exc))
+        return 1
+    await stop.wait()
+    await ctl.stop()
+    return 0

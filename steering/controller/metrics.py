@@ -1,0 +1,23 @@
+"""The controller's Prometheus metrics (one registry per process)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REPORTS = Counter("steering_reports_received_total", "Agent reports received")
+REJECTED = Counter("steering_reports_rejected_total", "Agent reports rejected", ["reason"])
+ETCD_WRITES = Counter("steering_etcd_writes_total", "Writes to etcd", ["kind"])
+ETCD_ERRORS = Counter("steering_etcd_errors_total", "Failed etcd operations", ["kind"])
+LEADER = Gauge("steering_leader", "1 while this replica is the leader")
+PLAN_SECONDS = Histogram("steering_plan_duration_seconds", "Time to compute one routing table",
+                         buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+TABLE_VERSION = Gauge("steering_table_version", "Version of the routing table this replica follows")
+TABLE_GENERATED = Gauge("steering_table_generated_timestamp_seconds",
+                        "When the followed table was planned (age = time() - this)")
+TABLES_PUBLISHED = Counter("steering_tables_published_total", "Routing tables this replica published as leader")
+FAIL_OPEN = Gauge("steering_fail_open", "1 while the current table fails open somewhere")
+CONNECTED_AGENTS = Gauge("steering_connected_agents", "Agent streams open on this replica")
+REGION_SERVING = Gauge("steering_region_serving", "1 while the region receives traffic", ["region"])
+REGION_UTILIZATION = Gauge("steering_region_planned_utilization", "Planned load / capacity", ["region"])
+EVACUATIONS = Gauge("steering_region_evacuated", "1 while an evacuation of the region is in force", ["region"])
+SILENT_SITES = Gauge("steering_silent_sites", "Sites with no report within the silence timeout")

@@ -1,0 +1,94 @@
+"""Validation of one agent report against the topology: pure, no I/O.
+
+A report that fails any rule is rejected whole (nothing is stored) with a
+message that names the field, which the ingest turns into INVALID_ARGUMENT.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from steering.config import Config
+from steering.model import TargetHealth
+from steering.v1 import steering_pb2 as pb
+
+
+class ReportError(ValueError):
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {problem}")
+
+
+STATUS_NAMES = {
+    pb.HEALTH_STATUS_HEALTHY: "healthy",
+    pb.HEALTH_STATUS_UNHEALTHY: "unhealthy",
+}
+
+
+@dataclass(frozen=True)
+class Report:
+    site: str
+    region: str
+    kind: str  # region | cache
+    agent: str
+    sequence: int
+    health: TargetHealth
+
+
+def validate(report: pb.HealthReport, config: Config, last_sequence: int | None, now: float) -> Report:
+    """Check ``report``; ``last_sequence`` is the agent's previous sequence on this stream or replica."""
+    if not report.site:
+        raise ReportError("site", "missing")
+    if not report.region:
+        raise ReportError("region", "missing")
+    if report.kind == pb.SITE_KIND_REGION:
+        try:
+            config.region(report.site)
+        except KeyError:
+            raise ReportError("site", f"unknown region {report.site!r} (kind region reports use the region id)") from None
+        if report.region != report.site:
+            raise ReportError("region", f"{report.region!r} differs from site {report.site!r} for kind region")
+        kind = "region"
+    elif report.kind == pb.SITE_KIND_CACHE:
+        try:
+            site = config.site(report.site)
+        except KeyError:
+            raise ReportError("site", f"unknown cache site {report.site!r}") from None
+        if report.region != site.region:
+            raise ReportError("region", f"{report.region!r}, but site {report.site!r} is in {site.region!r}")
+        kind = "cache"
+    else:
+        raise ReportError("kind", "must be SITE_KIND_REGION or SITE_KIND_CACHE")
+    status = STATUS_NAMES.get(report.status)
+    if status is None:
+        raise ReportError("status", "must be HEALTH_STATUS_HEALTHY or HEALTH_STATUS_UNHEALTHY")
+    for name in ("capacity", "load"):
+        value = getattr(report, name)
+        if math.isnan(value) or math.isinf(value) or value < 0:
+            raise ReportError(name, f"{value!r} is not a finite non-negative number")
+    for geo, value in report.geo_load.items():
+        if math.isnan(value) or math.isinf(value) or value < 0:
+            raise ReportError(f"geo_load.{geo}", f"{value!r} is not a finite non-negative number")
+    if report.sequence == 0:
+        raise ReportError("sequence", "missing (must start at 1)")
+    if last_sequence is not None and report.sequence <= last_sequence:
+        raise ReportError("sequence", f"{report.sequence} is not above the agent's previous {last_sequence}")
+    agent = report.agent_id or f"{report.site}-agent"
+    failing = [c for c in report.checks if not c.ok]
+    detail = "; ".join(f"{c.name}: {c.detail or 'failed'}" for c in failing)[:200]
+    return Report(
+        site=report.site,
+        region=report.region,
+        kind=kind,
+        agent=agent,
+        sequence=report.sequence,
+        health=TargetHealth(
+            status=status,  # type: ignore[arg-type]
+            # A report of capacity 0 with a healthy status is "no capacity figure": keep the config's.
+            capacity=report.capacity if report.capacity > 0 or status == "unhealthy" else None,
+            load=report.load,
+            updated_at=now,
+            detail=detail,
+        ),
+    )

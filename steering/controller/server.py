@@ -1,0 +1,115 @@
+"""One controller replica: the gRPC server, the ingest, the leader loop and the table follower.
+
+Start-up never waits for etcd: the server listens at once (agents and the
+API see a live replica that reports NOT_SERVING on the standard health
+service until etcd answers), and every etcd user retries on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from steering import logs
+from steering.config import Config
+from steering.controller.ingest import Ingest
+from steering.controller.leader import Leader
+from steering.controller.tableview import TableView
+from steering.store import Store
+from steering.v1 import steering_pb2 as pb
+from steering.v1 import steering_pb2_grpc as pb_grpc
+
+log = logs.get("steering.controller")
+
+SERVICE_NAMES = ("steering.v1.HealthService", "steering.v1.RoutingService", "steering.v1.OperatorService")
+
+
+def default_replica_id() -> str:
+    return f"{socket.gethostname()}-{int(time.time() * 1000) % 100000}"
+
+
+class Controller:
+    def __init__(self, config: Config, replica: str, listen: str) -> None:
+        self.config = config
+        self.replica = replica
+        self.listen = listen
+        self.store = Store(config.etcd, base_dir=config.base_dir)
+        self.leader = Leader(config, self.store, replica)
+        self.ingest = Ingest(config, self.store, replica, lambda: self.leader.is_leader)
+        self.tables = TableView(self.store)
+        self.health = health.aio.HealthServicer()
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _add_api(self, server: grpc.aio.Server) -> None:
+        pb_grpc.add_HealthServiceServicer_to_server(self.ingest, server)
+        try:
+            from steering.controller.api import add_api_services
+        except ImportError:  # the routing/operator API lands separately
+            return
+        add_api_services(self, server)
+
+    async def start(self, server_credentials: grpc.ServerCredentials | None = None,
+                    interceptors: list[grpc.aio.ServerInterceptor] | None = None) -> int:
+        await self.store.open()
+        self.server = grpc.aio.server(interceptors=interceptors or [],
+                                      options=[("grpc.so_reuseport", 0),
+                                               ("grpc.keepalive_time_ms", 20000),
+                                               ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+                                               ("grpc.keepalive_permit_without_calls", 1)])
+        self._add_api(self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                 reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, self.server)
+        if server_credentials is not None:
+            self.port = self.server.add_secure_port(self.listen, server_credentials)
+        else:
+            self.port = self.server.add_insecure_port(self.listen)
+        if not self.port:
+            raise OSError(f"cannot listen on {self.listen}")
+        await self.server.start()
+        self.ingest.start()
+        self._tasks = [
+            asyncio.create_task(self.leader.run(), name="leader"),
+            asyncio.create_task(self._follow_tables(), name="tables"),
+        ]
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("controller started", replica=self.replica, listen=self.listen, port=self.port)
+        return self.port
+
+    async def _follow_tables(self) -> None:
+        while True:
+            try:
+                await self.tables.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("table follower failed; restarting")
+                await asyncio.sleep(0.5)
+
+    async def stop(self) -> None:
+        """SIGTERM: resign leadership first (another replica takes over at once), then drain."""
+        log.info("controller stopping", replica=self.replica)
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.leader.stop()
+        if self.server is not None:
+            await self.server.stop(grace=1.0)
+        await self.ingest.close()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.store.close()
+        log.info("controller stopped", replica=self.replica)
+
+    @property
+    def table(self) -> pb.RoutingTable | None:
+        return None
