@@ -1,0 +1,1 @@
+"""``steering demo``: the whole system on loopback, with simulated regions you can break and heal."""

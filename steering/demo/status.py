@@ -1,0 +1,71 @@
+"""The demo's live status: pure rendering of a routing table and the events between two tables."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from steering.table import RoutingTable
+
+
+def events(before: RoutingTable | None, after: RoutingTable) -> list[str]:
+    """What changed between two tables, in words an operator would say."""
+    if before is None:
+        return [f"v{after.version}: first table, serving {', '.join(r for r, s in after.regions.items() if s.serving)}"]
+    out = []
+    for kind, old_map, new_map in (("region", before.regions, after.regions), ("site", before.sites, after.sites)):
+        for t, st in new_map.items():
+            old = old_map.get(t)
+            if old is None:
+                continue
+            if old.health != st.health:
+                out.append(f"v{after.version}: {kind} {t} {old.health} -> {st.health}")
+            if old.serving != st.serving:
+                out.append(f"v{after.version}: {kind} {t} {'back in service' if st.serving else 'out of service'}")
+            if old.evacuation != st.evacuation and st.evacuation:
+                out.append(f"v{after.version}: {kind} {t} evacuation {st.evacuation}")
+            elif old.evacuation and not st.evacuation:
+                out.append(f"v{after.version}: {kind} {t} evacuation ended")
+    if after.fail_open and not before.fail_open:
+        out.append(f"v{after.version}: FAIL-OPEN: " + "; ".join(after.notes))
+    if after.converging and not before.converging:
+        out.append(f"v{after.version}: ramping (one step per policy.step_seconds)")
+    if before.converging and not after.converging:
+        out.append(f"v{after.version}: converged")
+    return out
+
+
+def render(table: RoutingTable | None, recent: list[str], dns_port: int, api_port: int) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    if table is None:
+        grid.add_row("waiting for the first routing table ...")
+        return grid
+    head = f"routing table v{table.version}  leader {table.leader or '?'}"
+    if table.fail_open:
+        head += "  [bold red]FAIL-OPEN[/]"
+    if table.converging:
+        head += "  [yellow]ramping[/]"
+    grid.add_row(head)
+    regions = Table(box=None, show_edge=False, pad_edge=False)
+    for col in ("target", "health", "serving", "capacity", "load", "planned", "util", "evacuation"):
+        regions.add_column(col, justify="right" if col in ("capacity", "load", "planned", "util") else "left")
+    for t, st in [*table.regions.items(), *table.sites.items()]:
+        colour = "green" if st.health == "healthy" else ("yellow" if st.health == "unknown" else "red")
+        util = "-" if st.utilization is None else f"{st.utilization:.0%}"
+        regions.add_row(t, f"[{colour}]{st.health}[/]", "yes" if st.serving else "[red]no[/]", f"{st.capacity:.0f}",
+                        f"{st.load:.0f}", f"{st.planned_load:.0f}", util, st.evacuation or "")
+    grid.add_row(regions)
+    for name, svc in table.services.items():
+        geos = Table(box=None, show_edge=False, pad_edge=False, title=name, title_justify="left")
+        geos.add_column("geo")
+        geos.add_column("traffic goes to")
+        for geo, route in svc.geos.items():
+            where = "  ".join(f"{t} {w / 10:.0f}%" for t, w in route.serving())
+            geos.add_row(geo, where + ("  [red](fail-open)[/]" if route.fail_open else ""))
+        grid.add_row(geos)
+    if recent:
+        grid.add_row("recent events:")
+        for e in recent[-8:]:
+            grid.add_row(f"  {e}")
+    grid.add_row(f"try: dig @127.0.0.1 -p {dns_port} api.example.test   |   "
+                 f"steerctl --server 127.0.0.1:{api_port} status   |   steering demo break us-east-1")
+    return grid
