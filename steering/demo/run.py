@@ -101,6 +101,7 @@ class Demo:
     sims: dict[str, SimTarget] = field(default_factory=dict)
     config: Config | None = None
     run_config: Path | None = None
+    owns_state: bool = False  # whether this instance wrote demo.json (a refused second demo did not)
 
     # ---------------------------------------------------------------- start
 
@@ -221,6 +222,7 @@ class Demo:
         tmp = self.state_dir / (STATE_FILE + ".tmp")
         tmp.write_text(json.dumps(info, indent=2, sort_keys=True))
         os.replace(tmp, self.state_dir / STATE_FILE)
+        self.owns_state = True
 
     def dead(self) -> list[str]:
         """Processes that exited on their own (so the demo can say so)."""
@@ -243,10 +245,9 @@ class Demo:
             self.etcd.stop()
         for s in self.sims.values():
             s.stop()
-        try:
-            (self.state_dir / STATE_FILE).unlink()
-        except FileNotFoundError:
-            pass
+        if self.owns_state:
+            (self.state_dir / STATE_FILE).unlink(missing_ok=True)
+            self.owns_state = False
 
 
 async def wait_ready(demo: Demo, timeout: float = 30.0) -> None:

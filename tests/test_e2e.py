@@ -1,0 +1,239 @@
+"""End to end, every part real: the demo's processes (etcd, two controllers, DNS, agents) on loopback.
+
+Answers are read with real DNS queries carrying ECS for a client in each geo.
+Times are printed (see bench/failover.py for measured percentiles), never
+asserted: the waits have generous deadlines and fail only when nothing moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import dns.asyncquery
+import dns.edns
+import dns.message
+import dns.rdatatype
+import pytest
+
+from steering.demo.run import STATE_FILE, Demo, pid_alive, wait_ready
+from steering.demo.simtarget import write_state
+from steering.testing import EXAMPLE_CONFIG
+from steering.testing.etcd import free_port
+
+SERVICE = "api.example.test."
+HOME_OF_US_EAST = ("na-east", "south-america", "world")
+
+
+def free_ports(n: int) -> int:
+    """A base port with n consecutive free TCP ports and a free UDP port at the base."""
+    import socket
+
+    for _ in range(50):
+        base = free_port()
+        if base + n > 65000:
+            continue
+        ok = True
+        for p in range(base, base + n):
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                with socket.socket(socket.AF_INET, kind) as s:
+                    try:
+                        s.bind(("127.0.0.1", p))
+                    except OSError:
+                        ok = False
+        if ok:
+            return base
+    raise RuntimeError("no free port range")
+
+
+@pytest.fixture
+async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
+    d = Demo(config_path=EXAMPLE_CONFIG, state_dir=tmp_path / "demo", dns_port=free_ports(1),
+             api_port=free_ports(2))
+    try:
+        d.start()
+        await wait_ready(d, timeout=60)
+        await settled(d)
+        yield d
+    finally:
+        d.stop()
+
+
+async def settled(demo: Demo) -> None:
+    """Until every target has reported healthy and no ramp is running: the state tests start from."""
+    from steering.store import Store
+
+    assert demo.config is not None
+    store = Store(demo.config.etcd, base_dir=demo.config.base_dir)
+    await store.open()
+    try:
+        async def ready() -> bool:
+            t = await store.get_table()
+            return t is not None and not t.converging and all(
+                st.health == "healthy" for st in [*t.regions.values(), *t.sites.values()])
+
+        await wait_for(ready, 60, "every target healthy in the table")
+    finally:
+        await store.close()
+
+    async def home() -> bool:
+        return await answered_regions(demo, "na-east") == {"us-east-1"}
+
+    await wait_for(home, 10, "DNS to answer from the settled table")
+
+
+def region_of_address(demo: Demo) -> dict[str, str]:
+    assert demo.config is not None
+    out = {}
+    for target, answer in demo.config.service(SERVICE).answers.items():
+        for a in answer.A:
+            out[a] = target
+    return out
+
+
+async def answered_regions(demo: Demo, geo: str, clients: int = 4) -> set[str]:
+    """Regions named in the A answers for a few clients of ``geo`` (ECS), or of the default geo."""
+    assert demo.config is not None
+    g = demo.config.geo(geo)
+    regions: set[str] = set()
+    owner = region_of_address(demo)
+    v4 = [p for p in g.prefixes if ":" not in p and not p.startswith("127.")]
+    for i in range(clients):
+        q = dns.message.make_query(SERVICE, "A")
+        if v4:
+            client = ipaddress.ip_network(v4[0])[i + 1]
+            q.use_edns(0, options=[dns.edns.ECSOption(str(client), 32)])
+        r = await dns.asyncquery.udp(q, "127.0.0.1", port=demo.dns_port, timeout=1.0)
+        for rrset in r.answer:
+            if rrset.rdtype == dns.rdatatype.A:
+                regions.update(owner[rd.address] for rd in rrset)
+    return regions
+
+
+async def wait_for(check: object, timeout: float, what: str) -> float:
+    """Poll ``check`` (async, returning truthy) until it holds; return the seconds it took."""
+    t0 = time.monotonic()
+    last = None
+    while time.monotonic() - t0 < timeout:
+        try:
+            last = await check()  # type: ignore[operator]
+        except Exception as exc:  # a query may time out while a process restarts
+            last = exc
+        if last and not isinstance(last, Exception):
+            return time.monotonic() - t0
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+async def east_everywhere_absent(demo: Demo) -> bool:
+    for geo in [g.id for g in demo.config.geos]:  # type: ignore[union-attr]
+        if "us-east-1" in await answered_regions(demo, geo):
+            return False
+    return True
+
+
+async def test_break_and_heal_a_region(demo: Demo) -> None:
+    for geo in HOME_OF_US_EAST:
+        assert await answered_regions(demo, geo) == {"us-east-1"}, geo
+    write_state(demo.sims["us-east-1"].state_file, broken=True)
+    took = await wait_for(lambda: east_everywhere_absent(demo), 30, "us-east-1 to leave every geo")
+    print(f"break -> no DNS answer names us-east-1: {took:.2f}s")
+    write_state(demo.sims["us-east-1"].state_file, broken=False)
+
+    async def back() -> bool:
+        return "us-east-1" in await answered_regions(demo, "na-east", clients=16)
+
+    took = await wait_for(back, 60, "us-east-1 to come back")
+    print(f"heal -> us-east-1 answered again: {took:.2f}s")
+
+
+async def test_leader_killed_the_other_takes_over(demo: Demo) -> None:
+    info = json.loads((demo.state_dir / STATE_FILE).read_text())
+    from steering.store import Store
+
+    assert demo.config is not None
+    store = Store(demo.config.etcd, base_dir=demo.config.base_dir)
+    await store.open()
+    try:
+        leader = await store.leader()
+        assert leader in ("ctl-1", "ctl-2")
+        name = "controller-1" if leader == "ctl-1" else "controller-2"
+        os.kill(info["pids"][name], signal.SIGKILL)
+
+        async def new_leader() -> bool:
+            return (await store.leader()) not in (None, leader)
+
+        took = await wait_for(new_leader, 30, "another controller to lead")
+        print(f"leader killed -> new leader: {took:.2f}s")
+        write_state(demo.sims["us-east-1"].state_file, broken=True)
+        await wait_for(lambda: east_everywhere_absent(demo), 30, "a break to converge under the new leader")
+    finally:
+        await store.close()
+
+
+async def test_etcd_down_dns_keeps_answering_then_converges(demo: Demo) -> None:
+    assert demo.etcd is not None
+    before = await answered_regions(demo, "europe")
+    assert before == {"eu-west-1"}
+    demo.etcd.stop()
+    for _ in range(10):  # a second of queries with etcd gone
+        assert await answered_regions(demo, "europe") == {"eu-west-1"}
+        await asyncio.sleep(0.1)
+    demo.etcd.start()
+    write_state(demo.sims["eu-west-1"].state_file, broken=True)
+
+    async def europe_moved() -> bool:
+        return "eu-west-1" not in await answered_regions(demo, "europe")
+
+    took = await wait_for(europe_moved, 60, "the system to converge after etcd returned")
+    print(f"etcd back + break -> converged: {took:.2f}s")
+
+
+def test_demo_stops_cleanly_and_refuses_a_second_instance(tmp_path: Path) -> None:
+    dns_port, api_port = free_ports(1), free_ports(2)
+    state = tmp_path / "demo"
+    steering = str(Path(sys.executable).parent / "steering")
+    args = [steering, "demo", "--dns-port", str(dns_port), "--api-port", str(api_port), "--state-dir", str(state)]
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        info = None
+        while time.monotonic() < deadline:
+            try:
+                info = json.loads((state / STATE_FILE).read_text())
+                break
+            except (OSError, ValueError):
+                assert first.poll() is None, first.stdout.read().decode() if first.stdout else ""
+                time.sleep(0.1)
+        assert info is not None, "demo never wrote its state file"
+        second = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        assert second.returncode != 0
+        assert "already running" in second.stderr or "already in use" in second.stderr, second.stderr
+        assert "Traceback" not in second.stderr
+        # break/heal from a second terminal talk to the running demo through its state dir
+        broke = subprocess.run([steering, "demo", "--state-dir", str(state), "break", "us-west-2"],
+                               capture_output=True, text=True, timeout=30)
+        assert broke.returncode == 0 and "broken" in broke.stdout
+        assert json.loads(Path(info["targets"]["us-west-2"]["state_file"]).read_text())["broken"] is True
+        bad = subprocess.run([steering, "demo", "--state-dir", str(state), "break", "mars-1"],
+                             capture_output=True, text=True, timeout=30)
+        assert bad.returncode == 2 and "unknown region or site 'mars-1'" in bad.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        out, _ = first.communicate(timeout=60)
+    assert first.returncode == 0, out.decode()[-2000:]
+    pids = [p for p in info["pids"].values() if p]
+    assert len(pids) >= 9  # etcd, 2 controllers, dns, 5 agents
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+        time.sleep(0.1)
+    assert not [p for p in pids if pid_alive(p)], "processes left behind"
+    assert not (state / STATE_FILE).exists()
