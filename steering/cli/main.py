@@ -44,3 +44,7 @@ def cli() -> None:
 
 def main() -> None:
     sys.exit(cli.main(standalone_mode=True))
+
+
+if __name__ == "__main__":
+    main()

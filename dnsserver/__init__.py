@@ -1,0 +1,1 @@
+"""The bundled authoritative DNS server (see README.md beside this file)."""

@@ -1,0 +1,236 @@
+"""Answer selection: which records answer (name, type) for a client. Pure; no sockets, no clock.
+
+Two halves:
+
+* ``build_steering`` turns the config and a routing table into, per steered
+  name, one weighted ``Split`` per geo. Whenever the table cannot give a
+  usable split (no table, service or geo missing, only targets without
+  answers), the split fails open to every configured target of the geo with
+  equal weight, and the reason is reported so the caller logs and counts it.
+* ``resolve`` answers a question the way an authoritative server must
+  (REFUSED outside our zones, NXDOMAIN/NODATA with the SOA, CNAME chasing
+  inside our zones, a minimal ANY) with a ``choose`` callback for the
+  weighted pick, so the fast path's pre-rendering and the slow path share it.
+
+A client's pick is ``pick(split, subnet, seed)``: a hash of the client subnet
+and the name mapped onto the cumulative weights. It leaves out the table
+version on purpose: a subnet keeps its answer across tables unless the
+weights around its hash value move, which keeps caches and sessions steady.
+"""
+
+from __future__ import annotations
+
+import zlib
+from bisect import bisect_right
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from dnsserver.geo import GeoMap
+from dnsserver.zones import LoadedZone
+from steering.config import Config, Service
+from steering.table import RoutingTable
+
+MAX_CNAME_CHAIN = 8
+_GOLDEN = 0x9E3779B1
+
+
+@dataclass(frozen=True)
+class Split:
+    """A geo's weighted choice: ``targets[i]`` is picked for hash values below ``cumulative[i]``."""
+
+    targets: tuple[str, ...]
+    cumulative: tuple[int, ...]
+    fallback: str = ""  # why the table was not used ("" when it was)
+
+    @property
+    def total(self) -> int:
+        return self.cumulative[-1]
+
+
+def name_seed(name: dns.name.Name) -> int:
+    """Per-name hash seed: the lower-case wire form, so every replica computes the same."""
+    return zlib.crc32(name.canonicalize().to_wire())
+
+
+def pick(split: Split, subnet: bytes, seed: int) -> int:
+    """Index into ``split.targets`` for a client subnet (stable: same inputs, same index)."""
+    if len(split.targets) == 1:
+        return 0
+    # crc32 is linear, so neighbouring subnets give related values; a
+    # multiplicative mix spreads them before scaling onto [0, total).
+    h = ((zlib.crc32(subnet, seed) * _GOLDEN) & 0xFFFFFFFF) * split.total >> 32
+    return bisect_right(split.cumulative, h)
+
+
+@dataclass(frozen=True)
+class SteeredName:
+    service: str
+    name: dns.name.Name
+    ttl: int
+    seed: int
+    records: Mapping[str, Mapping[int, dns.rrset.RRset]]  # target -> rdtype -> rrset
+    splits: tuple[Split, ...]  # by geo index
+
+
+@dataclass(frozen=True)
+class Fallback:
+    service: str
+    geo: str
+    reason: str
+
+
+def _target_records(name: dns.name.Name, svc: Service) -> dict[str, dict[int, dns.rrset.RRset]]:
+    out: dict[str, dict[int, dns.rrset.RRset]] = {}
+    for target, ans in svc.answers.items():
+        recs: dict[int, dns.rrset.RRset] = {}
+        if ans.A:
+            recs[dns.rdatatype.A] = dns.rrset.from_text_list(name, svc.ttl, "IN", "A", list(ans.A))
+        if ans.AAAA:
+            recs[dns.rdatatype.AAAA] = dns.rrset.from_text_list(name, svc.ttl, "IN", "AAAA", list(ans.AAAA))
+        if ans.CNAME:
+            recs[dns.rdatatype.CNAME] = dns.rrset.from_text(name, svc.ttl, "IN", "CNAME", ans.CNAME)
+        out[target] = recs
+    return out
+
+
+def _split(weights: Sequence[tuple[str, int]], fallback: str = "") -> Split:
+    cum: list[int] = []
+    acc = 0
+    for _, w in weights:
+        acc += w
+        cum.append(acc)
+    return Split(tuple(t for t, _ in weights), tuple(cum), fallback)
+
+
+def configured_targets(cfg: Config, svc: Service, geo_id: str) -> list[str]:
+    """What a geo may be sent to for a service, from the config alone (the fail-open set)."""
+    geo = cfg.geo(geo_id)
+    cands = list(geo.prefer) + (list(geo.prefer_sites) if svc.targets == "sites" else [])
+    out = [t for t in cands if t in svc.answers]
+    return out or list(svc.answers)
+
+
+def build_steering(cfg: Config, table: RoutingTable | None,
+                   geomap: GeoMap) -> tuple[dict[dns.name.Name, SteeredName], list[Fallback]]:
+    steered: dict[dns.name.Name, SteeredName] = {}
+    fallbacks: list[Fallback] = []
+    for svc in cfg.services:
+        name = dns.name.from_text(svc.name)
+        splits: list[Split] = []
+        route_svc = None if table is None else table.services.get(svc.name)
+        for geo_id in geomap.ids:
+            reason = ""
+            if table is None:
+                reason = "no-table"
+            elif route_svc is None:
+                reason = "service-not-in-table"
+            elif geo_id not in route_svc.geos:
+                reason = "geo-not-in-table"
+            else:
+                usable = [(t, w) for t, w in route_svc.geos[geo_id].serving() if t in svc.answers]
+                if usable:
+                    splits.append(_split(usable))
+                    continue
+                reason = "no-answerable-target"
+            fallbacks.append(Fallback(svc.name, geo_id, reason))
+            splits.append(_split([(t, 1) for t in configured_targets(cfg, svc, geo_id)], reason))
+        steered[name] = SteeredName(svc.name, name, svc.ttl, name_seed(name), _target_records(name, svc),
+                                    tuple(splits))
+    return steered, fallbacks
+
+
+@dataclass
+class Resolution:
+    rcode: int
+    answer: list[dns.rrset.RRset] = field(default_factory=list)
+    authority: list[dns.rrset.RRset] = field(default_factory=list)
+    authoritative: bool = True
+    picks: list[tuple[SteeredName, str]] = field(default_factory=list)  # steered choices it took
+
+
+class Catalog:
+    """Everything answerable: the zones and the steered names, with every existing owner name."""
+
+    def __init__(self, zones: Sequence[LoadedZone], steered: Mapping[dns.name.Name, SteeredName]) -> None:
+        self.zones = list(zones)
+        self.steered = dict(steered)
+        self.existing: set[dns.name.Name] = set()
+        for owner in [*(n for z in self.zones for n in z.nodes), *self.steered]:
+            zone = self.zone_for(owner)
+            if zone is None:
+                continue
+            name = owner
+            # ancestors up to the apex exist too (empty non-terminals answer NODATA, not NXDOMAIN)
+            while name not in self.existing and len(name) >= len(zone.origin):
+                self.existing.add(name)
+                if name == zone.origin:
+                    break
+                name = name.parent()
+
+    def zone_for(self, name: dns.name.Name) -> LoadedZone | None:
+        for zone in self.zones:  # longest origin first
+            if name.is_subdomain(zone.origin):
+                return zone
+        return None
+
+    def names(self) -> list[dns.name.Name]:
+        return sorted(self.existing)
+
+
+Chooser = Callable[[SteeredName], str]
+
+_REFUSED_TYPES = {dns.rdatatype.AXFR, dns.rdatatype.IXFR}
+_NOTIMP_TYPES = {dns.rdatatype.MAILA, dns.rdatatype.MAILB}
+
+
+def resolve(catalog: Catalog, qname: dns.name.Name, qtype: int, choose: Chooser) -> Resolution:
+    qname = qname.canonicalize()
+    zone = catalog.zone_for(qname)
+    if zone is None:
+        return Resolution(dns.rcode.REFUSED, authoritative=False)
+    if qtype in _REFUSED_TYPES:
+        return Resolution(dns.rcode.REFUSED)
+    if qtype in _NOTIMP_TYPES:
+        return Resolution(dns.rcode.NOTIMP)
+    res = Resolution(dns.rcode.NOERROR)
+    name = qname
+    for _ in range(MAX_CNAME_CHAIN + 1):
+        steered = catalog.steered.get(name)
+        if steered is not None:
+            target = choose(steered)
+            res.picks.append((steered, target))
+            rrsets: Mapping[int, dns.rrset.RRset] = steered.records[target]
+        elif name in catalog.existing:
+            rrsets = zone.nodes.get(name, {})
+        else:
+            res.rcode = dns.rcode.NXDOMAIN  # RFC 6604: the rcode speaks for the chain's last name
+            res.authority.append(zone.negative_soa())
+            return res
+        if qtype == dns.rdatatype.ANY:
+            # RFC 8482: one RRset is a complete answer to ANY
+            if rrsets:
+                first = min(rrsets)
+                res.answer.append(rrsets[first])
+            else:
+                res.authority.append(zone.negative_soa())
+            return res
+        if qtype in rrsets:
+            res.answer.append(rrsets[qtype])
+            return res
+        cname = rrsets.get(dns.rdatatype.CNAME)
+        if cname is None:
+            res.authority.append(zone.negative_soa())  # NODATA
+            return res
+        res.answer.append(cname)
+        name = cname[0].target.canonicalize()
+        next_zone = catalog.zone_for(name)
+        if next_zone is None:
+            return res  # the resolver follows it elsewhere
+        zone = next_zone
+    return res

@@ -1,0 +1,90 @@
+"""DNS server metrics as plain int cells, exported by a Prometheus custom collector.
+
+The hot path only does ``cell[0] += 1`` on a one-element list it already
+holds (pre-rendered answers carry their cells), so a query costs no lock,
+no label lookup and no allocation. The collector reads the cells on scrape.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.queries: dict[tuple[str, str, str], list[int]] = {}  # (transport, qtype, rcode)
+        self.answers: dict[tuple[str, str, str], list[int]] = {}  # (service, geo, target)
+        self.fallbacks: dict[tuple[str, str, str], list[int]] = {}  # (service, geo, reason): answers
+        self.fallback_events: dict[str, list[int]] = {}  # reason: times a table needed fail-open
+        self.slow_path = [0]
+        self.dropped = [0]
+        self.errors = [0]
+        self.tcp_accepted = [0]
+        self.tcp_refused = [0]
+        self.tcp_open = [0]
+        self.table_version = -1
+        self.table_generated_at = 0.0
+        self.table_applied_at = 0.0
+
+    def query_cell(self, transport: str, qtype: str, rcode: str) -> list[int]:
+        return self.queries.setdefault((transport, qtype, rcode), [0])
+
+    def answer_cell(self, service: str, geo: str, target: str) -> list[int]:
+        return self.answers.setdefault((service, geo, target), [0])
+
+    def fallback_cell(self, service: str, geo: str, reason: str) -> list[int]:
+        return self.fallbacks.setdefault((service, geo, reason), [0])
+
+    def fallback_event(self, reason: str) -> None:
+        self.fallback_events.setdefault(reason, [0])[0] += 1
+
+    def total_queries(self) -> int:
+        return sum(c[0] for c in self.queries.values())
+
+
+class StatsCollector(Collector):
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.stats
+        q = CounterMetricFamily("steering_dns_queries", "Queries answered, by transport, qtype and rcode",
+                                labels=["transport", "qtype", "rcode"])
+        for (tr, qt, rc), cell in list(s.queries.items()):
+            q.add_metric([tr, qt, rc], cell[0])
+        yield q
+        a = CounterMetricFamily("steering_dns_answers", "Steered answers, by service, geo and target",
+                                labels=["service", "geo", "target"])
+        for (svc, geo, tgt), cell in list(s.answers.items()):
+            a.add_metric([svc, geo, tgt], cell[0])
+        yield a
+        f = CounterMetricFamily("steering_dns_fallback_answers",
+                                "Steered answers given from the fail-open set instead of the table",
+                                labels=["service", "geo", "reason"])
+        for (svc, geo, why), cell in list(s.fallbacks.items()):
+            f.add_metric([svc, geo, why], cell[0])
+        yield f
+        fe = CounterMetricFamily("steering_dns_fallbacks", "Table applications that needed fail-open, by reason",
+                                 labels=["reason"])
+        for why, cell in list(s.fallback_events.items()):
+            fe.add_metric([why], cell[0])
+        yield fe
+        yield CounterMetricFamily("steering_dns_slow_path", "Queries answered by full dnspython processing",
+                                  value=s.slow_path[0])
+        yield CounterMetricFamily("steering_dns_dropped", "Packets not answered (too short, or responses)",
+                                  value=s.dropped[0])
+        yield CounterMetricFamily("steering_dns_errors", "Internal errors while answering (answered SERVFAIL)",
+                                  value=s.errors[0])
+        yield CounterMetricFamily("steering_dns_tcp_connections", "TCP connections accepted",
+                                  value=s.tcp_accepted[0])
+        yield CounterMetricFamily("steering_dns_tcp_refused", "TCP connections closed at once: cap reached",
+                                  value=s.tcp_refused[0])
+        yield GaugeMetricFamily("steering_dns_tcp_open_connections", "TCP connections open", value=s.tcp_open[0])
+        yield GaugeMetricFamily("steering_dns_table_version", "Version of the routing table served (-1: none)",
+                                value=s.table_version)
+        age = time.time() - s.table_generated_at if s.table_version >= 0 else -1.0
+        yield GaugeMetricFamily("steering_dns_table_age_seconds", "Age of the routing table served", value=age)

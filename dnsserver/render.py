@@ -1,0 +1,127 @@
+"""Pre-rendering: when a table or zone arrives, render every answer the fast path may send.
+
+A ``Snapshot`` is immutable once built and swapped in whole, so a query
+sees either the old answers or the new ones, never a mix. An entry is keyed
+by the lower-case wire name plus the raw qtype/qclass bytes, and holds the
+response *after* the question: header counts and the answer/authority
+sections, whose compression pointers refer to the question at offset 12.
+The fast path copies the query's ID, RD/CD bits and question (so its
+0x20 case is echoed) in front, and an OPT record behind.
+
+Entry layouts (tuples, because the hot path indexes them):
+
+* variant: ``(rcode, counts, counts_with_opt, body, udp_cell, tcp_cell)``
+* static entry: ``(None, variant)``
+* steered entry: ``(seed, splits)``; ``splits[geo] = (total, cumulative, variants, answer_cells, fallback_cell)``
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+from dnsserver.answers import Catalog, Fallback, Resolution, SteeredName, build_steering, resolve
+from dnsserver.geo import GeoMap
+from dnsserver.metrics import Stats
+from dnsserver.zones import LoadedZone
+from steering.config import Config
+from steering.table import RoutingTable
+
+PRERENDER_TYPES: tuple[int, ...] = (
+    dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.CNAME, dns.rdatatype.ANY, dns.rdatatype.MX,
+    dns.rdatatype.TXT, dns.rdatatype.NS, dns.rdatatype.SOA, dns.rdatatype.SRV, dns.rdatatype.CAA,
+    dns.rdatatype.HTTPS, dns.rdatatype.SVCB,
+)
+
+Variant = tuple[int, bytes, bytes, bytes, list[int], list[int]]
+
+
+class _MultiplePicks(Exception):
+    pass
+
+
+def message_for(qname: dns.name.Name, qtype: int, res: Resolution, query_id: int = 0) -> dns.message.Message:
+    msg = dns.message.Message(id=query_id)
+    msg.flags = dns.flags.QR | (dns.flags.AA if res.authoritative else 0)
+    msg.set_rcode(res.rcode)
+    msg.question = [dns.rrset.RRset(qname, dns.rdataclass.IN, qtype)]
+    msg.answer = list(res.answer)
+    msg.authority = list(res.authority)
+    return msg
+
+
+def _variant(qname: dns.name.Name, qtype: int, res: Resolution, stats: Stats) -> Variant:
+    wire = message_for(qname, qtype, res).to_wire()
+    qlen = len(qname.to_wire()) + 4
+    an, ns, ar = struct.unpack("!HHH", wire[6:12])
+    qt = dns.rdatatype.to_text(qtype)
+    rc = dns.rcode.to_text(res.rcode)
+    return (res.rcode, wire[4:12], struct.pack("!HHHH", 1, an, ns, ar + 1), wire[12 + qlen:],
+            stats.query_cell("udp", qt, rc), stats.query_cell("tcp", qt, rc))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    catalog: Catalog
+    entries: dict[bytes, tuple[Any, Any]]
+    table: RoutingTable | None
+    fallbacks: tuple[Fallback, ...]
+
+
+def _probe(catalog: Catalog, qname: dns.name.Name, qtype: int) -> tuple[SteeredName | None, Resolution | None]:
+    """Resolve once to learn whether the answer depends on a single steered pick (or none)."""
+    seen: list[SteeredName] = []
+
+    def choose(s: SteeredName) -> str:
+        if seen and seen[0] is not s:
+            raise _MultiplePicks
+        seen.append(s)
+        return s.splits[0].targets[0]
+
+    try:
+        res = resolve(catalog, qname, qtype, choose)
+    except _MultiplePicks:
+        return None, None
+    return (seen[0] if seen else None), res
+
+
+def build_snapshot(cfg: Config, zones: Sequence[LoadedZone], geomap: GeoMap, table: RoutingTable | None,
+                   stats: Stats) -> Snapshot:
+    steered, fallbacks = build_steering(cfg, table, geomap)
+    catalog = Catalog(zones, steered)
+    entries: dict[bytes, tuple[Any, Any]] = {}
+    for qname in catalog.names():
+        key_name = qname.canonicalize().to_wire()
+        for qtype in PRERENDER_TYPES:
+            key = key_name + struct.pack("!HH", qtype, dns.rdataclass.IN)
+            dep, res = _probe(catalog, qname, qtype)
+            if res is None:
+                continue  # depends on two picks (a CNAME chain across steered names): slow path
+            if dep is None:
+                entries[key] = (None, _variant(qname, qtype, res, stats))
+                continue
+            by_target: dict[str, Variant] = {}
+            splits = []
+            for gi, split in enumerate(dep.splits):
+                variants = []
+                cells = []
+                for target in split.targets:
+                    if target not in by_target:
+                        r = resolve(catalog, qname, qtype, lambda s, t=target: t)
+                        by_target[target] = _variant(qname, qtype, r, stats)
+                    variants.append(by_target[target])
+                    cells.append(stats.answer_cell(dep.service, geomap.ids[gi], target))
+                fb = stats.fallback_cell(dep.service, geomap.ids[gi], split.fallback) if split.fallback else None
+                splits.append((split.total, split.cumulative, tuple(variants), tuple(cells), fb))
+            entries[key] = (dep.seed, tuple(splits))
+    return Snapshot(catalog, entries, table, tuple(fallbacks))

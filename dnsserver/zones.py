@@ -1,0 +1,87 @@
+"""Static zone data: zone files (dnspython) or a synthesized SOA and NS per configured zone.
+
+Pure apart from reading the zone files. ``load_zones`` raises ZoneError naming
+the zone and the problem, so a bad file fails the start, not a query.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dns.name
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+import dns.zone
+
+from steering.config import Config, Zone
+
+
+class ZoneError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class LoadedZone:
+    origin: dns.name.Name
+    soa: dns.rrset.RRset
+    # owner name -> rdtype -> rrset; absolute, lower-case names
+    nodes: dict[dns.name.Name, dict[int, dns.rrset.RRset]]
+
+    @property
+    def negative_ttl(self) -> int:
+        """RFC 2308 §5: the lesser of the SOA's TTL and its MINIMUM field."""
+        return min(self.soa.ttl, self.soa[0].minimum)
+
+    def negative_soa(self) -> dns.rrset.RRset:
+        rrset = dns.rrset.RRset(self.origin, dns.rdataclass.IN, dns.rdatatype.SOA)
+        rrset.update_ttl(self.negative_ttl)
+        rrset.add(self.soa[0])
+        return rrset
+
+
+def _synthesized(zone: Zone) -> dict[dns.name.Name, dict[int, dns.rrset.RRset]]:
+    origin = dns.name.from_text(zone.origin)
+    ns = [dns.name.from_text(n, origin) for n in zone.ns] or [dns.name.from_text("ns1", origin)]
+    mname = dns.name.from_text(zone.soa_mname, origin) if zone.soa_mname else ns[0]
+    rname = dns.name.from_text(zone.soa_rname, origin) if zone.soa_rname else dns.name.from_text("hostmaster", origin)
+    soa = dns.rrset.from_text(origin, 3600, "IN", "SOA",
+                              f"{mname} {rname} 1 3600 600 604800 {zone.negative_ttl}")
+    nsset = dns.rrset.from_text_list(origin, 3600, "IN", "NS", [n.to_text() for n in ns])
+    return {origin: {dns.rdatatype.SOA: soa, dns.rdatatype.NS: nsset}}
+
+
+def _from_file(zone: Zone, path: str) -> dict[dns.name.Name, dict[int, dns.rrset.RRset]]:
+    origin = dns.name.from_text(zone.origin)
+    try:
+        z = dns.zone.from_file(path, origin=origin, relativize=False, check_origin=True)
+    except Exception as exc:  # dnspython raises many types for a bad file
+        raise ZoneError(f"zone {zone.origin}: {path}: {exc}") from None
+    nodes: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
+    for name, node in z.nodes.items():
+        owner = name if name.is_absolute() else name.derelativize(origin)
+        owner = dns.name.from_text(owner.to_text().lower())
+        for rds in node.rdatasets:
+            if rds.rdclass != dns.rdataclass.IN:
+                continue
+            rrset = dns.rrset.RRset(owner, rds.rdclass, rds.rdtype)
+            rrset.update(rds)
+            rrset.update_ttl(rds.ttl)
+            nodes.setdefault(owner, {})[rds.rdtype] = rrset
+    return nodes
+
+
+def load_zones(cfg: Config) -> list[LoadedZone]:
+    """Every configured zone, longest origin first (so the most specific zone wins)."""
+    out: list[LoadedZone] = []
+    for zone in cfg.zones:
+        origin = dns.name.from_text(zone.origin)
+        nodes = _from_file(zone, str(cfg.resolve_path(zone.file))) if zone.file else _synthesized(zone)
+        apex = nodes.get(origin, {})
+        if dns.rdatatype.SOA not in apex:
+            raise ZoneError(f"zone {zone.origin}: no SOA record at the apex")
+        if dns.rdatatype.NS not in apex:
+            raise ZoneError(f"zone {zone.origin}: no NS records at the apex")
+        out.append(LoadedZone(origin, apex[dns.rdatatype.SOA], nodes))
+    out.sort(key=lambda z: -len(z.origin))
+    return out
