@@ -1,0 +1,155 @@
+"""Ingest at scale: N simulated agents stream reports every second to one controller process.
+
+Starts a real etcd and one `steering controller` process (with --metrics-addr)
+on loopback, with a synthetic topology of N cache sites, then opens N
+grpc.aio streams from this process (spread over a few channels) that each
+report once per interval for a bounded time. Load jitters inside the
+controller's report band, as steady traffic does, and a small share of sites
+flip status now and then. Prints reports/s sustained, etcd writes/s (from the
+controller's own counter) and the controller's CPU use.
+
+Usage: python bench/ingest.py [--sites 5000] [--seconds 30] [--interval 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from steering.testing.etcd import EtcdCluster, free_port  # noqa: E402
+from steering.v1 import steering_pb2 as pb  # noqa: E402
+from steering.v1 import steering_pb2_grpc as pb_grpc  # noqa: E402
+
+REGIONS = ["us-east-1", "us-west-2", "eu-west-1"]
+
+
+def topology(sites: int, etcd: list[str], zone_dir: Path) -> dict:
+    return {
+        "policy": {"silence_seconds": 15, "step_seconds": 5, "report_band": 0.05},
+        "regions": [{"id": r, "capacity": 100000} for r in REGIONS],
+        "sites": [{"id": f"s{i:05d}", "region": REGIONS[i % 3], "capacity": 1000} for i in range(sites)],
+        "geos": [{"id": "world", "default": True, "demand": 1, "prefer": REGIONS}],
+        "services": [{"name": "api.bench.test.", "answers": {r: {"A": [f"192.0.2.{i + 1}"]}
+                                                            for i, r in enumerate(REGIONS)}}],
+        "zones": [{"origin": "bench.test."}],
+        "etcd": {"endpoints": etcd, "prefix": "/bench"},
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scrape(port: int, metric: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        m = re.match(rf"^{metric}(\{{[^}}]*\}})? ([0-9.e+-]+)$", line)
+        if m:
+            total += float(m.group(2))
+    return total
+
+
+async def agent(stub: pb_grpc.HealthServiceStub, site: str, region: str, interval: float, until: float,
+                counts: dict[str, int], rng: random.Random) -> None:
+    seq = 0
+
+    async def reports():  # type: ignore[no-untyped-def]
+        nonlocal seq
+        await asyncio.sleep(rng.random() * interval)  # spread the agents over the interval
+        status = pb.HEALTH_STATUS_HEALTHY
+        while time.monotonic() < until:
+            seq += 1
+            if rng.random() < 0.001:  # a rare real change
+                status = pb.HEALTH_STATUS_UNHEALTHY if status == pb.HEALTH_STATUS_HEALTHY else pb.HEALTH_STATUS_HEALTHY
+            yield pb.HealthReport(site=site, region=region, kind=pb.SITE_KIND_CACHE, status=status,
+                                  capacity=1000, load=500 + rng.uniform(-10, 10), sequence=seq,
+                                  agent_id=f"bench-{site}")
+            await asyncio.sleep(interval)
+
+    try:
+        async for _ in stub.Report(reports()):
+            counts["acks"] += 1
+    except grpc.aio.AioRpcError as exc:
+        counts["errors"] += 1
+        if counts["errors"] <= 3:
+            print(f"stream error {site}: {exc.code().name} {exc.details()}", file=sys.stderr)
+
+
+async def main(sites: int, seconds: float, interval: float) -> int:
+    root = Path(tempfile.mkdtemp(prefix="steering-ingest-"))
+    etcd = EtcdCluster.create(1, root=root / "etcd").start()
+    cfg_path = root / "steering.yaml"
+    cfg_path.write_text(yaml.safe_dump(topology(sites, etcd.endpoints, root)))
+    api, metrics = free_port(), free_port()
+    log = open(root / "controller.log", "wb")
+    env = {**os.environ, "STEERING_LOG_LEVEL": "warning"}
+    ctl = subprocess.Popen([str(Path(sys.executable).parent / "steering"), "controller", "--config", str(cfg_path),
+                            "--listen", f"127.0.0.1:{api}", "--metrics-addr", f"127.0.0.1:{metrics}", "--id", "bench"],
+                           stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                scrape(metrics, "steering_leader")
+                break
+            except OSError:
+                if time.monotonic() > deadline or ctl.poll() is not None:
+                    print(f"controller did not start; log: {root / 'controller.log'}", file=sys.stderr)
+                    return 1
+                await asyncio.sleep(0.2)
+        channels = [grpc.aio.insecure_channel(f"127.0.0.1:{api}") for _ in range(max(1, sites // 250))]
+        counts = {"acks": 0, "errors": 0}
+        rng = random.Random(7)
+        warmup = min(10.0, seconds / 3)
+        until = time.monotonic() + warmup + seconds
+        tasks = [asyncio.create_task(agent(pb_grpc.HealthServiceStub(channels[i % len(channels)]),
+                                           f"s{i:05d}", REGIONS[i % 3], interval, until, counts, rng))
+                 for i in range(sites)]
+        await asyncio.sleep(warmup)  # first reports of every site are real changes: not steady state
+        acks0, writes0, cpu0, t0 = counts["acks"], scrape(metrics, "steering_etcd_writes_total"), cpu_seconds(ctl.pid), \
+            time.monotonic()
+        await asyncio.gather(*tasks)
+        dt = time.monotonic() - t0
+        acks, writes, cpu = counts["acks"] - acks0, scrape(metrics, "steering_etcd_writes_total") - writes0, \
+            cpu_seconds(ctl.pid) - cpu0
+        for ch in channels:
+            await ch.close()
+        print(f"sites={sites} interval={interval}s measured={dt:.1f}s (after {warmup:.0f}s warm-up)")
+        print(f"reports/s sustained: {acks / dt:,.0f} (offered {sites / interval:,.0f}/s)")
+        print(f"etcd writes/s: {writes / dt:.1f} (goal < 100/s at steady state)")
+        print(f"controller CPU: {cpu / dt:.2f} cores ({cpu / max(acks, 1) * 1e6:.0f} µs per report)")
+        print(f"stream errors: {counts['errors']}")
+        return 0
+    finally:
+        ctl.terminate()
+        try:
+            ctl.wait(10)
+        except subprocess.TimeoutExpired:
+            ctl.kill()
+        etcd.close()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sites", type=int, default=5000)
+    ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--interval", type=float, default=1.0)
+    a = ap.parse_args()
+    sys.exit(asyncio.run(main(a.sites, a.seconds, a.interval)))

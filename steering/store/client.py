@@ -1,0 +1,237 @@
+"""The connection to etcd: one ``etcd3aio`` client, TLS and auth from the config, and our retry rule.
+
+etcd3aio 0.3.0 is young (one maintainer, 0.x), so everything the rest of the
+store needs from it goes through this module: unary calls through
+``Conn.call`` (retries with backoff for a bounded time, maps every failure,
+including raw ``grpc.aio.AioRpcError``, to ``StoreError``/``StoreUnavailable``),
+streams through the raw stubs on the same channel (our own watch and lease
+keepalive loops: see watch.py and lease.py for why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+from etcd3aio import (
+    Etcd3Client,
+    EtcdConnectionError,
+    EtcdError,
+    EtcdPermissionDeniedError,
+    EtcdTransientError,
+    EtcdUnauthenticatedError,
+)
+from etcd3aio._protobuf import LeaseStub, WatchStub
+
+from steering import logs
+from steering.config import Etcd
+
+log = logs.get(__name__)
+T = TypeVar("T")
+
+_TRANSIENT_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN,
+                    grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+TOKEN_REFRESH_SECONDS = 240.0  # etcd's simple tokens live 300 s by default
+
+
+class StoreError(Exception):
+    """etcd refused or failed a request for a reason retrying will not fix."""
+
+
+class StoreUnavailable(StoreError):
+    """etcd could not be reached (or had no quorum) within the deadline."""
+
+
+class LeaseNotFound(StoreError):
+    """The lease a request named has expired or was revoked."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, (EtcdConnectionError, EtcdTransientError, TimeoutError, asyncio.TimeoutError)):
+        return True
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.code() in _TRANSIENT_CODES
+    return False
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Backoff:
+    """Exponential backoff with full jitter, so replicas that lost etcd together do not return in lockstep."""
+
+    def __init__(self, first: float = 0.05, cap: float = 2.0) -> None:
+        self.first, self.cap = first, cap
+        self._next = first
+
+    def reset(self) -> None:
+        self._next = self.first
+
+    async def sleep(self) -> None:
+        delay = random.uniform(self._next / 2, self._next)
+        self._next = min(self.cap, self._next * 2)
+        await asyncio.sleep(delay)
+
+
+class Conn:
+    """An open etcd client with the project's retry and error rules."""
+
+    def __init__(self, cfg: Etcd, base_dir: str | Path = ".") -> None:
+        self.cfg = cfg
+        self.base_dir = Path(base_dir)
+        self.client: Etcd3Client | None = None
+        self._token: str | None = None
+        self._auth_task: asyncio.Task[None] | None = None
+        self._auth_lock = asyncio.Lock()
+
+    # ---- lifecycle
+    def _read(self, path: str | None) -> bytes | None:
+        if path is None:
+            return None
+        p = Path(path)
+        p = p if p.is_absolute() else self.base_dir / p
+        try:
+            return p.read_bytes()
+        except OSError as exc:
+            raise StoreError(f"etcd.tls: cannot read {p}: {exc.strerror or exc}") from None
+
+    async def open(self) -> None:
+        tls: dict[str, Any] = {}
+        server_name = None
+        if self.cfg.tls is not None:
+            if self.cfg.tls.ca is None:
+                raise StoreError("etcd.tls.ca: required when etcd.tls is set")
+            if (self.cfg.tls.cert is None) != (self.cfg.tls.key is None):
+                raise StoreError("etcd.tls: give both cert and key for client certificates, or neither")
+            tls = {"ca_cert": self._read(self.cfg.tls.ca), "cert_chain": self._read(self.cfg.tls.cert),
+                   "cert_key": self._read(self.cfg.tls.key)}
+            # The ipv4: multi-address target has no host name to verify; use the first endpoint's host.
+            server_name = self.cfg.endpoints[0].rsplit(":", 1)[0]
+        # One attempt per call inside the library: the retry policy is ours (Conn.call), with a deadline.
+        self.client = Etcd3Client(list(self.cfg.endpoints), rpc_max_attempts=1, tls_server_name=server_name, **tls)
+        await self.client.connect()
+        if self.cfg.username:
+            await self.call("Auth.Authenticate", self._authenticate)
+            self._auth_task = asyncio.create_task(self._refresh_token(), name="etcd-token-refresh")
+
+    async def close(self) -> None:
+        if self._auth_task is not None:
+            self._auth_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._auth_task
+            self._auth_task = None
+        if self.client is not None:
+            client, self.client = self.client, None
+            await client.close()
+
+    async def _authenticate(self, timeout: float | None = None) -> None:
+        assert self.client is not None and self.client.auth is not None
+        async with self._auth_lock:
+            resp = await self.client.auth.authenticate(self.cfg.username or "", self.cfg.password or "",
+                                                       timeout=timeout or self.cfg.timeout_seconds)
+            self._token = resp.token
+            self.client.set_token(resp.token)
+
+    async def _refresh_token(self) -> None:
+        while True:
+            await asyncio.sleep(TOKEN_REFRESH_SECONDS)
+            try:
+                await self.call("Auth.Authenticate", self._authenticate)
+            except StoreError as exc:
+                log.warning("etcd_token_refresh_failed", error=str(exc))
+
+    @property
+    def closed(self) -> bool:
+        return self.client is None
+
+    # ---- raw access for streams
+    @property
+    def kv(self) -> Any:
+        if self.client is None or self.client.kv is None:
+            raise StoreError("etcd store is not open")
+        return self.client.kv
+
+    @property
+    def lease(self) -> Any:
+        if self.client is None or self.client.lease is None:
+            raise StoreError("etcd store is not open")
+        return self.client.lease
+
+    def _channel(self) -> grpc.aio.Channel:
+        # etcd3aio does not expose its channel; the streams share it (pinned 0.3.0, checked in tests).
+        channel = getattr(self.client, "_channel", None)
+        if channel is None:
+            raise StoreError("etcd store is not open")
+        return channel
+
+    def watch_stub(self) -> Any:
+        return WatchStub(self._channel())
+
+    def lease_stub(self) -> Any:
+        return LeaseStub(self._channel())
+
+    def metadata(self, require_leader: bool = False) -> tuple[tuple[str, str], ...] | None:
+        md: list[tuple[str, str]] = []
+        if self._token:
+            md.append(("token", self._token))
+        if require_leader:
+            # etcd cancels such a stream when its member loses the raft leader, instead of letting it
+            # hang silently on a partitioned member: we then reconnect to a healthy one.
+            md.append(("hasleader", "true"))
+        return tuple(md) or None
+
+    # ---- unary calls with retry
+    async def call(self, op: str, fn: Callable[..., Awaitable[T]], *args: Any,
+                   deadline: float | None = None, **kwargs: Any) -> T:
+        """Run ``fn(*args, timeout=..., **kwargs)`` retrying transient failures until ``deadline`` seconds pass.
+
+        ``fn`` must be safe to repeat (puts, reads, txns guarded by a compare).
+        """
+        budget = self.cfg.timeout_seconds if deadline is None else deadline
+        end = time.monotonic() + budget
+        backoff = Backoff()
+        reauthed = False
+        last: BaseException | None = None
+        while True:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                raise StoreUnavailable(f"etcd {op}: unavailable for {budget:g}s ({describe(last) if last else 'timeout'})")
+            try:
+                # One attempt may not eat the whole budget: a hung member must leave time to try another.
+                attempt = min(remaining, max(1.0, budget / 2))
+                async with asyncio.timeout(attempt):
+                    return await fn(*args, timeout=attempt, **kwargs)
+            except EtcdUnauthenticatedError as exc:
+                if self.cfg.username and not reauthed:
+                    reauthed = True  # an expired token: log in again once, then retry
+                    last = exc
+                    with contextlib.suppress(EtcdError, grpc.aio.AioRpcError, TimeoutError):
+                        await self._authenticate()
+                    continue
+                raise StoreError(f"etcd {op}: not authenticated ({exc})") from exc
+            except EtcdPermissionDeniedError as exc:
+                raise StoreError(f"etcd {op}: permission denied ({exc})") from exc
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.NOT_FOUND and "lease" in (exc.details() or ""):
+                    raise LeaseNotFound(f"etcd {op}: {exc.details()}") from exc
+                if not is_transient(exc):
+                    raise StoreError(f"etcd {op}: {describe(exc)}") from exc
+                last = exc
+            except (EtcdError, TimeoutError) as exc:
+                if not is_transient(exc):
+                    raise StoreError(f"etcd {op}: {describe(exc)}") from exc
+                last = exc
+            if end - time.monotonic() <= 0:
+                continue
+            log.debug("etcd_retry", op=op, error=describe(last) if last else "")
+            await backoff.sleep()

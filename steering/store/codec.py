@@ -1,0 +1,120 @@
+"""How a routing table is laid out in etcd. Pure: bytes in, bytes out.
+
+etcd refuses a request over 1.5 MiB, and at benchmark scale the canonical
+table JSON is several MiB. So the table is compressed (zlib; the JSON is very
+repetitive) and cut into chunks stored under ``routing/v<N>/<blob>/<i>``;
+``routing/current`` holds a small pointer naming version, blob id, chunk count
+and a checksum. The blob id is derived from the content, so a retried publish
+writes the same keys, and two would-be leaders writing the same version
+cannot mix their chunks. A reader assembles the chunks at the revision at
+which it read the pointer and checks the sha256, so it never sees half a table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from dataclasses import dataclass
+
+from steering.table import RoutingTable
+
+CHUNK_BYTES = 256 * 1024
+ENCODING = "zlib+json"
+
+
+@dataclass(frozen=True)
+class Pointer:
+    version: int
+    parent_version: int
+    blob: str
+    chunks: int
+    sha256: str
+    size: int  # uncompressed bytes
+
+    def to_json(self) -> bytes:
+        return json.dumps({"version": self.version, "parent_version": self.parent_version, "blob": self.blob,
+                           "chunks": self.chunks, "sha256": self.sha256, "size": self.size,
+                           "encoding": ENCODING}, sort_keys=True, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Encoded:
+    pointer: Pointer
+    chunks: list[bytes]
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(len(c) for c in self.chunks)
+
+
+def encode_table(table: RoutingTable, chunk_bytes: int = CHUNK_BYTES) -> Encoded:
+    raw = table.to_json()
+    blob = zlib.compress(raw, 6)
+    digest = hashlib.sha256(blob).hexdigest()
+    chunks = [blob[i: i + chunk_bytes] for i in range(0, len(blob), chunk_bytes)] or [b""]
+    pointer = Pointer(version=table.version, parent_version=table.parent_version, blob=digest[:16],
+                      chunks=len(chunks), sha256=digest, size=len(raw))
+    return Encoded(pointer, chunks)
+
+
+def parse_pointer(value: bytes) -> Pointer | RoutingTable:
+    """Read ``routing/current``: a pointer, or (written by hand or an old tool) a whole table inline.
+
+    Raises ValueError naming the problem.
+    """
+    try:
+        data = json.loads(value)
+    except ValueError as exc:
+        raise ValueError(f"routing/current: not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError("routing/current: not a JSON object")
+    if "services" in data:
+        return RoutingTable.from_json(value)
+    try:
+        if data.get("encoding") != ENCODING:
+            raise ValueError(f"encoding {data.get('encoding')!r} is not {ENCODING!r}")
+        p = Pointer(version=int(data["version"]), parent_version=int(data.get("parent_version", 0)),
+                    blob=str(data["blob"]), chunks=int(data["chunks"]), sha256=str(data["sha256"]),
+                    size=int(data.get("size", 0)))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"routing/current: malformed pointer ({type(exc).__name__}: {exc})") from None
+    if p.chunks < 1 or p.chunks > 10_000 or p.version < 0 or not p.blob.isalnum():
+        raise ValueError(f"routing/current: implausible pointer {data!r}")
+    return p
+
+
+def decode_table(pointer: Pointer, chunks: list[bytes]) -> RoutingTable:
+    """Reassemble and validate; raises ValueError for a missing chunk, a bad checksum or a malformed table."""
+    if len(chunks) != pointer.chunks:
+        raise ValueError(f"routing v{pointer.version}: {len(chunks)} of {pointer.chunks} chunks present")
+    blob = b"".join(chunks)
+    if hashlib.sha256(blob).hexdigest() != pointer.sha256:
+        raise ValueError(f"routing v{pointer.version}: checksum mismatch")
+    try:
+        raw = zlib.decompress(blob)
+    except zlib.error as exc:
+        raise ValueError(f"routing v{pointer.version}: cannot decompress ({exc})") from None
+    table = RoutingTable.from_json(raw)
+    if table.version != pointer.version:
+        raise ValueError(f"routing: pointer says v{pointer.version}, table says v{table.version}")
+    return table
+
+
+# Topology: stored in one key; compressed when large so that a big config stays under etcd's request limit.
+_ZLIB_MAGIC = b"zlib:"
+
+
+def encode_blob(data: bytes, threshold: int = 512 * 1024) -> bytes:
+    if len(data) <= threshold:
+        return data
+    return _ZLIB_MAGIC + zlib.compress(data, 6)
+
+
+def decode_blob(value: bytes) -> bytes:
+    if value.startswith(_ZLIB_MAGIC):
+        try:
+            return zlib.decompress(value[len(_ZLIB_MAGIC):])
+        except zlib.error as exc:
+            raise ValueError(f"cannot decompress stored value ({exc})") from None
+    return value

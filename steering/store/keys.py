@@ -1,0 +1,117 @@
+"""The etcd keyspace of DESIGN.md §4, under a configurable prefix. Pure: no I/O.
+
+Every key the store touches is built here, so the layout lives in one place.
+Components that end up inside a key (site, region, service, geo, request id)
+must not contain ``/`` or whitespace, or one record could shadow another.
+"""
+
+from __future__ import annotations
+
+import re
+
+_COMPONENT = re.compile(r"^[^/\s]{1,253}$")
+VERSION_DIGITS = 20  # zero-padded so that key order is version order
+
+
+def check_component(what: str, value: str) -> str:
+    """Return ``value`` if it can be one path component of a key, else raise ValueError naming it."""
+    if not isinstance(value, str) or not _COMPONENT.match(value):
+        raise ValueError(f"{what}: {value!r} cannot be part of an etcd key (empty, too long, or has '/' or spaces)")
+    return value
+
+
+def range_end(prefix: bytes) -> bytes:
+    """The exclusive end of the key range that starts with ``prefix``."""
+    b = bytearray(prefix)
+    for i in range(len(b) - 1, -1, -1):
+        if b[i] < 0xFF:
+            b[i] += 1
+            return bytes(b[: i + 1])
+    return b"\x00"
+
+
+class Keys:
+    """Key builder for one prefix, e.g. ``Keys("/steering/v1").health("site-a")``."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix.rstrip("/")
+        self._p = self.prefix.encode() + b"/"
+
+    def rel(self, relative: str) -> bytes:
+        """A key given relative to the prefix (``overrides/evacuations/x``); rejects ``..`` and empty parts."""
+        parts = relative.split("/")
+        if not relative or any(not p or p in (".", "..") or p != p.strip() for p in parts):
+            raise ValueError(f"key {relative!r}: must be a relative path with non-empty components")
+        return self._p + relative.encode()
+
+    def strip(self, key: bytes) -> str:
+        """The part of ``key`` after the prefix."""
+        if not key.startswith(self._p):
+            raise ValueError(f"key {key!r} is outside prefix {self.prefix!r}")
+        return key[len(self._p):].decode()
+
+    # ---- single keys
+    @property
+    def topology(self) -> bytes:
+        return self._p + b"topology"
+
+    @property
+    def routing_current(self) -> bytes:
+        return self._p + b"routing/current"
+
+    @property
+    def leader(self) -> bytes:
+        return self._p + b"election/leader"
+
+    def health(self, site: str) -> bytes:
+        return self._p + b"health/" + check_component("site", site).encode()
+
+    def evacuation(self, region: str) -> bytes:
+        return self._p + b"overrides/evacuations/" + check_component("region", region).encode()
+
+    def restore(self, region: str) -> bytes:
+        return self._p + b"overrides/restores/" + check_component("region", region).encode()
+
+    def pin(self, service: str, geo: str) -> bytes:
+        return (self._p + b"overrides/weights/" + check_component("service", service).encode()
+                + b"/" + check_component("geo", geo).encode())
+
+    def request(self, request_id: str) -> bytes:
+        return self._p + b"requests/" + check_component("request_id", request_id).encode()
+
+    def audit(self, audit_id: str) -> bytes:
+        return self._p + b"audit/" + check_component("audit_id", audit_id).encode()
+
+    def routing_chunk(self, version: int, blob_id: str, index: int) -> bytes:
+        return self.routing_version(version) + f"{blob_id}/{index:04d}".encode()
+
+    def routing_version(self, version: int) -> bytes:
+        """Prefix of one version's chunks: ``routing/v<zero-padded N>/``."""
+        if version < 0:
+            raise ValueError(f"version: {version} is negative")
+        return self._p + f"routing/v{version:0{VERSION_DIGITS}d}/".encode()
+
+    # ---- prefixes
+    @property
+    def health_prefix(self) -> bytes:
+        return self._p + b"health/"
+
+    @property
+    def overrides_prefix(self) -> bytes:
+        return self._p + b"overrides/"
+
+    @property
+    def audit_prefix(self) -> bytes:
+        return self._p + b"audit/"
+
+    @property
+    def routing_versions_prefix(self) -> bytes:
+        return self._p + b"routing/v"
+
+    def version_of(self, chunk_key: bytes) -> int | None:
+        """The version a chunk key belongs to, or None if it is not a chunk key."""
+        p = self.routing_versions_prefix
+        if not chunk_key.startswith(p):
+            return None
+        digits = chunk_key[len(p): len(p) + VERSION_DIGITS]
+        return int(digits) if digits.isdigit() else None
