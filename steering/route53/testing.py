@@ -1,0 +1,302 @@
+"""Test helpers: moto's Route 53 in server mode on loopback, and a fault-injecting HTTP proxy.
+
+Both are real HTTP servers in threads of the test process, stopped through
+their APIs. Used by tests/test_route53*.py and handy for trying the sink by
+hand (``endpoint_url`` in the config's route53 section).
+
+moto 5.2.5 differs from AWS in ways that matter here (DEPENDENCIES.md):
+GetChange is INSYNC at once and nothing is ever throttled — the proxy injects
+PENDING, Throttling, PriorRequestNotComplete and InvalidChangeBatch — and
+ListResourceRecordSets pages repeat themselves — the proxy paginates like AWS.
+Two bugs need a patch of the in-process server (``MotoRoute53``): a DELETE
+with a SetIdentifier removes every record in the zone with that identifier,
+whatever its name; and a CREATE identical to an earlier one is refused as
+"already exists" even after the record was deleted. Patched, a delete touches
+only the record named and a CREATE fails only if that record exists, as on AWS.
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import logging
+import threading
+import urllib.parse
+import uuid
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import Any
+
+_patched = False
+_NS = "{https://route53.amazonaws.com/doc/2013-04-01/}"
+ET.register_namespace("", _NS[1:-1])
+
+
+class _Ident(str):
+    """A SetIdentifier that remembers its record's name and type (for the patched delete)."""
+
+    name: str
+    rtype: str
+
+
+def _patch_moto() -> None:
+    global _patched
+    if _patched:
+        return
+    from moto.route53 import models
+    from moto.route53.exceptions import ResourceRecordAlreadyExists
+
+    original_change = models.Route53Backend.change_resource_record_sets
+
+    def change_resource_record_sets(self: Any, zoneid: str, change_list: list[dict[str, Any]]) -> None:
+        zone = self.get_hosted_zone(zoneid)
+        present = {(r.name, r.type, r.set_identifier or "") for r in zone.rrsets}
+        for change in change_list:
+            rrset = change.get("ResourceRecordSet", {})
+            key = (rrset.get("Name", "").rstrip(".") + ".", rrset.get("Type"), rrset.get("SetIdentifier", ""))
+            if change.get("Action") == "CREATE":
+                # AWS: CREATE fails only if this very record exists (after earlier changes of the batch).
+                # moto instead refuses any CREATE it has seen before while anything follows it in the zone.
+                if key in present:
+                    raise ResourceRecordAlreadyExists(name=key[0], _type=str(key[1]))
+                present.add(key)
+                change["_nonce"] = uuid.uuid4().hex  # defeats moto's history-based check
+            elif change.get("Action") == "DELETE":
+                present.discard(key)
+            if change.get("Action") == "DELETE" and "SetIdentifier" in rrset:
+                ident = _Ident(rrset["SetIdentifier"])
+                ident.name = rrset["Name"].rstrip(".") + "."
+                ident.rtype = rrset["Type"]
+                rrset["SetIdentifier"] = ident
+        original_change(self, zoneid, change_list)
+
+    def delete_rrset_by_id(self: Any, set_identifier: str) -> None:
+        if isinstance(set_identifier, _Ident):
+            self.rrsets = [r for r in self.rrsets if not (
+                r.set_identifier == set_identifier and r.name == set_identifier.name
+                and r.type == set_identifier.rtype)]
+        else:
+            self.rrsets = [r for r in self.rrsets if r.set_identifier != set_identifier]
+
+    models.Route53Backend.change_resource_record_sets = change_resource_record_sets
+    models.FakeZone.delete_rrset_by_id = delete_rrset_by_id
+    _patched = True
+
+
+class MotoRoute53:
+    """moto's server (all services, we use Route 53) on 127.0.0.1 and a free port."""
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        _patch_moto()
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self._server = ThreadedMotoServer("127.0.0.1", 0, verbose=False)
+        self.url = ""
+
+    def start(self) -> MotoRoute53:
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.url = f"http://{host}:{port}"
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+@dataclass
+class Fault:
+    """Answer the next ``times`` matching requests with an error instead of forwarding them."""
+
+    operation: str  # "ChangeResourceRecordSets" | "ListResourceRecordSets" | "GetChange" | "GetHostedZone"
+    code: str
+    times: int = 1
+    status: int = 400
+    message: str = "injected by the test proxy"
+
+
+@dataclass
+class ProxyLog:
+    operation: str
+    status: int
+    injected: str = ""
+
+
+@dataclass
+class FaultProxy:
+    """A loopback HTTP proxy in front of moto that injects Route 53 faults, and records every request."""
+
+    upstream: str
+    faults: list[Fault] = field(default_factory=list)
+    pending_getchange: int = 0  # answer this many GetChange calls with PENDING first
+    paginate: bool = True  # serve ListResourceRecordSets pages correctly, as AWS does (moto cannot)
+    requests: list[ProxyLog] = field(default_factory=list)
+    url: str = ""
+    _server: http.server.ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> FaultProxy:
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _any(self) -> None:
+                proxy._handle(self)
+
+            do_GET = do_POST = do_DELETE = do_PUT = _any  # noqa: N815
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        host, port = self._server.server_address[:2]
+        self.url = f"http://{host}:{port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="route53-fault-proxy", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def inject(self, operation: str, code: str, times: int = 1, status: int = 400) -> Fault:
+        fault = Fault(operation, code, times, status)
+        with self._lock:
+            self.faults.append(fault)
+        return fault
+
+    def count(self, operation: str, injected: str | None = None) -> int:
+        with self._lock:
+            return sum(1 for r in self.requests if r.operation == operation
+                       and (injected is None or r.injected == injected))
+
+    # ---- the work
+
+    def _handle(self, req: http.server.BaseHTTPRequestHandler) -> None:
+        length = int(req.headers.get("Content-Length") or 0)
+        body = req.rfile.read(length) if length else b""
+        op = operation_of(req.command, req.path)
+        fault = None
+        with self._lock:
+            for f in self.faults:
+                if f.operation == op and f.times > 0:
+                    f.times -= 1
+                    fault = f
+                    break
+        if fault is not None:
+            payload = _error_xml(fault.code, fault.message)
+            with self._lock:
+                self.requests.append(ProxyLog(op, fault.status, fault.code))
+            self._reply(req, fault.status, {"Content-Type": "text/xml"}, payload)
+            return
+        if op == "ListResourceRecordSets" and self.paginate:
+            status, headers, data = self._paginated(req)
+        else:
+            status, headers, data = self._forward(req, body)
+        injected = ""
+        if op == "GetChange" and status == 200:
+            with self._lock:
+                if self.pending_getchange > 0:
+                    self.pending_getchange -= 1
+                    data = data.replace(b"INSYNC", b"PENDING")
+                    injected = "PENDING"
+        with self._lock:
+            self.requests.append(ProxyLog(op, status, injected))
+        self._reply(req, status, headers, data)
+
+    def _paginated(self, req: http.server.BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
+        """Fetch the whole zone from moto in one page, then serve the page asked for, keyed like AWS."""
+        path, _, query = req.path.partition("?")
+        params = dict(urllib.parse.parse_qsl(query))
+        size = min(300, int(params.get("maxitems", "300")))
+        status, headers, data = self._forward(req, b"", path=f"{path}?maxitems=1000000")
+        if status != 200:
+            return status, headers, data
+        root = ET.fromstring(data)
+        box = root.find(f"{_NS}ResourceRecordSets")
+        assert box is not None
+        items = list(box)
+
+        def key(el: ET.Element) -> tuple[str, str, str]:
+            name = (el.findtext(f"{_NS}Name") or "").lower().rstrip(".")
+            return (".".join(reversed(name.split("."))), el.findtext(f"{_NS}Type") or "",
+                    el.findtext(f"{_NS}SetIdentifier") or "")
+
+        items.sort(key=key)
+        start = 0
+        if "name" in params:
+            name = params["name"].lower().rstrip(".")
+            want = (".".join(reversed(name.split("."))), params.get("type", ""), params.get("identifier", ""))
+            start = next((i for i, el in enumerate(items) if key(el) >= want), len(items))
+        page, rest = items[start:start + size], items[start + size:]
+        for el in list(box):
+            box.remove(el)
+        box.extend(page)
+        for tag in ("IsTruncated", "NextRecordName", "NextRecordType", "NextRecordIdentifier", "MaxItems"):
+            for el in root.findall(f"{_NS}{tag}"):
+                root.remove(el)
+        ET.SubElement(root, f"{_NS}IsTruncated").text = "true" if rest else "false"
+        if rest:
+            nxt = rest[0]
+            ET.SubElement(root, f"{_NS}NextRecordName").text = nxt.findtext(f"{_NS}Name")
+            ET.SubElement(root, f"{_NS}NextRecordType").text = nxt.findtext(f"{_NS}Type")
+            if nxt.findtext(f"{_NS}SetIdentifier"):
+                ET.SubElement(root, f"{_NS}NextRecordIdentifier").text = nxt.findtext(f"{_NS}SetIdentifier")
+        ET.SubElement(root, f"{_NS}MaxItems").text = str(size)
+        return 200, headers, ET.tostring(root, xml_declaration=True, encoding="utf-8")
+
+    def _forward(self, req: http.server.BaseHTTPRequestHandler, body: bytes,
+                 path: str | None = None) -> tuple[int, dict[str, str], bytes]:
+        host_port = self.upstream.split("://", 1)[1]
+        conn = http.client.HTTPConnection(host_port, timeout=30)
+        try:
+            headers = {k: v for k, v in req.headers.items() if k.lower() not in ("connection", "keep-alive")}
+            conn.request(req.command, path or req.path, body=body or None, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            out = {k: v for k, v in resp.getheaders()
+                   if k.lower() not in ("content-length", "connection", "transfer-encoding")}
+            return resp.status, out, data
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _reply(req: http.server.BaseHTTPRequestHandler, status: int, headers: dict[str, str], data: bytes) -> None:
+        req.send_response(status)
+        for k, v in headers.items():
+            req.send_header(k, v)
+        req.send_header("Content-Length", str(len(data)))
+        req.end_headers()
+        req.wfile.write(data)
+
+
+def operation_of(method: str, path: str) -> str:
+    """The Route 53 operation of a REST request (just the ones the sink makes)."""
+    p = path.split("?", 1)[0].rstrip("/")
+    if "/rrset" in p:
+        return "ChangeResourceRecordSets" if method == "POST" else "ListResourceRecordSets"
+    if "/change/" in p:
+        return "GetChange"
+    if "/hostedzone/" in p and method == "GET":
+        return "GetHostedZone"
+    return f"{method} {p}"
+
+
+def _error_xml(code: str, message: str) -> bytes:
+    return (f'<?xml version="1.0"?>\n<ErrorResponse xmlns="https://route53.amazonaws.com/doc/2013-04-01/">'
+            f"<Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>"
+            f"<RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>").encode()
+
+
+def make_boto3_client(endpoint_url: str) -> Any:
+    """A plain boto3 Route 53 client for tests to poke the zone directly (foreign records, drift)."""
+    import boto3
+
+    return boto3.session.Session().client("route53", region_name="us-east-1", endpoint_url=endpoint_url)
+
