@@ -25,8 +25,10 @@ log = logs.get("steering.leader")
 
 
 class Leader:
-    def __init__(self, config: Config, store: object, replica: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: Config, store: object, replica: str, clock: Callable[[], float] = time.time,
+                 route53: object | None = None) -> None:
         self.config = config
+        self.route53 = route53  # a Route53Sink when the config has a route53 section; it runs only while leading
         self.store = store
         self.replica = replica
         self.clock = clock
@@ -107,6 +109,11 @@ class Leader:
 
         followers = [asyncio.create_task(follow_health(), name="leader-health"),
                      asyncio.create_task(follow_overrides(), name="leader-overrides")]
+        sink_stop = asyncio.Event()
+        if self.route53 is not None:
+            if previous is not None:
+                self.route53.notify(previous)  # type: ignore[attr-defined]
+            followers.append(asyncio.create_task(self.route53.run(sink_stop), name="route53"))  # type: ignore[attr-defined]
         lost_wait = asyncio.create_task(lost.wait(), name="leader-lost")
         policy = self.config.policy
         last_step = 0.0
@@ -144,10 +151,13 @@ class Leader:
                 if not ok:
                     break
                 operator_change = False
+                if self.route53 is not None:
+                    self.route53.notify(table)  # type: ignore[attr-defined]
                 previous = table
                 last_step = now
                 due = 0.0
         finally:
+            sink_stop.set()
             for t in (*followers, lost_wait):
                 t.cancel()
             await asyncio.gather(*followers, lost_wait, return_exceptions=True)

@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +108,8 @@ class Route53Sink:
         self._latest: RoutingTable | None = None
         self._wake: asyncio.Event | None = None
         self.last_result: SyncResult | None = None
+        # Called after every sync (the leader shares the result through etcd for every replica's status).
+        self.on_result: Callable[[SyncResult], Awaitable[None]] | None = None
 
     # ---- planning (reads only)
 
@@ -124,6 +126,11 @@ class Route53Sink:
         async with self._lock:
             result = await asyncio.to_thread(self.sync_blocking, table)
         self.last_result = result
+        if self.on_result is not None:
+            try:
+                await self.on_result(result)
+            except Exception as exc:  # sharing the status must never break syncing
+                log.warning("route53 status not shared", error=str(exc) or type(exc).__name__)
         return result
 
     def sync_blocking(self, table: RoutingTable) -> SyncResult:

@@ -29,7 +29,7 @@ from steering.model import Evacuation, Overrides, Pin, Restore, TargetHealth
 from steering.store import codec
 from steering.store.client import Backoff, Conn, LeaseNotFound, StoreError, StoreUnavailable
 from steering.store.election import Leadership, campaign
-from steering.store.keys import Keys, range_end
+from steering.store.keys import Keys, check_component, range_end
 from steering.store.lease import LeaseKeeper
 from steering.store.watch import Snapshot, watch_range
 from steering.table import RoutingTable
@@ -419,6 +419,15 @@ class Store:
             except ValueError as exc:
                 log.warning("audit_record_unreadable", key=self.keys.strip(kv.key), error=str(exc))
         return out
+
+    # ------------------------------------------------------------------ status records
+    async def put_status(self, name: str, value: bytes) -> None:
+        """A small status record the leader shares with every replica (e.g. the last Route 53 sync)."""
+        await self._put(self.keys.rel("status/" + check_component("status name", name)), value)
+
+    async def get_status(self, name: str) -> bytes | None:
+        resp = await self._get(self.keys.rel("status/" + check_component("status name", name)))
+        return resp.kvs[0].value if resp.kvs else None
 
     # ------------------------------------------------------------------ topology
     async def put_topology(self, config_json: bytes) -> None:
