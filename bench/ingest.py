@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import re
@@ -92,7 +93,26 @@ async def agent(stub: pb_grpc.HealthServiceStub, site: str, region: str, interva
             print(f"stream error {site}: {exc.code().name} {exc.details()}", file=sys.stderr)
 
 
-async def main(sites: int, seconds: float, interval: float) -> int:
+async def worker(index: int, nworkers: int, sites: int, interval: float, port: int, seconds: float,
+                 warmup: float) -> None:
+    """One load process: agents index, index + nworkers, ...; prints its acks after the warm-up as JSON."""
+    mine = range(index, sites, nworkers)
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(max(1, len(mine) // 100))]
+    counts = {"acks": 0, "errors": 0}
+    rng = random.Random(index)
+    start = time.monotonic()
+    until = start + seconds
+    tasks = [asyncio.create_task(agent(pb_grpc.HealthServiceStub(channels[n % len(channels)]), f"s{i:05d}",
+                                       REGIONS[i % 3], interval, until, counts, rng)) for n, i in enumerate(mine)]
+    await asyncio.sleep(warmup)
+    base = counts["acks"]
+    await asyncio.gather(*tasks)
+    for ch in channels:
+        await ch.close()
+    print(json.dumps({"acks": counts["acks"] - base, "errors": counts["errors"]}))
+
+
+async def main(sites: int, seconds: float, interval: float, nworkers: int) -> int:
     root = Path(tempfile.mkdtemp(prefix="steering-ingest-"))
     etcd = EtcdCluster.create(1, root=root / "etcd").start()
     cfg_path = root / "steering.yaml"
@@ -114,28 +134,29 @@ async def main(sites: int, seconds: float, interval: float) -> int:
                     print(f"controller did not start; log: {root / 'controller.log'}", file=sys.stderr)
                     return 1
                 await asyncio.sleep(0.2)
-        channels = [grpc.aio.insecure_channel(f"127.0.0.1:{api}") for _ in range(max(1, sites // 250))]
-        counts = {"acks": 0, "errors": 0}
-        rng = random.Random(7)
         warmup = min(10.0, seconds / 3)
-        until = time.monotonic() + warmup + seconds
-        tasks = [asyncio.create_task(agent(pb_grpc.HealthServiceStub(channels[i % len(channels)]),
-                                           f"s{i:05d}", REGIONS[i % 3], interval, until, counts, rng))
-                 for i in range(sites)]
+        # The simulated agents run in worker processes, so the load generator is not one Python core.
+        workers = [subprocess.Popen([sys.executable, __file__, "--worker", str(w), "--workers", str(nworkers),
+                                     "--sites", str(sites), "--interval", str(interval), "--port", str(api),
+                                     "--seconds", str(warmup + seconds), "--warmup", str(warmup)],
+                                    stdout=subprocess.PIPE, text=True) for w in range(nworkers)]
         await asyncio.sleep(warmup)  # first reports of every site are real changes: not steady state
-        acks0, writes0, cpu0, t0 = counts["acks"], scrape(metrics, "steering_etcd_writes_total"), cpu_seconds(ctl.pid), \
-            time.monotonic()
-        await asyncio.gather(*tasks)
+        writes0, cpu0, t0 = scrape(metrics, "steering_etcd_writes_total"), cpu_seconds(ctl.pid), time.monotonic()
+        while any(w.poll() is None for w in workers):
+            await asyncio.sleep(0.2)
         dt = time.monotonic() - t0
-        acks, writes, cpu = counts["acks"] - acks0, scrape(metrics, "steering_etcd_writes_total") - writes0, \
-            cpu_seconds(ctl.pid) - cpu0
-        for ch in channels:
-            await ch.close()
+        writes, cpu = scrape(metrics, "steering_etcd_writes_total") - writes0, cpu_seconds(ctl.pid) - cpu0
+        acks = errors = 0
+        for w in workers:
+            out = json.loads((w.stdout.read() if w.stdout else "").strip().splitlines()[-1])
+            acks += out["acks"]
+            errors += out["errors"]
+        counts = {"errors": errors}
         print(f"sites={sites} interval={interval}s measured={dt:.1f}s (after {warmup:.0f}s warm-up)")
         print(f"reports/s sustained: {acks / dt:,.0f} (offered {sites / interval:,.0f}/s)")
         print(f"etcd writes/s: {writes / dt:.1f} (goal < 100/s at steady state)")
         print(f"controller CPU: {cpu / dt:.2f} cores ({cpu / max(acks, 1) * 1e6:.0f} µs per report)")
-        print(f"stream errors: {counts['errors']}")
+        print(f"stream errors: {counts['errors']}  (load from {nworkers} processes on the same 2 cores)")
         return 0
     finally:
         ctl.terminate()
@@ -151,5 +172,12 @@ if __name__ == "__main__":
     ap.add_argument("--sites", type=int, default=5000)
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--interval", type=float, default=1.0)
+    ap.add_argument("--workers", type=int, default=2, help="load-generating processes")
+    ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--warmup", type=float, default=0, help=argparse.SUPPRESS)
     a = ap.parse_args()
-    sys.exit(asyncio.run(main(a.sites, a.seconds, a.interval)))
+    if a.worker is not None:
+        asyncio.run(worker(a.worker, a.workers, a.sites, a.interval, a.port, a.seconds, a.warmup))
+        sys.exit(0)
+    sys.exit(asyncio.run(main(a.sites, a.seconds, a.interval, a.workers)))

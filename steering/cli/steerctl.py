@@ -36,14 +36,46 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="steering.yaml")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="steering.yaml (offline plan)")
 @click.option("--state", "state_path", type=click.Path(dir_okay=False), help="observed state (see README)")
 @click.option("--previous", "previous_path", type=click.Path(dir_okay=False), help="previous table (JSON)")
 @click.option("--now", "now", type=float, default=None, help="planning time (unix seconds); default: now")
 @click.option("--json", "as_json", is_flag=True, help="print the table as JSON")
-def plan(config_path: str, state_path: str | None, previous_path: str | None, now: float | None,
-         as_json: bool) -> None:
-    """Compute one routing table offline, without any server."""
+@click.option("--live", is_flag=True, help="what-if on the live state of a controller (see steerctl status)")
+@click.option("--evacuate", "what_evacuate", multiple=True, help="with --live: what if REGION were evacuated")
+@click.option("--restore", "what_restore", multiple=True, help="with --live: what if REGION were restored")
+@click.option("--unhealthy", "what_unhealthy", multiple=True, help="with --live: what if SITE were unhealthy")
+@click.option("--server", "servers", multiple=True, envvar="STEERCTL_SERVER", help="with --live: controller(s)")
+@click.option("--token", envvar="STEERCTL_TOKEN", default=None, help="with --live: bearer token")
+@click.option("--ca", envvar="STEERCTL_CA", default=None, help="with --live: CA certificate (TLS)")
+@click.option("--cert", envvar="STEERCTL_CERT", default=None, help="with --live: client certificate")
+@click.option("--key", envvar="STEERCTL_KEY", default=None, help="with --live: client key")
+@click.option("--timeout", type=float, default=5.0, help="with --live: seconds per call")
+def plan(config_path: str | None, state_path: str | None, previous_path: str | None, now: float | None,
+         as_json: bool, live: bool, what_evacuate: tuple[str, ...], what_restore: tuple[str, ...],
+         what_unhealthy: tuple[str, ...], servers: tuple[str, ...], token: str | None, ca: str | None,
+         cert: str | None, key: str | None, timeout: float) -> None:
+    """Compute one routing table offline (--config), or a what-if on the live state (--live)."""
+    if live:
+        import grpc
+
+        from steering.cli import ops, remote
+
+        r = remote.Remote.from_options(servers, token, ca, cert, key, timeout)
+        try:
+            ops.plan_live(r, what_evacuate, what_restore, what_unhealthy, as_json)
+        except remote.Unreachable as exc:
+            fail(str(exc), EXIT_UNREACHABLE)
+        except grpc.RpcError as err:
+            fail(remote.describe(err), remote.exit_code(err))
+        finally:
+            r.close()
+        return
+    if config_path is None:
+        fail("plan: give --config FILE (offline) or --live (what-if on a controller)", EXIT_USAGE)
+        return
+    if what_evacuate or what_restore or what_unhealthy:
+        fail("plan: --evacuate, --restore and --unhealthy need --live (offline, put them in --state)", EXIT_USAGE)
     from steering.model import Observed, Overrides
     from steering.planner import plan as run_plan
     from steering.statefile import load_state
@@ -72,5 +104,25 @@ def plan(config_path: str, state_path: str | None, previous_path: str | None, no
         print_table(table)
 
 
+def _register_remote() -> None:
+    from steering.cli import ops
+
+    ops.register(cli)
+
+
+_register_remote()
+
+
 def main() -> None:
-    cli.main(prog_name="steerctl")
+    """Run steerctl; usage errors are one line (exit 2), like every other error."""
+    try:
+        cli.main(prog_name="steerctl", standalone_mode=False)
+    except click.UsageError as exc:
+        hint = f" (see 'steerctl {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.parent else ""
+        fail(exc.format_message() + hint, EXIT_USAGE)
+    except click.ClickException as exc:
+        fail(exc.format_message(), EXIT_USAGE)
+    except click.Abort:
+        fail("aborted", EXIT_USAGE)
+    except KeyboardInterrupt:
+        sys.exit(130)

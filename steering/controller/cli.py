@@ -30,6 +30,15 @@ def command(config_path: str, listen: str | None, metrics_addr: str | None, repl
         for line in str(exc).splitlines():
             click.echo(f"steering controller: {line}", err=True)
         sys.exit(2)
+    from steering import auth
+
+    try:  # fail fast on a bad tokens file or TLS files; Controller.start loads them again
+        auth.server_interceptors(config)
+        auth.server_credentials(config)
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            click.echo(f"steering controller: {line}", err=True)
+        sys.exit(2)
     address = listen or config.controller.listen
     try:
         host, _ = parse_hostport(address)

@@ -39,13 +39,24 @@ class Controller:
         self.replica = replica
         self.listen = listen
         self.store = Store(config.etcd, base_dir=config.base_dir)
-        self.leader = Leader(config, self.store, replica)
+        self.route53 = None
+        if config.route53 is not None:
+            from steering.route53 import Route53Sink
+
+            self.route53 = Route53Sink(config)
+            self.route53.on_result = self._share_route53_result
+        self.leader = Leader(config, self.store, replica, route53=self.route53)
         self.ingest = Ingest(config, self.store, replica, lambda: self.leader.is_leader)
         self.tables = TableView(self.store)
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self._tasks: list[asyncio.Task[None]] = []
+
+    async def _share_route53_result(self, result: object) -> None:
+        import json
+
+        await self.store.put_status("route53", json.dumps(result.to_dict(), sort_keys=True).encode())  # type: ignore[attr-defined]
 
     def _add_api(self, server: grpc.aio.Server) -> None:
         pb_grpc.add_HealthServiceServicer_to_server(self.ingest, server)
@@ -57,6 +68,13 @@ class Controller:
 
     async def start(self, server_credentials: grpc.ServerCredentials | None = None,
                     interceptors: list[grpc.aio.ServerInterceptor] | None = None) -> int:
+        from steering import auth
+
+        # The config's auth and tls sections apply unless the caller passes its own.
+        if interceptors is None:
+            interceptors = auth.server_interceptors(self.config)
+        if server_credentials is None:
+            server_credentials = auth.server_credentials(self.config)
         await self.store.open()
         self.server = grpc.aio.server(interceptors=interceptors or [],
                                       options=[("grpc.so_reuseport", 0),
@@ -76,7 +94,7 @@ class Controller:
             raise OSError(f"cannot listen on {self.listen}")
         await self.server.start()
         self.ingest.start()
-        self._tasks = [
+        self._tasks += [  # the API may have added its own background tasks
             asyncio.create_task(self.leader.run(), name="leader"),
             asyncio.create_task(self._follow_tables(), name="tables"),
         ]

@@ -249,10 +249,12 @@ class WatchRequest(_message.Message):
     def __init__(self, service: _Optional[str] = ..., since_version: _Optional[int] = ...) -> None: ...
 
 class WatchResponse(_message.Message):
-    __slots__ = ("table",)
+    __slots__ = ("table", "topology_json")
     TABLE_FIELD_NUMBER: _ClassVar[int]
+    TOPOLOGY_JSON_FIELD_NUMBER: _ClassVar[int]
     table: RoutingTable
-    def __init__(self, table: _Optional[_Union[RoutingTable, _Mapping]] = ...) -> None: ...
+    topology_json: str
+    def __init__(self, table: _Optional[_Union[RoutingTable, _Mapping]] = ..., topology_json: _Optional[str] = ...) -> None: ...
 
 class Ramp(_message.Message):
     __slots__ = ("step", "interval_seconds")

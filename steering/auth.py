@@ -1,0 +1,225 @@
+"""Bearer tokens and roles for the controller's gRPC API, and its TLS credentials.
+
+The tokens file (``auth.tokens_file`` in the configuration) is YAML::
+
+    tokens:
+      - {name: alice, role: operator, token: "s3cret-alice"}
+      - {name: grafana, role: viewer, sha256: "9f86d08..."}   # hex sha256 of the token
+      - {name: agent-us-east-1, role: agent, token: "..."}
+
+Roles: ``viewer`` may call Status, History, Plan and the RoutingService;
+``operator`` may also Evacuate, Restore and Pin/Unpin (and report as an
+agent); ``agent`` may only stream health reports. Clients send
+``authorization: Bearer <token>``. No or an unknown token is UNAUTHENTICATED,
+a role without the right PERMISSION_DENIED. The standard health service and
+reflection stay open. Handlers read the caller's token name with ``actor()``
+for the audit. Without an ``auth`` section every call is allowed and the
+actor is ``anonymous``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import hmac
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import yaml
+
+from steering.config import Config, ConfigError
+
+ROLES = ("viewer", "operator", "agent")
+OPERATOR_METHODS = {"Evacuate", "Restore", "PinWeights", "UnpinWeights"}
+_ACTOR: contextvars.ContextVar[str] = contextvars.ContextVar("steering_actor", default="anonymous")
+
+
+def actor() -> str:
+    """The token name of the call being handled (``anonymous`` when the API is open)."""
+    return _ACTOR.get()
+
+
+def allowed_roles(method: str) -> frozenset[str] | None:
+    """Roles that may call ``/pkg.Service/Method``; None means open to everyone."""
+    service, _, name = method.lstrip("/").partition("/")
+    if service == "steering.v1.HealthService":
+        return frozenset({"agent", "operator"})
+    if service == "steering.v1.OperatorService":
+        return frozenset({"operator"}) if name in OPERATOR_METHODS else frozenset({"viewer", "operator"})
+    if service == "steering.v1.RoutingService":
+        return frozenset({"viewer", "operator"})
+    return None  # grpc.health.v1.Health, reflection
+
+
+@dataclass(frozen=True)
+class Token:
+    name: str
+    role: str
+    sha256: str  # hex digest of the secret
+
+
+class Tokens:
+    def __init__(self, tokens: list[Token]) -> None:
+        self._by_hash = {t.sha256: t for t in tokens}
+
+    def lookup(self, secret: str) -> Token | None:
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        for h, t in self._by_hash.items():
+            if hmac.compare_digest(h, digest):
+                return t
+        return None
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+
+def load_tokens(path: str | Path) -> Tokens:
+    """Parse the tokens file; ConfigError naming each bad entry."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except OSError as exc:
+        raise ConfigError(str(p), [f"cannot read: {exc.strerror or exc}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(p), [f"invalid YAML: {exc}"]) from None
+    entries = data.get("tokens") if isinstance(data, Mapping) else data
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(str(p), ["tokens: expected a non-empty list of {name, role, token | sha256}"])
+    problems: list[str] = []
+    out: list[Token] = []
+    names: set[str] = set()
+    for i, e in enumerate(entries):
+        where = f"tokens[{i}]"
+        if not isinstance(e, Mapping):
+            problems.append(f"{where}: expected a mapping")
+            continue
+        unknown = set(e) - {"name", "role", "token", "sha256"}
+        if unknown:
+            problems.append(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+        name, role = e.get("name"), e.get("role")
+        if not isinstance(name, str) or not name:
+            problems.append(f"{where}.name: missing")
+            continue
+        if name in names:
+            problems.append(f"{where}.name: duplicate {name!r}")
+        names.add(name)
+        if role not in ROLES:
+            problems.append(f"{where}.role: {role!r} is not one of {', '.join(ROLES)}")
+        secret, digest = e.get("token"), e.get("sha256")
+        if (secret is None) == (digest is None):
+            problems.append(f"{where}: give exactly one of token or sha256")
+            continue
+        if secret is not None:
+            if not isinstance(secret, str) or len(secret) < 8:
+                problems.append(f"{where}.token: must be a string of at least 8 characters")
+                continue
+            digest = hashlib.sha256(secret.encode()).hexdigest()
+        elif not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest.lower()):
+            problems.append(f"{where}.sha256: not a 64-digit hex digest")
+            continue
+        out.append(Token(name=name, role=str(role), sha256=str(digest).lower()))
+    if problems:
+        raise ConfigError(str(p), problems)
+    return Tokens(out)
+
+
+def _bearer(metadata: Any) -> str | None:
+    for key, value in metadata or ():
+        if key.lower() == "authorization":
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            scheme, _, secret = text.strip().partition(" ")
+            if scheme.lower() == "bearer" and secret.strip():
+                return secret.strip()
+            return ""
+    return None
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Checks the bearer token and the role before the handler runs; sets ``actor()`` inside it."""
+
+    def __init__(self, tokens: Tokens) -> None:
+        self.tokens = tokens
+
+    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+                                details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(details)
+        roles = allowed_roles(details.method)
+        if handler is None or roles is None:
+            return handler
+        secret = _bearer(details.invocation_metadata)
+        token = self.tokens.lookup(secret) if secret else None
+        if token is None:
+            why = "missing bearer token" if secret is None else "invalid bearer token"
+            return _deny(handler, grpc.StatusCode.UNAUTHENTICATED, f"authorization: {why}")
+        if token.role not in roles:
+            return _deny(handler, grpc.StatusCode.PERMISSION_DENIED,
+                         f"authorization: token {token.name!r} has role {token.role}; "
+                         f"{details.method.rsplit('/', 1)[-1]} needs {' or '.join(sorted(roles))}")
+        return _as_actor(handler, token.name)
+
+
+def _deny(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(code, message)
+
+    async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(code, message)
+        yield  # pragma: no cover - makes this an async generator
+
+    return _rebuild(handler, unary, stream)
+
+
+def _as_actor(handler: grpc.RpcMethodHandler, name: str) -> grpc.RpcMethodHandler:
+    inner = (handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream)
+
+    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        _ACTOR.set(name)
+        return await inner(request, context)
+
+    async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        _ACTOR.set(name)
+        async for item in inner(request, context):
+            yield item
+
+    return _rebuild(handler, unary, stream)
+
+
+def _rebuild(handler: grpc.RpcMethodHandler, unary: Callable[..., Any], stream: Callable[..., Any]) -> Any:
+    args = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary, **args)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(stream, **args)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary, **args)
+    return grpc.stream_stream_rpc_method_handler(stream, **args)
+
+
+def server_interceptors(config: Config) -> list[grpc.aio.ServerInterceptor]:
+    if config.auth is None:
+        return []
+    return [AuthInterceptor(load_tokens(config.resolve_path(config.auth.tokens_file)))]
+
+
+def server_credentials(config: Config) -> grpc.ServerCredentials | None:
+    """TLS from the ``tls`` section; with ``client_ca`` a client certificate signed by it is required."""
+    if config.tls is None:
+        return None
+    problems = []
+    blobs: dict[str, bytes] = {}
+    for field in ("cert", "key", "client_ca"):
+        path = getattr(config.tls, field)
+        if path is None:
+            continue
+        try:
+            blobs[field] = config.resolve_path(path).read_bytes()
+        except OSError as exc:
+            problems.append(f"tls.{field}: {config.resolve_path(path)}: {exc.strerror or exc}")
+    if problems:
+        raise ConfigError("tls", problems)
+    ca = blobs.get("client_ca")
+    return grpc.ssl_server_credentials([(blobs["key"], blobs["cert"])], root_certificates=ca,
+                                       require_client_auth=ca is not None)

@@ -1,0 +1,453 @@
+"""steerctl's remote commands: status, evacuate, restore, pin, unpin, history, watch (and plan --live).
+
+Exit codes (``steering.cli.remote``): 0 done; 1 refused by a safety rule or
+failed on the server (or the table did not reflect the action in time);
+2 usage or bad input (or an action not confirmed); 3 no server reachable or
+not authorized.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+import uuid
+from typing import Any
+
+import click
+import grpc
+from rich.console import Console
+from rich.table import Table
+
+from steering.cli import shapes
+from steering.cli.remote import EXIT_REFUSED, EXIT_USAGE, Remote, connection_options, describe, die, exit_code
+from steering.controller.operator import PREVIEW_TRAILER
+from steering.table import RoutingTable
+from steering.v1 import steering_pb2 as pb
+
+OP = "OperatorService"
+
+
+def console() -> Console:
+    return Console(width=max(120, Console().width), highlight=False)
+
+
+def emit(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
+def parse_ramp(text: str) -> tuple[float, float]:
+    """``25%/60s`` (or ``0.25/60``, ``25%/2m``, ``10%/500ms``) -> (0.25, 60.0); ValueError naming the part."""
+    m = re.fullmatch(r"\s*([0-9.]+)(%?)\s*/\s*([0-9.]+)\s*(ms|s|m|h)?\s*", text)
+    if not m:
+        raise ValueError(f"--ramp {text!r}: expected STEP/INTERVAL like 25%/60s")
+    step = float(m.group(1)) / (100 if m.group(2) else 1)
+    if not 0 < step <= 1:
+        raise ValueError(f"--ramp {text!r}: step must be in (0%, 100%]")
+    interval = float(m.group(3)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(4)]
+    if interval <= 0:
+        raise ValueError(f"--ramp {text!r}: interval must be positive")
+    return step, interval
+
+
+def _mode(now: bool, ramp: str | None) -> tuple[int, pb.Ramp]:
+    if now and ramp:
+        die("--now and --ramp exclude each other", EXIT_USAGE)
+    if now:
+        return pb.EVACUATION_MODE_NOW, pb.Ramp()
+    if ramp:
+        try:
+            step, interval = parse_ramp(ramp)
+        except ValueError as exc:
+            die(str(exc), EXIT_USAGE)
+        return pb.EVACUATION_MODE_RAMP, pb.Ramp(step=step, interval_seconds=interval)
+    return pb.EVACUATION_MODE_UNSPECIFIED, pb.Ramp()  # the server's policy ramp
+
+
+def _weights(w: Any) -> str:
+    items = [(t, v) for t, v in sorted(w.items(), key=lambda kv: -kv[1]) if v]
+    return "  ".join(f"{t} {v}" for t, v in items) or "-"
+
+
+def print_preview(p: pb.Preview, out: Console) -> None:
+    if not p.changes:
+        out.print("no routing change")
+    else:
+        t = Table(title="weights (of 1000), before -> after", title_justify="left")
+        for col in ("service", "geo", "before", "after"):
+            t.add_column(col)
+        for c in p.changes:
+            t.add_row(c.service, c.geo, _weights(c.before), _weights(c.after))
+        out.print(t)
+    t = Table(title="regions: projected utilization", title_justify="left")
+    for col in ("region", "capacity", "load before", "load after", "util before", "util after", "hard limit"):
+        t.add_column(col, justify="left" if col == "region" else "right")
+    for r in p.regions:
+        after = _pct(r.utilization_after)
+        if r.capacity > 0 and r.utilization_after > r.hard_limit:
+            after = f"[bold red]{after}[/]"
+        t.add_row(r.region, f"{r.capacity:g}", f"{r.planned_load_before:.0f}", f"{r.planned_load_after:.0f}",
+                  _pct(r.utilization_before), after, _pct(r.hard_limit))
+    out.print(t)
+    if p.fail_open_after:
+        out.print("[bold red]! the result would FAIL OPEN[/]")
+
+
+def _refusal(err: grpc.RpcError, as_json: bool, region: str = "") -> None:
+    """Print a refused action (with its preview when the server sent one) and exit."""
+    trailer = dict(err.trailing_metadata() or ())  # type: ignore[attr-defined]
+    preview = pb.Preview.FromString(trailer[PREVIEW_TRAILER]) if PREVIEW_TRAILER in trailer else None
+    if as_json:
+        emit({"error": {"code": err.code().name, "message": describe(err)},  # type: ignore[attr-defined]
+              "region": region, "preview": shapes.preview(preview) if preview else None})
+    elif preview is not None:
+        print_preview(preview, console())
+    die(describe(err), exit_code(err))
+
+
+def _confirm(question: str) -> None:
+    try:
+        if not click.confirm(question, default=False, err=True):
+            die("not confirmed; nothing was changed", EXIT_USAGE)
+    except click.Abort:
+        die("not confirmed (no answer on stdin; pass --yes); nothing was changed", EXIT_USAGE)
+
+
+# ---------------------------------------------------------------------- progress
+
+
+def _share(table: RoutingTable, region: str) -> int:
+    """The region's (and its sites') total weight over every service and geo that is not fail-open."""
+    total = 0
+    for svc in table.services.values():
+        for route in svc.geos.values():
+            if route.fail_open:
+                continue
+            for t, w in route.weights.items():
+                st = table.sites.get(t)
+                if t == region or (st is not None and st.region == region):
+                    total += w
+    return total
+
+
+def follow(remote: Remote, region: str, done: Any, deadline: float, quiet: bool) -> RoutingTable:
+    """Poll Status until ``done(table)``; print each new share of the region. Exit 1 on timeout."""
+    last: tuple[int, int] | None = None
+    start: int | None = None
+    while True:
+        resp = remote.call(OP, "Status", pb.StatusRequest())
+        table = shapes.table_of(resp.table) if resp.HasField("table") else None
+        if table is not None:
+            share = _share(table, region)
+            start = share if start is None else start
+            if not quiet and (last is None or last[1] != share):
+                st = table.regions[region]
+                click.echo(f"v{table.version}  {region}: weight {share} over all geos"
+                           f"{' (' + st.evacuation + ')' if st.evacuation else ''}")
+            last = (table.version, share)
+            if done(table):
+                return table
+        if time.monotonic() > deadline:
+            die(f"{region}: the routing table did not reflect the action in time "
+                f"(last v{last[0] if last else '-'}); check 'steerctl status'", EXIT_REFUSED)
+        time.sleep(0.2)
+
+
+def _wait_seconds(mode: int, ramp: pb.Ramp, extra: float) -> float:
+    if mode == pb.EVACUATION_MODE_RAMP and ramp.step:
+        return math.ceil(1 / ramp.step) * ramp.interval_seconds + extra
+    return extra + (600 if mode == pb.EVACUATION_MODE_UNSPECIFIED else 0)
+
+
+# ---------------------------------------------------------------------- commands
+
+
+@click.command()
+@connection_options
+@click.option("--json", "as_json", is_flag=True, help="print JSON (shape in docs/operator-guide.md)")
+def status(remote: Remote, as_json: bool) -> None:
+    """Regions' health, load and evacuations; where each geo's traffic goes; the leader and table."""
+    resp = remote.call(OP, "Status", pb.StatusRequest())
+    data = shapes.status(resp)
+    if as_json:
+        emit(data)
+        return
+    out = console()
+    tbl = data["table"]
+    head = f"leader {data['leader'] or '-'}  (answered by {data['replica']}, {data['connected_agents']} agents)"
+    if tbl:
+        head += f"  table v{tbl['version']}, {tbl['age_seconds']:.1f}s old"
+        if tbl["fail_open"]:
+            head += "  [bold red]FAIL-OPEN[/]"
+        if tbl["converging"]:
+            head += "  [yellow]converging[/]"
+    else:
+        head += "  no routing table yet"
+    out.print(head)
+    r53 = data["route53"]
+    if r53["enabled"]:
+        when = time.strftime("%H:%M:%S", time.localtime(r53["last_sync"])) if r53["last_sync"] else "never"
+        out.print(f"route53: last sync {when}, {r53['last_changes']} changes"
+                  + (f", [red]error: {r53['last_error']}[/]" if r53["last_error"] else ""))
+    for note in (tbl or {}).get("notes", []):
+        out.print(f"[bold red]! {note}[/]")
+    t = Table(title="regions", title_justify="left")
+    for col in ("region", "health", "serving", "capacity", "load", "planned", "utilization", "evacuation"):
+        t.add_column(col, justify="right" if col in ("capacity", "load", "planned", "utilization") else "left")
+    for r in data["regions"]:
+        health = r["health"] if r["health"] in ("healthy", "unknown") else f"[red]{r['health']}[/]"
+        t.add_row(r["region"], health, "yes" if r["serving"] else "[red]no[/]", f"{r['capacity']:g}",
+                  f"{r['load']:.0f}", f"{r['planned_load']:.0f}", _pct(r["utilization"]), r["evacuation"] or "-")
+    out.print(t)
+    if data["sites"]:
+        t = Table(title="cache sites", title_justify="left")
+        for col in ("site", "region", "health", "serving", "capacity", "load", "utilization"):
+            t.add_column(col, justify="right" if col in ("capacity", "load", "utilization") else "left")
+        for s in data["sites"]:
+            t.add_row(s["site"], s["region"], s["health"], "yes" if s["serving"] else "[red]no[/]",
+                      f"{s['capacity']:g}", f"{s['load']:.0f}", _pct(s["utilization"]))
+        out.print(t)
+    for service, geos in data["geos"].items():
+        t = Table(title=f"{service} (weights of 1000)", title_justify="left")
+        t.add_column("geo")
+        t.add_column("targets")
+        for geo, weights in geos.items():
+            t.add_row(geo, _weights(weights))
+        out.print(t)
+    if data["evacuations"]:
+        t = Table(title="evacuations and restores", title_justify="left")
+        for col in ("region", "kind", "mode", "started", "by", "reason"):
+            t.add_column(col)
+        for e in data["evacuations"]:
+            mode = "now" if e["mode"] == "now" else f"ramp {e['step']:.0%}/{e['interval_seconds']:g}s"
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["started_at"]))
+            kind = "restore" if e["restoring"] else ("evacuate (forced)" if e["forced"] else "evacuate")
+            t.add_row(e["region"], kind, mode, started, e["actor"] or "-", e["reason"] or "-")
+        out.print(t)
+
+
+@click.command()
+@connection_options
+@click.argument("region")
+@click.option("--reason", required=True, help="why (recorded in the audit)")
+@click.option("--now", "now", is_flag=True, help="move all traffic at once")
+@click.option("--ramp", default=None, help="STEP/INTERVAL, e.g. 25%/60s (default: the policy's pace)")
+@click.option("--dry-run", is_flag=True, help="show the preview; change nothing")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.option("--force", is_flag=True, help="override the safety rules (audited as forced)")
+@click.option("--no-wait", is_flag=True, help="return once accepted; do not follow the table")
+@click.option("--json", "as_json", is_flag=True)
+def evacuate(remote: Remote, region: str, reason: str, now: bool, ramp: str | None, dry_run: bool, yes: bool,
+             force: bool, no_wait: bool, as_json: bool) -> None:
+    """Move traffic off REGION: preview, confirm, submit, follow until the table reflects it."""
+    if not reason.strip():
+        die("--reason: must not be empty", EXIT_USAGE)
+    mode, ramp_msg = _mode(now, ramp)
+    rid = uuid.uuid4().hex
+    req = pb.EvacuateRequest(region=region, mode=mode, ramp=ramp_msg, reason=reason, force=force, request_id=rid,
+                             dry_run=True)
+    _act(remote, "Evacuate", req, region, dry_run, yes, no_wait, as_json,
+         question=f"evacuate {region}?", done=lambda t: _share(t, region) == 0,
+         wait=_wait_seconds(mode, ramp_msg, 60))
+
+
+@click.command()
+@connection_options
+@click.argument("region")
+@click.option("--reason", default="", help="why (recorded in the audit)")
+@click.option("--now", "now", is_flag=True, help="return all traffic at once (still limited by max_shift)")
+@click.option("--ramp", default=None, help="STEP/INTERVAL, e.g. 25%/60s (default: the policy's pace)")
+@click.option("--dry-run", is_flag=True)
+@click.option("--yes", is_flag=True)
+@click.option("--no-wait", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+def restore(remote: Remote, region: str, reason: str, now: bool, ramp: str | None, dry_run: bool, yes: bool,
+            no_wait: bool, as_json: bool) -> None:
+    """Return traffic to an evacuated REGION."""
+    mode, ramp_msg = _mode(now, ramp)
+    req = pb.RestoreRequest(region=region, mode=mode, ramp=ramp_msg, reason=reason, request_id=uuid.uuid4().hex,
+                            dry_run=True)
+
+    def done(t: RoutingTable) -> bool:
+        return not t.regions[region].evacuation and not t.converging
+
+    _act(remote, "Restore", req, region, dry_run, yes, no_wait, as_json, question=f"restore {region}?",
+         done=done, wait=_wait_seconds(mode, ramp_msg, 60))
+
+
+def _act(remote: Remote, method: str, req: Any, region: str, dry_run: bool, yes: bool, no_wait: bool,
+         as_json: bool, question: str, done: Any, wait: float) -> None:
+    try:
+        preview = remote.call(OP, method, req)
+    except grpc.RpcError as err:
+        if err.code() == grpc.StatusCode.FAILED_PRECONDITION:  # type: ignore[attr-defined]
+            _refusal(err, as_json, region)
+        raise
+    result = {"region": region, "applied": False, "dry_run": True, "duplicate": False, "request_id": req.request_id,
+              "audit_id": "", "warnings": list(getattr(preview, "warnings", [])),
+              "preview": shapes.preview(preview.preview), "table_version": None}
+    if not as_json:
+        print_preview(preview.preview, console())
+        for w in result["warnings"]:
+            click.echo(f"warning: {w}", err=True)
+    if dry_run:
+        if as_json:
+            emit(result)
+        else:
+            click.echo("dry run: nothing was changed")
+        return
+    if not yes:
+        _confirm(question)
+    req.dry_run = False
+    try:
+        resp = remote.call(OP, method, req)
+    except grpc.RpcError as err:
+        if err.code() == grpc.StatusCode.FAILED_PRECONDITION:  # type: ignore[attr-defined]
+            _refusal(err, as_json, region)  # the state changed since the preview
+        raise
+    result.update(applied=resp.applied, dry_run=False, duplicate=resp.duplicate, audit_id=resp.audit_id)
+    if not as_json:
+        click.echo(f"accepted (audit {resp.audit_id}{', duplicate' if resp.duplicate else ''})")
+    if not no_wait:
+        table = follow(remote, region, done, time.monotonic() + wait, quiet=as_json)
+        result["table_version"] = table.version
+        if not as_json:
+            click.echo(f"done: routing table v{table.version} reflects it")
+    if as_json:
+        emit(result)
+
+
+@click.command()
+@connection_options
+@click.argument("service")
+@click.argument("geo")
+@click.argument("weights", nargs=-1, required=True)
+@click.option("--reason", required=True)
+@click.option("--dry-run", is_flag=True)
+@click.option("--yes", is_flag=True)
+@click.option("--force", is_flag=True)
+@click.option("--json", "as_json", is_flag=True)
+def pin(remote: Remote, service: str, geo: str, weights: tuple[str, ...], reason: str, dry_run: bool, yes: bool,
+        force: bool, as_json: bool) -> None:
+    """Pin SERVICE's weights for GEO: WEIGHTS as TARGET=N ... (normalised to 1000)."""
+    parsed: dict[str, int] = {}
+    for item in weights:
+        target, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit():
+            die(f"weight {item!r}: expected TARGET=N with N a non-negative integer", EXIT_USAGE)
+        parsed[target.strip()] = int(value)
+    req = pb.PinWeightsRequest(service=service, geo=geo, weights=parsed, reason=reason, dry_run=True,
+                               request_id=uuid.uuid4().hex, force=force)
+    _act(remote, "PinWeights", req, "", dry_run, yes, True, as_json, question=f"pin {service} {geo}?",
+         done=None, wait=0)
+
+
+@click.command()
+@connection_options
+@click.argument("service")
+@click.argument("geo")
+@click.option("--reason", default="")
+@click.option("--json", "as_json", is_flag=True)
+def unpin(remote: Remote, service: str, geo: str, reason: str, as_json: bool) -> None:
+    """Remove the pinned weights of SERVICE for GEO."""
+    try:
+        resp = remote.call(OP, "UnpinWeights", pb.UnpinWeightsRequest(service=service, geo=geo, reason=reason,
+                                                                      request_id=uuid.uuid4().hex))
+    except grpc.RpcError as err:
+        if err.code() == grpc.StatusCode.FAILED_PRECONDITION:  # type: ignore[attr-defined]
+            _refusal(err, as_json)
+        raise
+    if as_json:
+        emit({"applied": resp.applied, "duplicate": resp.duplicate, "audit_id": resp.audit_id})
+    else:
+        click.echo(f"unpinned (audit {resp.audit_id})")
+
+
+@click.command()
+@connection_options
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def history(remote: Remote, limit: int, as_json: bool) -> None:
+    """Operator actions, newest first."""
+    resp = remote.call(OP, "History", pb.HistoryRequest(limit=limit))
+    records = [shapes.audit(r) for r in resp.records]
+    if as_json:
+        emit({"records": records})
+        return
+    t = Table(title="operator actions (newest first)", title_justify="left")
+    for col in ("time", "actor", "action", "target", "reason", "forced", "after"):
+        t.add_column(col)
+    for r in records:
+        target = r["region"] or f"{r['service']} {r['geo']}"
+        t.add_row(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"])), r["actor"], r["action"], target,
+                  r["reason"], "yes" if r["forced"] else "", r["after"])
+    console().print(t)
+
+
+@click.command()
+@connection_options
+@click.option("--service", default="", help="only this service")
+@click.option("--count", type=click.IntRange(1), default=None, help="stop after this many tables")
+@click.option("--json", "as_json", is_flag=True, help="one canonical table JSON per line")
+def watch(remote: Remote, service: str, count: int | None, as_json: bool) -> None:
+    """Print each routing table as it changes (Ctrl-C to stop)."""
+    seen = 0
+    since = 0
+    backoff = 0.2
+    while count is None or seen < count:
+        try:
+            for server, msg in remote.stream("RoutingService", "Watch",
+                                             pb.WatchRequest(service=service, since_version=since)):
+                backoff = 0.2
+                if not msg.HasField("table"):
+                    continue
+                table = shapes.table_of(msg.table)
+                if table is None:
+                    continue
+                since = table.version
+                if as_json:
+                    click.echo(table.to_json().decode())
+                else:
+                    serving = ", ".join(f"{r} {_pct(st.utilization)}" if st.serving else f"{r} OUT"
+                                        for r, st in table.regions.items())
+                    flags = (" FAIL-OPEN" if table.fail_open else "") + (" converging" if table.converging else "")
+                    click.echo(f"{time.strftime('%H:%M:%S')}  v{table.version} from {server}{flags}: {serving}")
+                seen += 1
+                if count is not None and seen >= count:
+                    return
+        except KeyboardInterrupt:
+            return
+        except Exception as exc:
+            from steering.cli.remote import Unreachable
+
+            if not isinstance(exc, Unreachable) or since == 0:
+                raise
+            click.echo(f"steerctl: {exc}; retrying", err=True)  # keep watching through an outage
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+
+def plan_live(remote: Remote, evacuate: tuple[str, ...], restore: tuple[str, ...], unhealthy: tuple[str, ...],
+              as_json: bool) -> None:
+    """``steerctl plan --live``: a what-if on the live state."""
+    req = pb.PlanRequest(evacuations=[pb.Evacuation(region=r, mode=pb.EVACUATION_MODE_NOW) for r in evacuate],
+                         restore=list(restore), healthy={s: False for s in unhealthy})
+    resp = remote.call(OP, "Plan", req)
+    table = shapes.table_of(resp.table)
+    if as_json:
+        emit({"table": table.to_dict() if table else None, "preview": shapes.preview(resp.preview)})
+        return
+    print_preview(resp.preview, console())
+
+
+def register(cli: click.Group) -> None:
+    for cmd in (status, evacuate, restore, pin, unpin, history, watch):
+        cli.add_command(cmd)
+
+
+__all__ = ["register", "plan_live", "parse_ramp"]

@@ -1,0 +1,169 @@
+"""``steering.client``: answer "where should this client go?" in-process, from a local view fed by Watch.
+
+No RPC per request: the client follows ``RoutingService.Watch`` on one of the
+controllers and answers from the last table it received (``resolve``,
+``choose``). When the controllers are unreachable it keeps that view and
+reconnects with exponential backoff, trying the servers in turn.
+
+    import asyncio
+    from steering.client import SteeringClient
+
+    async def main() -> None:
+        async with SteeringClient(["127.0.0.1:50051"], token="...") as steer:
+            await steer.wait_ready(timeout=10)
+            target = steer.choose("api.example.test", client_address="198.51.100.7")
+            print(target.target, target.addresses, target.reason)   # e.g. us-east-1 ('192.0.2.10', ...)
+
+    asyncio.run(main())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Sequence
+from types import TracebackType
+
+import grpc
+
+from steering import logs
+from steering.resolve import Target, Topology, choose, rank
+from steering.table import RoutingTable
+from steering.v1 import steering_pb2 as pb
+from steering.v1 import steering_pb2_grpc as pb_grpc
+
+log = logs.get("steering.client")
+
+__all__ = ["SteeringClient", "Target"]
+
+
+class SteeringClient:
+    def __init__(self, servers: Sequence[str] | str, *, service: str = "", token: str | None = None,
+                 credentials: grpc.ChannelCredentials | None = None, backoff_initial: float = 0.2,
+                 backoff_max: float = 10.0) -> None:
+        self.servers = [servers] if isinstance(servers, str) else list(servers)
+        if not self.servers:
+            raise ValueError("servers: give at least one controller address")
+        self.service = service
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.credentials = credentials
+        self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
+        self.table: RoutingTable | None = None
+        self.topology: Topology | None = None
+        self.connected = False
+        self.reconnects = 0
+        self._ready = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="steering-client")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self.connected = False
+
+    async def __aenter__(self) -> SteeringClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        """True once a table and the topology have arrived (False on timeout)."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def wait_version(self, version: int, timeout: float | None = None) -> RoutingTable | None:
+        """The first table newer than ``version`` (None on timeout)."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(
+                    lambda: self.table is not None and self.table.version > version), timeout)
+            except TimeoutError:
+                return None
+        return self.table
+
+    @property
+    def version(self) -> int:
+        return self.table.version if self.table else 0
+
+    # ------------------------------------------------------------------ answers (no I/O)
+
+    def resolve(self, service: str, *, client_address: str = "", geo: str = "", max_targets: int = 0) -> list[Target]:
+        """Ranked targets, highest weight first; raises LookupError before the first table arrives."""
+        if self.table is None or self.topology is None:
+            raise LookupError("no routing table yet: call wait_ready() first")
+        return rank(self.table, self.topology, service, client_address=client_address, geo=geo,
+                    max_targets=max_targets)[2]
+
+    def choose(self, service: str, *, client_address: str = "", geo: str = "") -> Target | None:
+        """One target drawn by weight; the same client address gets the same target while weights hold."""
+        targets = self.resolve(service, client_address=client_address, geo=geo)
+        key = ipaddress.ip_address(client_address).packed if client_address else geo.encode()
+        return choose(targets, key=key)
+
+    # ------------------------------------------------------------------ the watch loop
+
+    def _channel(self, server: str) -> grpc.aio.Channel:
+        if self.credentials is not None:
+            return grpc.aio.secure_channel(server, self.credentials)
+        return grpc.aio.insecure_channel(server)
+
+    async def _run(self) -> None:
+        backoff = self.backoff_initial
+        i = 0
+        while True:
+            server = self.servers[i % len(self.servers)]
+            i += 1
+            try:
+                async with self._channel(server) as ch:
+                    stub = pb_grpc.RoutingServiceStub(ch)
+                    call = stub.Watch(pb.WatchRequest(service=self.service, since_version=self.version),
+                                      metadata=self.metadata)
+                    async for msg in call:
+                        if not self.connected:
+                            log.info("steering client connected", server=server, version=self.version)
+                        self.connected = True
+                        backoff = self.backoff_initial
+                        await self._receive(msg)
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
+                                  grpc.StatusCode.INVALID_ARGUMENT):
+                    log.error("steering client refused; retrying slowly", server=server, code=exc.code().name,
+                              error=exc.details())
+                    backoff = self.backoff_max
+                else:
+                    log.warning("steering client disconnected; keeping the last table", server=server,
+                                version=self.version, error=exc.code().name)
+            except Exception as exc:  # a bad message must not end the loop
+                log.warning("steering client error; reconnecting", server=server, error=str(exc))
+            self.connected = False
+            self.reconnects += 1
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.backoff_max)
+
+    async def _receive(self, msg: pb.WatchResponse) -> None:
+        if msg.topology_json:
+            self.topology = Topology.from_json(msg.topology_json)
+        if msg.HasField("table") and msg.table.json:
+            table = RoutingTable.from_json(msg.table.json)
+            if self.table is None or table.version > self.table.version:
+                self.table = table
+                async with self._changed:
+                    self._changed.notify_all()
+        if self.table is not None and self.topology is not None:
+            self._ready.set()

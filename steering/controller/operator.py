@@ -1,0 +1,438 @@
+"""``OperatorService``: Status, Evacuate, Restore, Pin/Unpin, History and Plan on any replica.
+
+Every replica answers: reads come from etcd and the table this replica
+follows; writes go to etcd through ``Store.apply_operator_action`` (one txn
+with the audit record, applied once per request id), and the leader —
+whichever replica it is — picks the change up from its overrides watch.
+
+Order of an action: validate the request (INVALID_ARGUMENT naming the
+field); a request id seen before returns the earlier result (``duplicate``);
+preview on the live state; the safety rules (FAILED_PRECONDITION naming the
+rule and the numbers, unless ``force``); then, unless ``dry_run``, write.
+A refused call carries its preview in the trailing metadata
+``steering-preview-bin`` (a serialized ``Preview``), so a client can still
+show what would have happened.
+
+The rules are read-then-write, not one transaction: two operators acting on
+two regions within the same few milliseconds could both pass the
+conflicting-evacuation rule. The planner still refuses (and flags) any
+unforced evacuation that would leave fewer than ``min_serving_regions``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import uuid
+from typing import Any, NoReturn
+
+import grpc
+
+from steering import auth, logs
+from steering.config import TOTAL_WEIGHT
+from steering.controller import safety
+from steering.controller.convert import (
+    evacuation_to_pb,
+    preview_to_pb,
+    restore_to_pb,
+    table_to_pb,
+    timestamp,
+)
+from steering.model import Evacuation, Overrides, Pin, Restore, TargetHealth
+from steering.store.client import StoreError
+from steering.store.keys import check_component
+from steering.table import RoutingTable
+from steering.v1 import steering_pb2 as pb
+from steering.v1 import steering_pb2_grpc as pb_grpc
+from steering.weights import apportion
+
+log = logs.get("steering.operator")
+
+PREVIEW_TRAILER = "steering-preview-bin"
+
+
+class _Abort(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str, preview: pb.Preview | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.preview = code, message, preview
+
+
+def _bad(field: str, message: str) -> NoReturn:
+    raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {message}")
+
+
+def _json(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
+def summary(table: RoutingTable) -> str:
+    """One line: each region's planned utilization, or why it does not serve."""
+    parts = []
+    for rid, st in table.regions.items():
+        if st.serving:
+            parts.append(f"{rid} {st.utilization or 0:.0%}")
+        else:
+            parts.append(f"{rid} out (" + ("evacuated" if st.evacuation else st.health) + ")")
+    return ", ".join(parts) + (" FAIL-OPEN" if table.fail_open else "")
+
+
+async def _guard(context: grpc.aio.ServicerContext, coro: Any) -> Any:
+    """Turn our refusals and etcd failures into status codes with a one-line message."""
+    try:
+        return await coro
+    except _Abort as exc:
+        if exc.preview is not None:
+            context.set_trailing_metadata(((PREVIEW_TRAILER, exc.preview.SerializeToString()),))
+        await context.abort(exc.code, exc.message)
+    except StoreError as exc:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"etcd: {exc}")
+    except ValueError as exc:  # a key component the store refuses
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+
+class OperatorService(pb_grpc.OperatorServiceServicer):
+    def __init__(self, controller: Any) -> None:
+        self.ctl = controller
+        self.config = controller.config
+        self.store = controller.store
+
+    # ------------------------------------------------------------------ shared
+
+    async def _table(self) -> RoutingTable | None:
+        return self.ctl.tables.current or await self.store.get_table()
+
+    async def _live(self) -> tuple[dict[str, TargetHealth], Overrides, RoutingTable | None]:
+        table = await self._table()
+        return safety.live_health(table), await self.store.get_overrides(), table
+
+    def _region(self, region: str) -> str:
+        if not region:
+            _bad("region", "missing")
+        if region not in {r.id for r in self.config.regions}:
+            _bad("region", f"unknown region {region!r} (known: {', '.join(r.id for r in self.config.regions)})")
+        return region
+
+    def _ramp(self, mode: int, ramp: pb.Ramp) -> tuple[str, float, float]:
+        """(mode, step, interval); unspecified means a ramp at the policy's pace."""
+        policy = self.config.policy
+        if mode == pb.EVACUATION_MODE_NOW:
+            return "now", 1.0, policy.step_seconds
+        if mode not in (pb.EVACUATION_MODE_RAMP, pb.EVACUATION_MODE_UNSPECIFIED):
+            _bad("mode", f"unknown mode {mode}")
+        step = ramp.step or policy.max_shift
+        interval = ramp.interval_seconds or policy.step_seconds
+        if not 0 < step <= 1:
+            _bad("ramp.step", f"{step} is outside (0, 1]")
+        if interval <= 0:
+            _bad("ramp.interval_seconds", f"{interval} must be positive")
+        return "ramp", step, interval
+
+    def _request_id(self, rid: str) -> str:
+        if not rid:
+            return uuid.uuid4().hex
+        try:
+            return check_component("request_id", rid)
+        except ValueError as exc:
+            _bad("request_id", str(exc).split(": ", 1)[-1])
+
+    async def _seen(self, rid: str) -> str | None:
+        """The audit id of an earlier action with this request id, if any."""
+        resp = await self.store._get(self.store.keys.request(rid))
+        return resp.kvs[0].value.decode() if resp.kvs else None
+
+    async def _apply(self, rid: str, puts: dict[str, bytes], deletes: list[str], audit: dict[str, Any]) -> tuple[bool, str]:
+        audit = {**audit, "actor": auth.actor()}
+        applied, audit_id = await self.store.apply_operator_action(rid, puts, deletes, audit)
+        log.info("operator action", action=audit["action"], region=audit.get("region", ""),
+                 service=audit.get("service", ""), geo=audit.get("geo", ""), actor=audit["actor"],
+                 forced=audit.get("forced", False), request_id=rid, audit_id=audit_id, applied=applied)
+        return applied, audit_id
+
+    def _refuse(self, refusals: list[safety.Refusal], preview: safety.Preview, force: bool,
+                what: str) -> list[str]:
+        """Raise FAILED_PRECONDITION for refusals unless forced; forced ones come back as warnings."""
+        if not refusals:
+            return []
+        text = "; ".join(str(r) for r in refusals)
+        if not force:
+            log.warning("operator action refused", action=what, refusal=text, actor=auth.actor())
+            raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, f"refused by {text}", preview_to_pb(preview))
+        return [f"forced past {r}" for r in refusals]
+
+    # ------------------------------------------------------------------ Status / History
+
+    async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:
+        return await _guard(context, self._status())
+
+    async def _status(self) -> pb.StatusResponse:
+        resp = pb.StatusResponse(replica=self.ctl.replica, connected_agents=self.ctl.ingest.connected_agents)
+        resp.leader = await self.store.leader() or ""
+        table = await self._table()
+        if table is not None:
+            resp.table.CopyFrom(table_to_pb(table, with_json=True))
+            resp.table_age_seconds = max(0.0, time.time() - table.generated_at)
+            for tid, st in [*table.regions.items(), *table.sites.items()]:
+                kind = pb.SITE_KIND_REGION if st.kind == "region" else pb.SITE_KIND_CACHE
+                resp.sites.add(site=tid, region=st.region, kind=kind, status=table_to_pb_health(st.health),
+                               capacity=st.capacity, load=st.load)
+        overrides = await self.store.get_overrides()
+        for e in overrides.evacuations:
+            resp.evacuations.append(evacuation_to_pb(e))
+        for r in overrides.restores:
+            resp.evacuations.append(restore_to_pb(r))
+        resp.route53.enabled = self.config.route53 is not None
+        if resp.route53.enabled and hasattr(self.store, "get_status"):
+            await self._route53_status(resp.route53)
+        return resp
+
+    async def _route53_status(self, out: pb.Route53Status) -> None:
+        """The leader's last Route 53 sync, as it shares it under ``status/route53``."""
+        blob = await self.store.get_status("route53")
+        if not blob:
+            return
+        try:
+            data = json.loads(blob)
+            started, duration = float(data.get("started_at", 0.0)), float(data.get("duration", 0.0))
+            out.last_sync.CopyFrom(timestamp(started + duration))
+            out.last_duration_seconds = duration
+            out.last_changes = int(data.get("change_count", 0))
+            out.last_error = str(data.get("error") or "")
+        except (ValueError, TypeError, AttributeError) as exc:
+            log.warning("route53 status unreadable", error=str(exc))
+
+    async def History(self, request: pb.HistoryRequest, context: grpc.aio.ServicerContext) -> pb.HistoryResponse:
+        return await _guard(context, self._history(request))
+
+    async def _history(self, request: pb.HistoryRequest) -> pb.HistoryResponse:
+        resp = pb.HistoryResponse()
+        for rec in await self.store.list_audit(min(request.limit or 50, 1000)):
+            details = rec.get("details", {})
+            resp.records.add(
+                id=str(rec.get("id", "")), time=timestamp(float(rec.get("time", 0.0))), actor=str(rec.get("actor", "")),
+                action=str(rec.get("action", "")), region=str(rec.get("region", "")),
+                service=str(rec.get("service", "")), geo=str(rec.get("geo", "")), reason=str(rec.get("reason", "")),
+                request_id=str(rec.get("request_id", "")), forced=bool(rec.get("forced", False)),
+                before=str(rec.get("before", "")), after=str(rec.get("after", "")),
+                details_json=json.dumps(details, sort_keys=True))
+        return resp
+
+    # ------------------------------------------------------------------ Evacuate / Restore
+
+    async def Evacuate(self, request: pb.EvacuateRequest, context: grpc.aio.ServicerContext) -> pb.EvacuateResponse:
+        return await _guard(context, self._evacuate(request))
+
+    async def _evacuate(self, req: pb.EvacuateRequest) -> pb.EvacuateResponse:
+        region = self._region(req.region)
+        if not req.reason.strip():
+            _bad("reason", "required: say why traffic leaves the region")
+        mode, step, interval = self._ramp(req.mode, req.ramp)
+        rid = self._request_id(req.request_id)
+        if not req.dry_run:
+            earlier = await self._seen(rid)
+            if earlier is not None:
+                return pb.EvacuateResponse(applied=True, duplicate=True, request_id=rid, audit_id=earlier)
+        now = time.time()
+        health, overrides, _ = await self._live()
+        evac = Evacuation(region=region, mode=mode, step=step, interval=interval, started_at=now,  # type: ignore[arg-type]
+                          reason=req.reason.strip(), actor=auth.actor(), forced=req.force, request_id=rid)
+        # Previewed as forced: the planner would block it on min_serving_regions, and the preview must show
+        # what the evacuation does (the rules below decide whether it may).
+        p = safety.preview(self.config, health, overrides,
+                           safety.with_evacuation(overrides, dataclasses.replace(evac, forced=True)), now)
+        warnings = self._refuse(safety.evacuation_refusals(self.config, health, overrides, evac, p, now), p,
+                                req.force, "evacuate")
+        if health.get(region, TargetHealth()).status in ("unhealthy", "silent"):
+            warnings.append(f"{region} is {health[region].status}: it already receives no traffic")
+        resp = pb.EvacuateResponse(dry_run=req.dry_run, preview=preview_to_pb(p), request_id=rid, warnings=warnings)
+        if req.dry_run:
+            return resp
+        restores = [f"overrides/restores/{region}"] if any(r.region == region for r in overrides.restores) else []
+        applied, audit_id = await self._apply(
+            rid, {f"overrides/evacuations/{region}": _json(evac.to_dict())}, restores,
+            {"action": "evacuate", "region": region, "reason": evac.reason, "forced": req.force,
+             "before": summary(p.before), "after": summary(p.after),
+             "details": {"mode": mode, "step": step, "interval": interval, "warnings": warnings}})
+        resp.applied, resp.duplicate, resp.audit_id = True, not applied, audit_id
+        return resp
+
+    async def Restore(self, request: pb.RestoreRequest, context: grpc.aio.ServicerContext) -> pb.RestoreResponse:
+        return await _guard(context, self._restore(request))
+
+    async def _restore(self, req: pb.RestoreRequest) -> pb.RestoreResponse:
+        region = self._region(req.region)
+        mode, step, interval = self._ramp(req.mode, req.ramp)
+        rid = self._request_id(req.request_id)
+        if not req.dry_run:
+            earlier = await self._seen(rid)
+            if earlier is not None:
+                return pb.RestoreResponse(applied=True, duplicate=True, request_id=rid, audit_id=earlier)
+        now = time.time()
+        health, overrides, _ = await self._live()
+        if not any(e.region == region for e in overrides.evacuations):
+            conflict = safety.check_conflicts(overrides, region, now, action="restore")
+            if conflict is not None:
+                raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, f"refused by {conflict}")
+            raise _Abort(grpc.StatusCode.FAILED_PRECONDITION,
+                         f"refused by not_evacuated: {region} has no evacuation to restore")
+        reason = req.reason.strip() or "restore"
+        after = safety.without_evacuation(overrides, region)
+        puts: dict[str, bytes] = {}
+        if mode == "ramp":
+            restore = Restore(region=region, step=step, interval=interval, started_at=now, reason=reason,
+                              actor=auth.actor())
+            after = Overrides(evacuations=after.evacuations, restores=(*after.restores, restore), pins=after.pins)
+            puts[f"overrides/restores/{region}"] = _json(restore.to_dict())
+        p = safety.preview(self.config, health, overrides, after, now)
+        resp = pb.RestoreResponse(dry_run=req.dry_run, preview=preview_to_pb(p), request_id=rid)
+        if req.dry_run:
+            return resp
+        deletes = [f"overrides/evacuations/{region}"]
+        if mode == "now" and any(r.region == region for r in overrides.restores):
+            deletes.append(f"overrides/restores/{region}")
+        applied, audit_id = await self._apply(
+            rid, puts, deletes,
+            {"action": "restore", "region": region, "reason": reason, "forced": False,
+             "before": summary(p.before), "after": summary(p.after),
+             "details": {"mode": mode, "step": step, "interval": interval}})
+        resp.applied, resp.duplicate, resp.audit_id = True, not applied, audit_id
+        return resp
+
+    # ------------------------------------------------------------------ pins
+
+    def _service_geo(self, service: str, geo: str) -> tuple[str, str, list[str]]:
+        try:
+            svc = self.config.service(service)
+        except (KeyError, ValueError):
+            _bad("service", f"unknown service {service!r}")
+        try:
+            g = self.config.geo(geo)
+        except KeyError:
+            _bad("geo", f"unknown geo {geo!r}")
+        cands = [r for r in g.prefer if r in svc.answers]
+        if svc.targets == "sites":
+            cands = [s for s in g.prefer_sites if s in svc.answers] + cands
+        return svc.name, g.id, cands
+
+    async def PinWeights(self, request: pb.PinWeightsRequest,
+                         context: grpc.aio.ServicerContext) -> pb.PinWeightsResponse:
+        return await _guard(context, self._pin(request))
+
+    async def _pin(self, req: pb.PinWeightsRequest) -> pb.PinWeightsResponse:
+        service, geo, cands = self._service_geo(req.service, req.geo)
+        if not req.weights:
+            _bad("weights", "missing")
+        for target in req.weights:
+            if target not in cands:
+                _bad(f"weights.{target}", f"not a target of {service} for geo {geo} (candidates: {', '.join(cands)})")
+        if sum(req.weights.values()) <= 0:
+            _bad("weights", "all zero")
+        rid = self._request_id(req.request_id)
+        if not req.dry_run:
+            earlier = await self._seen(rid)
+            if earlier is not None:
+                return pb.PinWeightsResponse(applied=True, duplicate=True, request_id=rid, audit_id=earlier)
+        order = [t for t in cands if t in req.weights]
+        weights = apportion({t: float(req.weights[t]) for t in order}, TOTAL_WEIGHT, order)
+        reason = req.reason.strip()
+        if not reason:
+            _bad("reason", "required: say why these weights are pinned")
+        pin = Pin(service=service, geo=geo, weights=weights, reason=reason, actor=auth.actor())
+        now = time.time()
+        health, overrides, _ = await self._live()
+        after = Overrides(evacuations=overrides.evacuations, restores=overrides.restores,
+                          pins=tuple(p for p in overrides.pins if (p.service, p.geo) != (service, geo)) + (pin,))
+        p = safety.preview(self.config, health, overrides, after, now)
+        refusal = safety.check_hard_limit(p)
+        warnings = self._refuse([refusal] if refusal else [], p, req.force, "pin")
+        resp = pb.PinWeightsResponse(dry_run=req.dry_run, preview=preview_to_pb(p), request_id=rid)
+        if req.dry_run:
+            return resp
+        applied, audit_id = await self._apply(
+            rid, {f"overrides/weights/{service}/{geo}": _json(pin.to_dict())}, [],
+            {"action": "pin", "service": service, "geo": geo, "reason": reason, "forced": req.force,
+             "before": summary(p.before), "after": summary(p.after),
+             "details": {"weights": weights, "warnings": warnings}})
+        resp.applied, resp.duplicate, resp.audit_id = True, not applied, audit_id
+        return resp
+
+    async def UnpinWeights(self, request: pb.UnpinWeightsRequest,
+                           context: grpc.aio.ServicerContext) -> pb.UnpinWeightsResponse:
+        return await _guard(context, self._unpin(request))
+
+    async def _unpin(self, req: pb.UnpinWeightsRequest) -> pb.UnpinWeightsResponse:
+        service, geo, _ = self._service_geo(req.service, req.geo)
+        rid = self._request_id(req.request_id)
+        earlier = await self._seen(rid)
+        if earlier is not None:
+            return pb.UnpinWeightsResponse(applied=True, duplicate=True, audit_id=earlier)
+        health, overrides, _ = await self._live()
+        if not any((p.service, p.geo) == (service, geo) for p in overrides.pins):
+            raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, f"refused by not_pinned: {service} {geo} has no pin")
+        after = Overrides(evacuations=overrides.evacuations, restores=overrides.restores,
+                          pins=tuple(p for p in overrides.pins if (p.service, p.geo) != (service, geo)))
+        p = safety.preview(self.config, health, overrides, after, time.time())
+        applied, audit_id = await self._apply(
+            rid, {}, [f"overrides/weights/{service}/{geo}"],
+            {"action": "unpin", "service": service, "geo": geo, "reason": req.reason.strip() or "unpin",
+             "forced": False, "before": summary(p.before), "after": summary(p.after), "details": {}})
+        return pb.UnpinWeightsResponse(applied=True, duplicate=not applied, audit_id=audit_id)
+
+    # ------------------------------------------------------------------ Plan (what-if)
+
+    async def Plan(self, request: pb.PlanRequest, context: grpc.aio.ServicerContext) -> pb.PlanResponse:
+        return await _guard(context, self._plan(request))
+
+    async def _plan(self, req: pb.PlanRequest) -> pb.PlanResponse:
+        now = time.time()
+        health, overrides, _ = await self._live()
+        after = overrides
+        for i, e in enumerate(req.evacuations):
+            if e.region not in {r.id for r in self.config.regions}:
+                _bad(f"evacuations[{i}].region", f"unknown region {e.region!r}")
+            after = safety.with_evacuation(after, Evacuation(region=e.region, started_at=now, reason=e.reason,
+                                                             forced=True))
+        for i, region in enumerate(req.restore):
+            if region not in {r.id for r in self.config.regions}:
+                _bad(f"restore[{i}]", f"unknown region {region!r}")
+            after = safety.without_evacuation(after, region)
+        what_if = dict(health)
+        known = {r.id for r in self.config.regions} | {s.id for s in self.config.sites}
+        for site, ok in req.healthy.items():
+            if site not in known:
+                _bad(f"healthy.{site}", f"unknown region or site {site!r}")
+            base = what_if.get(site, TargetHealth())
+            what_if[site] = TargetHealth(status="healthy" if ok else "unhealthy", capacity=base.capacity,
+                                         load=base.load, detail="what-if")
+        p = safety.preview(self.config, health, overrides, after, now)
+        if req.healthy:
+            p2 = safety.preview(self.config, what_if, after, after, now)
+            p = safety.Preview(*_merge_changes(p, p2))
+        return pb.PlanResponse(table=table_to_pb(p.after), preview=preview_to_pb(p))
+
+
+def _merge_changes(p: safety.Preview, what_if: safety.Preview) -> tuple[Any, ...]:
+    """A preview from the live state (before) to the what-if health and overrides (after)."""
+    before, after = p.before, what_if.after
+    changes = []
+    for name, svc in after.services.items():
+        for geo, route in svc.geos.items():
+            old = before.route(name, geo)
+            b = dict(old.weights) if old else {}
+            if b != dict(route.weights):
+                changes.append(safety.GeoChange(name, geo, b, dict(route.weights)))
+    regions = []
+    for rid, st in after.regions.items():
+        old = before.regions[rid]
+        cap = st.capacity
+        regions.append(safety.RegionProjection(rid, cap, old.planned_load, st.planned_load,
+                                               old.planned_load / cap if cap > 0 else 0.0,
+                                               st.planned_load / cap if cap > 0 else 0.0,
+                                               p.regions[0].hard_limit if p.regions else 1.0))
+    return tuple(changes), tuple(regions), after.fail_open, before, after
+
+
+def table_to_pb_health(status: str) -> int:
+    from steering.controller.convert import HEALTH
+
+    return HEALTH.get(status, pb.HEALTH_STATUS_UNSPECIFIED)

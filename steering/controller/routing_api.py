@@ -1,0 +1,73 @@
+"""``RoutingService``: Resolve (where should this client go?) and Watch (the table as it changes).
+
+Both answer from the table this replica follows (``controller.tables``), never
+from etcd per call. Resolve ranks with ``steering.resolve.rank``, the same
+code ``steering.client`` runs in-process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from steering import logs
+from steering.controller.convert import only_service, table_to_pb
+from steering.resolve import ResolveError, Topology, rank
+from steering.v1 import steering_pb2 as pb
+from steering.v1 import steering_pb2_grpc as pb_grpc
+
+log = logs.get("steering.routing_api")
+
+
+class RoutingService(pb_grpc.RoutingServiceServicer):
+    def __init__(self, controller: Any) -> None:
+        self.ctl = controller
+        self.topology = Topology.from_config(controller.config)
+        self.topology_json = self.topology.to_json()
+
+    async def Resolve(self, request: pb.ResolveRequest, context: grpc.aio.ServicerContext) -> pb.ResolveResponse:
+        table = self.ctl.tables.current
+        if table is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "no routing table yet: the controller is starting")
+        which = request.WhichOneof("client")
+        try:
+            name, geo, targets = rank(table, self.topology, request.service,
+                                      client_address=request.client_address if which == "client_address" else "",
+                                      geo=request.geo if which == "geo" else "", max_targets=request.max_targets)
+        except ResolveError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        route = table.route(name, geo)
+        resp = pb.ResolveResponse(service=name, geo=geo, table_version=table.version,
+                                  fail_open=bool(route and route.fail_open), ttl=self.topology.services[name].ttl)
+        for t in targets:
+            resp.targets.add(target=t.target, kind=t.kind, region=t.region, weight=t.weight,
+                             addresses=list(t.addresses), reason=t.reason)
+        return resp
+
+    async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchResponse]:
+        service = ""
+        if request.service:
+            try:
+                service = self.topology.service_name(request.service)
+            except ResolveError as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        last = request.since_version
+        first = True
+        while True:
+            table = self.ctl.tables.current
+            if table is None or table.version <= last:
+                if first:  # nothing to send yet: still hand the client its topology at once
+                    yield pb.WatchResponse(topology_json=self.topology_json)
+                    first = False
+                table = await self.ctl.tables.wait_newer(last, timeout=30.0)
+                if table is None:
+                    continue
+            last = table.version
+            out = only_service(table, service) if service else table
+            msg = pb.WatchResponse(table=table_to_pb(out))
+            if first:
+                msg.topology_json = self.topology_json
+                first = False
+            yield msg

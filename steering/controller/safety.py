@@ -1,0 +1,177 @@
+"""Previews and the safety rules of DESIGN.md §6: pure functions over the live state.
+
+A preview compares two *settled* plans from the same live health: the one
+the current overrides lead to and the one the requested change leads to
+(ramps counted as finished). So it shows this action's effect alone, not a
+ramp or recovery that happens to be in flight.
+
+Rules (each refusal names the rule and the numbers):
+- ``min_serving_regions``: the evacuation would leave fewer regions serving;
+- ``hard_limit``: a region that receives traffic would be planned beyond
+  ``policy.hard_limit`` × its capacity;
+- ``conflicting_evacuation``: the region already has an evacuation or a
+  restore in flight, or another region is still ramping out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from steering.config import Config
+from steering.model import Evacuation, Observed, Overrides, TargetHealth
+from steering.planner import plan
+from steering.table import RoutingTable
+
+EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Refusal:
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.rule}: {self.message}"
+
+
+@dataclass(frozen=True)
+class GeoChange:
+    service: str
+    geo: str
+    before: dict[str, int]
+    after: dict[str, int]
+
+
+@dataclass(frozen=True)
+class RegionProjection:
+    region: str
+    capacity: float
+    planned_load_before: float
+    planned_load_after: float
+    utilization_before: float
+    utilization_after: float
+    hard_limit: float
+
+
+@dataclass(frozen=True)
+class Preview:
+    changes: tuple[GeoChange, ...]
+    regions: tuple[RegionProjection, ...]
+    fail_open_after: bool
+    before: RoutingTable
+    after: RoutingTable
+
+
+def live_health(table: RoutingTable | None) -> dict[str, TargetHealth]:
+    """The health the current table was planned with (any replica has it, leader or not)."""
+    if table is None:
+        return {}
+    out: dict[str, TargetHealth] = {}
+    for tid, st in [*table.regions.items(), *table.sites.items()]:
+        status = st.health if st.health in ("healthy", "unhealthy", "silent", "unknown") else "unknown"
+        out[tid] = TargetHealth(status=status, capacity=st.capacity, load=st.load, detail=st.reason)  # type: ignore[arg-type]
+    return out
+
+
+def settled(overrides: Overrides) -> Overrides:
+    """The overrides as they end: every evacuation complete, every restore done."""
+    return Overrides(evacuations=tuple(replace(e, mode="now") for e in overrides.evacuations), restores=(),
+                     pins=overrides.pins)
+
+
+def settled_plan(config: Config, health: dict[str, TargetHealth], overrides: Overrides, now: float) -> RoutingTable:
+    return plan(config, Observed(health=health), settled(overrides), None, now)
+
+
+def preview(config: Config, health: dict[str, TargetHealth], before: Overrides, after: Overrides,
+            now: float) -> Preview:
+    t0 = settled_plan(config, health, before, now)
+    t1 = settled_plan(config, health, after, now)
+    changes = []
+    for name, svc in t1.services.items():
+        old_svc = t0.services.get(name)
+        for geo, route in svc.geos.items():
+            old = old_svc.geos.get(geo) if old_svc else None
+            b = dict(old.weights) if old else {}
+            if b != dict(route.weights):
+                changes.append(GeoChange(name, geo, b, dict(route.weights)))
+    regions = []
+    limit = config.policy.hard_limit
+    for rid, st in t1.regions.items():
+        old_st = t0.regions.get(rid)
+        pb_ = old_st.planned_load if old_st else 0.0
+        cap = st.capacity
+        regions.append(RegionProjection(
+            region=rid, capacity=cap, planned_load_before=pb_, planned_load_after=st.planned_load,
+            utilization_before=pb_ / cap if cap > 0 else 0.0,
+            utilization_after=st.planned_load / cap if cap > 0 else 0.0, hard_limit=limit))
+    return Preview(tuple(changes), tuple(regions), t1.fail_open, t0, t1)
+
+
+def serving_regions(config: Config, health: dict[str, TargetHealth], overrides: Overrides) -> list[str]:
+    """Regions that are healthy (or not yet reported) and not evacuated."""
+    out = set(r.id for r in config.regions if health.get(r.id, TargetHealth()).can_serve)
+    return sorted(out - {e.region for e in overrides.evacuations})
+
+
+def check_min_serving(config: Config, health: dict[str, TargetHealth], overrides: Overrides,
+                      region: str) -> Refusal | None:
+    serving = serving_regions(config, health, overrides)
+    if region not in serving:
+        return None  # it does not serve now: taking it out changes nothing
+    left = [r for r in serving if r != region]
+    minimum = config.policy.min_serving_regions
+    if len(left) >= minimum:
+        return None
+    return Refusal("min_serving_regions",
+                   f"evacuating {region} would leave {len(left)} region(s) serving "
+                   f"({', '.join(left) or 'none'}); the policy requires at least {minimum}")
+
+
+def check_hard_limit(p: Preview) -> Refusal | None:
+    over = [r for r in p.regions
+            if r.capacity > 0 and r.planned_load_after > r.hard_limit * r.capacity + EPS
+            and r.planned_load_after > r.planned_load_before + EPS]
+    if not over:
+        return None
+    parts = [f"{r.region} would be planned at {r.planned_load_after:.0f} req/s, {r.utilization_after:.0%} of its "
+             f"capacity {r.capacity:g} (was {r.utilization_before:.0%})" for r in over]
+    return Refusal("hard_limit", "; ".join(parts) + f"; hard limit {over[0].hard_limit:.0%}")
+
+
+def check_conflicts(overrides: Overrides, region: str, now: float, action: str = "evacuate") -> Refusal | None:
+    for e in overrides.evacuations:
+        if e.region == region and action == "evacuate":
+            state = "being evacuated" if e.remaining(now) > 0 else "already evacuated"
+            who = f" by {e.actor}" if e.actor else ""
+            return Refusal("conflicting_evacuation",
+                           f"{region} is {state} ({e.describe()}{who}, reason: {e.reason or '-'}); restore it first")
+    for r in overrides.restores:
+        if r.region == region and r.restored(now) < 1.0:
+            return Refusal("conflicting_evacuation",
+                           f"{region} is being restored ({r.restored(now):.0%} back); wait for it to finish")
+    for e in overrides.evacuations:
+        left = e.remaining(now)
+        if e.region != region and left > 0:
+            return Refusal("conflicting_evacuation",
+                           f"{e.region} is still ramping out ({e.describe()}, {left:.0%} left); "
+                           "one evacuation at a time")
+    return None
+
+
+def evacuation_refusals(config: Config, health: dict[str, TargetHealth], overrides: Overrides, evac: Evacuation,
+                        p: Preview, now: float) -> list[Refusal]:
+    found = [check_conflicts(overrides, evac.region, now),
+             check_min_serving(config, health, overrides, evac.region),
+             check_hard_limit(p)]
+    return [r for r in found if r is not None]
+
+
+def with_evacuation(overrides: Overrides, evac: Evacuation) -> Overrides:
+    return replace(overrides, evacuations=tuple(e for e in overrides.evacuations if e.region != evac.region) + (evac,),
+                   restores=tuple(r for r in overrides.restores if r.region != evac.region))
+
+
+def without_evacuation(overrides: Overrides, region: str) -> Overrides:
+    return replace(overrides, evacuations=tuple(e for e in overrides.evacuations if e.region != region),
+                   restores=tuple(r for r in overrides.restores if r.region != region))

@@ -1,0 +1,125 @@
+"""`steerctl` as a real console script in a subprocess against a controller on a real etcd."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from steering.store import Store
+from steering.testing.etcd import EtcdCluster
+from tests.operator_helpers import make_config, region_share, start_controller
+
+STEERCTL = str(Path(sys.executable).parent / "steerctl")
+
+
+async def steerctl(*args: str, env: dict[str, str] | None = None, stdin: str = "") -> tuple[int, str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("STEERCTL_")}
+    base["STEERCTL_TOKEN_FILE"] = "/nonexistent"  # never pick up a developer's token
+    proc = await asyncio.create_subprocess_exec(STEERCTL, *args, stdin=asyncio.subprocess.PIPE,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                                                env={**base, **(env or {})})
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), 60)
+    assert proc.returncode is not None
+    assert "Traceback" not in err.decode(), err.decode()
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_status_evacuate_history_restore_and_exit_codes(etcd: EtcdCluster) -> None:
+    config = make_config(etcd.endpoints)
+    run = await start_controller(config)
+    store = Store(config.etcd)
+    await store.open()
+    env = {"STEERCTL_SERVER": run.target}
+    try:
+        rc, out, err = await steerctl("status", env=env)
+        assert rc == 0, err
+        for word in ("us-east-1", "healthy", "na-east", "leader c1", "utilization"):
+            assert word in out, (word, out)
+        rc, out, _ = await steerctl("status", "--json", env=env)
+        data = json.loads(out)
+        assert data["leader"] == "c1" and data["table"]["version"] >= 1
+        assert {r["region"] for r in data["regions"]} == {"us-east-1", "us-west-2", "eu-west-1"}
+        assert data["geos"]["api.example.test."]["europe"] == {"eu-west-1": 1000}
+
+        # Dry run: a preview, nothing written.
+        rc, out, err = await steerctl("evacuate", "eu-west-1", "--reason", "maint", "--now", "--dry-run", env=env)
+        assert rc == 0 and "before -> after" in out and "dry run" in out, (out, err)
+        assert (await store.get_overrides()).evacuations == ()
+
+        # Not confirmed: nothing written, exit 2.
+        rc, out, err = await steerctl("evacuate", "eu-west-1", "--reason", "maint", "--now", env=env, stdin="n\n")
+        assert rc == 2 and "not confirmed" in err
+        assert (await store.get_overrides()).evacuations == ()
+
+        # For real, ramped, following the table until it reflects it; the first server is down.
+        env2 = {"STEERCTL_SERVER": f"127.0.0.1:1,{run.target}"}
+        rc, out, err = await steerctl("evacuate", "eu-west-1", "--reason", "maint", "--ramp", "50%/0.3s", "--yes",
+                                      "--json", env=env2)
+        assert rc == 0, err
+        res = json.loads(out)
+        assert res["applied"] and not res["dry_run"] and res["audit_id"] and res["table_version"]
+        assert any(c["geo"] == "europe" and c["after"].get("eu-west-1", 0) == 0 for c in res["preview"]["changes"])
+        assert region_share(await store.get_table(), "eu-west-1") == 0
+
+        # A second evacuation would leave one region: refused by a safety rule, exit 1, one line.
+        rc, out, err = await steerctl("evacuate", "us-west-2", "--reason", "x", "--now", "--yes", env=env)
+        assert rc == 1 and "min_serving_regions" in err and len(err.strip().splitlines()) == 1, err
+        rc, out, err = await steerctl("evacuate", "us-west-2", "--reason", "x", "--now", "--yes", "--json", env=env)
+        assert rc == 1 and json.loads(out)["error"]["code"] == "FAILED_PRECONDITION"
+        # Bad input: exit 2.
+        rc, _, err = await steerctl("evacuate", "mars-1", "--reason", "x", "--yes", env=env)
+        assert rc == 2 and err.startswith("steerctl: region:"), err
+
+        rc, out, _ = await steerctl("plan", "--live", "--restore", "eu-west-1", "--json", env=env)
+        assert rc == 0 and json.loads(out)["table"]["regions"]["eu-west-1"]["serving"] is True
+
+        rc, out, err = await steerctl("restore", "eu-west-1", "--now", "--yes", env=env)
+        assert rc == 0 and "done: routing table" in out, (out, err)
+        t = await store.get_table()
+        assert t is not None and t.route("api.example.test.", "europe").weights["eu-west-1"] == 1000  # type: ignore[union-attr]
+
+        rc, out, _ = await steerctl("history", "--json", env=env)
+        recs = json.loads(out)["records"]
+        assert [r["action"] for r in recs] == ["restore", "evacuate"] and recs[1]["reason"] == "maint"
+        assert recs[1]["details"]["mode"] == "ramp"
+        rc, out, _ = await steerctl("history", env=env)
+        assert rc == 0 and "evacuate" in out and "maint" in out
+
+        rc, out, _ = await steerctl("watch", "--count", "1", "--json", env=env)
+        assert rc == 0 and json.loads(out.splitlines()[0])["version"] == t.version
+
+        # No server reachable: exit 3.
+        rc, _, err = await steerctl("status", "--timeout", "1", env={"STEERCTL_SERVER": "127.0.0.1:1"})
+        assert rc == 3 and "cannot reach any server" in err
+    finally:
+        await store.close()
+        await run.stop()
+
+
+async def test_tokens_and_roles_from_the_command_line(etcd: EtcdCluster, tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.yaml"
+    tokens.write_text(yaml.safe_dump({"tokens": [{"name": "alice", "role": "operator", "token": "op-secret-1"},
+                                                 {"name": "bob", "role": "viewer", "token": "view-secret-1"}]}))
+    config = make_config(etcd.endpoints, {"auth": {"tokens_file": str(tokens)}})
+    run = await start_controller(config, agents=False)
+    token_file = tmp_path / "token"
+    token_file.write_text("view-secret-1\n")
+    env = {"STEERCTL_SERVER": run.target}
+    try:
+        rc, _, err = await steerctl("status", env=env)
+        assert rc == 3 and "not authorized (UNAUTHENTICATED)" in err
+        rc, _, err = await steerctl("status", env={**env, "STEERCTL_TOKEN_FILE": str(token_file)})
+        assert rc == 0, err
+        rc, _, err = await steerctl("evacuate", "eu-west-1", "--reason", "x", "--yes", "--now",
+                                    env={**env, "STEERCTL_TOKEN": "view-secret-1"})
+        assert rc == 3 and "PERMISSION_DENIED" in err and "operator" in err
+        rc, out, err = await steerctl("evacuate", "eu-west-1", "--reason", "x", "--now", "--dry-run",
+                                      "--token", "op-secret-1", env=env)
+        assert rc == 0, err
+    finally:
+        await run.stop()
