@@ -237,3 +237,62 @@ def test_demo_stops_cleanly_and_refuses_a_second_instance(tmp_path: Path) -> Non
         time.sleep(0.1)
     assert not [p for p in pids if pid_alive(p)], "processes left behind"
     assert not (state / STATE_FILE).exists()
+
+
+def steerctl(demo: Demo, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [str(Path(sys.executable).parent / "steerctl"), "--server", f"127.0.0.1:{demo.api_port}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+async def test_steerctl_evacuate_restore_and_a_refused_evacuation(demo: Demo) -> None:
+    from steering.client import SteeringClient
+
+    async with SteeringClient([f"127.0.0.1:{demo.api_port}", f"127.0.0.1:{demo.api_port + 1}"]) as steer:
+        assert await steer.wait_ready(timeout=20)
+        client = str(ipaddress.ip_network(demo.config.geo("europe").prefixes[0])[1])  # type: ignore[union-attr]
+        assert steer.choose(SERVICE, client_address=client).target == "eu-west-1"  # type: ignore[union-attr]
+
+        t0 = time.monotonic()
+        proc = await asyncio.to_thread(steerctl, demo, "evacuate", "eu-west-1", "--reason", "e2e", "--now", "--yes")
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+
+        async def europe_moved() -> bool:
+            return "eu-west-1" not in await answered_regions(demo, "europe")
+
+        took = await wait_for(europe_moved, 10, "DNS answers to leave eu-west-1")
+        print(f"steerctl evacuate --now returned after {proc and time.monotonic() - t0:.2f}s; DNS moved "
+              f"{took:.2f}s after it returned")
+
+        async def client_moved() -> bool:
+            chosen = steer.choose(SERVICE, client_address=client)
+            return chosen is not None and chosen.target != "eu-west-1"
+
+        await wait_for(client_moved, 10, "steering.client to follow the evacuation")
+
+        # A second evacuation would leave one region serving: refused by min_serving_regions, nothing written.
+        status_before = json.loads((await asyncio.to_thread(steerctl, demo, "status", "--json")).stdout)
+        refused = await asyncio.to_thread(steerctl, demo, "evacuate", "us-east-1", "--reason", "too much", "--now",
+                                          "--yes")
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "min_serving_regions" in refused.stderr
+        status_after = json.loads((await asyncio.to_thread(steerctl, demo, "status", "--json")).stdout)
+        assert [e["region"] for e in status_after["evacuations"]] == \
+            [e["region"] for e in status_before["evacuations"]] == ["eu-west-1"]
+        assert "us-east-1" in await answered_regions(demo, "na-east")
+
+        proc = await asyncio.to_thread(steerctl, demo, "restore", "eu-west-1", "--now", "--yes")
+        assert proc.returncode == 0, proc.stderr + proc.stdout
+
+        async def europe_back() -> bool:
+            return await answered_regions(demo, "europe") == {"eu-west-1"}
+
+        await wait_for(europe_back, 10, "DNS answers back on eu-west-1")
+
+        async def client_back() -> bool:
+            chosen = steer.choose(SERVICE, client_address=client)
+            return chosen is not None and chosen.target == "eu-west-1"
+
+        await wait_for(client_back, 10, "steering.client back on eu-west-1")
+        history = json.loads((await asyncio.to_thread(steerctl, demo, "history", "--json")).stdout)
+        actions = [r["action"] for r in (history["records"] if isinstance(history, dict) else history)]
+        assert actions[:2] == ["restore", "evacuate"], actions

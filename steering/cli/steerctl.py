@@ -31,8 +31,23 @@ def report_config_error(exc: ConfigError) -> None:
 
 
 @click.group()
-def cli() -> None:
-    """Operate the steering control plane."""
+@click.option("--server", "servers", multiple=True, help="controller HOST:PORT for every command (repeatable)")
+@click.option("--token", default=None, help="bearer token for every command")
+@click.option("--ca", default=None, help="CA certificate: use TLS")
+@click.option("--cert", default=None, help="client certificate for TLS")
+@click.option("--key", default=None, help="client key for TLS")
+def cli(servers: tuple[str, ...], token: str | None, ca: str | None, cert: str | None, key: str | None) -> None:
+    """Operate the steering control plane.
+
+    Connection options work before the command (steerctl --server H:P status) or after it.
+    """
+    # Given before the command, they become the environment defaults each command reads.
+    import os
+
+    for name, value in (("STEERCTL_SERVER", ",".join(servers)), ("STEERCTL_TOKEN", token), ("STEERCTL_CA", ca),
+                        ("STEERCTL_CERT", cert), ("STEERCTL_KEY", key)):
+        if value:
+            os.environ[name] = value
 
 
 @cli.command()
