@@ -72,7 +72,8 @@ def plan(
 
     pins = {(p.service, p.geo): p for p in overrides.pins}
     ramp_step = max((r.step for r in regions.ramps), default=0.0)
-    limit = math.floor(max(policy.max_shift, ramp_step) * TOTAL_WEIGHT + 1e-9)
+    # At least one unit, or a tiny max_shift would never move anything.
+    limit = max(1, math.floor(max(policy.max_shift, ramp_step) * TOTAL_WEIGHT + 1e-9))
     hysteresis = math.floor(policy.hysteresis * TOTAL_WEIGHT + 1e-9)
     site_region = {s.id: s.region for s in config.sites}
 
@@ -81,60 +82,36 @@ def plan(
     notes: list[str] = []
     fail_open = False
     converging = bool(regions.ramps)
+    config_cap = {r.id: r.capacity for r in config.regions} | {s.id: s.capacity for s in config.sites}
+    # Services that answer for the same targets share their water-filling, and,
+    # given equal previous routes and no pins, their whole result: configs with
+    # many services over one fleet plan each distinct fleet once.
+    fills: dict[tuple[object, ...], _Ideal] = {}
+    routed: dict[tuple[object, ...], tuple[ServiceRoute | None, _Routed]] = {}
     for svc in config.services:
         cands = _candidates(config, svc)
-        capacity = {t: (site_cap[t] if t in site_cap else region_cap[t]) for ts in cands.values() for t in ts}
-
-        def usable_without(out: set[str], capacity: dict[str, float] = capacity) -> dict[str, float]:
-            return {t: (0.0 if (t in out or site_region.get(t) in out) else c) for t, c in capacity.items()}
-
-        fill = waterfill(cands, demand, capacity, policy.watermark)
-        ideal = {g: _shares(fill, g) for g in cands}
-        ramp_reason: dict[str, dict[str, str]] = {g: {} for g in cands}
-        gone: set[str] = set()
-        for ramp in regions.ramps:
-            gone.add(ramp.region)
-            without = waterfill(cands, demand, usable_without(gone), policy.watermark)
-            for g in cands:
-                alt = _shares(without, g)
-                if not alt:
-                    continue  # nothing else can serve this geo: the ramp cannot take it away
-                f = ramp.remaining
-                keys = set(ideal[g]) | set(alt)
-                ideal[g] = {t: f * ideal[g].get(t, 0.0) + (1 - f) * alt.get(t, 0.0) for t in keys}
-                for t in cands[g]:
-                    if t == ramp.region or site_region.get(t) == ramp.region:
-                        ramp_reason[g][t] = ramp.label
-
-        geos: dict[str, GeoRoute] = {}
-        planned: dict[str, float] = {}
+        key = (svc.targets, tuple((g, tuple(ts)) for g, ts in cands.items()))
+        ideal = fills.get(key)
+        if ideal is None:
+            ideal = fills[key] = _ideal(cands, demand, region_cap, site_cap, site_region, regions, policy.watermark)
         prev_svc = previous.services.get(svc.name) if previous else None
-        for geo in config.geos:
-            order = list(cands[geo.id])
-            usable = [t for t in order if capacity[t] > 0]
-            prev_route = prev_svc.geos.get(geo.id) if prev_svc else None
-            pin = pins.get((svc.name, geo.id))
-            route = _pinned(pin, order, capacity) if pin else None
-            if route is None and not usable:
-                route = _fail_open(order, config, prev_route)
-                fail_open = True
-                notes.append(f"FAIL-OPEN {svc.name} {geo.id}: no healthy, non-evacuated target; serving "
-                             + ("the previous weights" if prev_route and not prev_route.pinned else "every target"))
-            if route is None:
-                goal = apportion(ideal[geo.id], TOTAL_WEIGHT, order)
-                weights, ramped = _step(goal, prev_route, order, capacity, limit, hysteresis)
-                converging = converging or ramped
-                reasons = _reasons(order, weights, capacity, fill, geo.id, health, site_region, regions,
-                                   ramp_reason[geo.id], ramped)
-                route = GeoRoute(weights=weights, reasons=reasons)
-            geos[geo.id] = route
-            d = demand.get(geo.id, 0.0)
-            for t, w in route.weights.items():
-                planned[t] = planned.get(t, 0.0) + d * w / TOTAL_WEIGHT
-        services[svc.name] = ServiceRoute(targets=svc.targets, geos=geos)
+        svc_pins = {g: p for (name, g), p in pins.items() if name == svc.name}
+        done = routed.get(key)
+        if done is not None and not svc_pins and done[0] == prev_svc:
+            result = done[1]
+        else:
+            result = _route_service(config, ideal, prev_svc, svc_pins, demand, config_cap, health, site_region,
+                                    regions, limit, hysteresis)
+            if not svc_pins:
+                routed[key] = (prev_svc, result)
+        for geo_id, why in result.fail_open:
+            fail_open = True
+            notes.append(f"FAIL-OPEN {svc.name} {geo_id}: no healthy, non-evacuated target; serving {why}")
+        converging = converging or result.converging
+        services[svc.name] = ServiceRoute(targets=svc.targets, geos=result.geos)
         # Capacity and demand are per service: a target's planned load is that
         # of its busiest service.
-        for t, load in planned.items():
+        for t, load in result.planned.items():
             peak[t] = max(peak.get(t, 0.0), load)
 
     for region, why in sorted(regions.blocked.items()):
@@ -163,6 +140,84 @@ def plan(
         leader=leader,
         notes=tuple(notes),
     )
+
+
+@dataclass(frozen=True)
+class _Ideal:
+    """One fleet's water-filling: per geo, the candidates, the shares to aim for and why."""
+
+    cands: Mapping[str, Sequence[str]]
+    capacity: Mapping[str, float]
+    fill: Fill
+    shares: Mapping[str, Mapping[str, float]]
+    ramp_reason: Mapping[str, Mapping[str, str]]
+
+
+@dataclass(frozen=True)
+class _Routed:
+    geos: dict[str, GeoRoute]
+    planned: dict[str, float]
+    fail_open: tuple[tuple[str, str], ...]  # (geo, what it serves instead)
+    converging: bool
+
+
+def _ideal(cands: dict[str, list[str]], demand: Mapping[str, float], region_cap: Mapping[str, float],
+           site_cap: Mapping[str, float], site_region: Mapping[str, str], regions: _Regions,
+           watermark: float) -> _Ideal:
+    capacity = {t: (site_cap[t] if t in site_cap else region_cap[t]) for ts in cands.values() for t in ts}
+
+    def usable_without(out: set[str]) -> dict[str, float]:
+        return {t: (0.0 if (t in out or site_region.get(t) in out) else c) for t, c in capacity.items()}
+
+    fill = waterfill(cands, demand, capacity, watermark)
+    ideal = {g: _shares(fill, g) for g in cands}
+    ramp_reason: dict[str, dict[str, str]] = {g: {} for g in cands}
+    gone: set[str] = set()
+    for ramp in regions.ramps:
+        gone.add(ramp.region)
+        without = waterfill(cands, demand, usable_without(gone), watermark)
+        for g in cands:
+            alt = _shares(without, g)
+            if not alt:
+                continue  # nothing else can serve this geo: the ramp cannot take it away
+            f = ramp.remaining
+            keys = set(ideal[g]) | set(alt)
+            ideal[g] = {t: f * ideal[g].get(t, 0.0) + (1 - f) * alt.get(t, 0.0) for t in keys}
+            for t in cands[g]:
+                if t == ramp.region or site_region.get(t) == ramp.region:
+                    ramp_reason[g][t] = ramp.label
+    return _Ideal(cands=cands, capacity=capacity, fill=fill, shares=ideal, ramp_reason=ramp_reason)
+
+
+def _route_service(config: Config, ideal: _Ideal, prev_svc: ServiceRoute | None, pins: Mapping[str, Pin],
+                   demand: Mapping[str, float], config_cap: Mapping[str, float],
+                   health: Mapping[str, TargetHealth], site_region: Mapping[str, str], regions: _Regions,
+                   limit: int, hysteresis: int) -> _Routed:
+    capacity = ideal.capacity
+    geos: dict[str, GeoRoute] = {}
+    planned: dict[str, float] = {}
+    failed: list[tuple[str, str]] = []
+    converging = False
+    for geo in config.geos:
+        order = list(ideal.cands[geo.id])
+        prev_route = prev_svc.geos.get(geo.id) if prev_svc else None
+        pin = pins.get(geo.id)
+        route = _pinned(pin, order, capacity) if pin else None
+        if route is None and not any(capacity[t] > 0 for t in order):
+            route, why = _fail_open(order, config_cap, prev_route)
+            failed.append((geo.id, why))
+        if route is None:
+            goal = apportion(ideal.shares[geo.id], TOTAL_WEIGHT, order)
+            weights, ramped = _step(goal, prev_route, order, capacity, limit, hysteresis)
+            converging = converging or ramped
+            reasons = _reasons(order, weights, capacity, ideal.fill, geo.id, health, site_region, regions,
+                               ideal.ramp_reason[geo.id], ramped)
+            route = GeoRoute(weights=weights, reasons=reasons)
+        geos[geo.id] = route
+        d = demand.get(geo.id, 0.0)
+        for t, w in route.weights.items():
+            planned[t] = planned.get(t, 0.0) + d * w / TOTAL_WEIGHT
+    return _Routed(geos=geos, planned=planned, fail_open=tuple(failed), converging=converging)
 
 
 def _candidates(config: Config, svc: Service) -> dict[str, list[str]]:
@@ -235,8 +290,8 @@ def _shares(fill: Fill, geo: str) -> dict[str, float]:
 def _step(goal: dict[str, int], prev: GeoRoute | None, order: Sequence[str], capacity: Mapping[str, float],
           limit: int, hysteresis: int) -> tuple[dict[str, int], bool]:
     """Limit the move from the previous weights; returns (weights, still ramping)."""
-    if prev is None or prev.fail_open or prev.pinned:
-        return goal, False
+    if prev is None or prev.fail_open or prev.pinned or prev.weights == goal:
+        return goal, False  # the last case is the steady state, and the common one
     # Traffic on a target that cannot serve (or is no longer a candidate) leaves at
     # once: it goes where the goal sends it, in the goal's proportions.
     kept = {t: prev.weights.get(t, 0) for t in order if capacity[t] > 0}
@@ -269,23 +324,17 @@ def _pinned(pin: Pin, order: Sequence[str], capacity: Mapping[str, float]) -> Ge
     return GeoRoute(weights=weights, reasons=reasons, pinned=True)
 
 
-def _fail_open(order: Sequence[str], config: Config, prev: GeoRoute | None) -> GeoRoute:
+def _fail_open(order: Sequence[str], config_cap: Mapping[str, float],
+               prev: GeoRoute | None) -> tuple[GeoRoute, str]:
     """Nothing can serve this geo: keep the last decision, or spread over every target by capacity."""
     if prev is not None and not prev.pinned and set(prev.weights) <= set(order) and sum(prev.weights.values()):
         weights = {t: prev.weights.get(t, 0) for t in order}
-        why = "fail-open: no healthy target, keeping the previous weights"
+        what = "the previous weights"
     else:
-        caps = {t: _config_capacity(config, t) for t in order}
-        weights = apportion(caps, TOTAL_WEIGHT, order)
-        why = "fail-open: no healthy target, serving all by capacity"
-    return GeoRoute(weights=weights, reasons={t: why for t in order}, fail_open=True)
-
-
-def _config_capacity(config: Config, target: str) -> float:
-    try:
-        return config.region(target).capacity
-    except KeyError:
-        return config.site(target).capacity
+        weights = apportion({t: config_cap[t] for t in order}, TOTAL_WEIGHT, order)
+        what = "every target by capacity"
+    why = f"fail-open: no healthy target, serving {what}"
+    return GeoRoute(weights=weights, reasons={t: why for t in order}, fail_open=True), what
 
 
 def _reasons(order: Sequence[str], weights: Mapping[str, int], capacity: Mapping[str, float], fill: Fill,

@@ -34,7 +34,9 @@ def waterfill(
     they still get a meaningful answer: their first target with room.
     """
     room = {t: watermark * c for t, c in capacity.items() if c > 0}
-    left = {g: max(d, 0.0) or EPSILON for g, d in demand.items() if g in candidates}
+    # At least EPSILON: a geo whose demand is below the rounding floor would
+    # otherwise never ask anyone and be left with no allocation at all.
+    left = {g: max(d, EPSILON) for g, d in demand.items() if g in candidates}
     alloc: dict[str, dict[str, float]] = {g: {} for g in left}
     ranks = max((len(c) for c in candidates.values()), default=0)
     for k in range(ranks):
@@ -56,6 +58,7 @@ def waterfill(
             room[target] -= give
             if room[target] < EPSILON * 1e-3:
                 room[target] = 0.0
+    _make_way(candidates, left, alloc, room)
     overflow: dict[str, float] = {}
     for g, rest in left.items():
         if rest <= EPSILON * 1e-3:
@@ -68,3 +71,61 @@ def waterfill(
         for t in usable:
             alloc[g][t] = alloc[g].get(t, 0.0) + rest * capacity[t] / total_cap
     return Fill(alloc=alloc, overflow=overflow)
+
+
+def _make_way(candidates: Mapping[str, Sequence[str]], left: dict[str, float],
+              alloc: dict[str, dict[str, float]], room: dict[str, float]) -> None:
+    """Let geos that still have demand take full targets from geos that can go elsewhere.
+
+    The rounds alone can leave a geo with nowhere to go sharing a full target
+    with a geo that still has a target with room further down its list; the
+    first would then be spread beyond the watermark while the second sits on
+    an overloaded target. Each move here shifts the second geo to its first
+    target with room and hands the freed room to the first geo. Room only
+    shrinks, so one pass finds every move.
+    """
+    floor = EPSILON * 1e-3
+    users: dict[str, list[str]] = {}
+    for h, targets in alloc.items():
+        for t in targets:
+            users.setdefault(t, []).append(h)
+    cursor: dict[str, int] = {}  # per geo, where its first target with room might be
+
+    def first_with_room(h: str, skip: str) -> str | None:
+        cands = candidates[h]
+        i = cursor.get(h, 0)
+        while i < len(cands) and room.get(cands[i], 0.0) <= 0:
+            i += 1
+        cursor[h] = i
+        for u in cands[i:]:
+            if u != skip and room.get(u, 0.0) > 0:
+                return u
+        return None
+
+    for g in list(left):
+        for t in candidates[g]:
+            if left[g] <= floor:
+                break
+            if t not in room:
+                continue  # unusable target
+            for h in users.get(t, ()):
+                if h == g:
+                    continue
+                while left[g] > floor and alloc[h].get(t, 0.0) > 0:
+                    u = first_with_room(h, t)
+                    if u is None:
+                        break
+                    move = min(alloc[h][t], room[u], left[g])
+                    alloc[h][t] -= move
+                    alloc[h][u] = alloc[h].get(u, 0.0) + move
+                    if h not in users.setdefault(u, []):
+                        users[u].append(h)
+                    room[u] -= move
+                    if room[u] < floor:
+                        room[u] = 0.0
+                    alloc[g][t] = alloc[g].get(t, 0.0) + move
+                    if g not in users[t]:
+                        users[t].append(g)
+                    left[g] -= move
+                if left[g] <= floor:
+                    break

@@ -1,0 +1,375 @@
+"""Hypothesis properties of the planner (DESIGN.md §5), over random but valid configurations.
+
+Each property re-derives what it checks from the inputs (health, evacuations,
+demand) instead of trusting the table's own bookkeeping, so a planner that
+mislabels a region cannot pass by agreeing with itself.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from steering.config import TOTAL_WEIGHT, Config, parse_config
+from steering.model import Evacuation, Observed, Overrides, Pin, Restore, TargetHealth
+from steering.planner import plan
+from steering.table import RoutingTable
+
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+STATUS = st.sampled_from(["healthy", "healthy", "healthy", "unknown", "unhealthy", "silent"])
+CAPACITY = st.floats(1, 20000, allow_nan=False)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    config: Config
+    observed: Observed
+    overrides: Overrides
+    now: float
+
+    def describe(self) -> str:
+        return f"{self.config.model_dump(mode='json')}\n{self.observed}\n{self.overrides}\nnow={self.now}"
+
+
+@st.composite
+def configs(draw: st.DrawFn) -> Config:
+    regions = [f"r{i}" for i in range(draw(st.integers(1, 6)))]
+    sites = [f"s{i}" for i in range(draw(st.integers(0, 4)))]
+    geos: list[dict[str, Any]] = []
+    for i in range(draw(st.integers(1, 8))):
+        prefer = draw(st.permutations(regions))[: draw(st.integers(1, len(regions)))]
+        prefer_sites = draw(st.permutations(sites))[: draw(st.integers(0, len(sites)))] if sites else []
+        demand = draw(st.floats(0.01, 1)) if i == 0 else draw(st.sampled_from([0.0, 0.05, 0.1, 0.3, 0.5]))
+        geos.append({"id": f"g{i}", "prefer": prefer, "prefer_sites": prefer_sites, "demand": demand,
+                     "default": i == 0})
+    services: list[dict[str, Any]] = []
+    for i in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(["regions", "sites"])) if sites else "regions"
+        answered = set(draw(st.sets(st.sampled_from(regions))))
+        if kind == "sites":
+            answered |= set(draw(st.sets(st.sampled_from(sites))))
+        for g in geos:  # every geo must reach at least one target (the config insists)
+            reach = set(g["prefer"]) | (set(g["prefer_sites"]) if kind == "sites" else set())
+            if not reach & answered:
+                answered.add(g["prefer"][0])
+        answers = {t: {"A": [f"192.0.2.{n + 1}"]} for n, t in enumerate(sorted(answered))}
+        services.append({"name": f"svc{i}.example.test.", "targets": kind, "answers": answers})
+    policy = {
+        "watermark": draw(st.sampled_from([0.5, 0.8, 1.0]) | st.floats(0.05, 1)),
+        "min_serving_regions": draw(st.integers(1, 4)),
+        "max_shift": draw(st.sampled_from([0.1, 0.25, 0.5, 1.0]) | st.floats(0.02, 1)),
+        "hysteresis": draw(st.sampled_from([0.0, 0.02, 0.05])),
+    }
+    data = {
+        "policy": policy,
+        "regions": [{"id": r, "capacity": draw(CAPACITY)} for r in regions],
+        "sites": [{"id": s, "region": draw(st.sampled_from(regions)), "capacity": draw(CAPACITY)} for s in sites],
+        "geos": geos,
+        "services": services,
+        "zones": [{"origin": "example.test."}],
+    }
+    return parse_config(data)
+
+
+def _health(draw: st.DrawFn, ids: list[str]) -> dict[str, TargetHealth]:
+    out = {}
+    for t in ids:
+        if draw(st.booleans()):
+            out[t] = TargetHealth(status=draw(STATUS),
+                                  capacity=draw(st.none() | st.just(0.0) | CAPACITY),
+                                  load=draw(st.none() | st.floats(0, 20000)))
+    return out
+
+
+@st.composite
+def observations(draw: st.DrawFn, config: Config) -> Observed:
+    health = _health(draw, [r.id for r in config.regions] + [s.id for s in config.sites])
+    demand = None
+    if draw(st.booleans()):
+        demand = {g.id: draw(st.sampled_from([0.0, 10.0]) | st.floats(0, 30000)) for g in config.geos}
+    return Observed(health=health, demand=demand)
+
+
+@st.composite
+def override_sets(draw: st.DrawFn, config: Config, ramps: bool = True, pins: bool = True,
+                  forced: bool = True) -> Overrides:
+    regions = [r.id for r in config.regions]
+    evacs = []
+    # One evacuation per region at most: etcd holds them under overrides/evacuations/<region>.
+    for region in draw(st.lists(st.sampled_from(regions), unique=True, max_size=3)):
+        mode = draw(st.sampled_from(["now", "ramp"])) if ramps else "now"
+        evacs.append(Evacuation(region=region, mode=mode,
+                                step=draw(st.sampled_from([0.1, 0.25, 0.5])) if mode == "ramp" else 1.0,
+                                interval=30.0, started_at=draw(st.sampled_from([0.0, 50.0, 90.0])),
+                                forced=draw(st.booleans()) if forced else False))
+    restores = []
+    if ramps:
+        for region in draw(st.lists(st.sampled_from(regions), unique=True, max_size=2)):
+            restores.append(Restore(region=region, step=draw(st.sampled_from([0.25, 0.5])), interval=30.0,
+                                    started_at=draw(st.sampled_from([0.0, 60.0]))))
+    pin_list = []
+    if pins:
+        for _ in range(draw(st.integers(0, 2))):
+            svc = draw(st.sampled_from(config.services))
+            geo = draw(st.sampled_from(config.geos))
+            targets = sorted(set(svc.answers) | {"nowhere"})
+            chosen = draw(st.lists(st.sampled_from(targets), unique=True, min_size=1, max_size=3))
+            weights = {t: draw(st.integers(0, 5)) for t in chosen}
+            weights[chosen[0]] += 1
+            pin_list.append(Pin(service=svc.name, geo=geo.id, weights=weights))
+    return Overrides(evacuations=tuple(evacs), restores=tuple(restores), pins=tuple(pin_list))
+
+
+@st.composite
+def scenarios(draw: st.DrawFn, ramps: bool = True, pins: bool = True, forced: bool = True) -> Scenario:
+    config = draw(configs())
+    return Scenario(config=config, observed=draw(observations(config)),
+                    overrides=draw(override_sets(config, ramps=ramps, pins=pins, forced=forced)),
+                    now=draw(st.sampled_from([0.0, 45.0, 100.0, 200.0])))
+
+
+# ---- independent re-derivations -------------------------------------------------------------
+
+
+def candidates(config: Config, svc_name: str, geo_id: str) -> list[str]:
+    svc = config.service(svc_name)
+    geo = config.geo(geo_id)
+    regions = [r for r in geo.prefer if r in svc.answers]
+    sites = [s for s in geo.prefer_sites if s in svc.answers] if svc.targets == "sites" else []
+    return sites + regions
+
+
+def blocked_regions(table: RoutingTable) -> set[str]:
+    return {n.split()[2].rstrip(":") for n in table.notes if n.startswith("EVACUATION BLOCKED")}
+
+
+def fully_evacuated(s: Scenario, table: RoutingTable) -> set[str]:
+    blocked = blocked_regions(table)
+    return {e.region for e in s.overrides.evacuations if e.remaining(s.now) <= 0 and e.region not in blocked}
+
+
+def effective_capacity(s: Scenario, table: RoutingTable) -> dict[str, float]:
+    """What each target can take: 0 when unhealthy, silent, reported at 0 or evacuated."""
+    out = {}
+    gone = fully_evacuated(s, table)
+    for r in s.config.regions:
+        h = s.observed.health.get(r.id, TargetHealth())
+        cap = r.capacity if h.capacity is None else h.capacity
+        out[r.id] = cap if h.status in ("healthy", "unknown") and r.id not in gone else 0.0
+    for site in s.config.sites:
+        h = s.observed.health.get(site.id, TargetHealth())
+        cap = site.capacity if h.capacity is None else h.capacity
+        out[site.id] = cap if h.status in ("healthy", "unknown") and site.region not in gone else 0.0
+    return out
+
+
+def demand(s: Scenario) -> dict[str, float]:
+    if s.observed.demand is not None:
+        return {g.id: max(0.0, s.observed.demand.get(g.id, 0.0)) for g in s.config.geos}
+    total = sum(s.observed.health.get(r.id, TargetHealth()).load or 0.0 for r in s.config.regions)
+    shares = sum(g.demand for g in s.config.geos)
+    return {g.id: total * g.demand / shares for g in s.config.geos}
+
+
+def planned_per_service(s: Scenario, table: RoutingTable) -> dict[str, dict[str, float]]:
+    d = demand(s)
+    out: dict[str, dict[str, float]] = {}
+    for name, svc in table.services.items():
+        load: dict[str, float] = {}
+        for geo, route in svc.geos.items():
+            for t, w in route.weights.items():
+                load[t] = load.get(t, 0.0) + d[geo] * w / TOTAL_WEIGHT
+        out[name] = load
+    return out
+
+
+def run(s: Scenario, previous: RoutingTable | None = None, now: float | None = None) -> RoutingTable:
+    return plan(s.config, s.observed, s.overrides, previous, s.now if now is None else now)
+
+
+# ---- properties ---------------------------------------------------------------------------------
+
+
+@SETTINGS
+@given(scenarios())
+def test_weights_are_integers_summing_to_total_over_every_candidate(s: Scenario) -> None:
+    table = run(s)
+    assert set(table.services) == {svc.name for svc in s.config.services}
+    for svc in s.config.services:
+        route_set = table.services[svc.name].geos
+        assert set(route_set) == {g.id for g in s.config.geos}
+        for geo in s.config.geos:
+            route = route_set[geo.id]
+            assert list(route.weights) == candidates(s.config, svc.name, geo.id)
+            assert all(type(w) is int and w >= 0 for w in route.weights.values()), route.weights
+            assert sum(route.weights.values()) == TOTAL_WEIGHT, route.weights
+            assert set(route.reasons) == set(route.weights)
+    # The canonical JSON round-trips and passes the reader's own validation.
+    assert RoutingTable.from_json(table.to_json()).to_json() == table.to_json()
+
+
+@SETTINGS
+@given(scenarios())
+def test_nothing_goes_to_an_unusable_target_unless_failing_open(s: Scenario) -> None:
+    table = run(s)
+    cap = effective_capacity(s, table)
+    for name, svc in table.services.items():
+        for geo, route in svc.geos.items():
+            usable = [t for t in route.weights if cap[t] > 0]
+            if not usable:
+                # Fail open: never "nowhere", flagged on the geo, the table and in a note.
+                assert route.fail_open and table.fail_open, (name, geo)
+                assert any(n.startswith(f"FAIL-OPEN {name} {geo}") for n in table.notes)
+                assert sum(route.weights.values()) == TOTAL_WEIGHT
+                continue
+            assert not route.fail_open, (name, geo, route)
+            for t, w in route.weights.items():
+                if cap[t] <= 0:
+                    assert w == 0, (name, geo, t, route.weights, route.reasons)
+
+
+@SETTINGS
+@given(scenarios(ramps=False, pins=False))
+def test_no_target_above_watermark_while_an_alternative_has_room(s: Scenario) -> None:
+    table = run(s)
+    cap = effective_capacity(s, table)
+    wm = s.config.policy.watermark
+    d = demand(s)
+    tol = sum(d.values()) / TOTAL_WEIGHT + 1e-6
+    for name, load in planned_per_service(s, table).items():
+        for geo, route in table.services[name].geos.items():
+            if route.fail_open:
+                continue
+            for t, w in route.weights.items():
+                if w == 0 or load.get(t, 0.0) <= wm * cap[t] + tol * (1 + wm * cap[t] / 1e4):
+                    continue
+                for u in route.weights:
+                    if u != t and cap[u] > 0:
+                        assert load.get(u, 0.0) >= wm * cap[u] - tol, (
+                            f"{name} {geo}: {t} planned {load[t]:.3f} > {wm}×{cap[t]:.3f} while {u} has "
+                            f"{load.get(u, 0.0):.3f} of {wm}×{cap[u]:.3f}\n{route}\n{s.describe()}")
+
+
+@SETTINGS
+@given(scenarios(ramps=False, pins=False))
+def test_no_lower_preference_while_a_higher_one_has_room(s: Scenario) -> None:
+    table = run(s)
+    cap = effective_capacity(s, table)
+    wm = s.config.policy.watermark
+    d = demand(s)
+    tol = sum(d.values()) / TOTAL_WEIGHT + 1e-6
+    for name, load in planned_per_service(s, table).items():
+        for geo, route in table.services[name].geos.items():
+            if route.fail_open:
+                continue
+            order = list(route.weights)
+            for j, t in enumerate(order):
+                if route.weights[t] == 0:
+                    continue
+                for u in order[:j]:
+                    if cap[u] > 0:
+                        assert load.get(u, 0.0) >= wm * cap[u] - tol, (
+                            f"{name} {geo}: uses {t} (weight {route.weights[t]}) while preferred {u} has "
+                            f"{load.get(u, 0.0):.3f} of {wm}×{cap[u]:.3f}\n{route}\n{s.describe()}")
+
+
+@SETTINGS
+@given(scenarios(), st.data())
+def test_same_inputs_give_identical_bytes(s: Scenario, data: st.DataObject) -> None:
+    first = run(s)
+    assert run(s).to_json() == first.to_json()
+    # With a previous table too, and a planner that was handed equal but distinct objects.
+    again = parse_config(s.config.model_dump(mode="json"))
+    prev = RoutingTable.from_json(first.to_json())
+    later = s.now + data.draw(st.sampled_from([1.0, 30.0]))
+    a = plan(s.config, s.observed, s.overrides, first, later)
+    b = plan(again, Observed(dict(s.observed.health), s.observed.demand), s.overrides, prev, later)
+    assert a.to_json() == b.to_json()
+
+
+@SETTINGS
+@given(scenarios(forced=False))
+def test_unforced_evacuations_never_break_min_serving_regions(s: Scenario) -> None:
+    table = run(s)
+    minimum = s.config.policy.min_serving_regions
+    before = {r.id for r in s.config.regions if s.observed.health.get(r.id, TargetHealth()).can_serve}
+    blocked = blocked_regions(table)
+    out = {e.region for e in s.overrides.evacuations if e.region not in blocked}
+    after = before - out
+    assert len(after) >= min(minimum, len(before)), (before, out, blocked, table.notes)
+    for region in blocked:
+        # Each refusal was needed: applying it too would have broken the rule.
+        assert region in before and len(after - {region}) < minimum, (region, before, out)
+        assert table.regions[region].evacuation == "blocked"
+    for region in out & before:
+        assert table.regions[region].evacuation not in ("", "blocked")
+
+
+@SETTINGS
+@given(scenarios())
+def test_forced_evacuations_are_always_applied(s: Scenario) -> None:
+    table = run(s)
+    blocked = blocked_regions(table)
+    for e in s.overrides.evacuations:
+        if e.forced:
+            assert e.region not in blocked
+
+
+def _serving(s: Scenario, table: RoutingTable) -> dict[str, bool]:
+    cap = effective_capacity(s, table)
+    return {t: c > 0 for t, c in cap.items()}
+
+
+@SETTINGS
+@given(scenarios(), st.data())
+def test_one_step_moves_at_most_max_shift_except_emergencies(s: Scenario, data: st.DataObject) -> None:
+    prev = run(s)
+    # The next step: new health (loads, capacities, statuses) and demand, the same overrides, later.
+    s2 = Scenario(s.config, data.draw(observations(s.config)), s.overrides, s.now + data.draw(st.sampled_from([5.0, 30.0])))
+    table = run(s2, previous=prev)
+    was, now = _serving(s, prev), _serving(s2, table)
+    ramp_steps = [e.step for e in s.overrides.evacuations if e.mode == "ramp"] + [r.step for r in s.overrides.restores]
+    limit = math.floor(max([s.config.policy.max_shift, *ramp_steps]) * TOTAL_WEIGHT + 1e-9)
+    for name, svc in table.services.items():
+        for geo, route in svc.geos.items():
+            before = prev.services[name].geos[geo]
+            if route.fail_open or route.pinned or before.fail_open or before.pinned:
+                continue
+            if any(was[t] and not now[t] for t in route.weights):
+                continue  # an emergency: traffic leaves a target that lost health or was evacuated
+            moved = sum(abs(route.weights[t] - before.weights.get(t, 0)) for t in route.weights) // 2
+            assert moved <= max(limit, 1), (name, geo, before.weights, route.weights, limit)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(ramps=False, pins=False))
+def test_constant_inputs_converge_to_the_fresh_plan(s: Scenario) -> None:
+    """Starting from an all-on-the-last-choice table, repeated steps reach the fresh plan (within hysteresis)."""
+    fresh = run(s)
+    policy = s.config.policy
+    start = {}
+    for name, svc in fresh.services.items():
+        start[name] = {geo: {t: (TOTAL_WEIGHT if i == len(r.weights) - 1 else 0) for i, t in enumerate(r.weights)}
+                       for geo, r in svc.geos.items()}
+    prev = RoutingTable.from_dict({
+        "version": 7, "services": {n: {"targets": fresh.services[n].targets,
+                                       "geos": {g: {"weights": w} for g, w in gs.items()}} for n, gs in start.items()},
+    })
+    limit = max(1, math.floor(policy.max_shift * TOTAL_WEIGHT + 1e-9))
+    table = prev
+    for _ in range(math.ceil(TOTAL_WEIGHT / limit) + 2):
+        table = run(s, previous=table)
+    assert not table.converging
+    hyst = math.floor(policy.hysteresis * TOTAL_WEIGHT + 1e-9)
+    for name, svc in table.services.items():
+        for geo, route in svc.geos.items():
+            if route.fail_open:
+                continue  # failing open keeps the previous weights by design
+            goal = fresh.services[name].geos[geo].weights
+            moved = sum(abs(route.weights[t] - goal[t]) for t in goal) // 2
+            assert moved <= hyst, (name, geo, route.weights, goal)
