@@ -7,8 +7,14 @@ sync result is shared through etcd for every replica's status.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from test_controller import REGIONS, eventually, make_config, start_agents
 from test_route53_moto import Env, moto  # noqa: F401  (the moto fixture)
@@ -21,7 +27,8 @@ from steering.testing import EXAMPLE_CONFIG
 from steering.testing.etcd import EtcdCluster
 
 
-async def test_leader_syncs_route53_and_evacuation_zeroes_the_region(etcd: EtcdCluster, moto: Any) -> None:  # noqa: F811
+async def test_leader_syncs_route53_and_evacuation_zeroes_the_region(etcd: EtcdCluster, moto: Any,  # noqa: F811
+                                                                     tmp_path: Path) -> None:
     env = Env(moto)
     try:
         base = make_config(etcd.endpoints)
@@ -61,6 +68,31 @@ async def test_leader_syncs_route53_and_evacuation_zeroes_the_region(etcd: EtcdC
             await store.delete_evacuation("us-east-1")
             await eventually(lambda: any(w > 0 for w in weights("us-east-1")), timeout=20,
                              what="us-east-1 back in Route 53")
+
+            # steerctl route53 plan: in sync, nothing to do; after someone edits our record, the repair.
+            cfg_file = tmp_path / "steering.yaml"
+            cfg_file.write_text(yaml.safe_dump({**data, "zones": [
+                {**z, "file": str(EXAMPLE_CONFIG.parent / z["file"])} if z.get("file") else z
+                for z in data["zones"]]}))
+
+            async def plan_json() -> dict[str, Any]:
+                proc = await asyncio.to_thread(
+                    subprocess.run, [str(Path(sys.executable).parent / "steerctl"), "route53", "plan", "--config",
+                                     str(cfg_file), "--server", f"127.0.0.1:{port}", "--json"],
+                    capture_output=True, text=True, timeout=60)
+                assert proc.returncode == 0, proc.stderr
+                return json.loads(proc.stdout)
+
+            async def in_sync() -> bool:
+                return sum((await plan_json())["counts"].values()) == 0
+
+            await eventually(in_sync, timeout=20, what="steerctl route53 plan to show no changes")
+            rec = next(r for r in env.records().values() if r.set_id == "us-west-2" and r.type == "A")
+            env.change({"Action": "UPSERT", "ResourceRecordSet": {**rec.to_api(), "Weight": 7}})
+            drift = await plan_json()
+            assert drift["counts"]["UPSERT"] == 1, drift["counts"]
+            assert [c["set_identifier"] for b in drift["batches"] for c in b] == ["us-west-2"]
+            assert weights("us-west-2").count(7) == 1, "plan must not apply anything"
         finally:
             for a in agents.values():
                 await a.stop()

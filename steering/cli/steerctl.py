@@ -121,8 +121,10 @@ def plan(config_path: str | None, state_path: str | None, previous_path: str | N
 
 def _register_remote() -> None:
     from steering.cli import ops
+    from steering.cli.route53_cmd import route53
 
     ops.register(cli)
+    cli.add_command(route53)
 
 
 _register_remote()
