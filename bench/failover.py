@@ -24,15 +24,18 @@ import time
 import uuid
 from pathlib import Path
 
-import dns.asyncquery
-import dns.edns
-import dns.message
-import dns.rdatatype
-import grpc
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
+# bench/ itself must not shadow packages (bench/dns.py vs dnspython's ``dns``).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
+
+import dns.asyncquery  # noqa: E402
+import dns.edns  # noqa: E402
+import dns.message  # noqa: E402
+import dns.rdatatype  # noqa: E402
+import grpc  # noqa: E402
+import yaml  # noqa: E402
+
 
 from steering.demo.run import Demo, wait_ready  # noqa: E402
 from steering.demo.simtarget import write_state  # noqa: E402
