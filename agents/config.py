@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from steering.addr import parse_hostport
-from steering.config import ConfigError, format_validation_error, load_yaml
+from steering.config import ConfigError, load_yaml, parse_file_model
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
@@ -247,16 +247,7 @@ def _strip_tags(lines: list[str]) -> list[str]:
 
 
 def parse_agent_config(data: Any, source: str = "<agent config>", base_dir: str | Path = ".") -> AgentConfig:
-    if not isinstance(data, dict):
-        raise ConfigError(source, ["(top level): expected a mapping of fields"])
-    try:
-        cfg = AgentConfig.model_validate({**data, "base_dir": str(base_dir)})
-    except ValidationError as exc:
-        raise ConfigError(source, _strip_tags(format_validation_error(exc))) from None
-    problems = _cross_check(cfg)
-    if problems:
-        raise ConfigError(source, problems)
-    return cfg
+    return parse_file_model(AgentConfig, data, source, base_dir, _cross_check, _strip_tags)
 
 
 def load_agent_config(path: str | Path) -> AgentConfig:

@@ -14,9 +14,9 @@ import functools
 import hashlib
 import ipaddress
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import dns.name
 import yaml
@@ -403,17 +403,30 @@ def load_yaml(path: str | Path) -> Any:
         raise ConfigError(str(p), [f"{where}invalid YAML: {problem}"]) from None
 
 
-def parse_config(data: Any, source: str = "<config>", base_dir: str | Path = ".") -> Config:
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_file_model(model: type[M], data: Any, source: str, base_dir: str | Path,
+                     cross_check: Callable[[M], list[str]],
+                     tidy: Callable[[list[str]], list[str]] = lambda lines: lines) -> M:
+    """Validate a YAML document into ``model`` (shape, then ``cross_check``); every problem one line.
+
+    Shared by every file format of ours (the config, the agent's file) so they report alike.
+    """
     if not isinstance(data, dict):
-        raise ConfigError(source, ["(top level): expected a mapping of sections"])
+        raise ConfigError(source, ["(top level): expected a mapping of fields"])
     try:
-        cfg = Config.model_validate({**data, "base_dir": str(base_dir)})
+        obj = model.model_validate({**data, "base_dir": str(base_dir)})
     except ValidationError as exc:
-        raise ConfigError(source, format_validation_error(exc)) from None
-    problems = _cross_check(cfg)
+        raise ConfigError(source, tidy(format_validation_error(exc))) from None
+    problems = cross_check(obj)
     if problems:
         raise ConfigError(source, problems)
-    return cfg
+    return obj
+
+
+def parse_config(data: Any, source: str = "<config>", base_dir: str | Path = ".") -> Config:
+    return parse_file_model(Config, data, source, base_dir, _cross_check)
 
 
 def load_config(path: str | Path) -> Config:
