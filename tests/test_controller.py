@@ -318,3 +318,32 @@ async def test_leader_failover_and_fencing(cluster: tuple[Config, Store]) -> Non
         if not stopped:
             await c1.stop()
         await c2.stop()
+
+
+async def test_controller_survives_losing_an_etcd_member(etcd3: EtcdCluster) -> None:
+    config = make_config(etcd3.endpoints)
+    store = Store(config.etcd)
+    await store.open()
+    ctl = Controller(config, "c1", "127.0.0.1:0")
+    port = await ctl.start()
+    agents = await start_agents(port)
+    try:
+        async def all_healthy() -> bool:
+            t = await store.get_table()
+            return t is not None and all(t.regions[r].health == "healthy" for r in REGIONS)
+
+        await eventually(all_healthy, timeout=15, what="all healthy on the 3-member cluster")
+        etcd3.members[0].kill()  # the member most clients talk to first
+        agents["eu-west-1"].set(status=pb.HEALTH_STATUS_UNHEALTHY)
+
+        async def europe_moved() -> bool:
+            t = await store.get_table()
+            return weight(t, "europe", "eu-west-1") == 0
+
+        await eventually(europe_moved, timeout=20, what="a change to flow with one etcd member down")
+        assert ctl.leader.is_leader
+    finally:
+        for a in agents.values():
+            await a.stop()
+        await ctl.stop()
+        await store.close()
