@@ -1,6 +1,6 @@
 """DNS speed, per core: our server vs knot on the same machine, loopback only.
 
-    .venv/bin/python bench/dns.py [--seconds 8]
+    .venv/bin/python bench/dns.py [--seconds 8] [--repeat 3] [--subnets 250000] [--servers ours,knot]
 
 Method (DEPENDENCIES.md, "DNS speed"): each server is pinned to core 0 and
 shares it with a busy loop, so the server, not the load generator, is the
@@ -8,7 +8,19 @@ bottleneck; dnsperf runs on core 1. The server's CPU time (utime + stime
 from /proc) divided by the queries answered is its cost per query; 1e6 / that
 is its queries per second per core. knot serves an equivalent static zone
 (the steered name as plain A records); ours serves it steered: weighted
-split, geo lookup, metrics on, with and without an ECS option.
+split, geo lookup, metrics on. Three loads:
+
+* ``plain``: dnsperf repeating one query without EDNS;
+* ``ecs``: the same query with one fixed ECS option (dnsperf ``-E``);
+* ``subnets``: ``--subnets`` queries, each with a different ECS subnet
+  (dnsperf ``-B`` reading wire-format queries we generate): mostly /24s
+  across the IPv4 space, some inside the configured geo prefixes (IPv4 /24
+  and /26, IPv6 /56), so nothing keyed on the query bytes can repeat.
+
+Each run is repeated ``--repeat`` times (ours and knot alternate within a
+round); the table gives the median and the spread (min-max), and the load
+average before each round is printed, because other work on the machine
+moves these figures.
 
 Installs Debian ``dnsperf`` and ``knot`` on demand (apt-get). Every run is
 bounded by ``--seconds``; every process started here is stopped by PID.
@@ -17,8 +29,12 @@ bounded by ``--seconds``; every process started here is stopped by PID.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
+import random
 import re
+import statistics
+import struct
 import shutil
 import signal
 import socket
@@ -86,11 +102,52 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
-def dnsperf(port: int, qfile: Path, seconds: float, ecs: bool) -> tuple[int, float]:
+def subnet_queries(path: Path, count: int, qname: str = "api.example.test") -> None:
+    """``count`` A queries for ``qname`` with distinct ECS subnets, in dnsperf's -B format (length-prefixed)."""
+    rnd = random.Random(7)
+    name = b"".join(bytes((len(p),)) + p.encode() for p in qname.split(".")) + b"\x00"
+    head = struct.pack("!HHHHHH", 0, 0, 1, 0, 0, 1) + name + struct.pack("!HH", 1, 1)
+    geo4 = [ipaddress.ip_network(f"127.{i}.0.0/16") for i in range(1, 6)]
+    geo6 = [ipaddress.ip_network(f"2001:db8:{i}::/48") for i in range(1, 6)]
+    seen: set[tuple[int, bytes]] = set()
+    out = bytearray()
+    while len(seen) < count:
+        roll = rnd.random()
+        if roll < 0.70:  # anywhere: the default geo
+            family, src = 1, 24
+            addr = bytes((rnd.randrange(1, 224), rnd.randrange(256), rnd.randrange(256)))
+        elif roll < 0.85:  # inside a geo's /16
+            family, src = 1, 24
+            net = rnd.choice(geo4)
+            addr = net.network_address.packed[:2] + bytes((rnd.randrange(256),))
+        elif roll < 0.90:  # the /26 geos: only a /26 (or longer) source can match them
+            family, src = 1, 26
+            addr = bytes((198, 51, 100, rnd.randrange(4) << 6))
+        else:  # IPv6 /56 inside a geo's /48
+            family, src = 2, 56
+            net = rnd.choice(geo6)
+            addr = net.network_address.packed[:6] + bytes((rnd.randrange(256),))
+        if (src, addr) in seen:
+            continue
+        seen.add((src, addr))
+        ecs = struct.pack("!HBB", family, src, 0) + addr
+        opt = b"\x00" + struct.pack("!HHIH", 41, 1232, 0, len(ecs) + 4) + struct.pack("!HH", 8, len(ecs)) + ecs
+        msg = head + opt
+        out += struct.pack("!H", len(msg)) + msg
+    path.write_bytes(bytes(out))
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def dnsperf(port: int, qfile: Path, seconds: float, mode: str) -> tuple[int, float]:
     cmd = ["taskset", "-c", "1", "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(qfile),
            "-l", str(seconds), "-q", "200", "-t", "2"]
-    if ecs:
+    if mode == "ecs":
         cmd += ["-E", ECS_OPTION]
+    elif mode == "subnets":
+        cmd += ["-B"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30).stdout
     done = re.search(r"Queries completed:\s+(\d+)", out)
     qps = re.search(r"Queries per second:\s+([\d.]+)", out)
@@ -99,9 +156,9 @@ def dnsperf(port: int, qfile: Path, seconds: float, ecs: bool) -> tuple[int, flo
     return int(done.group(1)), float(qps.group(1))
 
 
-def measure(pid: int, port: int, qfile: Path, seconds: float, ecs: bool) -> dict[str, float]:
+def measure(pid: int, port: int, qfile: Path, seconds: float, mode: str) -> dict[str, float]:
     before = cpu_seconds(pid)
-    answered, qps = dnsperf(port, qfile, seconds, ecs)
+    answered, qps = dnsperf(port, qfile, seconds, mode)
     used = cpu_seconds(pid) - before
     us = used * 1e6 / max(answered, 1)
     return {"answered": answered, "qps_shared_core": qps, "cpu_us_per_query": us, "qps_per_core": 1e6 / us}
@@ -131,58 +188,93 @@ zone:
     return conf
 
 
+MODES = ("plain", "ecs", "subnets")
+
+
+def run_ours(work: Path, seconds: float, files: dict[str, Path]) -> dict[str, dict[str, float]]:
+    # the persisted table (weighted split in every geo), no etcd, metrics served
+    config = write_config(work / "ours")
+    cfg = load_config(config)
+    save_table(work / "ours" / "dns-table.json", table_with(cfg, 1, WEIGHTS))
+    port = free_port()
+    ours = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c",
+                             "from steering.cli.main import main; main()", "dns", "--config", str(config),
+                             "--listen", f"127.0.0.1:{port}", "--no-etcd",
+                             "--metrics-addr", f"127.0.0.1:{free_port()}"],
+                            cwd=ROOT, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        wait_udp(port, time.monotonic() + 20)
+        return {m: measure(ours.pid, port, files[m], seconds, m) for m in MODES}
+    finally:
+        stop(ours)
+
+
+def run_knot(work: Path, seconds: float, files: dict[str, Path]) -> dict[str, dict[str, float]]:
+    kwork = work / "knot"
+    shutil.rmtree(kwork, ignore_errors=True)
+    kwork.mkdir()
+    kport = free_port()
+    knotd = shutil.which("knotd") or "/usr/sbin/knotd"
+    knot = subprocess.Popen(["taskset", "-c", "0", knotd, "-c", str(knot_conf(kwork, kport))],
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_udp(kport, time.monotonic() + 20)
+        return {m: measure(knot.pid, kport, files[m], seconds, m) for m in MODES}
+    finally:
+        stop(knot)
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):7.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=8.0, help="length of each dnsperf run (bounded)")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds; the median and spread are reported")
+    ap.add_argument("--subnets", type=int, default=250_000, help="distinct ECS subnets in the 'subnets' load")
+    ap.add_argument("--servers", default="ours,knot", help="which servers to run (comma-separated)")
     args = ap.parse_args()
     seconds = min(max(args.seconds, 1.0), 30.0)
+    rounds = min(max(args.repeat, 1), 10)
+    servers = [s for s in args.servers.split(",") if s]
     if (os.cpu_count() or 1) < 2:
         sys.exit("needs two cores: the server on one, dnsperf on the other")
     ensure_tools()
     work = Path(tempfile.mkdtemp(prefix="dnsbench-"))
-    qfile = work / "queries.txt"
-    qfile.write_text("api.example.test A\n")
+    plain = work / "queries.txt"
+    plain.write_text("api.example.test A\n")
+    subnets = work / "subnets.bin"
+    subnet_queries(subnets, min(max(args.subnets, 1), 2_000_000))
+    files = {"plain": plain, "ecs": plain, "subnets": subnets}
     busy = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", "while True: pass"])
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, list[dict[str, float]]]] = {s: {m: [] for m in MODES} for s in servers}
     try:
-        # ours: the persisted table (weighted split in every geo), no etcd
-        config = write_config(work / "ours")
-        cfg = load_config(config)
-        save_table(work / "ours" / "dns-table.json", table_with(cfg, 1, WEIGHTS))
-        port = free_port()
-        ours = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c",
-                                 "from steering.cli.main import main; main()", "dns", "--config", str(config),
-                                 "--listen", f"127.0.0.1:{port}", "--no-etcd",
-                                 "--metrics-addr", f"127.0.0.1:{free_port()}"],
-                                cwd=ROOT, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)})
-        try:
-            wait_udp(port, time.monotonic() + 20)
-            results["ours"] = measure(ours.pid, port, qfile, seconds, ecs=False)
-            results["ours+ecs"] = measure(ours.pid, port, qfile, seconds, ecs=True)
-        finally:
-            stop(ours)
-        kwork = work / "knot"
-        kwork.mkdir()
-        kport = free_port()
-        knotd = shutil.which("knotd") or "/usr/sbin/knotd"
-        knot = subprocess.Popen(["taskset", "-c", "0", knotd, "-c", str(knot_conf(kwork, kport))],
-                                stderr=subprocess.DEVNULL)
-        try:
-            wait_udp(kport, time.monotonic() + 20)
-            results["knot"] = measure(knot.pid, kport, qfile, seconds, ecs=False)
-            results["knot+ecs"] = measure(knot.pid, kport, qfile, seconds, ecs=True)
-        finally:
-            stop(knot)
+        for r in range(rounds):
+            print(f"round {r + 1}/{rounds}: load average before: {loadavg()}", flush=True)
+            for server in servers:
+                got = (run_ours if server == "ours" else run_knot)(work, seconds, files)
+                for m in MODES:
+                    results[server][m].append(got[m])
     finally:
         stop(busy)
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{'server':10} {'answered':>10} {'qps(shared core)':>17} {'cpu us/query':>13} {'qps/core':>10}")
-    for name, r in results.items():
-        print(f"{name:10} {int(r['answered']):>10} {r['qps_shared_core']:>17.0f} {r['cpu_us_per_query']:>13.2f}"
-              f" {r['qps_per_core']:>10.0f}")
-    for mode, k in (("no ECS", ""), ("ECS", "+ecs")):
-        ratio = results["ours" + k]["qps_per_core"] / results["knot" + k]["qps_per_core"]
-        print(f"ratio ours/knot per core, steered name, {mode}: {ratio:.2f}")
+    print(f"load average after: {loadavg()}")
+    print(f"{'server':6} {'load':8} {'answered':>9} {'qps(shared core)':>17} {'cpu us/query median (min-max)':>31}"
+          f" {'qps/core':>9}")
+    for server in servers:
+        for m in MODES:
+            rs = results[server][m]
+            us = [x["cpu_us_per_query"] for x in rs]
+            print(f"{server:6} {m:8} {int(statistics.median(x['answered'] for x in rs)):>9}"
+                  f" {statistics.median(x['qps_shared_core'] for x in rs):>17.0f} {_spread(us):>31}"
+                  f" {1e6 / statistics.median(us):>9.0f}")
+    if "ours" in servers and "knot" in servers:
+        for m in MODES:
+            ratios = [k["cpu_us_per_query"] / o["cpu_us_per_query"]
+                      for o, k in zip(results["ours"][m], results["knot"][m], strict=True)]
+            print(f"ratio ours/knot per core, steered name, {m:8}: median {statistics.median(ratios):.2f}"
+                  f" (rounds: {', '.join(f'{x:.2f}' for x in ratios)})")
 
 
 if __name__ == "__main__":

@@ -5,155 +5,216 @@ and either nothing or exactly one OPT (version 0) in additional, whose
 options may include one well-formed ECS option. Everything else, and any
 answer that would not fit the client's payload, goes to ``slowpath``,
 which is complete and strict. Reading the header and question with bytes
-operations costs a few µs; dnspython's parse and render cost ~100 µs.
+operations costs about a µs; dnspython's parse and render cost ~100 µs.
+
+Every query does the same work: there is no cache of replies or of ECS
+subnets, because resolvers send many distinct subnets and such caches miss
+exactly when the load is high (``clientkeys`` makes the subnet cheap instead).
+Only the resolver's own address, of which there are few, is cached.
+
+Thread safety: the answer tables live in one immutable ``_Tables`` object
+that ``install`` swaps with one reference assignment; ``answer`` reads that
+reference once, so a query on another thread sees old or new answers, never
+a mix. Counters are ``cell[0] += 1`` on pre-allocated lists (no lock).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import sys
 import zlib
 from bisect import bisect_right
 from typing import Any
 
-from dnsserver.geo import ClientKey, GeoMap
+from dnsserver.clientkeys import ClientKeys, ClientTuple
+from dnsserver.geo import GeoMap
 from dnsserver.render import Snapshot
 
 MAX_UDP_PAYLOAD = 1232  # what we advertise and cap UDP answers at (DNS flag day 2020)
-_QD1 = b"\x00\x01\x00\x00\x00\x00"
-_OPT_HEAD = b"\x00\x00\x29" + MAX_UDP_PAYLOAD.to_bytes(2, "big") + b"\x00\x00"
-_DO = b"\x80\x00"
-_NO_DO = b"\x00\x00"
-_ECS_HEAD = b"\x00\x08"
-_CACHE_MAX = 100_000
+_OPT_DO = b"\x00\x00\x29" + MAX_UDP_PAYLOAD.to_bytes(2, "big") + b"\x00\x00\x80\x00"
+_OPT_NO_DO = b"\x00\x00\x29" + MAX_UDP_PAYLOAD.to_bytes(2, "big") + b"\x00\x00\x00\x00"
+_OPT_TYPE = b"\x00\x00\x29"  # root owner, type OPT
+_ECS_CODE = b"\x00\x08"
+_SCOPE = tuple(bytes((i,)) for i in range(256))
+_SRC_CACHE_MAX = 100_000
 _GOLDEN = 0x9E3779B1
+_COUNTS_PLAIN = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # bytes 4-12: one question, nothing else
+_COUNTS_OPT = b"\x00\x01\x00\x00\x00\x00\x00\x01"  # ... and one additional record (OPT)
+Host = str | bytes | int
+_LETTERS = frozenset(range(0x41, 0x5B)) | frozenset(range(0x61, 0x7B))
+
+
+class _Tables:
+    """One snapshot's answers, in the two lookups the hot path makes. Immutable once built."""
+
+    __slots__ = ("entries", "folded")
+
+    def __init__(self, entries: dict[bytes, tuple[Any, Any]]) -> None:
+        memo: dict[int, tuple[Any, ...]] = {}
+        self.entries = {k: _entry(v, memo) for k, v in entries.items()}
+        # keyed by the whole question lower-cased in one step (name, type and class together); only
+        # keys whose type/class bytes hold no ASCII letter, so lower() cannot make two keys collide
+        # or let a query of another type match. The rest (HTTPS is type 0x0041) use ``entries``.
+        self.folded = {k: v for k, v in self.entries.items() if not _LETTERS.intersection(k[-4:])}
+
+
+def _variant(v: tuple[Any, ...], memo: dict[int, tuple[Any, ...]]) -> tuple[Any, ...]:
+    """render's ``(rcode, counts, counts_with_opt, body, udp_cell, tcp_cell)`` as
+    ``(heads, body, udp_cell, tcp_cell)``: ``heads[RD | CD | 2 if OPT]`` is flags and counts, ready to copy."""
+    out = memo.get(id(v))
+    if out is None:
+        rcode, counts, counts_opt, body, udp_cell, tcp_cell = v
+        heads = tuple(bytes((0x84 | (i & 0x01), (i & 0x10) | rcode)) + (counts_opt if i & 0x02 else counts)
+                      for i in range(0x14))
+        out = memo[id(v)] = (heads, body, udp_cell, tcp_cell)
+    return out
+
+
+def _entry(e: tuple[Any, Any], memo: dict[int, tuple[Any, ...]]) -> tuple[Any, Any]:
+    seed, data = e
+    if seed is None:
+        return None, _variant(data, memo)
+    return seed, tuple((total, cum, tuple(_variant(v, memo) for v in variants), cells, fb)
+                       for total, cum, variants, cells, fb in data)
+
+
+def _find_ecs(q: bytes, p: int, n: int) -> bytes | None:
+    """The ECS option's data among OPT options from ``p`` to ``n``: b"" when absent, None when malformed."""
+    ecs = b""
+    found = False
+    while p < n:
+        if p + 4 > n:
+            return None
+        olen = (q[p + 2] << 8) | q[p + 3]
+        if p + 4 + olen > n:
+            return None
+        if q[p] == 0 and q[p + 1] == 8:
+            if found:
+                return None  # two ECS options: FORMERR (slow path)
+            found = True
+            ecs = q[p + 4:p + 4 + olen]
+            if not ecs:
+                return None  # an empty ECS option is malformed
+        p += 4 + olen
+    return ecs
 
 
 class FastPath:
     def __init__(self, geomap: GeoMap, snapshot: Snapshot) -> None:
         self.geomap = geomap
-        self.entries: dict[bytes, tuple[Any, Any]] = snapshot.entries
-        self._src: dict[str, ClientKey] = {}
-        self._ecs: dict[bytes, ClientKey | None] = {}
-        # everything after the ID is a function of (query after the ID, client, transport) within
-        # one snapshot, so a repeated query costs one dict lookup; cleared on every install
-        self._replies: dict[tuple[bytes, str, int], tuple[bytes, list[int], Any, Any]] = {}
+        self.keys = ClientKeys(geomap)
+        self.tables = _Tables(snapshot.entries)
+        self._src: dict[str, ClientTuple] = {}
+
+    @property
+    def entries(self) -> dict[bytes, tuple[Any, Any]]:
+        return self.tables.entries
 
     def install(self, snapshot: Snapshot) -> None:
-        # two reference swaps with no await between: a query sees old or new answers, never a mix
-        self.entries = snapshot.entries
-        self._replies = {}
+        self.tables = _Tables(snapshot.entries)  # one reference swap: see the module docstring
 
-    def source_key(self, host: str) -> ClientKey:
+    def source_key(self, host: Host) -> ClientTuple:
+        """Client key for the resolver's address: text, packed bytes, or an IPv4 ``sin_addr`` read as an int."""
         key = self._src.get(host)
         if key is None:
-            if len(self._src) >= _CACHE_MAX:
+            if len(self._src) >= _SRC_CACHE_MAX:
                 self._src.clear()
-            key = self._src[host] = self.geomap.key_for_source(host)
+            if isinstance(host, str):
+                k = self.geomap.key_for_source(host)
+            else:
+                ip = ipaddress.ip_address(host.to_bytes(4, sys.byteorder) if isinstance(host, int) else host)
+                if ip.version == 6 and ip.ipv4_mapped is not None:
+                    ip = ip.ipv4_mapped
+                k = self.geomap.key(ip.version, ip.packed, 128)
+            key = self._src[host] = (k.geo, k.subnet, k.scope)
         return key
 
-    def ecs_key(self, opt: bytes) -> ClientKey | None:
-        """Client key for an ECS option's data, or None when it is malformed (the slow path says FORMERR)."""
-        if opt in self._ecs:
-            return self._ecs[opt]
-        key = None
-        if len(opt) >= 4 and opt[3] == 0:
-            family = (opt[0] << 8) | opt[1]
-            src = opt[2]
-            addr = opt[4:]
-            width = 32 if family == 1 else 128 if family == 2 else 0
-            if width and src <= width and len(addr) == (src + 7) // 8:
-                rest = src % 8
-                if not (rest and addr[-1] & (0xFF >> rest)):
-                    key = self.geomap.key(4 if family == 1 else 6, addr, src)
-        if len(self._ecs) >= _CACHE_MAX:
-            self._ecs.clear()
-        self._ecs[opt] = key
-        return key
-
-    def answer(self, q: bytes, host: str, tcp: int) -> bytes | None:
-        hit = self._replies.get((q[2:], host, tcp))
-        if hit is not None:
-            hit[1][0] += 1
-            if hit[2] is not None:
-                hit[2][0] += 1
-                if hit[3] is not None:
-                    hit[3][0] += 1
-            return q[:2] + hit[0]
-        return self._answer(q, host, tcp)
-
-    def _answer(self, q: bytes, host: str, tcp: int) -> bytes | None:
+    def answer(self, q: bytes, host: Host, tcp: int) -> bytes | None:
         n = len(q)
-        if n < 17 or q[2] & 0xF8 or q[4:10] != _QD1:
-            return None  # a response, another opcode, or not exactly one question
+        if n < 17 or q[2] & 0xF8:
+            return None  # a response, or another opcode
+        counts = q[4:12]
         end = q.find(b"\x00", 12)
         qe = end + 5
         if end < 0 or qe > n:
             return None
-        entry = self.entries.get(q[12:end + 1].lower() + q[end + 1:qe])
+        tables = self.tables
+        question = q[12:qe]
+        entry = tables.folded.get(question.lower())
         if entry is None:
-            return None
-        arcount = q[10:12]
+            entry = tables.entries.get(q[12:end + 1].lower() + q[end + 1:qe])
+            if entry is None:
+                return None
         ecs = None
-        if arcount == b"\x00\x00":
+        if counts == _COUNTS_PLAIN:
             if qe != n:
                 return None
             limit = 65535 if tcp else 512
-            opt = b""
-        elif arcount == b"\x00\x01":
-            # OPT: root owner, type 41, class = payload, ttl = ext-rcode, version, flags
-            if n < qe + 11 or q[qe] or q[qe + 1:qe + 3] != b"\x00\x29" or q[qe + 6]:
+            opt = None
+        elif counts == _COUNTS_OPT:
+            rdlen = n - qe - 11
+            # OPT: root owner, type 41, class = payload, ttl = ext-rcode, version, flags; rdata to the end
+            if rdlen < 0 or q[qe:qe + 3] != _OPT_TYPE or q[qe + 6] or ((q[qe + 9] << 8) | q[qe + 10]) != rdlen:
                 return None
-            if qe + 11 + ((q[qe + 9] << 8) | q[qe + 10]) != n:
-                return None
-            p = qe + 11
-            while p < n:
-                if p + 4 > n:
+            opt = _OPT_DO if q[qe + 7] & 0x80 else _OPT_NO_DO
+            if tcp:
+                limit = 65535
+            else:
+                limit = (q[qe + 3] << 8) | q[qe + 4]
+                limit = MAX_UDP_PAYLOAD if limit > MAX_UDP_PAYLOAD else 512 if limit < 512 else limit
+            if not rdlen:
+                pass
+            elif q[qe + 11:qe + 13] == _ECS_CODE and ((q[qe + 13] << 8) | q[qe + 14]) == rdlen - 4:
+                # the usual shape: the ECS option and nothing else. Its echo is the same bytes but the
+                # scope: rdlen, code, length, family, source; scope; address
+                ecs = q[qe + 15:]
+                echo = q[qe + 9:qe + 18]
+                suffix = q[qe + 19:]
+            else:
+                found = _find_ecs(q, qe + 11, n)
+                if found is None:
                     return None
-                olen = (q[p + 2] << 8) | q[p + 3]
-                if p + 4 + olen > n:
-                    return None
-                if q[p] == 0 and q[p + 1] == 8:
-                    if ecs is not None:
-                        return None
-                    ecs = q[p + 4:p + 4 + olen]
-                p += 4 + olen
-            limit = 65535 if tcp else max(512, min((q[qe + 3] << 8) | q[qe + 4], MAX_UDP_PAYLOAD))
-            opt = _OPT_HEAD + (_DO if q[qe + 7] & 0x80 else _NO_DO)
+                if found:
+                    if len(found) > 20:
+                        return None  # longer than any valid ECS option (IPv6 /128): the slow path says why
+                    ecs = found
+                    olen = len(ecs)
+                    echo = bytes((0, olen + 4, 0, 8, 0, olen)) + ecs[:3]
+                    suffix = ecs[4:]
         else:
             return None
         seed, data = entry
-        if ecs is not None:
-            key = self.ecs_key(ecs)
-            if key is None:
-                return None
-            # scope: the bits the answer depends on; none for an answer that is the same for everyone
-            opt += ((len(ecs) + 4).to_bytes(2, "big") + _ECS_HEAD + len(ecs).to_bytes(2, "big") + ecs[:3]
-                    + (b"\x00" if seed is None else key.scope.to_bytes(1, "big")) + ecs[4:])
-        elif opt:
-            opt += b"\x00\x00"
         if seed is None:
             variant = data
         else:
             if ecs is None:
-                key = self.source_key(host)
-            total, cum, variants, cells, fb = data[key.geo]
+                key = self._src.get(host) or self.source_key(host)
+            else:
+                key = self.keys.ecs(ecs)
+                if key is None:
+                    return None
+            total, cum, variants, cells, fb = data[key[0]]
             if len(variants) == 1:
                 i = 0
             else:
-                i = bisect_right(cum, ((zlib.crc32(key.subnet, seed) * _GOLDEN) & 0xFFFFFFFF) * total >> 32)
+                i = bisect_right(cum, ((zlib.crc32(key[1], seed) * _GOLDEN) & 0xFFFFFFFF) * total >> 32)
             variant = variants[i]
-        resp = b"".join((q[:2], bytes((0x84 | (q[2] & 0x01), (q[3] & 0x10) | variant[0])),
-                         variant[2] if opt else variant[1], q[12:qe], variant[3], opt))
+        if opt is None:
+            resp = b"".join((q[:2], variant[0][(q[2] & 0x01) | (q[3] & 0x10)], question, variant[1]))
+        elif ecs is None:
+            resp = b"".join((q[:2], variant[0][(q[2] & 0x01) | (q[3] & 0x10) | 2], question, variant[1], opt,
+                             b"\x00\x00"))
+        else:
+            if seed is None and self.keys.ecs(ecs) is None:
+                return None  # malformed ECS: FORMERR from the slow path
+            # scope: the bits the answer depends on; none for an answer that is the same for everyone
+            resp = b"".join((q[:2], variant[0][(q[2] & 0x01) | (q[3] & 0x10) | 2], question, variant[1], opt,
+                             echo, _SCOPE[0 if seed is None else key[2]], suffix))
         if len(resp) > limit:
             return None  # the slow path truncates properly
-        qcell = variant[5 if tcp else 4]
-        qcell[0] += 1
-        acell = None
+        variant[3 if tcp else 2][0] += 1
         if seed is not None:
-            acell = cells[i]
-            acell[0] += 1
+            cells[i][0] += 1
             if fb is not None:
                 fb[0] += 1
-        if len(self._replies) >= _CACHE_MAX:
-            self._replies.clear()
-        self._replies[(q[2:], host, tcp)] = (resp[2:], qcell, acell, fb if acell is not None else None)
         return resp

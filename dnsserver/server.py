@@ -3,11 +3,19 @@
 ``DnsServer`` owns the current ``Snapshot``. ``apply_table`` renders a new one
 off the event loop, swaps it in with one assignment, then persists the table,
 so queries never wait for a render and never see half of one.
+
+UDP is served by one blocking thread per socket (``udpthread``: cheaper per
+query than the event loop; ``udpbatch``: many datagrams per system call where
+Linux allows), TCP by the event loop. Both call the same answer
+functions, which read the tables through one reference, so a swap on the loop
+thread is safe for the UDP threads. ``udp_threads=False`` serves UDP on the
+event loop instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 import time
 from collections import defaultdict
@@ -19,6 +27,8 @@ from dnsserver.metrics import Stats
 from dnsserver.persist import save_table
 from dnsserver.render import Snapshot, build_snapshot
 from dnsserver.slowpath import SlowPath
+from dnsserver.udpbatch import BatchUdpWorker, batch_available
+from dnsserver.udpthread import UdpWorker, bind_udp
 from dnsserver.zones import load_zones
 from steering import logs
 from steering.addr import parse_hostport
@@ -32,8 +42,10 @@ _SERVFAIL = 2
 
 class DnsServer:
     def __init__(self, cfg: Config, table: RoutingTable | None = None, state_file: str | None = None,
-                 stats: Stats | None = None) -> None:
+                 stats: Stats | None = None, udp_threads: bool = True, udp_batch: bool = True) -> None:
         self.cfg = cfg
+        self.udp_threads = udp_threads
+        self.udp_batch = udp_batch
         self.state_file = state_file
         self.stats = stats or Stats()
         self.zones = load_zones(cfg)
@@ -43,6 +55,7 @@ class DnsServer:
         self.fast = FastPath(self.geomap, self.snapshot)
         self._note(self.snapshot)
         self._udp: list[asyncio.DatagramTransport] = []
+        self._workers: list[UdpWorker] = []
         self._tcp: list[asyncio.base_events.Server] = []
         self._conns: set[asyncio.Transport] = set()
         self.addresses: list[tuple[str, int]] = []
@@ -120,25 +133,41 @@ class DnsServer:
         for addr in listen:
             host, port = parse_hostport(addr)
             for _ in range(50):
-                udp, _proto = await loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(host, port))
-                bound = udp.get_extra_info("sockname")[1]
+                sock = bind_udp(host, port)
+                bound = sock.getsockname()[1]
                 try:
                     tcp = await loop.create_server(lambda: _Tcp(self), host, bound, reuse_address=True)
                 except OSError:
-                    udp.close()
+                    sock.close()
                     if port:
                         raise
                     continue
                 break
             else:
                 raise OSError(f"{addr}: no port free for both UDP and TCP")
-            self._udp.append(udp)
             self._tcp.append(tcp)
+            await self._serve_udp(sock)
             self.addresses.append((host, bound))
             log.info("dns.listening", host=host, port=bound)
         return self.addresses
 
+    async def _serve_udp(self, sock: socket.socket) -> None:
+        if self.udp_threads:
+            kind = BatchUdpWorker if self.udp_batch and batch_available() else UdpWorker
+            worker = kind(sock, self.fast.answer, self.handle_slow)
+            worker.start()
+            self._workers.append(worker)
+        else:
+            sock.setblocking(False)
+            udp, _proto = await asyncio.get_running_loop().create_datagram_endpoint(lambda: _Udp(self), sock=sock)
+            self._udp.append(udp)
+
     async def close(self) -> None:
+        workers, self._workers = self._workers, []
+        for worker in workers:
+            worker.request_stop()  # all flags first, so the threads wind down together
+        for worker in workers:
+            await asyncio.to_thread(worker.stop)
         for udp in self._udp:
             udp.close()
         for srv in self._tcp:

@@ -1,0 +1,108 @@
+"""Client keys for the hot path: an ECS option's bytes to (geo, subnet, scope) without a cache.
+
+Pure. ``GeoMap.key`` is the reference (ints, a dataclass, a loop over every
+prefix length: ~1.5 µs here); resolvers send many distinct subnets, so a cache
+of its results misses when it matters. This computes the same triple with a
+few bytes operations and a dict lookup or two in a *block index*: per address
+family, levels of byte-aligned blocks (IPv4 /16 then /24; IPv6 /32, /48, /56).
+A block's entry is the geo of every address in it (the longest configured
+prefix no longer than the block), or, when the block holds a longer prefix,
+"refine" with that geo as the fallback for the next level, where absent
+blocks take the fallback. Sources that are not long enough for a level, or
+that end between levels inside a refined block, or that are longer than the
+key bits, take ``GeoMap.key`` itself, so both always agree (a Hypothesis
+property checks it).
+"""
+
+from __future__ import annotations
+
+from dnsserver.geo import GeoMap
+
+ClientTuple = tuple[int, bytes, int]  # (geo index, subnet bytes hashed for the pick, ECS scope)
+
+_LEVELS = {4: (16, 24), 6: (32, 48, 56)}
+_MAX_BLOCKS = 1 << 17  # prefixes much shorter than a level would expand to too many blocks: stop there
+
+
+class _Family:
+    __slots__ = ("family", "width", "nbytes", "key_bits", "levels", "head", "pad")
+
+    def __init__(self, geomap: GeoMap, family: int) -> None:
+        self.family = family
+        self.width = 32 if family == 4 else 128
+        self.nbytes = self.width // 8
+        self.key_bits = min(geomap.key_bits[family], self.width)
+        self.levels = _index(geomap, family, self.width)
+        # subnet = bytes((family, bits)) + address padded to the family's width, as GeoMap.key builds it
+        self.head = tuple(bytes((family, b)) for b in range(self.width + 1))
+        self.pad = tuple(b"\x00" * i for i in range(self.nbytes + 1))
+
+
+def _index(geomap: GeoMap, family: int, width: int) -> tuple[tuple[int, int, dict[bytes, int]], ...]:
+    """Levels ``(bits, bytes, {block: geo, or -2 - fallback geo when refined})``."""
+    # GeoMap keeps {prefix length: {network int: geo}} per family; only the networks are needed
+    # here: every entry's value comes from GeoMap.match, the reference
+    nets = [(plen, net) for plen, by_net in geomap._tables[family] for net in by_net]
+    levels = []
+    prev = 0
+    expanded = 0
+    for bits in _LEVELS[family]:
+        blocks: set[int] = set()
+        refine: set[int] = set()
+        for plen, net in nets:
+            if plen > bits:
+                refine.add(net >> (width - bits))
+            elif plen > prev or not levels:
+                first = net >> (width - bits)
+                count = 1 << (bits - plen)
+                expanded += count
+                if expanded > _MAX_BLOCKS:
+                    return tuple(levels)  # deeper levels need this one: stop here
+                blocks.update(range(first, first + count))
+        table: dict[bytes, int] = {}
+        for block in blocks | refine:
+            geo = geomap.match(family, block << (width - bits), bits)
+            table[block.to_bytes(bits // 8, "big")] = -2 - geo if block in refine else geo
+        levels.append((bits, bits // 8, table))
+        if not refine:
+            break
+        prev = bits
+    return tuple(levels)
+
+
+class ClientKeys:
+    """ECS option data -> client tuple; the same answer as ``GeoMap.key``, in a fraction of the time."""
+
+    def __init__(self, geomap: GeoMap) -> None:
+        self.geomap = geomap
+        self.default = geomap.default
+        self._fam = {1: _Family(geomap, 4), 2: _Family(geomap, 6)}
+
+    def ecs(self, opt: bytes) -> ClientTuple | None:
+        """For an ECS option's data (family, source, scope, address); None when malformed (FORMERR)."""
+        if len(opt) < 4 or opt[0] or opt[3]:
+            return None  # unknown family (high byte), or a scope in a query (RFC 7871 §7.1.2: must be 0)
+        f = self._fam.get(opt[1])
+        if f is None:
+            return None
+        src = opt[2]
+        addr = opt[4:]
+        n = len(addr)
+        if src > f.width or n != (src + 7) >> 3:
+            return None
+        rest = src & 7
+        if rest and addr[-1] & (0xFF >> rest):
+            return None  # address bits beyond the source prefix must be zero
+        if src <= f.key_bits:
+            geo = self.default
+            for bits, nb, table in f.levels:
+                if src < bits:
+                    break  # prefixes between the last level and the source could match: the reference
+                v = table.get(addr[:nb], geo)
+                if v >= 0:
+                    return v, f.head[src] + addr + f.pad[f.nbytes - n], src
+                geo = -2 - v
+                if src == bits:  # the longer prefixes inside need more bits than the client gave
+                    return geo, f.head[src] + addr + f.pad[f.nbytes - n], src
+        k = self.geomap.key(f.family, addr, src)
+        return k.geo, k.subnet, k.scope

@@ -1,0 +1,135 @@
+"""The hot path agrees with the reference code: client keys with GeoMap.key, replies with the slow path.
+
+Pure (no sockets): Hypothesis drives random prefix sets, ECS options and
+queries; whenever the fast path answers, the slow path (dnspython) must give
+the same message, and the client key must be the one GeoMap computes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import dns.edns
+import dns.flags
+import dns.message
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dnsserver.clientkeys import ClientKeys
+from dnsserver.geo import GeoMap
+from dnsserver.server import DnsServer
+from dnsserver.testing import load, table_with
+from steering.config import Geo
+
+WEIGHTS = {"api.example.test.": {g: {"us-east-1": 500, "us-west-2": 300, "eu-west-1": 200}
+                                 for g in ("na-east", "na-west", "europe", "south-america", "asia-pacific", "world")}}
+
+
+@st.composite
+def v4_net(draw: st.DrawFn) -> str:
+    plen = draw(st.sampled_from([8, 12, 15, 16, 17, 20, 23, 24, 25, 26, 30, 32]))
+    base = draw(st.sampled_from([0x0A000000, 0xC6336400, 0x7F010000, 0xCB007100])) ^ draw(st.integers(0, 0xFFFF))
+    return str(ipaddress.ip_network((base >> (32 - plen) << (32 - plen), plen)))
+
+
+@st.composite
+def v6_net(draw: st.DrawFn) -> str:
+    plen = draw(st.sampled_from([24, 32, 40, 44, 48, 52, 56, 60, 64]))
+    base = (0x20010DB8 << 96) ^ (draw(st.integers(0, 0xFFFF)) << 80) ^ (draw(st.integers(0, 3)) << 100)
+    return str(ipaddress.ip_network((base >> (128 - plen) << (128 - plen), plen)))
+
+
+@st.composite
+def geomaps(draw: st.DrawFn) -> GeoMap:
+    geos = []
+    for i in range(draw(st.integers(1, 4))):
+        nets = draw(st.lists(st.one_of(v4_net(), v6_net()), max_size=6))
+        geos.append(Geo(id=f"g{i}", prefixes=tuple(dict.fromkeys(nets)), prefer=("r",)))
+    geos.append(Geo(id="world", prefer=("r",), default=True))
+    return GeoMap(geos, "world")
+
+
+@st.composite
+def ecs_options(draw: st.DrawFn, geomap: GeoMap) -> bytes:
+    family = draw(st.sampled_from([1, 2]))
+    width = 32 if family == 1 else 128
+    src = draw(st.one_of(st.sampled_from([0, 8, 16, 20, 24, 25, 26, 32, 48, 56, 64]), st.integers(0, width)))
+    src = min(src, width)
+    # addresses near the configured networks, so the interesting blocks are hit
+    nets = [n for t in geomap._tables[4 if family == 1 else 6] for n in t[1]]
+    base = draw(st.sampled_from(nets)) if nets and draw(st.booleans()) else draw(st.integers(0, (1 << width) - 1))
+    addr = (base ^ draw(st.integers(0, 0xFFFF)) << draw(st.sampled_from([0, 4, 8, 16]))) & ((1 << width) - 1)
+    addr = addr >> (width - src) << (width - src) if src else 0
+    raw = addr.to_bytes(width // 8, "big")[:(src + 7) // 8]
+    return bytes((0, family, src, 0)) + raw
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.data())
+def test_client_keys_match_geomap(data: st.DataObject) -> None:
+    geomap = data.draw(geomaps())
+    keys = ClientKeys(geomap)
+    for _ in range(20):
+        opt = data.draw(ecs_options(geomap))
+        family, src, addr = opt[1], opt[2], opt[4:]
+        ref = geomap.key(4 if family == 1 else 6, addr, src)
+        assert keys.ecs(opt) == (ref.geo, ref.subnet, ref.scope), opt.hex()
+
+
+@pytest.mark.parametrize("opt", [b"", b"\x00\x01\x18", b"\x00\x03\x18\x00\x01\x02\x03", b"\x01\x01\x18\x00\x01\x02\x03",
+                                 b"\x00\x01\x18\x05\x01\x02\x03",  # scope set in a query
+                                 b"\x00\x01\x18\x00\x01\x02",  # address shorter than the source prefix
+                                 b"\x00\x01\x17\x00\x01\x02\x03",  # bits beyond the source prefix set
+                                 b"\x00\x01\x21\x00\x01\x02\x03\x04\x05"])  # /33 for IPv4
+def test_client_keys_reject_malformed(opt: bytes) -> None:
+    keys = ClientKeys(GeoMap([Geo(id="world", prefer=("r",), default=True)], "world"))
+    assert keys.ecs(opt) is None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> DnsServer:
+    cfg = load(Path(tmp_path_factory.mktemp("fast")))
+    return DnsServer(cfg, table_with(cfg, 1, WEIGHTS))
+
+
+NAMES = ["api.example.test", "API.Example.TEST", "aPi.eXample.test", "www.example.test", "example.test",
+         "video.example.test", "missing.example.test", "mail.example.test", "other.test", "www.example.com"]
+TYPES = ["A", "AAAA", "MX", "TXT", "NS", "SOA", "CNAME", "ANY", "HTTPS", "SRV", "CAA"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(NAMES), qtype=st.sampled_from(TYPES), edns=st.sampled_from([None, 0]),
+       payload=st.sampled_from([512, 600, 1232, 4096]), dnssec=st.booleans(), rd=st.booleans(), cd=st.booleans(),
+       ecs=st.one_of(st.none(), st.tuples(st.integers(0, 2**32 - 1), st.sampled_from([0, 16, 24, 26, 32]))),
+       ecs6=st.one_of(st.none(), st.tuples(st.integers(0, 2**128 - 1), st.sampled_from([32, 48, 56, 64]))),
+       host=st.sampled_from(["127.0.0.1", "127.1.2.3", "127.3.0.9", "::1", "::ffff:127.2.0.1"]),
+       tcp=st.sampled_from([0, 1]))
+def test_fast_path_replies_equal_slow_path(server: DnsServer, name: str, qtype: str, edns: int | None, payload: int,
+                                           dnssec: bool, rd: bool, cd: bool, ecs: tuple[int, int] | None,
+                                           ecs6: tuple[int, int] | None, host: str, tcp: int) -> None:
+    options = []
+    if ecs is not None:
+        addr = ecs[0] >> (32 - ecs[1]) << (32 - ecs[1]) if ecs[1] else 0
+        options = [dns.edns.ECSOption(str(ipaddress.IPv4Address(addr)), ecs[1])]
+    elif ecs6 is not None:
+        addr = ecs6[0] >> (128 - ecs6[1]) << (128 - ecs6[1])
+        options = [dns.edns.ECSOption(str(ipaddress.IPv6Address(addr)), ecs6[1])]
+    q = dns.message.make_query(name, qtype, use_edns=0 if options else edns, payload=payload,
+                               want_dnssec=dnssec, options=options or None)
+    q.flags = (q.flags & ~dns.flags.RD) | (dns.flags.RD if rd else 0) | (dns.flags.CD if cd else 0)
+    wire = q.to_wire()
+    fast = server.fast.answer(wire, host, tcp)
+    slow = server.slow.answer(server.snapshot, wire, host, tcp)
+    if fast is None:
+        return  # the slow path's own rules are tested over sockets elsewhere
+    a, b = dns.message.from_wire(fast), dns.message.from_wire(slow)
+    # CD: the fast path copies it (RFC 4035 §3.1.6); dnspython's make_response in the slow path does not
+    assert (a.id, a.flags & ~dns.flags.CD, a.ednsflags, a.edns, a.payload) == (
+        b.id, b.flags & ~dns.flags.CD, b.ednsflags, b.edns, b.payload)
+    assert a.flags & dns.flags.CD == (dns.flags.CD if cd else 0)
+    assert a.question == b.question and a.question[0].name.to_text() == name + "."  # 0x20 case kept
+    assert a.answer == b.answer and a.authority == b.authority
+    assert [o.to_wire() for o in a.options] == [o.to_wire() for o in b.options]  # ECS echo and scope
+    assert len(fast) <= len(slow)  # the same message; the pre-rendered one may compress better

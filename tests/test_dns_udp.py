@@ -1,0 +1,161 @@
+"""The UDP workers over real sockets: batched, plain thread and event loop answer alike (IPv4 and IPv6),
+table swaps under load are clean, and SIGTERM stops the daemon with its threads."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import dns.asyncquery
+import dns.edns
+import dns.exception
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from dnsserver.persist import save_table
+from dnsserver.server import DnsServer
+from dnsserver.testing import load, table_with, write_config
+from dnsserver.udpbatch import BatchUdpWorker, batch_available
+from dnsserver.udpthread import UdpWorker
+
+ROOT = Path(__file__).resolve().parent.parent
+EAST = {"192.0.2.10", "192.0.2.11"}
+WEST = {"192.0.2.20"}
+SPLIT = {"api.example.test.": {g: {"us-east-1": 500, "us-west-2": 500}
+                               for g in ("na-east", "na-west", "europe", "south-america", "asia-pacific", "world")}}
+MODES = [("batch", True, True), ("thread", True, False), ("loop", False, False)]
+
+
+def has_ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def addresses(r: dns.message.Message) -> set[str]:
+    return {rd.address for rd in r.answer[0]} if r.answer else set()
+
+
+@pytest.mark.parametrize("mode,threads,batch", MODES)
+async def test_workers_answer_alike(tmp_path: Path, mode: str, threads: bool, batch: bool) -> None:
+    cfg = load(tmp_path)
+    server = DnsServer(cfg, table_with(cfg, 1, SPLIT), udp_threads=threads, udp_batch=batch)
+    hosts = ["127.0.0.1"] + (["::1"] if has_ipv6() else [])
+    await server.start([f"[{h}]:0" if ":" in h else f"{h}:0" for h in hosts])
+    try:
+        want = {"batch": BatchUdpWorker if batch_available() else UdpWorker, "thread": UdpWorker}.get(mode)
+        assert [type(w) for w in server._workers] == ([want] * len(hosts) if want else [])
+        for host, port in server.addresses:
+            # many subnets over ECS: each answer is the one the slow path computes for that subnet
+            picks = set()
+            for i in range(40):
+                q = dns.message.make_query("aPi.Example.TEST", "A", use_edns=0,
+                                           options=[dns.edns.ECSOption(f"10.{i}.{i * 3}.0", 24)])
+                r = await dns.asyncquery.udp(q, host, port=port, timeout=3)
+                ref = dns.message.from_wire(server.slow.answer(server.snapshot, q.to_wire(), host, 0))
+                assert r.answer == ref.answer and r.question[0].name.to_text() == "aPi.Example.TEST."
+                assert r.options[0].scopelen == 24
+                picks.add(frozenset(addresses(r)))
+            assert picks == {frozenset(EAST), frozenset(WEST)}
+            # by source address (no ECS): stable
+            q = dns.message.make_query("api.example.test", "A")
+            first = await dns.asyncquery.udp(q, host, port=port, timeout=3)
+            again = await dns.asyncquery.udp(q, host, port=port, timeout=3)
+            assert addresses(first) == addresses(again) and addresses(first) in (EAST, WEST)
+            # the slow path from the worker: FORMERR for trailing junk, TC when the answer does not fit
+            bad = q.to_wire() + b"\xff"
+            loop = asyncio.get_running_loop()
+            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.setblocking(False)
+                await loop.sock_connect(s, (host, port))
+                await loop.sock_sendall(s, bad)
+                reply = await asyncio.wait_for(loop.sock_recv(s, 65535), 3)
+            assert reply[:2] == bad[:2] and reply[3] & 0x0F == dns.rcode.FORMERR
+    finally:
+        await server.close()
+    assert all(not w.thread.is_alive() for w in server._workers)
+
+
+async def test_table_swaps_under_load_are_clean(tmp_path: Path) -> None:
+    """A thread queries as fast as it can while the loop swaps tables: every reply is wholly old or new."""
+    cfg = load(tmp_path)
+    east = table_with(cfg, 1, {"api.example.test.": {g: {"us-east-1": 1} for g in SPLIT["api.example.test."]}})
+    west = table_with(cfg, 2, {"api.example.test.": {g: {"us-west-2": 1} for g in SPLIT["api.example.test."]}})
+    server = DnsServer(cfg, east)
+    await server.start(["127.0.0.1:0"])
+    port = server.addresses[0][1]
+    seen: list[frozenset[str]] = []
+    errors: list[str] = []
+    done = threading.Event()
+
+    def client() -> None:
+        q = dns.message.make_query("api.example.test", "A")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(2)
+            deadline = time.monotonic() + 20
+            for i in range(3000):  # bounded in count and time
+                if done.is_set() or time.monotonic() > deadline:
+                    break
+                q.id = i & 0xFFFF
+                s.sendto(q.to_wire(), ("127.0.0.1", port))
+                try:
+                    r = dns.message.from_wire(s.recv(65535))
+                except (TimeoutError, dns.exception.DNSException) as exc:
+                    errors.append(repr(exc))
+                    continue
+                seen.append(frozenset(addresses(r)))
+
+    t = threading.Thread(target=client)
+    t.start()
+    try:
+        for i in range(30):
+            server.set_table(west if i % 2 == 0 else east, persist=False)
+            await asyncio.sleep(0.01)
+    finally:
+        done.set()
+        await asyncio.to_thread(t.join, 30)
+        await server.close()
+    assert not errors
+    assert seen and set(seen) <= {frozenset(EAST), frozenset(WEST)}
+
+
+def test_sigterm_stops_daemon_and_threads(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    cfg = load(tmp_path)
+    save_table(tmp_path / "dns-table.json", table_with(cfg, 1, SPLIT))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-c", "from steering.cli.main import main; main()", "dns",
+                             "--config", str(config), "--listen", f"127.0.0.1:{port}", "--no-etcd"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        q = dns.message.make_query("api.example.test", "A")
+        deadline = time.monotonic() + 20
+        answered = None
+        while time.monotonic() < deadline and answered is None:
+            try:
+                answered = dns.query.udp(q, "127.0.0.1", port=port, timeout=0.3)
+            except (dns.exception.Timeout, OSError):
+                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert answered is not None and addresses(answered) in (EAST, WEST)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
