@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all venv demo test proto bench lint clean
+.PHONY: all venv demo test proto bench bench-dns clean
 
 all: test
 
@@ -30,6 +30,11 @@ proto: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/planner.py
+	$(BIN)/python bench/failover.py --trials 10
+	$(BIN)/python bench/ingest.py --sites 5000 --seconds 30
+
+bench-dns: $(STAMP)   # installs Debian's dnsperf and knot on first use
+	$(BIN)/python bench/dns_vs_knot.py --seconds 8 --repeat 3
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -25,8 +25,6 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# bench/ itself must not shadow packages (bench/dns.py vs dnspython's ``dns``).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 
 import dns.asyncquery  # noqa: E402

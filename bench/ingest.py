@@ -67,30 +67,36 @@ def scrape(port: int, metric: str) -> float:
     return total
 
 
-async def agent(stub: pb_grpc.HealthServiceStub, site: str, region: str, interval: float, until: float,
+async def agent(stub: pb_grpc.HealthServiceStub, site: str, region: str, kind: int, interval: float, until: float,
                 counts: dict[str, int], rng: random.Random) -> None:
+    """One simulated agent: a stream of reports; after a stream error it reconnects, as agents do."""
     seq = 0
+    status = pb.HEALTH_STATUS_HEALTHY
+    await asyncio.sleep(rng.random() * interval)  # spread the agents over the interval
 
     async def reports():  # type: ignore[no-untyped-def]
-        nonlocal seq
-        await asyncio.sleep(rng.random() * interval)  # spread the agents over the interval
-        status = pb.HEALTH_STATUS_HEALTHY
+        nonlocal seq, status
+        due = time.monotonic()
         while time.monotonic() < until:
             seq += 1
-            if rng.random() < 0.001:  # a rare real change
+            if kind == pb.SITE_KIND_CACHE and rng.random() < 0.001:  # a rare real change
                 status = pb.HEALTH_STATUS_UNHEALTHY if status == pb.HEALTH_STATUS_HEALTHY else pb.HEALTH_STATUS_HEALTHY
-            yield pb.HealthReport(site=site, region=region, kind=pb.SITE_KIND_CACHE, status=status,
+            yield pb.HealthReport(site=site, region=region, kind=kind, status=status,
                                   capacity=1000, load=500 + rng.uniform(-10, 10), sequence=seq,
                                   agent_id=f"bench-{site}")
-            await asyncio.sleep(interval)
+            due += interval  # on a fixed beat, so the offered rate really is one report per interval
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
 
-    try:
-        async for _ in stub.Report(reports()):
-            counts["acks"] += 1
-    except grpc.aio.AioRpcError as exc:
-        counts["errors"] += 1
-        if counts["errors"] <= 3:
-            print(f"stream error {site}: {exc.code().name} {exc.details()}", file=sys.stderr)
+    while time.monotonic() < until:
+        try:
+            async for _ in stub.Report(reports()):
+                counts["acks"] += 1
+        except grpc.aio.AioRpcError as exc:
+            counts["errors"] += 1
+            if counts["errors"] <= 3:
+                print(f"stream error {site} at {until - time.monotonic():.1f}s before the end: {exc.code().name} "
+                      f"{exc.details()}", file=sys.stderr)
+            await asyncio.sleep(0.5 + rng.random() * 0.5)
 
 
 async def worker(index: int, nworkers: int, sites: int, interval: float, port: int, seconds: float,
@@ -103,7 +109,11 @@ async def worker(index: int, nworkers: int, sites: int, interval: float, port: i
     start = time.monotonic()
     until = start + seconds
     tasks = [asyncio.create_task(agent(pb_grpc.HealthServiceStub(channels[n % len(channels)]), f"s{i:05d}",
-                                       REGIONS[i % 3], interval, until, counts, rng)) for n, i in enumerate(mine)]
+                                       REGIONS[i % 3], pb.SITE_KIND_CACHE, interval, until, counts, rng))
+             for n, i in enumerate(mine)]
+    if index == 0:  # the regions report too, or the planner (rightly) calls them silent and fails open
+        tasks += [asyncio.create_task(agent(pb_grpc.HealthServiceStub(channels[0]), r, r, pb.SITE_KIND_REGION,
+                                            interval, until, {"acks": 0, "errors": 0}, rng)) for r in REGIONS]
     await asyncio.sleep(warmup)
     base = counts["acks"]
     await asyncio.gather(*tasks)
@@ -156,7 +166,8 @@ async def main(sites: int, seconds: float, interval: float, nworkers: int) -> in
         print(f"reports/s sustained: {acks / dt:,.0f} (offered {sites / interval:,.0f}/s)")
         print(f"etcd writes/s: {writes / dt:.1f} (goal < 100/s at steady state)")
         print(f"controller CPU: {cpu / dt:.2f} cores ({cpu / max(acks, 1) * 1e6:.0f} µs per report)")
-        print(f"stream errors: {counts['errors']}  (load from {nworkers} processes on the same 2 cores)")
+        print(f"stream errors (each followed by a reconnect): {counts['errors']}  "
+              f"(load from {nworkers} processes on the same 2 cores)")
         return 0
     finally:
         ctl.terminate()

@@ -23,9 +23,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# Run as a script, Python puts bench/ first on the path, where bench/dns.py
-# would shadow dnspython's ``dns`` package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from steering.config import Config, parse_config   # noqa: E402
 from steering.model import Evacuation, Observed, Overrides, Restore, TargetHealth  # noqa: E402

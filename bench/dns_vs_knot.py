@@ -1,6 +1,6 @@
 """DNS speed, per core: our server vs knot on the same machine, loopback only.
 
-    .venv/bin/python bench/dns.py [--seconds 8] [--repeat 3] [--subnets 250000] [--servers ours,knot]
+    .venv/bin/python bench/dns_vs_knot.py [--seconds 8] [--repeat 3] [--subnets 250000] [--servers ours,knot]
 
 Method (DEPENDENCIES.md, "DNS speed"): each server is pinned to core 0 and
 shares it with a busy loop, so the server, not the load generator, is the
@@ -46,7 +46,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # this file is named dns.py: keep its folder off the path so ``import dns`` finds dnspython
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 
 from dnsserver.persist import save_table  # noqa: E402
