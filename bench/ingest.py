@@ -25,6 +25,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import grpc
 import yaml
@@ -37,6 +38,7 @@ from steering.v1 import steering_pb2 as pb  # noqa: E402
 from steering.v1 import steering_pb2_grpc as pb_grpc  # noqa: E402
 
 REGIONS = ["us-east-1", "us-west-2", "eu-west-1"]
+FLIP = float(os.environ.get("INGEST_FLIP", "0.001"))  # chance per report that a site changes status
 
 
 def topology(sites: int, etcd: list[str], zone_dir: Path) -> dict:
@@ -57,14 +59,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def scrape(port: int, metric: str) -> float:
+def scrape(port: int, metric: str, by_label: bool = False) -> Any:
+    """The metric's value summed over its labels, or per label set (by_label)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    total = 0.0
+    per: dict[str, float] = {}
     for line in text.splitlines():
         m = re.match(rf"^{metric}(\{{[^}}]*\}})? ([0-9.e+-]+)$", line)
         if m:
-            total += float(m.group(2))
-    return total
+            per[m.group(1) or ""] = per.get(m.group(1) or "", 0.0) + float(m.group(2))
+    return per if by_label else sum(per.values())
 
 
 async def agent(stub: pb_grpc.HealthServiceStub, site: str, region: str, kind: int, interval: float, until: float,
@@ -74,25 +77,31 @@ async def agent(stub: pb_grpc.HealthServiceStub, site: str, region: str, kind: i
     status = pb.HEALTH_STATUS_HEALTHY
     await asyncio.sleep(rng.random() * interval)  # spread the agents over the interval
 
-    async def reports():  # type: ignore[no-untyped-def]
-        nonlocal seq, status
-        due = time.monotonic()
-        while time.monotonic() < until:
-            seq += 1
-            if kind == pb.SITE_KIND_CACHE and rng.random() < 0.001:  # a rare real change
-                status = pb.HEALTH_STATUS_UNHEALTHY if status == pb.HEALTH_STATUS_HEALTHY else pb.HEALTH_STATUS_HEALTHY
-            yield pb.HealthReport(site=site, region=region, kind=kind, status=status,
-                                  capacity=1000, load=500 + rng.uniform(-10, 10), sequence=seq,
-                                  agent_id=f"bench-{site}")
-            due += interval  # on a fixed beat, so the offered rate really is one report per interval
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
-
     while time.monotonic() < until:
+        # call.write/read rather than a request generator: with thousands of streams in one process,
+        # grpc.aio's generator-driven calls fail now and then (CANCELLED from the client's own core;
+        # reproduced against a trivial server, whose handlers are never cancelled).
+        call = stub.Report()
         try:
-            async for _ in stub.Report(reports()):
+            due = time.monotonic()
+            while time.monotonic() < until:
+                seq += 1
+                if kind == pb.SITE_KIND_CACHE and rng.random() < FLIP:  # a rare real change
+                    status = (pb.HEALTH_STATUS_UNHEALTHY if status == pb.HEALTH_STATUS_HEALTHY
+                              else pb.HEALTH_STATUS_HEALTHY)
+                    counts["flips"] = counts.get("flips", 0) + 1
+                await call.write(pb.HealthReport(site=site, region=region, kind=kind, status=status,
+                                                 capacity=1000, load=500 + rng.uniform(-10, 10), sequence=seq,
+                                                 agent_id=f"bench-{site}"))
+                await call.read()
                 counts["acks"] += 1
+                due += interval  # on a fixed beat, so the offered rate really is one report per interval
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+            await call.done_writing()
         except grpc.aio.AioRpcError as exc:
             counts["errors"] += 1
+            code = f"error:{exc.code().name}:{(exc.details() or '')[:60]}"
+            counts[code] = counts.get(code, 0) + 1
             if counts["errors"] <= 3:
                 print(f"stream error {site} at {until - time.monotonic():.1f}s before the end: {exc.code().name} "
                       f"{exc.details()}", file=sys.stderr)
@@ -119,7 +128,8 @@ async def worker(index: int, nworkers: int, sites: int, interval: float, port: i
     await asyncio.gather(*tasks)
     for ch in channels:
         await ch.close()
-    print(json.dumps({"acks": counts["acks"] - base, "errors": counts["errors"]}))
+    print(json.dumps({"acks": counts["acks"] - base, "errors": counts["errors"], "flips": counts.get("flips", 0),
+                      "codes": {k: v for k, v in counts.items() if k.startswith("error:")}}))
 
 
 async def main(sites: int, seconds: float, interval: float, nworkers: int) -> int:
@@ -144,7 +154,7 @@ async def main(sites: int, seconds: float, interval: float, nworkers: int) -> in
                     print(f"controller did not start; log: {root / 'controller.log'}", file=sys.stderr)
                     return 1
                 await asyncio.sleep(0.2)
-        warmup = min(10.0, seconds / 3)
+        warmup = float(os.environ.get("INGEST_WARMUP", min(25.0, seconds / 2)))
         # The simulated agents run in worker processes, so the load generator is not one Python core.
         workers = [subprocess.Popen([sys.executable, __file__, "--worker", str(w), "--workers", str(nworkers),
                                      "--sites", str(sites), "--interval", str(interval), "--port", str(api),
@@ -152,24 +162,41 @@ async def main(sites: int, seconds: float, interval: float, nworkers: int) -> in
                                     stdout=subprocess.PIPE, text=True) for w in range(nworkers)]
         await asyncio.sleep(warmup)  # first reports of every site are real changes: not steady state
         writes0, cpu0, t0 = scrape(metrics, "steering_etcd_writes_total"), cpu_seconds(ctl.pid), time.monotonic()
+        kinds0 = scrape(metrics, "steering_etcd_writes_total", by_label=True)
+        requests0 = scrape(metrics, "steering_etcd_write_requests_total")
         while any(w.poll() is None for w in workers):
             await asyncio.sleep(0.2)
         dt = time.monotonic() - t0
         writes, cpu = scrape(metrics, "steering_etcd_writes_total") - writes0, cpu_seconds(ctl.pid) - cpu0
-        acks = errors = 0
+        kinds = {k: v - kinds0.get(k, 0.0) for k, v in scrape(metrics, "steering_etcd_writes_total", True).items()}
+        requests = scrape(metrics, "steering_etcd_write_requests_total") - requests0
+        acks = errors = flips = 0
+        codes: dict[str, int] = {}
         for w in workers:
             out = json.loads((w.stdout.read() if w.stdout else "").strip().splitlines()[-1])
             acks += out["acks"]
             errors += out["errors"]
+            flips += out["flips"]
+            for k, v in out["codes"].items():
+                codes[k] = codes.get(k, 0) + v
         counts = {"errors": errors}
         print(f"sites={sites} interval={interval}s measured={dt:.1f}s (after {warmup:.0f}s warm-up)")
         print(f"reports/s sustained: {acks / dt:,.0f} (offered {sites / interval:,.0f}/s)")
-        print(f"etcd writes/s: {writes / dt:.1f} (goal < 100/s at steady state)")
+        print(f"etcd writes/s: {writes / dt:.1f} (goal < 100/s at steady state); by kind: "
+              + ", ".join(f"{k.split('=')[-1].strip('}').strip(chr(34))} {v / dt:.1f}/s" for k, v in sorted(kinds.items()))
+              + f"; in {requests / dt:.1f} write requests/s")
+        print(f"status changes sent by the agents: {flips / (dt + warmup):.1f}/s")
         print(f"controller CPU: {cpu / dt:.2f} cores ({cpu / max(acks, 1) * 1e6:.0f} µs per report)")
         print(f"stream errors (each followed by a reconnect): {counts['errors']}  "
-              f"(load from {nworkers} processes on the same 2 cores)")
+              f"(load from {nworkers} processes on the same 2 cores) {codes}")
         return 0
     finally:
+        if os.environ.get("INGEST_KEY_VERSIONS"):
+            out = subprocess.run([str(Path(sys.executable).parent / "etcdctl"), "--endpoints", etcd.endpoints[0],
+                                  "get", "--prefix", "/bench/health/", "-w", "json"], capture_output=True, text=True)
+            kvs = json.loads(out.stdout).get("kvs", [])
+            versions = sorted((kv.get("version", 0) for kv in kvs), reverse=True)
+            print(f"health keys: {len(kvs)}; writes per key, top: {versions[:10]}; total {sum(versions)}")
         ctl.terminate()
         try:
             ctl.wait(10)

@@ -223,32 +223,31 @@ class Config(_Model):
     auth: Auth | None = None
     base_dir: str = Field(".", exclude=True, description="directory relative paths are resolved against")
 
-    # ---- lookups (cheap; the config is immutable, so these could be cached)
+    # ---- lookups: by id through an index built once (the model is frozen); hot paths
+    # (report validation, planning) look up thousands of sites per second.
+
+    @functools.cached_property
+    def _index(self) -> dict[str, dict[str, Any]]:
+        return {"regions": {r.id: r for r in self.regions}, "sites": {s.id: s for s in self.sites},
+                "geos": {g.id: g for g in self.geos}, "services": {s.name: s for s in self.services}}
 
     def region(self, region_id: str) -> Region:
-        for r in self.regions:
-            if r.id == region_id:
-                return r
-        raise KeyError(region_id)
+        return self._index["regions"][region_id]  # type: ignore[no-any-return]
 
     def site(self, site_id: str) -> Site:
-        for s in self.sites:
-            if s.id == site_id:
-                return s
-        raise KeyError(site_id)
+        return self._index["sites"][site_id]  # type: ignore[no-any-return]
 
     def service(self, name: str) -> Service:
-        wanted = _normalise_name(name)
-        for s in self.services:
-            if s.name == wanted:
-                return s
-        raise KeyError(name)
+        services = self._index["services"]
+        if name in services:
+            return services[name]  # type: ignore[no-any-return]
+        try:
+            return services[_normalise_name(name)]  # type: ignore[no-any-return]
+        except (KeyError, ValueError):
+            raise KeyError(name) from None
 
     def geo(self, geo_id: str) -> Geo:
-        for g in self.geos:
-            if g.id == geo_id:
-                return g
-        raise KeyError(geo_id)
+        return self._index["geos"][geo_id]  # type: ignore[no-any-return]
 
     @property
     def default_geo(self) -> Geo:
@@ -276,6 +275,7 @@ class Config(_Model):
         # model_copy copies the instance dict, cached fingerprint included: drop it.
         copy = super().model_copy(update=update, deep=deep)
         copy.__dict__.pop("_fingerprint", None)
+        copy.__dict__.pop("_index", None)
         return copy
 
 

@@ -26,7 +26,10 @@ def material_change(old: TargetHealth | None, new: TargetHealth, band: float) ->
 
 @dataclass
 class _Site:
-    written: TargetHealth | None = None  # what etcd holds from us
+    # What we last handed to the writer: etcd holds it, or will (the writer retries until it does).
+    # Comparing with it, not with what is already written, keeps a slow etcd from turning every report
+    # that arrives during a write into one more write.
+    queued: TargetHealth | None = None
     last_report: float = 0.0
     latest: TargetHealth | None = None
 
@@ -43,12 +46,10 @@ class HealthView:
         entry = self.sites.setdefault(site, _Site())
         entry.last_report = now
         entry.latest = health
-        if material_change(entry.written, health, self.band):
+        if material_change(entry.queued, health, self.band):
+            entry.queued = health
             return health
         return None
-
-    def written(self, site: str, health: TargetHealth) -> None:
-        self.sites.setdefault(site, _Site()).written = health
 
     def silent(self, now: float) -> list[str]:
         """Sites whose last report here is older than the silence timeout; forgets them."""

@@ -112,33 +112,29 @@ class Ingest(pb_grpc.HealthServiceServicer):
 
     async def _writer(self) -> None:
         backoff = 0.05
+        ttl = self.config.policy.silence_seconds
         while True:
             await self._wake.wait()
             self._wake.clear()
             batch, self._pending = self._pending, {}
-            failed: dict[str, TargetHealth | None] = {}
-            for site, health in batch.items():
-                key = record_key(site, self.replica)
-                try:
-                    if health is _DELETE:
-                        await self.store.delete_health(key)  # type: ignore[attr-defined]
-                        metrics.ETCD_WRITES.labels(kind="health_delete").inc()
-                    else:
-                        await self.store.put_health(key, health, ttl=self.config.policy.silence_seconds)  # type: ignore[attr-defined]
-                        metrics.ETCD_WRITES.labels(kind="health").inc()
-                        self.view.written(site, health)
-                except Exception as exc:  # etcd down or slow: keep the value, retry later
-                    metrics.ETCD_ERRORS.labels(kind="health").inc()
-                    log.warning("health write failed; will retry", site=site, error=str(exc) or type(exc).__name__)
-                    failed[site] = health
-            if failed:
-                for site, health in failed.items():
+            puts = {record_key(site, self.replica): h for site, h in batch.items() if h is not _DELETE}
+            deletes = [record_key(site, self.replica) for site, h in batch.items() if h is _DELETE]
+            try:
+                await self.store.write_health_batch(puts, deletes, ttl=ttl)  # type: ignore[attr-defined]
+            except Exception as exc:  # etcd down or slow: keep the values, retry later
+                metrics.ETCD_ERRORS.labels(kind="health").inc()
+                log.warning("health write failed; will retry", sites=len(batch),
+                            error=str(exc) or type(exc).__name__)
+                for site, health in batch.items():
                     self._pending.setdefault(site, health)  # a newer value that arrived meanwhile wins
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 self._wake.set()
-            else:
-                backoff = 0.05
+                continue
+            backoff = 0.05
+            metrics.ETCD_WRITES.labels(kind="health").inc(len(puts))
+            metrics.ETCD_WRITES.labels(kind="health_delete").inc(len(deletes))
+            metrics.ETCD_REQUESTS.labels(kind="health").inc(-(-(len(puts) + len(deletes)) // 100))
 
     async def _silence(self) -> None:
         interval = min(1.0, self.config.policy.silence_seconds / 4)

@@ -137,10 +137,11 @@ class Leader:
                                 *(previous.sites.items() if previous else ())]}
                 health = merge(records, self.known, now - started >= policy.silence_seconds, prev_health)
                 t0 = time.perf_counter()
-                table = plan(self.config, Observed(health=health), overrides, previous, now, leader=self.replica)
+                # Planning a large topology takes tens of ms: in a thread, so agent streams keep flowing.
+                table, unchanged = await asyncio.to_thread(self._plan, health, overrides, previous, now)
                 metrics.PLAN_SECONDS.observe(time.perf_counter() - t0)
                 metrics.SILENT_SITES.set(sum(1 for h in health.values() if h.status == "silent"))
-                if previous is not None and table.routing_json() == previous.routing_json():
+                if unchanged:
                     continue
                 urgent = previous is None or operator_change or _has_emergency(previous, table)
                 if not urgent and now - last_step < policy.step_seconds:
@@ -161,6 +162,11 @@ class Leader:
             for t in (*followers, lost_wait):
                 t.cancel()
             await asyncio.gather(*followers, lost_wait, return_exceptions=True)
+
+    def _plan(self, health: dict[str, TargetHealth], overrides: Overrides, previous: RoutingTable | None,
+              now: float) -> tuple[RoutingTable, bool]:
+        table = plan(self.config, Observed(health=health), overrides, previous, now, leader=self.replica)
+        return table, previous is not None and table.same_routing(previous)
 
     def _tick(self, started: float, due: float) -> float:
         """How long to sleep without events: ramps, deferred steps and the start-up grace end on the clock."""
@@ -200,6 +206,7 @@ class Leader:
                 log.warning("publish refused: no longer the leader", version=table.version, replica=self.replica)
                 return False
             metrics.ETCD_WRITES.labels(kind="table").inc()
+            metrics.ETCD_REQUESTS.labels(kind="table").inc()
             metrics.TABLES_PUBLISHED.inc()
             for note in table.notes:
                 log.error("routing alarm", version=table.version, note=note)

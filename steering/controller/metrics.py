@@ -7,6 +7,7 @@ from prometheus_client import Counter, Gauge, Histogram
 REPORTS = Counter("steering_reports_received_total", "Agent reports received")
 REJECTED = Counter("steering_reports_rejected_total", "Agent reports rejected", ["reason"])
 ETCD_WRITES = Counter("steering_etcd_writes_total", "Writes to etcd", ["kind"])
+ETCD_REQUESTS = Counter("steering_etcd_write_requests_total", "Write requests (transactions) sent to etcd", ["kind"])
 ETCD_ERRORS = Counter("steering_etcd_errors_total", "Failed etcd operations", ["kind"])
 LEADER = Gauge("steering_leader", "1 while this replica is the leader")
 PLAN_SECONDS = Histogram("steering_plan_duration_seconds", "Time to compute one routing table",

@@ -78,9 +78,7 @@ class Controller:
         await self.store.open()
         self.server = grpc.aio.server(interceptors=interceptors or [],
                                       options=[("grpc.so_reuseport", 0),
-                                               ("grpc.keepalive_time_ms", 20000),
-                                               ("grpc.http2.min_ping_interval_without_data_ms", 5000),
-                                               ("grpc.keepalive_permit_without_calls", 1)])
+                                               ])
         self._add_api(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,

@@ -139,7 +139,8 @@ class Store:
         resp = await self._get(prefix, range_end(prefix), sort_order=SortOrder.ASCEND, sort_target=SortTarget.KEY)
         if not resp.kvs:
             raise _Superseded(f"routing v{pointer.version} chunks are gone")
-        return codec.decode_table(pointer, [kv.value for kv in resp.kvs])
+        # Decompressing and parsing a large table takes tens of ms: off the event loop, which serves agents.
+        return await asyncio.to_thread(codec.decode_table, pointer, [kv.value for kv in resp.kvs])
 
     def _table_ops(self, table: RoutingTable, existing_versions: set[int]) -> tuple[codec.Encoded, list[Any], list[Any]]:
         """Encode; return (encoded, chunk put ops, flip+cleanup ops)."""
@@ -162,7 +163,8 @@ class Store:
         return {v for v in found if v is not None}
 
     async def _write_table(self, table: RoutingTable, compare: list[Any]) -> bool:
-        enc, chunk_ops, flip = self._table_ops(table, await self._versions())
+        versions = await self._versions()
+        enc, chunk_ops, flip = await asyncio.to_thread(self._table_ops, table, versions)
         if enc.total_bytes <= self.inline_txn_bytes:
             resp = await self._txn(compare, chunk_ops + flip)
             ok = bool(resp.succeeded)
@@ -261,6 +263,36 @@ class Store:
             return
         raise StoreUnavailable(f"etcd health/{site}: could not obtain a live lease")
 
+    async def write_health_batch(self, puts: Mapping[str, TargetHealth], deletes: list[str], ttl: float,
+                                 max_ops: int = 100) -> None:
+        """Many health puts and deletes in transactions of up to ``max_ops`` (etcd allows 128 by default).
+
+        One request instead of one per site: a burst of changes (a replica starting with thousands of agents)
+        must not queue behind thousands of round trips. Same lease semantics as ``put_health``.
+        """
+        kv = self.conn.kv
+        work: list[tuple[str, bytes | None]] = [(site, _json(h.to_dict())) for site, h in puts.items()]
+        work += [(site, None) for site in deletes]
+        for start in range(0, len(work), max_ops):
+            chunk = work[start:start + max_ops]
+            for _ in range(3):
+                keeper = await self._health_lease(ttl)
+                ops = [kv.txn_op_put(self.keys.health(site), value, lease=keeper.id) if value is not None
+                       else kv.txn_op_delete(self.keys.health(site)) for site, value in chunk]
+                try:
+                    await self._txn([], ops)
+                except LeaseNotFound:
+                    keeper._set_lost("lease not found on write")
+                    continue
+                for site, value in chunk:
+                    if value is None:
+                        self._health_written.pop(site, None)
+                    else:
+                        self._health_written[site] = (value, keeper.ttl)
+                break
+            else:
+                raise StoreUnavailable("etcd health: could not obtain a live lease")
+
     async def refresh_health_lease(self, timeout: float = 5.0) -> bool:
         """Keep-alive every health lease now and wait for the acknowledgements; False if one is lost.
 
@@ -300,14 +332,20 @@ class Store:
                 log.warning("health_lease_recover_retry", error=str(exc))
                 await backoff.sleep()
 
+    def _decode_health_one(self, key: bytes, value: bytes) -> tuple[str, TargetHealth | None]:
+        site = self.keys.strip(key)[len("health/"):]
+        try:
+            return site, TargetHealth.from_dict(json.loads(value))
+        except (ValueError, TypeError, AttributeError) as exc:
+            log.warning("health_record_unreadable", site=site, error=str(exc))
+            return site, None
+
     def _decode_health(self, values: Mapping[bytes, bytes]) -> dict[str, TargetHealth]:
         out: dict[str, TargetHealth] = {}
         for key, value in values.items():
-            site = self.keys.strip(key)[len("health/"):]
-            try:
-                out[site] = TargetHealth.from_dict(json.loads(value))
-            except (ValueError, TypeError, AttributeError) as exc:
-                log.warning("health_record_unreadable", site=site, error=str(exc))
+            site, health = self._decode_health_one(key, value)
+            if health is not None:
+                out[site] = health
         return dict(sorted(out.items()))
 
     async def get_health(self) -> dict[str, TargetHealth]:
@@ -318,8 +356,20 @@ class Store:
     async def watch_health(self) -> AsyncIterator[dict[str, TargetHealth]]:
         """The full health map now, then after every change (expiry deletes included)."""
         p = self.keys.health_prefix
+        # Thousands of sites, a few changing per second: decode only records whose revision moved.
+        memo: dict[bytes, tuple[int, str, TargetHealth | None]] = {}
         async for snap in watch_range(self.conn, p, range_end(p), "health"):
-            yield self._decode_health(snap.values())
+            fresh: dict[bytes, tuple[int, str, TargetHealth | None]] = {}
+            out: dict[str, TargetHealth] = {}
+            for key, item in snap.items.items():
+                entry = memo.get(key)
+                if entry is None or entry[0] != item.mod_revision:
+                    entry = (item.mod_revision, *self._decode_health_one(key, item.value))
+                fresh[key] = entry
+                if entry[2] is not None:
+                    out[entry[1]] = entry[2]
+            memo = fresh
+            yield out
 
     # ------------------------------------------------------------------ overrides
     def _decode_overrides(self, values: Mapping[bytes, bytes]) -> Overrides:
