@@ -59,14 +59,9 @@ def command(config_path: str, listen: str | None, metrics_addr: str | None, repl
     except (OSError, ValueError) as exc:
         click.echo(f"steering controller: --metrics-addr {metrics_addr}: {exc}", err=True)
         sys.exit(2)
-    import os
-
-    main = _run(config, address, replica or default_replica_id())
-    if os.environ.get("STEERING_EVENT_LOOP", "uvloop") == "asyncio":
-        sys.exit(asyncio.run(main))
     import uvloop
 
-    sys.exit(uvloop.run(main))
+    sys.exit(uvloop.run(_run(config, address, replica or default_replica_id())))
 
 
 async def _run(config: object, address: str, replica: str) -> int:
