@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import Counter, Gauge, Histogram
 
 REPORTS = Counter("steering_reports_received_total", "Agent reports received")
@@ -15,6 +17,8 @@ PLAN_SECONDS = Histogram("steering_plan_duration_seconds", "Time to compute one 
 TABLE_VERSION = Gauge("steering_table_version", "Version of the routing table this replica follows")
 TABLE_GENERATED = Gauge("steering_table_generated_timestamp_seconds",
                         "When the followed table was planned (age = time() - this)")
+TABLE_AGE = Gauge("steering_table_age_seconds", "Seconds since the followed table was planned (-1: no table)")
+TABLE_AGE.set_function(lambda: time.time() - TABLE_GENERATED._value.get() if TABLE_GENERATED._value.get() else -1.0)
 TABLES_PUBLISHED = Counter("steering_tables_published_total", "Routing tables this replica published as leader")
 FAIL_OPEN = Gauge("steering_fail_open", "1 while the current table fails open somewhere")
 CONNECTED_AGENTS = Gauge("steering_connected_agents", "Agent streams open on this replica")
