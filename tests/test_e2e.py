@@ -296,3 +296,83 @@ async def test_steerctl_evacuate_restore_and_a_refused_evacuation(demo: Demo) ->
         history = json.loads((await asyncio.to_thread(steerctl, demo, "history", "--json")).stdout)
         actions = [r["action"] for r in (history["records"] if isinstance(history, dict) else history)]
         assert actions[:2] == ["restore", "evacuate"], actions
+
+
+class ServiceProcess:
+    """A real service process embedding steering.client; its latest line says where it sends a client."""
+
+    def __init__(self, demo: Demo, client: str) -> None:
+        script = Path(__file__).parent / "service_process.py"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), "--server", f"127.0.0.1:{demo.api_port}",
+             "--server", f"127.0.0.1:{demo.api_port + 1}", "--service", SERVICE, "--client", client],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.latest: dict[str, object] = {}
+        self._reader = asyncio.get_running_loop().run_in_executor(None, self._read)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("{"):
+                self.latest = json.loads(line)
+
+    async def target(self) -> object:
+        return self.latest.get("target")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+async def test_a_service_process_with_steering_client_follows_everything(demo: Demo) -> None:
+    """break, heal, evacuate, restore, leader killed, etcd down and back: the embedded client follows."""
+    assert demo.config is not None and demo.etcd is not None
+    client = str(ipaddress.ip_network(demo.config.geo("na-east").prefixes[0])[1])
+    svc = ServiceProcess(demo, client)
+    try:
+        async def goes(where: str) -> bool:
+            return await svc.target() == where
+
+        async def avoids(where: str) -> bool:
+            target = await svc.target()
+            return target is not None and target != where
+
+        await wait_for(lambda: goes("us-east-1"), 30, "the service to send na-east to us-east-1")
+        write_state(demo.sims["us-east-1"].state_file, broken=True)
+        took = await wait_for(lambda: avoids("us-east-1"), 30, "the service to leave a broken us-east-1")
+        print(f"service process: break -> moved in {took:.2f}s")
+        write_state(demo.sims["us-east-1"].state_file, broken=False)
+        await wait_for(lambda: goes("us-east-1"), 60, "the service back on a healed us-east-1")
+
+        proc = await asyncio.to_thread(steerctl, demo, "evacuate", "us-east-1", "--reason", "e2e", "--now", "--yes")
+        assert proc.returncode == 0, proc.stderr
+        await wait_for(lambda: avoids("us-east-1"), 10, "the service to follow an evacuation")
+        proc = await asyncio.to_thread(steerctl, demo, "restore", "us-east-1", "--now", "--yes")
+        assert proc.returncode == 0, proc.stderr
+        await wait_for(lambda: goes("us-east-1"), 30, "the service to follow a restore")
+
+        info = json.loads((demo.state_dir / STATE_FILE).read_text())
+        from steering.store import Store
+
+        store = Store(demo.config.etcd, base_dir=demo.config.base_dir)
+        await store.open()
+        try:
+            leader = await store.leader()
+        finally:
+            await store.close()
+        os.kill(info["pids"]["controller-1" if leader == "ctl-1" else "controller-2"], signal.SIGKILL)
+        write_state(demo.sims["us-east-1"].state_file, broken=True)
+        await wait_for(lambda: avoids("us-east-1"), 30, "the service to follow a break after the leader died")
+
+        demo.etcd.stop()
+        for _ in range(10):  # the control plane's store is gone: the service keeps its last view
+            assert await avoids("us-east-1")
+            await asyncio.sleep(0.1)
+        demo.etcd.start()
+        write_state(demo.sims["us-east-1"].state_file, broken=False)
+        await wait_for(lambda: goes("us-east-1"), 60, "the service to converge after etcd returned")
+    finally:
+        svc.stop()
