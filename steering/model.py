@@ -17,6 +17,30 @@ STATUSES: tuple[str, ...] = ("healthy", "unhealthy", "silent", "unknown")
 
 
 @dataclass(frozen=True)
+class Check:
+    """One failing health check as a health record keeps it: what failed and why (no latency, no history)."""
+
+    name: str
+    kind: str = ""  # http | tcp | grpc
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "detail": self.detail}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Check:
+        if not isinstance(data, Mapping):
+            raise ValueError(f"checks: {data!r} is not an object")
+        return cls(name=str(data.get("name") or "unnamed"), kind=str(data.get("kind", "")),
+                   detail=str(data.get("detail", "")))
+
+
+# A health record stays small: at most this many failing checks, each detail cut to this length.
+MAX_CHECKS = 8
+MAX_CHECK_DETAIL = 120
+
+
+@dataclass(frozen=True)
 class TargetHealth:
     """The observed state of one region or cache site.
 
@@ -31,13 +55,19 @@ class TargetHealth:
     load: float | None = None
     updated_at: float = 0.0
     detail: str = ""
+    # The failing checks of the report that wrote this record (empty when all pass); absent from the
+    # JSON when empty, so records written before this field existed read back the same.
+    checks: tuple[Check, ...] = ()
 
     @property
     def can_serve(self) -> bool:
         return self.status in ("healthy", "unknown")
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        out = {k: v for k, v in asdict(self).items() if v is not None and k != "checks"}
+        if self.checks:
+            out["checks"] = [c.to_dict() for c in self.checks]
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TargetHealth:
@@ -50,6 +80,7 @@ class TargetHealth:
             load=_opt_number(data, "load"),
             updated_at=float(data.get("updated_at", 0.0)),
             detail=str(data.get("detail", "")),
+            checks=_checks(data.get("checks")),
         )
 
 
@@ -202,3 +233,12 @@ def _opt_number(data: Mapping[str, Any], key: str) -> float | None:
     if value < 0 or math.isnan(value) or math.isinf(value):
         raise ValueError(f"{key}: {value!r} must be a finite non-negative number")
     return float(value)
+
+
+def _checks(value: Any) -> tuple[Check, ...]:
+    if value is None:
+        return ()
+    # Checks only explain a status; a malformed list must not cost the record its health, so it is dropped.
+    if not isinstance(value, list):
+        return ()
+    return tuple(Check.from_dict(c) for c in value[:MAX_CHECKS] if isinstance(c, Mapping))

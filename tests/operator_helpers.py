@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,9 @@ from steering.config import Config, parse_config
 from steering.controller.server import Controller
 from steering.table import RoutingTable
 from steering.testing import EXAMPLE_CONFIG
+from steering.v1 import steering_pb2 as pb
 from steering.v1 import steering_pb2_grpc as pb_grpc
-from tests.test_controller import REGIONS, FakeAgent, eventually, start_agents, weight  # noqa: F401
+from tests.test_controller import REGIONS, SITES, FakeAgent, eventually, weight  # noqa: F401
 
 API = "api.example.test."
 
@@ -44,6 +46,34 @@ def write_config(path: Path, endpoints: Sequence[str], extra: dict[str, Any] | N
             z["file"] = str(EXAMPLE_CONFIG.parent / z["file"])
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+class CheckingAgent(FakeAgent):
+    """A FakeAgent whose reports also carry per-check results (``checks``), as the real agent's do."""
+
+    def __init__(self, port: int, site: str, region: str, kind: int) -> None:
+        super().__init__(port, site, region, kind)
+        self.checks: list[pb.CheckResult] = []
+
+    async def _reports(self) -> AsyncIterator[pb.HealthReport]:
+        while True:
+            self.sequence += 1
+            yield pb.HealthReport(site=self.site, region=self.region, kind=self.kind, status=self.status,
+                                  capacity=self.capacity, load=self.load, sequence=self.sequence,
+                                  agent_id=f"agent-{self.site}", checks=list(self.checks))
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), 0.2)
+            except TimeoutError:
+                pass
+
+
+async def start_agents(port: int) -> dict[str, FakeAgent]:
+    agents: dict[str, FakeAgent] = {r: CheckingAgent(port, r, r, pb.SITE_KIND_REGION) for r in REGIONS}
+    agents.update({s: CheckingAgent(port, s, r, pb.SITE_KIND_CACHE) for s, r in SITES.items()})
+    for a in agents.values():
+        a.start()
+    return agents
 
 
 class Running:

@@ -123,3 +123,46 @@ async def test_tokens_and_roles_from_the_command_line(etcd: EtcdCluster, tmp_pat
         assert rc == 0, err
     finally:
         await run.stop()
+
+
+async def test_plan_live_what_if_unhealthy(etcd: EtcdCluster) -> None:
+    config = make_config(etcd.endpoints)
+    run = await start_controller(config)
+    store = Store(config.etcd)
+    await store.open()
+    env = {"STEERCTL_SERVER": run.target}
+    try:
+        before = await store.get_table()
+        assert before is not None and before.regions["eu-west-1"].serving
+        rc, out, err = await steerctl("plan", "--live", "--unhealthy", "eu-west-1", "--unhealthy", "oc-lon-1",
+                                      "--json", env=env)
+        assert rc == 0, err
+        data = json.loads(out)
+        regions = data["table"]["regions"]
+        assert regions["eu-west-1"]["serving"] is False and regions["eu-west-1"]["health"] == "unhealthy"
+        assert data["table"]["sites"]["oc-lon-1"]["serving"] is False
+        changes = {(c["service"], c["geo"]): c for c in data["preview"]["changes"]}
+        europe = changes[("api.example.test.", "europe")]
+        assert europe["before"]["eu-west-1"] == 1000 and europe["after"].get("eu-west-1", 0) == 0
+        assert changes[("video.example.test.", "europe")]["after"].get("oc-lon-1", 0) == 0
+        # The receiving regions' projection is there, with their load rising.
+        proj = {r["region"]: r for r in data["preview"]["regions"]}
+        assert proj["us-east-1"]["planned_load_after"] > proj["us-east-1"]["planned_load_before"]
+
+        rc, out, err = await steerctl("plan", "--live", "--unhealthy", "eu-west-1", env=env)
+        assert rc == 0 and "before -> after" in out and "europe" in out and "projected utilization" in out, err
+
+        # A what-if writes nothing: the live state is as it was.
+        after = await store.get_table()
+        assert after is not None and after.regions["eu-west-1"].serving
+        assert after.regions["eu-west-1"].health == "healthy"
+        assert (await store.get_overrides()).evacuations == () and await store.list_audit() == []
+
+        # Bad input: an unknown site is exit 2 and names it.
+        rc, _, err = await steerctl("plan", "--live", "--unhealthy", "mars-1", env=env)
+        assert rc == 2 and "mars-1" in err and len(err.strip().splitlines()) == 1, err
+        rc, _, err = await steerctl("plan", "--unhealthy", "eu-west-1", env=env)
+        assert rc == 2 and "--live" in err, err
+    finally:
+        await store.close()
+        await run.stop()

@@ -18,6 +18,7 @@ from typing import Any
 import click
 import grpc
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from steering.cli import shapes
@@ -67,6 +68,35 @@ def _mode(now: bool, ramp: str | None) -> tuple[int, pb.Ramp]:
             die(str(exc), EXIT_USAGE)
         return pb.EVACUATION_MODE_RAMP, pb.Ramp(step=step, interval_seconds=interval)
     return pb.EVACUATION_MODE_UNSPECIFIED, pb.Ramp()  # the server's policy ramp
+
+
+def _ago(t: float | None, now: float) -> str:
+    if t is None:
+        return "never"
+    d = max(0.0, now - t)
+    return f"{d:.1f}s ago" if d < 60 else f"{d / 60:.0f}m ago" if d < 3600 else f"{d / 3600:.1f}h ago"
+
+
+def why(entry: dict[str, Any], now: float, width: int = 70) -> str:
+    """The compact "why" of a site that does not serve by health: failing checks, or silence and when heard."""
+    if entry["health"] not in ("unhealthy", "silent"):
+        return ""
+    if entry["checks"]:
+        text = "; ".join(f"{c['name']}" + (f" ({c['kind']})" if c["kind"] else "") + f": {c['detail']}"
+                         for c in entry["checks"])
+    else:
+        text = entry["detail"]
+    if entry["last_report_local"]:
+        heard = f"last heard {_ago(entry['last_report'], now)}"
+    elif entry["last_change"] is not None:
+        via = f" via {entry['heard_by']}" if entry["heard_by"] else ""
+        heard = f"changed {_ago(entry['last_change'], now)}{via}"
+    else:
+        heard = ""
+    room = width - (len(heard) + 2 if heard else 0)  # the time is kept whole; the checks are cut to fit
+    if len(text) > room:
+        text = text[: max(0, room - 1)] + "…"
+    return "; ".join(x for x in (text, heard) if x)
 
 
 def _weights(w: Any) -> str:
@@ -196,21 +226,23 @@ def status(remote: Remote, as_json: bool) -> None:
                   + (f", [red]error: {r53['last_error']}[/]" if r53["last_error"] else ""))
     for note in (tbl or {}).get("notes", []):
         out.print(f"[bold red]! {note}[/]")
+    now = time.time()
     t = Table(title="regions", title_justify="left")
-    for col in ("region", "health", "serving", "capacity", "load", "planned", "utilization", "evacuation"):
+    for col in ("region", "health", "serving", "capacity", "load", "planned", "utilization", "evacuation", "why"):
         t.add_column(col, justify="right" if col in ("capacity", "load", "planned", "utilization") else "left")
     for r in data["regions"]:
         health = r["health"] if r["health"] in ("healthy", "unknown") else f"[red]{r['health']}[/]"
         t.add_row(r["region"], health, "yes" if r["serving"] else "[red]no[/]", f"{r['capacity']:g}",
-                  f"{r['load']:.0f}", f"{r['planned_load']:.0f}", _pct(r["utilization"]), r["evacuation"] or "-")
+                  f"{r['load']:.0f}", f"{r['planned_load']:.0f}", _pct(r["utilization"]), r["evacuation"] or "-",
+                  escape(why(r, now)) or "-")
     out.print(t)
     if data["sites"]:
         t = Table(title="cache sites", title_justify="left")
-        for col in ("site", "region", "health", "serving", "capacity", "load", "utilization"):
+        for col in ("site", "region", "health", "serving", "capacity", "load", "utilization", "why"):
             t.add_column(col, justify="right" if col in ("capacity", "load", "utilization") else "left")
         for s in data["sites"]:
             t.add_row(s["site"], s["region"], s["health"], "yes" if s["serving"] else "[red]no[/]",
-                      f"{s['capacity']:g}", f"{s['load']:.0f}", _pct(s["utilization"]))
+                      f"{s['capacity']:g}", f"{s['load']:.0f}", _pct(s["utilization"]), escape(why(s, now)) or "-")
         out.print(t)
     for service, geos in data["geos"].items():
         t = Table(title=f"{service} (weights of 1000)", title_justify="left")

@@ -43,8 +43,20 @@ def evacuation(e: pb.Evacuation) -> dict[str, Any]:
             "request_id": e.request_id}
 
 
+def site_why(s: pb.SiteHealth) -> dict[str, Any]:
+    """Why a site is in its state and when it was last heard from (keys documented in the operator guide)."""
+    return {"last_report": _time(s.last_report) if s.HasField("last_report") else None,
+            "last_report_local": s.last_report_local,
+            "last_change": _time(s.last_change) if s.HasField("last_change") else None,
+            "heard_by": s.heard_by, "detail": s.detail,
+            "checks": [{"name": c.name, "kind": c.kind, "detail": c.detail} for c in s.checks]}
+
+
 def status(resp: pb.StatusResponse) -> dict[str, Any]:
     table = table_of(resp.table) if resp.HasField("table") else None
+    whys = {s.site: site_why(s) for s in resp.sites}
+    blank = {"last_report": None, "last_report_local": False, "last_change": None, "heard_by": "", "detail": "",
+             "checks": []}
     out: dict[str, Any] = {
         "replica": resp.replica, "leader": resp.leader, "connected_agents": resp.connected_agents,
         "table": None, "regions": [], "sites": [], "geos": {},
@@ -61,11 +73,11 @@ def status(resp: pb.StatusResponse) -> dict[str, Any]:
     for rid, st in table.regions.items():
         out["regions"].append({"region": rid, "health": st.health, "serving": st.serving, "capacity": st.capacity,
                                "load": st.load, "planned_load": st.planned_load, "utilization": st.utilization,
-                               "evacuation": st.evacuation})
+                               "evacuation": st.evacuation, **whys.get(rid, blank)})
     for sid, st in table.sites.items():
         out["sites"].append({"site": sid, "region": st.region, "health": st.health, "serving": st.serving,
                              "capacity": st.capacity, "load": st.load, "planned_load": st.planned_load,
-                             "utilization": st.utilization})
+                             "utilization": st.utilization, **whys.get(sid, blank)})
     for name, svc in table.services.items():
         out["geos"][name] = {geo: {t: w for t, w in route.weights.items() if w} for geo, route in svc.geos.items()}
     return out

@@ -40,6 +40,9 @@ class Ingest(pb_grpc.HealthServiceServicer):
         self.clock = clock
         self.view = HealthView(band=config.policy.report_band, silence_seconds=config.policy.silence_seconds)
         self._pending: dict[str, TargetHealth | None] = {}
+        # When this replica last heard from each site that went silent here (the view forgets them); one
+        # entry per configured site at most. Lets Status say "silent, last heard at ..." on this replica.
+        self.silenced_at: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._streams = 0
         self._tasks: list[asyncio.Task[None]] = []
@@ -108,6 +111,18 @@ class Ingest(pb_grpc.HealthServiceServicer):
     def connected_agents(self) -> int:
         return self._streams
 
+    def last_heard(self, site: str) -> tuple[float, TargetHealth | None] | None:
+        """(when this replica last had a report for ``site``, that report's health), from memory; None if never.
+
+        Exact for agents that report here; the health is None once the site went silent here.
+        """
+        entry = self.view.sites.get(site)
+        if entry is not None:
+            return entry.last_report, entry.latest
+        if site in self.silenced_at:
+            return self.silenced_at[site], None
+        return None
+
     # ---------------------------------------------------------------- background
 
     async def _writer(self) -> None:
@@ -140,7 +155,9 @@ class Ingest(pb_grpc.HealthServiceServicer):
         interval = min(1.0, self.config.policy.silence_seconds / 4)
         while True:
             await asyncio.sleep(interval)
+            heard = {s: e.last_report for s, e in self.view.sites.items()}
             for site in self.view.silent(self.clock()):
+                self.silenced_at[site] = heard.get(site, 0.0)
                 log.warning("site silent: no report within the silence timeout", site=site,
                             silence_seconds=self.config.policy.silence_seconds)
                 self._pending[site] = _DELETE

@@ -31,7 +31,7 @@ import grpc
 
 from steering import auth, logs
 from steering.config import TOTAL_WEIGHT
-from steering.controller import safety
+from steering.controller import safety, sitestatus
 from steering.controller.convert import (
     evacuation_to_pb,
     preview_to_pb,
@@ -96,6 +96,7 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
         self.ctl = controller
         self.config = controller.config
         self.store = controller.store
+        self._records_cache: tuple[float, dict[str, TargetHealth]] | None = None
 
     # ------------------------------------------------------------------ shared
 
@@ -162,6 +163,17 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
 
     # ------------------------------------------------------------------ Status / History
 
+    async def _health_records(self) -> dict[str, TargetHealth]:
+        """The ``health/`` records, read at most once a second: ``steerctl evacuate`` polls Status while it
+        follows a ramp, and with thousands of sites each read is megabytes."""
+        now = time.monotonic()
+        cached = self._records_cache
+        if cached is not None and now - cached[0] < 1.0:
+            return cached[1]
+        records = await self.store.get_health()
+        self._records_cache = (now, records)
+        return records
+
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:
         return await _guard(context, self._status())
 
@@ -172,10 +184,21 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
         if table is not None:
             resp.table.CopyFrom(table_to_pb(table, with_json=True))
             resp.table_age_seconds = max(0.0, time.time() - table.generated_at)
+            newest = sitestatus.newest_records(await self._health_records())
+            silence = self.config.policy.silence_seconds
             for tid, st in [*table.regions.items(), *table.sites.items()]:
                 kind = pb.SITE_KIND_REGION if st.kind == "region" else pb.SITE_KIND_CACHE
-                resp.sites.add(site=tid, region=st.region, kind=kind, status=table_to_pb_health(st.health),
-                               capacity=st.capacity, load=st.load)
+                why = sitestatus.site_why(st.health, newest.get(tid), self.ctl.ingest.last_heard(tid),
+                                          self.ctl.replica, silence)
+                site = resp.sites.add(site=tid, region=st.region, kind=kind, status=table_to_pb_health(st.health),
+                                      capacity=st.capacity, load=st.load, heard_by=why.heard_by,
+                                      last_report_local=why.last_report_local, detail=why.detail)
+                if why.last_report is not None:
+                    site.last_report.CopyFrom(timestamp(why.last_report))
+                if why.last_change is not None:
+                    site.last_change.CopyFrom(timestamp(why.last_change))
+                for c in why.checks:
+                    site.checks.add(name=c.name, kind=c.kind, ok=False, detail=c.detail)
         overrides = await self.store.get_overrides()
         for e in overrides.evacuations:
             resp.evacuations.append(evacuation_to_pb(e))
@@ -309,43 +332,49 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
             g = self.config.geo(geo)
         except KeyError:
             _bad("geo", f"unknown geo {geo!r}")
-        cands = [r for r in g.prefer if r in svc.answers]
-        if svc.targets == "sites":
-            cands = [s for s in g.prefer_sites if s in svc.answers] + cands
-        return svc.name, g.id, cands
+        return svc.name, g.id, safety.pin_candidates(self.config, svc.name, g.id)
 
     async def PinWeights(self, request: pb.PinWeightsRequest,
                          context: grpc.aio.ServicerContext) -> pb.PinWeightsResponse:
         return await _guard(context, self._pin(request))
 
     async def _pin(self, req: pb.PinWeightsRequest) -> pb.PinWeightsResponse:
+        """Same order as an evacuation: validate, request id, preview, the rules (force), write with the audit."""
         service, geo, cands = self._service_geo(req.service, req.geo)
         if not req.weights:
             _bad("weights", "missing")
+        known = {r.id for r in self.config.regions} | {s.id for s in self.config.sites}
         for target in req.weights:
-            if target not in cands:
-                _bad(f"weights.{target}", f"not a target of {service} for geo {geo} (candidates: {', '.join(cands)})")
+            if target not in known:
+                _bad(f"weights.{target}", f"unknown region or site {target!r}")
         if sum(req.weights.values()) <= 0:
             _bad("weights", "all zero")
+        reason = req.reason.strip()
+        if not reason:
+            _bad("reason", "required: say why these weights are pinned")
         rid = self._request_id(req.request_id)
         if not req.dry_run:
             earlier = await self._seen(rid)
             if earlier is not None:
                 return pb.PinWeightsResponse(applied=True, duplicate=True, request_id=rid, audit_id=earlier)
+        # A weight the planner would ignore is refused even when forced: forcing could not make it happen.
+        ignored = safety.check_pin_targets(self.config, service, geo, dict(req.weights))
+        if ignored is not None:
+            log.warning("operator action refused", action="pin", service=service, geo=geo, refusal=str(ignored),
+                        actor=auth.actor())
+            raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, f"refused by {ignored}")
         order = [t for t in cands if t in req.weights]
         weights = apportion({t: float(req.weights[t]) for t in order}, TOTAL_WEIGHT, order)
-        reason = req.reason.strip()
-        if not reason:
-            _bad("reason", "required: say why these weights are pinned")
         pin = Pin(service=service, geo=geo, weights=weights, reason=reason, actor=auth.actor())
         now = time.time()
         health, overrides, _ = await self._live()
         after = Overrides(evacuations=overrides.evacuations, restores=overrides.restores,
                           pins=tuple(p for p in overrides.pins if (p.service, p.geo) != (service, geo)) + (pin,))
         p = safety.preview(self.config, health, overrides, after, now)
-        refusal = safety.check_hard_limit(p)
-        warnings = self._refuse([refusal] if refusal else [], p, req.force, "pin")
-        resp = pb.PinWeightsResponse(dry_run=req.dry_run, preview=preview_to_pb(p), request_id=rid)
+        warnings = self._refuse(safety.pin_refusals(self.config, health, overrides, service, geo, weights, p), p,
+                                req.force, "pin")
+        resp = pb.PinWeightsResponse(dry_run=req.dry_run, preview=preview_to_pb(p), request_id=rid,
+                                     warnings=warnings)
         if req.dry_run:
             return resp
         applied, audit_id = await self._apply(

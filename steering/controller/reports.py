@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 from steering.config import Config
-from steering.model import TargetHealth
+from steering.model import MAX_CHECK_DETAIL, MAX_CHECKS, Check, TargetHealth
 from steering.v1 import steering_pb2 as pb
 
 
@@ -90,5 +90,7 @@ def validate(report: pb.HealthReport, config: Config, last_sequence: int | None,
             load=report.load,
             updated_at=now,
             detail=detail,
+            checks=tuple(Check(name=c.name or "unnamed", kind=c.kind,
+                               detail=(c.detail or "failed")[:MAX_CHECK_DETAIL]) for c in failing[:MAX_CHECKS]),
         ),
     )

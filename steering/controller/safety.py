@@ -11,13 +11,23 @@ Rules (each refusal names the rule and the numbers):
   ``policy.hard_limit`` × its capacity;
 - ``conflicting_evacuation``: the region already has an evacuation or a
   restore in flight, or another region is still ramping out.
+
+Pins (``PinWeights``) can send a geo's traffic anywhere among its
+candidates, so they get the same thinking:
+- ``no_answers`` / ``not_a_candidate``: a pinned target the service has no
+  answers for, or that the geo does not prefer; the planner would ignore
+  the weight, so ``force`` cannot override these;
+- ``cannot_serve``: a target with a non-zero pinned weight is unhealthy,
+  silent, reports no capacity, or is (being) evacuated;
+- ``hard_limit``: as for evacuations.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from steering.config import Config
+from steering.config import TOTAL_WEIGHT, Config
 from steering.model import Evacuation, Observed, Overrides, TargetHealth
 from steering.planner import plan
 from steering.table import RoutingTable
@@ -109,8 +119,13 @@ def preview(config: Config, health: dict[str, TargetHealth], before: Overrides, 
 
 
 def serving_regions(config: Config, health: dict[str, TargetHealth], overrides: Overrides) -> list[str]:
-    """Regions that are healthy (or not yet reported) and not evacuated."""
-    out = set(r.id for r in config.regions if health.get(r.id, TargetHealth()).can_serve)
+    """Regions that are healthy (or not yet reported), not reporting capacity 0, and not evacuated.
+
+    A region reporting capacity 0 takes no traffic (the table marks it not serving), so it must not count
+    towards ``min_serving_regions`` either.
+    """
+    out = set(r.id for r in config.regions
+              if (h := health.get(r.id, TargetHealth())).can_serve and (h.capacity is None or h.capacity > 0))
     return sorted(out - {e.region for e in overrides.evacuations})
 
 
@@ -175,3 +190,67 @@ def with_evacuation(overrides: Overrides, evac: Evacuation) -> Overrides:
 def without_evacuation(overrides: Overrides, region: str) -> Overrides:
     return replace(overrides, evacuations=tuple(e for e in overrides.evacuations if e.region != region),
                    restores=tuple(r for r in overrides.restores if r.region != region))
+
+
+def pin_candidates(config: Config, service: str, geo: str) -> list[str]:
+    """The targets the planner can weigh for (service, geo), in preference order (as ``planner._candidates``)."""
+    svc, g = config.service(service), config.geo(geo)
+    cands = [r for r in g.prefer if r in svc.answers]
+    if svc.targets == "sites":
+        cands = [s for s in g.prefer_sites if s in svc.answers] + cands
+    return cands
+
+
+def check_pin_targets(config: Config, service: str, geo: str, weights: Mapping[str, int]) -> Refusal | None:
+    """Targets the planner would ignore: no answers for the service, or not among the geo's candidates."""
+    svc = config.service(service)
+    cands = pin_candidates(config, service, geo)
+    no_answers = [t for t in weights if t not in svc.answers]
+    if no_answers:
+        return Refusal("no_answers",
+                       f"{svc.name} has no answers for {', '.join(no_answers)} "
+                       f"(it answers for {len(svc.answers)}: {', '.join(sorted(svc.answers))}); "
+                       "--force cannot override this")
+    outside = [t for t in weights if t not in cands]
+    if outside:
+        return Refusal("not_a_candidate",
+                       f"geo {geo} does not send {svc.name} traffic to {', '.join(outside)} "
+                       f"(its {len(cands)} candidate(s): {', '.join(cands)}); --force cannot override this")
+    return None
+
+
+def cannot_serve(config: Config, health: Mapping[str, TargetHealth], overrides: Overrides,
+                 target: str) -> str | None:
+    """Why ``target`` (a region or cache site) cannot take traffic now, as the planner sees it; None if it can."""
+    region = next((s.region for s in config.sites if s.id == target), target)
+    h = health.get(target, TargetHealth())
+    if not h.can_serve:
+        return h.status + (f" ({h.detail})" if h.detail else "")
+    if h.capacity is not None and h.capacity <= 0:
+        return "reporting capacity 0"
+    for e in overrides.evacuations:
+        if e.region == region:
+            where = "evacuated" if region == target else f"in region {region}, which is evacuated"
+            return f"{where} ({e.describe()}{', reason: ' + e.reason if e.reason else ''})"
+    return None
+
+
+def check_pin_serving(config: Config, health: Mapping[str, TargetHealth], overrides: Overrides, service: str,
+                      geo: str, weights: Mapping[str, int]) -> Refusal | None:
+    total = sum(weights.values()) or 1
+    dead = [(t, why) for t, w in weights.items() if w > 0
+            for why in [cannot_serve(config, health, overrides, t)] if why is not None]
+    if not dead:
+        return None
+    parts = [f"{t} is {why} but would get {round(weights[t] * TOTAL_WEIGHT / total)} of {TOTAL_WEIGHT}"
+             for t, why in dead]
+    tail = ("; none of the pinned targets can serve: the pin would do nothing until one can"
+            if len(dead) == sum(1 for w in weights.values() if w > 0) else "")
+    return Refusal("cannot_serve", f"{service} {geo}: " + "; ".join(parts) + tail)
+
+
+def pin_refusals(config: Config, health: Mapping[str, TargetHealth], overrides: Overrides, service: str, geo: str,
+                 weights: Mapping[str, int], p: Preview) -> list[Refusal]:
+    """The rules ``force`` may override, for a pin whose targets passed ``check_pin_targets``."""
+    found = [check_pin_serving(config, health, overrides, service, geo, weights), check_hard_limit(p)]
+    return [r for r in found if r is not None]

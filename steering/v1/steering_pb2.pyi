@@ -434,20 +434,22 @@ class PinWeightsRequest(_message.Message):
     def __init__(self, service: _Optional[str] = ..., geo: _Optional[str] = ..., weights: _Optional[_Mapping[str, int]] = ..., reason: _Optional[str] = ..., dry_run: _Optional[bool] = ..., request_id: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class PinWeightsResponse(_message.Message):
-    __slots__ = ("applied", "dry_run", "preview", "request_id", "audit_id", "duplicate")
+    __slots__ = ("applied", "dry_run", "preview", "request_id", "audit_id", "duplicate", "warnings")
     APPLIED_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     AUDIT_ID_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     applied: bool
     dry_run: bool
     preview: Preview
     request_id: str
     audit_id: str
     duplicate: bool
-    def __init__(self, applied: _Optional[bool] = ..., dry_run: _Optional[bool] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ..., request_id: _Optional[str] = ..., audit_id: _Optional[str] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, applied: _Optional[bool] = ..., dry_run: _Optional[bool] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ..., request_id: _Optional[str] = ..., audit_id: _Optional[str] = ..., duplicate: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UnpinWeightsRequest(_message.Message):
     __slots__ = ("service", "geo", "reason", "request_id")
@@ -472,7 +474,7 @@ class UnpinWeightsResponse(_message.Message):
     def __init__(self, applied: _Optional[bool] = ..., audit_id: _Optional[str] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class SiteHealth(_message.Message):
-    __slots__ = ("site", "region", "kind", "status", "capacity", "load", "last_report", "checks")
+    __slots__ = ("site", "region", "kind", "status", "capacity", "load", "last_report", "checks", "last_change", "heard_by", "last_report_local", "detail")
     SITE_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -481,6 +483,10 @@ class SiteHealth(_message.Message):
     LOAD_FIELD_NUMBER: _ClassVar[int]
     LAST_REPORT_FIELD_NUMBER: _ClassVar[int]
     CHECKS_FIELD_NUMBER: _ClassVar[int]
+    LAST_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    HEARD_BY_FIELD_NUMBER: _ClassVar[int]
+    LAST_REPORT_LOCAL_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
     site: str
     region: str
     kind: SiteKind
@@ -489,7 +495,11 @@ class SiteHealth(_message.Message):
     load: float
     last_report: _timestamp_pb2.Timestamp
     checks: _containers.RepeatedCompositeFieldContainer[CheckResult]
-    def __init__(self, site: _Optional[str] = ..., region: _Optional[str] = ..., kind: _Optional[_Union[SiteKind, str]] = ..., status: _Optional[_Union[HealthStatus, str]] = ..., capacity: _Optional[float] = ..., load: _Optional[float] = ..., last_report: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., checks: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ...) -> None: ...
+    last_change: _timestamp_pb2.Timestamp
+    heard_by: str
+    last_report_local: bool
+    detail: str
+    def __init__(self, site: _Optional[str] = ..., region: _Optional[str] = ..., kind: _Optional[_Union[SiteKind, str]] = ..., status: _Optional[_Union[HealthStatus, str]] = ..., capacity: _Optional[float] = ..., load: _Optional[float] = ..., last_report: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., checks: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ..., last_change: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., heard_by: _Optional[str] = ..., last_report_local: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Route53Status(_message.Message):
     __slots__ = ("enabled", "last_sync", "last_duration_seconds", "last_changes", "last_error")
