@@ -19,6 +19,8 @@ from __future__ import annotations
 from dnsserver.geo import GeoMap
 
 ClientTuple = tuple[int, bytes, int]  # (geo index, subnet bytes hashed for the pick, ECS scope)
+# what an ECS option's fixed-size head says about the rest: see ``ClientKeys.shapes``
+Shape = tuple[int, int, "tuple[tuple[int, dict[bytes, int]], ...] | None", bool, bytes, bytes, int, int, int]
 
 _LEVELS = {4: (16, 24), 6: (32, 48, 56)}
 _MAX_BLOCKS = 1 << 17  # prefixes much shorter than a level would expand to too many blocks: stop there
@@ -77,6 +79,7 @@ class ClientKeys:
         self.geomap = geomap
         self.default = geomap.default
         self._fam = {1: _Family(geomap, 4), 2: _Family(geomap, 6)}
+        self.shapes = _shapes(self._fam)
 
     def ecs(self, opt: bytes) -> ClientTuple | None:
         """For an ECS option's data (family, source, scope, address); None when malformed (FORMERR)."""
@@ -106,3 +109,31 @@ class ClientKeys:
                     return geo, f.head[src] + addr + f.pad[f.nbytes - n], src
         k = self.geomap.key(f.family, addr, src)
         return k.geo, k.subnet, k.scope
+
+
+def _shapes(fams: dict[int, _Family]) -> dict[bytes, Shape]:
+    """Every valid OPT rdata head holding one ECS option and nothing else, keyed by its 10 bytes (OPT
+    rdlen, option code and length, family, source, scope 0), with what ``ClientKeys.ecs`` would do for it:
+    ``(address bytes, mask of the bits that must be zero in the last byte, levels or None for GeoMap.key,
+    whether the last level decides, subnet head, subnet padding, family, source, scope)``. ``levels`` lists
+    the ``(bytes, block table)`` levels ``ecs`` would consult for this source, in order; ``None`` when it
+    would go to ``GeoMap.key`` straight away. The hot path then does the same lookups inline."""
+    out: dict[bytes, Shape] = {}
+    for code, f in fams.items():
+        for src in range(f.width + 1):
+            nb = (src + 7) >> 3
+            head = bytes((0, nb + 8, 0, 8, 0, nb + 4, 0, code, src, 0))
+            mask = 0xFF >> (src & 7) if src & 7 else 0
+            levels: tuple[tuple[int, dict[bytes, int]], ...] | None = None
+            exact = False
+            if src <= f.key_bits:
+                usable = []
+                for bits, lnb, table in f.levels:
+                    if src < bits:
+                        break
+                    usable.append((lnb, table))
+                    exact = src == bits
+                levels = tuple(usable) or None
+            out[head] = (nb, mask, levels, exact, f.head[min(src, f.width)], f.pad[f.nbytes - nb], f.family, src,
+                         min(src, f.key_bits))
+    return out

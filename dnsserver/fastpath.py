@@ -24,6 +24,7 @@ import ipaddress
 import sys
 import zlib
 from bisect import bisect_right
+from collections.abc import Callable
 from typing import Any
 
 from dnsserver.clientkeys import ClientKeys, ClientTuple
@@ -99,19 +100,45 @@ def _find_ecs(q: bytes, p: int, n: int) -> bytes | None:
     return ecs
 
 
+def _flag_heads() -> dict[bytes, int]:
+    """Header bytes 2-12 of every query the hot path takes (QUERY, QR clear; one question; no records
+    but maybe one additional) -> the index into a variant's ``heads``: RD | CD, and 2 with an OPT."""
+    out = {}
+    for b2 in range(8):  # QR 0, opcode 0; AA, TC and RD as sent
+        for b3 in range(256):
+            for counts, opt in ((_COUNTS_PLAIN, 0), (_COUNTS_OPT, 2)):
+                out[bytes((b2, b3)) + counts] = (b2 & 0x01) | (b3 & 0x10) | opt
+    return out
+
+
+_FLAG_HEADS = _flag_heads()
+
+
 class FastPath:
+    """``answer(query, host, tcp)``: the reply bytes, or None for the slow path.
+
+    ``answer`` is a closure over its tables and helpers (no attribute lookups per query) that handles
+    the two shapes that matter, a query without EDNS and one whose OPT holds a single ECS option, and
+    hands every other shape to ``answer_general``, the complete version, which gives the same bytes
+    (a Hypothesis property checks it)."""
+
     def __init__(self, geomap: GeoMap, snapshot: Snapshot) -> None:
         self.geomap = geomap
         self.keys = ClientKeys(geomap)
-        self.tables = _Tables(snapshot.entries)
-        self._src: dict[str, ClientTuple] = {}
+        self._cur = [_Tables(snapshot.entries)]
+        self._src: dict[Host, ClientTuple] = {}
+        self.answer = self._make_answer()
+
+    @property
+    def tables(self) -> _Tables:
+        return self._cur[0]
 
     @property
     def entries(self) -> dict[bytes, tuple[Any, Any]]:
-        return self.tables.entries
+        return self._cur[0].entries
 
     def install(self, snapshot: Snapshot) -> None:
-        self.tables = _Tables(snapshot.entries)  # one reference swap: see the module docstring
+        self._cur[0] = _Tables(snapshot.entries)  # one reference swap: see the module docstring
 
     def source_key(self, host: Host) -> ClientTuple:
         """Client key for the resolver's address: text, packed bytes, or an IPv4 ``sin_addr`` read as an int."""
@@ -129,7 +156,109 @@ class FastPath:
             key = self._src[host] = (k.geo, k.subnet, k.scope)
         return key
 
-    def answer(self, q: bytes, host: Host, tcp: int) -> bytes | None:
+    def _make_answer(self) -> Callable[[bytes, Host, int], bytes | None]:
+        # everything the closure touches is a local of this frame: a cell read per use, no attribute lookups
+        cur = self._cur
+        heads_of = _FLAG_HEADS.get
+        general = self.answer_general
+        src_get = self._src.get
+        source_key = self.source_key
+        gkey = self.geomap.key
+        default = self.geomap.default
+        crc32 = zlib.crc32
+        bisect = bisect_right
+        join = b"".join
+        opt_type = _OPT_TYPE
+        # shape -> the same plus the reply's OPT up to the address: [DO * 2 + steered] (scope 0 when static)
+        shapes = {k: (*v[:8], tuple(opt + k[:9] + bytes((scope,))
+                                    for opt in (_OPT_NO_DO, _OPT_DO) for scope in (0, v[8])))
+                  for k, v in self.keys.shapes.items()}
+        shape_of = shapes.get
+
+        def answer(q: bytes, host: Host, tcp: int) -> bytes | None:
+            hi = heads_of(q[2:12])
+            if hi is None:
+                return None  # a response, another opcode, or sections the hot path does not take
+            end = q.find(b"\x00", 12)
+            qe = end + 5
+            n = len(q)
+            if end < 0 or qe > n:
+                return None
+            question = q[12:qe]
+            t = cur[0]
+            entry = t.folded.get(question.lower())
+            if entry is None:
+                entry = t.entries.get(q[12:end + 1].lower() + q[end + 1:qe])
+                if entry is None:
+                    return None
+            seed, data = entry
+            if hi & 2:
+                shape = shape_of(q[qe + 9:qe + 19])
+                if shape is None or n != qe + 19 + shape[0] or q[qe:qe + 3] != opt_type or q[qe + 6]:
+                    return general(q, host, tcp)  # OPT without ECS, other options, or not valid
+                nb, mask, levels, exact, subhead, pad, family, src, echoes = shape
+                if mask and q[n - 1] & mask:
+                    return None  # address bits beyond the source prefix: FORMERR from the slow path
+                addr = q[qe + 19:]
+                if seed is None:
+                    variant = data
+                    echo = echoes[q[qe + 7] >> 6 & 2]
+                else:
+                    # ClientKeys.ecs inline: the block levels, else GeoMap.key
+                    geo = -1
+                    if levels is not None:
+                        g = default
+                        for lnb, table in levels:
+                            geo = table.get(addr[:lnb], g)
+                            if geo >= 0:
+                                break
+                            g = -2 - geo
+                        else:
+                            geo = g if exact else -1
+                    if geo >= 0:
+                        sub = subhead + addr + pad
+                    else:
+                        k = gkey(family, addr, src)
+                        geo = k.geo
+                        sub = k.subnet
+                    total, cum, variants, cells, fb = data[geo]
+                    i = 0 if len(variants) == 1 else bisect(cum, ((crc32(sub, seed) * _GOLDEN) & 0xFFFFFFFF) * total >> 32)
+                    variant = variants[i]
+                    echo = echoes[(q[qe + 7] >> 6 & 2) | 1]
+                resp = join((q[:2], variant[0][hi], question, variant[1], echo, addr))
+                m = len(resp)
+                if m > 512:  # the payload limit is never below 512: read it only when it may matter
+                    if tcp:
+                        limit = 65535
+                    else:
+                        limit = (q[qe + 3] << 8) | q[qe + 4]
+                        limit = MAX_UDP_PAYLOAD if limit > MAX_UDP_PAYLOAD else 512 if limit < 512 else limit
+                    if m > limit:
+                        return None  # the slow path truncates properly
+            else:
+                if qe != n:
+                    return None
+                if seed is None:
+                    variant = data
+                else:
+                    key = src_get(host) or source_key(host)
+                    total, cum, variants, cells, fb = data[key[0]]
+                    i = 0 if len(variants) == 1 else bisect(cum, ((crc32(key[1], seed) * _GOLDEN) & 0xFFFFFFFF) * total >> 32)
+                    variant = variants[i]
+                resp = join((q[:2], variant[0][hi], question, variant[1]))
+                if len(resp) > (65535 if tcp else 512):
+                    return None
+            variant[3 if tcp else 2][0] += 1
+            if seed is not None:
+                cells[i][0] += 1
+                if fb is not None:
+                    fb[0] += 1
+            return resp
+
+        return answer
+
+    def answer_general(self, q: bytes, host: Host, tcp: int) -> bytes | None:
+        """Every shape the hot path takes, step by step: the reference for ``answer``."""
         n = len(q)
         if n < 17 or q[2] & 0xF8:
             return None  # a response, or another opcode
@@ -138,7 +267,7 @@ class FastPath:
         qe = end + 5
         if end < 0 or qe > n:
             return None
-        tables = self.tables
+        tables = self._cur[0]
         question = q[12:qe]
         entry = tables.folded.get(question.lower())
         if entry is None:

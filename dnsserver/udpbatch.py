@@ -7,11 +7,14 @@ what knot does in C; here it saves about a µs per query (DEPENDENCIES.md,
 "DNS speed"). At low load a batch is one query, and the cost is close to the
 plain loop's.
 
-The message headers, address slots and data buffers are preallocated
+The message headers, address slots and receive buffers are preallocated
 bytearrays that ctypes only points into; per query the loop reads the
-length and the source address through ``memoryview`` casts and copies the
-reply into its send slot. The resolver's address goes to the fast path raw
-(an IPv4 ``sin_addr`` as an int, an IPv6 address as 16 bytes); only the slow
+length and the source address through ``memoryview`` casts, and the reply
+is not copied: reply i goes out as message i, to address slot i, with its
+iovec pointing at the reply's own bytes (CPython keeps a bytes object's data
+at a fixed offset from its id; checked at load), which the loop holds until
+``sendmmsg`` returns. The resolver's address goes to the fast path raw (an
+IPv4 ``sin_addr`` as an int, an IPv6 address as 16 bytes); only the slow
 path needs it as text.
 
 Not Linux, or no ``recvmmsg`` in the C library: ``batch_available()`` is
@@ -33,12 +36,13 @@ SLOT = 65536  # a whole datagram (and any reply) fits a slot
 _NAME = 32  # sockaddr_in6 is 28 bytes
 _MSG = 64  # struct mmsghdr on LP64: msghdr (56) + msg_len (4) + padding
 _MSG_WAITFORONE = 0x10000
+_DATA = sys.getsizeof(b"") - 1  # where a bytes object's data starts, from its address (its id in CPython)
 
 _libc: ctypes.CDLL | None = None
 
 
 def _load() -> ctypes.CDLL | None:
-    if not sys.platform.startswith("linux") or struct.calcsize("P") != 8:
+    if not sys.platform.startswith("linux") or struct.calcsize("P") != 8 or sys.implementation.name != "cpython":
         return None
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -47,6 +51,9 @@ def _load() -> ctypes.CDLL | None:
         libc.sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
         libc.sendmmsg.restype = ctypes.c_int
     except (OSError, AttributeError):
+        return None
+    probe = b"steering"  # replies are sent from their own bytes: check where those are
+    if ctypes.string_at(id(probe) + _DATA, len(probe)) != probe:
         return None
     return libc
 
@@ -78,61 +85,61 @@ class BatchUdpWorker(UdpWorker):
         sendmmsg = _libc.sendmmsg
         fd = self.sock.fileno()
         rbuf, raddr, rmv = _buffer(BATCH * SLOT)
-        sbuf, saddr, smv = _buffer(BATCH * SLOT)
         names, naddr, nmv = _buffer(BATCH * _NAME)
         rmsg, rmaddr, rmmv = _buffer(BATCH * _MSG)
         riov, riaddr, _ = _buffer(BATCH * 16)
         smsg, smaddr, smmv = _buffer(BATCH * _MSG)
         siov, siaddr, simv = _buffer(BATCH * 16)
+        # a socket of one family always reports the same address length, so the reply to message i
+        # goes out as message i to name slot i, with a fixed length: only its iovec changes per query
+        namelen = 28 if self.v6 else 16
         for i in range(BATCH):
             struct.pack_into("PN", riov, i * 16, raddr + i * SLOT, SLOT)
             # msghdr: name, namelen, iov, iovlen, control, controllen, flags
             struct.pack_into("PI4xPNPNi4x", rmsg, i * _MSG, naddr + i * _NAME, _NAME, riaddr + i * 16, 1, 0, 0, 0)
-            struct.pack_into("PN", siov, i * 16, saddr + i * SLOT, 0)
-            struct.pack_into("PI4xPNPNi4x", smsg, i * _MSG, 0, 0, siaddr + i * 16, 1, 0, 0, 0)
-        r32 = rmmv.cast("I")  # msg_namelen at [16 i + 2], msg_len at [16 i + 14]
-        s32 = smmv.cast("I")
-        s64 = smmv.cast("Q")  # msg_name at [8 j]
-        si64 = simv.cast("Q")  # iov_len at [2 j + 1]
+            struct.pack_into("PI4xPNPNi4x", smsg, i * _MSG, naddr + i * _NAME, namelen, siaddr + i * 16, 1, 0, 0, 0)
+        r32 = rmmv.cast("I")  # msg_len at [16 i + 14]
+        si64 = simv.cast("Q")  # iov_base at [2 i], iov_len at [2 i + 1]
         n32 = nmv.cast("I")  # an IPv4 sin_addr at [8 i + 1]
+        # per slot: index, data offset, where msg_len is, where the address is, where its iovec is
+        slots = [(i, i * SLOT, 16 * i + 14, i * _NAME + 8 if self.v6 else 8 * i + 1, 2 * i, 2 * i + 1)
+                 for i in range(BATCH)]
+        keep: list[bytes | None] = [None] * BATCH  # the replies the iovecs point into, alive until sent
         fast = self.fast
         slow = self.slow
         stop = self._stop
         v6 = self.v6
+
+        def send(first: int, end: int) -> None:
+            while first < end:
+                sent = sendmmsg(fd, smaddr + first * _MSG, end - first, 0)
+                # an error after some messages ends the call early (and is not reported): retry from the
+                # one that failed; an error on the first one: skip it (UDP may drop)
+                first += sent if sent > 0 else 1
+
         while not stop[0]:
             count = recvmmsg(fd, rmaddr, BATCH, _MSG_WAITFORONE, None)
             if count <= 0:
                 continue  # EINTR, ICMP errors, or woken by shutdown: stop is checked above
-            j = 0
-            for i in range(count):
-                base = i * SLOT
-                q = bytes(rmv[base:base + r32[16 * i + 14]])
-                if v6:
-                    host: bytes | int = bytes(nmv[i * _NAME + 8:i * _NAME + 24])
-                else:
-                    host = n32[8 * i + 1]
+            first = 0
+            for i, base, lenix, hostix, iov, iovlen in slots[:count]:
+                q = bytes(rmv[base:base + r32[lenix]])
+                host: bytes | int = bytes(nmv[hostix:hostix + 16]) if v6 else n32[hostix]
                 try:
                     resp = fast(q, host, 0)
                 except Exception:
                     resp = None
                 if resp is None:
                     resp = slow(q, self._text(host), 0)  # never raises
-                    if resp is None:
-                        r32[16 * i + 2] = _NAME
+                    if resp is None:  # no reply: send the ones before, go on after
+                        send(first, i)
+                        first = i + 1
                         continue
-                out = j * SLOT
-                smv[out:out + len(resp)] = resp
-                si64[2 * j + 1] = len(resp)
-                s64[8 * j] = naddr + i * _NAME
-                s32[16 * j + 2] = r32[16 * i + 2]
-                r32[16 * i + 2] = _NAME  # the kernel wrote the address length: room again for the next read
-                j += 1
-            start = 0
-            while start < j:
-                sent = sendmmsg(fd, smaddr + start * _MSG, j - start, 0)
-                # an error after some messages ends the call early (and is not reported): retry from the
-                # one that failed; an error on the first one: skip it (UDP may drop)
-                start += sent if sent > 0 else 1
+                keep[i] = resp
+                # no copy: the iovec points at the reply's own bytes (CPython keeps them at a fixed offset)
+                si64[iov] = id(resp) + _DATA
+                si64[iovlen] = len(resp)
+            send(first, count)
 
     def _text(self, host: bytes | int) -> str:
         if isinstance(host, int):

@@ -8,6 +8,7 @@ the same message, and the client key must be the one GeoMap computes.
 from __future__ import annotations
 
 import ipaddress
+import struct
 from pathlib import Path
 
 import dns.edns
@@ -133,3 +134,62 @@ def test_fast_path_replies_equal_slow_path(server: DnsServer, name: str, qtype: 
     assert a.answer == b.answer and a.authority == b.authority
     assert [o.to_wire() for o in a.options] == [o.to_wire() for o in b.options]  # ECS echo and scope
     assert len(fast) <= len(slow)  # the same message; the pre-rendered one may compress better
+
+
+@settings(max_examples=400, deadline=None)
+@given(name=st.sampled_from(NAMES), qtype=st.sampled_from(TYPES), edns=st.sampled_from([None, 0, 1]),
+       payload=st.sampled_from([0, 511, 512, 600, 1232, 4096]), dnssec=st.booleans(),
+       family=st.sampled_from([1, 2, 3]), src=st.integers(0, 130), addr=st.binary(min_size=0, max_size=17),
+       scope=st.sampled_from([0, 0, 0, 0, 5]), extra=st.sampled_from([None, b"", b"\x00\x0a\x00\x08abcdefgh"]),
+       ecs=st.booleans(), flips=st.lists(st.tuples(st.integers(0, 80), st.integers(0, 255)), max_size=2),
+       host=st.sampled_from([0x0100007F, 0x0302017F, b"\x00" * 15 + b"\x01", "127.3.0.9"]),
+       tcp=st.sampled_from([0, 1]))
+def test_hot_path_is_byte_identical_to_its_reference(
+        server: DnsServer, name: str, qtype: str, edns: int | None, payload: int, dnssec: bool, family: int,
+        src: int, addr: bytes, scope: int, extra: bytes | None, ecs: bool, flips: list[tuple[int, int]],
+        host: object, tcp: int) -> None:
+    # raw ECS options, valid or not (any family, source, address length, trailing bits, scope), other
+    # options beside them, and flipped bytes: ``answer`` must give exactly what ``answer_general`` gives
+    options: list[dns.edns.Option] = []
+    if ecs and family != 3 and scope == 0:  # mostly valid: the address as long as the source says, masked
+        src = min(src, 32 if family == 1 else 128)
+        nb = (src + 7) >> 3
+        raw = bytearray(addr[:nb].ljust(nb, b"\x7f"))
+        if src & 7 and len(addr) != 1:
+            raw[-1] &= 0xFF << (8 - (src & 7)) & 0xFF
+        addr = bytes(raw)
+    if ecs:
+        options.append(dns.edns.GenericOption(8, struct.pack("!HBB", family, src, scope) + addr))
+    if extra is not None:
+        options.append(dns.edns.GenericOption(10, extra[4:]) if extra else dns.edns.GenericOption(10, b""))
+    q = dns.message.make_query(name, qtype, use_edns=edns if edns is not None or not options else 0,
+                               payload=payload, want_dnssec=dnssec, options=options or None)
+    wire = bytearray(q.to_wire())
+    for pos, value in flips:
+        if pos < len(wire):
+            wire[pos] = value
+    w = bytes(wire)
+    assert server.fast.answer(w, host, tcp) == server.fast.answer_general(w, host, tcp), w.hex()
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(["api.example.test", "API.Example.TEST", "www.example.test"]),
+       qtype=st.sampled_from(["A", "AAAA", "ANY", "TXT"]), payload=st.sampled_from([512, 1232, 4096]),
+       dnssec=st.booleans(), family=st.sampled_from([1, 2]), src=st.integers(0, 128),
+       addr=st.binary(min_size=16, max_size=16), near=st.booleans(), tcp=st.sampled_from([0, 1]))
+def test_hot_path_ecs_picks_like_its_reference(server: DnsServer, name: str, qtype: str, payload: int,
+                                               dnssec: bool, family: int, src: int, addr: bytes, near: bool,
+                                               tcp: int) -> None:
+    # valid ECS options for steered names, often inside the configured prefixes: geo, pick and scope
+    src = min(src, 32 if family == 1 else 128)
+    if near:
+        addr = (b"\x7f\x02" if family == 1 else bytes.fromhex("20010db80002")) + addr[6:]
+    nb = (src + 7) >> 3
+    raw = bytearray(addr[:nb])
+    if src & 7:
+        raw[-1] &= 0xFF << (8 - (src & 7)) & 0xFF
+    opt = dns.edns.GenericOption(8, struct.pack("!HBB", family, src, 0) + bytes(raw))
+    w = dns.message.make_query(name, qtype, use_edns=0, payload=payload, want_dnssec=dnssec,
+                               options=[opt]).to_wire()
+    got = server.fast.answer(w, 0x0100007F, tcp)
+    assert got is not None and got == server.fast.answer_general(w, 0x0100007F, tcp), w.hex()

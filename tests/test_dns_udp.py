@@ -159,3 +159,52 @@ def test_sigterm_stops_daemon_and_threads(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_batched_bursts_with_unanswered_datagrams(tmp_path: Path, host: str) -> None:
+    """Bursts mixing queries with datagrams that get no reply (responses, a lone byte) from several
+    sockets: every query gets its own reply, at its own address."""
+    if host == "::1" and not has_ipv6():
+        pytest.skip("no IPv6 loopback")  # pragma: no cover - the machine has it
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    async def run() -> None:
+        cfg = load(tmp_path)
+        server = DnsServer(cfg, table_with(cfg, 1, SPLIT))
+        await server.start([f"[{host}]:0" if ":" in host else f"{host}:0"])
+        port = server.addresses[0][1]
+        socks = [socket.socket(family, socket.SOCK_DGRAM) for _ in range(3)]
+        try:
+            for s in socks:
+                s.bind((host, 0))
+                s.settimeout(3)
+            for burst in range(20):  # bounded
+                sent: dict[int, set[int]] = {k: set() for k in range(len(socks))}
+                for n in range(30):
+                    k = n % len(socks)
+                    if n % 7 == 3:
+                        resp = dns.message.make_response(dns.message.make_query("api.example.test", "A"))
+                        socks[k].sendto(resp.to_wire(), (host, port))  # a response: no reply
+                    elif n % 11 == 5:
+                        socks[k].sendto(b"\x01", (host, port))  # too short to answer: no reply
+                    else:
+                        qid = burst * 100 + n
+                        ecs = [dns.edns.ECSOption(f"127.{1 + n % 5}.{n}.0", 24)] if n % 2 else None
+                        q = dns.message.make_query("api.example.test", "A", id=qid, use_edns=0 if ecs else None,
+                                                   options=ecs)
+                        socks[k].sendto(q.to_wire(), (host, port))
+                        sent[k].add(qid)
+                for k, s in enumerate(socks):
+                    got = set()
+                    while len(got) < len(sent[k]):
+                        r = dns.message.from_wire(await asyncio.to_thread(s.recv, 65535))
+                        assert r.rcode() == dns.rcode.NOERROR and addresses(r) in (EAST, WEST)
+                        got.add(r.id)
+                    assert got == sent[k]
+        finally:
+            for s in socks:
+                s.close()
+            await server.close()
+
+    asyncio.run(run())
