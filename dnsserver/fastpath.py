@@ -7,6 +7,16 @@ answer that would not fit the client's payload, goes to ``slowpath``,
 which is complete and strict. Reading the header and question with bytes
 operations costs about a µs; dnspython's parse and render cost ~100 µs.
 
+``FastPath.answer`` is a closure that takes the two shapes that matter
+(no EDNS; an OPT holding one ECS option and nothing else) with as few
+Python operations as it can: one dict lookup on header bytes 2-12 checks
+opcode and counts and picks the reply's flags; one on the OPT's version,
+flags and ECS head (``ClientKeys.shapes``) validates the option and gives
+the pre-rendered OPT echo (scope included) and the block levels, which it
+walks inline. Every other shape goes to ``answer_general``, the step-by-step
+version, which gives the same bytes (Hypothesis properties check both that
+and the geo, pick and scope against ``GeoMap.key``).
+
 Every query does the same work: there is no cache of replies or of ECS
 subnets, because resolvers send many distinct subnets and such caches miss
 exactly when the load is high (``clientkeys`` makes the subnet cheap instead).
@@ -169,10 +179,18 @@ class FastPath:
         bisect = bisect_right
         join = b"".join
         opt_type = _OPT_TYPE
-        # shape -> the same plus the reply's OPT up to the address: [DO * 2 + steered] (scope 0 when static)
-        shapes = {k: (*v[:8], tuple(opt + k[:9] + bytes((scope,))
-                                    for opt in (_OPT_NO_DO, _OPT_DO) for scope in (0, v[8])))
-                  for k, v in self.keys.shapes.items()}
+        # keyed by the OPT's version and flags (only DO may be set) before ClientKeys' key: its shape, and
+        # the reply's OPT up to the address, when static (scope 0) and when steered
+        # (the levels split into the first and the rest: the first decides for most addresses)
+        shapes = {flags + k: (v[0], v[1], v[2] and v[2][0], v[2] and v[2][1:], *v[3:8], opt + k[:9] + b"\x00",
+                              opt + k[:9] + bytes((v[8],)))
+                  for k, v in self.keys.shapes.items()
+                  for flags, opt in ((b"\x00\x00\x00", _OPT_NO_DO), (b"\x00\x80\x00", _OPT_DO))}
+        # an OPT without options (what most resolvers send): "-8 address bytes" makes the length check
+        # mean rdlen 0; the reply's OPT is the same for every answer
+        for flags, opt in ((b"\x00\x00\x00", _OPT_NO_DO), (b"\x00\x80\x00", _OPT_DO)):
+            shapes[flags + b"\x00\x00"] = (-8, 0, None, None, False, b"", b"", 0, 0, opt + b"\x00\x00",
+                                            opt + b"\x00\x00")
         shape_of = shapes.get
 
         def answer(q: bytes, host: Host, tcp: int) -> bytes | None:
@@ -193,38 +211,55 @@ class FastPath:
                     return None
             seed, data = entry
             if hi & 2:
-                shape = shape_of(q[qe + 9:qe + 19])
-                if shape is None or n != qe + 19 + shape[0] or q[qe:qe + 3] != opt_type or q[qe + 6]:
-                    return general(q, host, tcp)  # OPT without ECS, other options, or not valid
-                nb, mask, levels, exact, subhead, pad, family, src, echoes = shape
-                if mask and q[n - 1] & mask:
-                    return None  # address bits beyond the source prefix: FORMERR from the slow path
-                addr = q[qe + 19:]
-                if seed is None:
-                    variant = data
-                    echo = echoes[q[qe + 7] >> 6 & 2]
+                shape = shape_of(q[qe + 6:qe + 19])
+                if shape is None or n != qe + 19 + shape[0] or q[qe:qe + 3] != opt_type:
+                    return general(q, host, tcp)  # other options or flags, or not valid
+                nb, mask, first, levels, exact, subhead, pad, family, src, echo, steered_echo = shape
+                if nb < 0:
+                    addr = b""
+                    if seed is not None:
+                        key = src_get(host) or source_key(host)
+                        geo = key[0]
+                        sub = key[1]
                 else:
-                    # ClientKeys.ecs inline: the block levels, else GeoMap.key
-                    geo = -1
-                    if levels is not None:
-                        g = default
-                        for lnb, table in levels:
-                            geo = table.get(addr[:lnb], g)
-                            if geo >= 0:
-                                break
-                            g = -2 - geo
+                    if mask and q[n - 1] & mask:
+                        return None  # address bits beyond the source prefix: FORMERR from the slow path
+                    addr = q[qe + 19:]
+                    if seed is not None:
+                        # ClientKeys.ecs inline: the block levels, else GeoMap.key
+                        geo = -1
+                        if first:
+                            geo = first[1].get(addr[:first[0]], default)
+                            if geo < 0:  # a block with longer prefixes inside: the next levels
+                                g = -2 - geo
+                                for lnb, table in levels:
+                                    geo = table.get(addr[:lnb], g)
+                                    if geo >= 0:
+                                        break
+                                    g = -2 - geo
+                                else:
+                                    geo = g if exact else -1
+                        if geo >= 0:
+                            sub = subhead + addr + pad
                         else:
-                            geo = g if exact else -1
-                    if geo >= 0:
-                        sub = subhead + addr + pad
-                    else:
-                        k = gkey(family, addr, src)
-                        geo = k.geo
-                        sub = k.subnet
-                    total, cum, variants, cells, fb = data[geo]
-                    i = 0 if len(variants) == 1 else bisect(cum, ((crc32(sub, seed) * _GOLDEN) & 0xFFFFFFFF) * total >> 32)
-                    variant = variants[i]
-                    echo = echoes[(q[qe + 7] >> 6 & 2) | 1]
+                            k = gkey(family, addr, src)
+                            geo = k.geo
+                            sub = k.subnet
+                        echo = steered_echo
+            else:
+                if qe != n:
+                    return None
+                if seed is not None:
+                    key = src_get(host) or source_key(host)
+                    geo = key[0]
+                    sub = key[1]
+            if seed is None:
+                variant = data
+            else:
+                total, cum, variants, cells, fb = data[geo]
+                i = 0 if len(variants) == 1 else bisect(cum, ((crc32(sub, seed) * _GOLDEN) & 0xFFFFFFFF) * total >> 32)
+                variant = variants[i]
+            if hi & 2:
                 resp = join((q[:2], variant[0][hi], question, variant[1], echo, addr))
                 m = len(resp)
                 if m > 512:  # the payload limit is never below 512: read it only when it may matter
@@ -236,15 +271,6 @@ class FastPath:
                     if m > limit:
                         return None  # the slow path truncates properly
             else:
-                if qe != n:
-                    return None
-                if seed is None:
-                    variant = data
-                else:
-                    key = src_get(host) or source_key(host)
-                    total, cum, variants, cells, fb = data[key[0]]
-                    i = 0 if len(variants) == 1 else bisect(cum, ((crc32(key[1], seed) * _GOLDEN) & 0xFFFFFFFF) * total >> 32)
-                    variant = variants[i]
                 resp = join((q[:2], variant[0][hi], question, variant[1]))
                 if len(resp) > (65535 if tcp else 512):
                     return None

@@ -135,6 +135,7 @@ class BatchUdpWorker(UdpWorker):
                         send(first, i)
                         first = i + 1
                         continue
+                    resp = bytes(resp)  # the iovec needs an exact bytes object (a no-op for one)
                 keep[i] = resp
                 # no copy: the iovec points at the reply's own bytes (CPython keeps them at a fixed offset)
                 si64[iov] = id(resp) + _DATA

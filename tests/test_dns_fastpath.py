@@ -7,9 +7,12 @@ the same message, and the client key must be the one GeoMap computes.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import struct
+import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import dns.edns
 import dns.flags
@@ -19,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dnsserver.clientkeys import ClientKeys
+from dnsserver.fastpath import FastPath
 from dnsserver.geo import GeoMap
 from dnsserver.server import DnsServer
 from dnsserver.testing import load, table_with
@@ -176,14 +180,15 @@ def test_hot_path_is_byte_identical_to_its_reference(
 @given(name=st.sampled_from(["api.example.test", "API.Example.TEST", "www.example.test"]),
        qtype=st.sampled_from(["A", "AAAA", "ANY", "TXT"]), payload=st.sampled_from([512, 1232, 4096]),
        dnssec=st.booleans(), family=st.sampled_from([1, 2]), src=st.integers(0, 128),
-       addr=st.binary(min_size=16, max_size=16), near=st.booleans(), tcp=st.sampled_from([0, 1]))
+       addr=st.binary(min_size=16, max_size=16), near=st.sampled_from(["", "7f02", "c63364"]),
+       tcp=st.sampled_from([0, 1]))
 def test_hot_path_ecs_picks_like_its_reference(server: DnsServer, name: str, qtype: str, payload: int,
-                                               dnssec: bool, family: int, src: int, addr: bytes, near: bool,
+                                               dnssec: bool, family: int, src: int, addr: bytes, near: str,
                                                tcp: int) -> None:
     # valid ECS options for steered names, often inside the configured prefixes: geo, pick and scope
     src = min(src, 32 if family == 1 else 128)
-    if near:
-        addr = (b"\x7f\x02" if family == 1 else bytes.fromhex("20010db80002")) + addr[6:]
+    if near:  # a /16 geo, a /24 block refined by /26 geos; a /48 geo in a refined /32
+        addr = bytes.fromhex(near if family == 1 else "20010db80002") + addr[6:]
     nb = (src + 7) >> 3
     raw = bytearray(addr[:nb])
     if src & 7:
@@ -193,3 +198,32 @@ def test_hot_path_ecs_picks_like_its_reference(server: DnsServer, name: str, qty
                                options=[opt]).to_wire()
     got = server.fast.answer(w, 0x0100007F, tcp)
     assert got is not None and got == server.fast.answer_general(w, 0x0100007F, tcp), w.hex()
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.data())
+def test_hot_path_geo_and_pick_match_geomap(data: st.DataObject) -> None:
+    # random prefix sets: the hot path's inline block lookup must give GeoMap.key's geo, pick and scope.
+    # One steered name whose answer in geo g, target t is the two bytes (g, t) (weights 3:7).
+    geomap = data.draw(geomaps())
+    name = b"\x03api\x07example\x04test\x00"
+
+    def variant(tag: tuple[int, int]) -> tuple[object, ...]:
+        return (0, b"\x00\x01\x00\x01\x00\x00\x00\x00", b"\x00\x01\x00\x01\x00\x00\x00\x01", bytes(tag), [0], [0])
+
+    splits = tuple((10, (3, 10), (variant((g, 0)), variant((g, 1))), ([0], [0]), None)
+                   for g in range(len(geomap.ids)))
+    snapshot = SimpleNamespace(entries={name + b"\x00\x01\x00\x01": (77, splits)})  # all FastPath reads
+    fast = FastPath(geomap, snapshot)  # type: ignore[arg-type]
+    at = 12 + len(name) + 4
+    for _ in range(20):
+        opt = data.draw(ecs_options(geomap))
+        family, src = opt[1], opt[2]
+        ecs = b"\x00\x08" + struct.pack("!H", len(opt)) + opt
+        wire = (b"\xab\xcd\x01\x00\x00\x01\x00\x00\x00\x00\x00\x01" + name + b"\x00\x01\x00\x01"
+                + b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00" + struct.pack("!H", len(ecs)) + ecs)
+        got = fast.answer(wire, 0x0100007F, 0)
+        assert got is not None and got == fast.answer_general(wire, 0x0100007F, 0), wire.hex()
+        ref = geomap.key(4 if family == 1 else 6, opt[4:], src)
+        pick = bisect.bisect_right((3, 10), ((zlib.crc32(ref.subnet, 77) * 0x9E3779B1) & 0xFFFFFFFF) * 10 >> 32)
+        assert (got[at], got[at + 1], got[at + 2 + 9 + 9]) == (ref.geo, pick, ref.scope), opt.hex()
