@@ -181,3 +181,46 @@ async def test_dry_run_writes_nothing_and_retried_request_applies_once(etcd: Etc
         await ch.close()
         await store.close()
         await run.stop()
+
+
+
+async def test_concurrent_evacuations_cannot_both_pass_min_serving(etcd: EtcdCluster) -> None:
+    """Two operators evacuate two different regions at the same moment, on two replicas; with
+    min_serving_regions=2 of 3 only one may win: the write compares the operator sequence it read,
+    and the loser re-checks the rules against the winner's evacuation."""
+    import asyncio
+
+    config = make_config(etcd.endpoints)
+    run1 = await start_controller(config)
+    run2 = await start_controller(config, name="c2", agents=False, lead=False)
+    store = Store(config.etcd)
+    await store.open()
+    ch1, op1, _, md = stubs(run1.target)
+    ch2, op2, _, _ = stubs(run2.target)
+    try:
+        for attempt in range(5):  # the race is real only when both reads precede both writes; try a few times
+            calls = [op.Evacuate(pb.EvacuateRequest(region=r, mode=pb.EVACUATION_MODE_NOW, reason="race",
+                                                    request_id=f"race-{attempt}-{r}"), metadata=md)
+                     for op, r in ((op1, "us-west-2"), (op2, "eu-west-1"))]
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            ok = [r for r in results if not isinstance(r, BaseException)]
+            refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+            assert len(ok) == 1 and len(refused) == 1, results
+            assert refused[0].code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "min_serving_regions" in (refused[0].details() or "")
+            overrides = await store.get_overrides()
+            assert len(overrides.evacuations) == 1, overrides
+            region = overrides.evacuations[0].region
+            await op1.Restore(pb.RestoreRequest(region=region, mode=pb.EVACUATION_MODE_NOW,
+                                                request_id=f"race-restore-{attempt}"), metadata=md)
+            await eventually(lambda: _no_evacuations(store), what="the restore to land")
+    finally:
+        await ch1.close()
+        await ch2.close()
+        await store.close()
+        await run2.stop()
+        await run1.stop()
+
+
+async def _no_evacuations(store: Store) -> bool:
+    return not (await store.get_overrides()).evacuations

@@ -13,18 +13,22 @@ A refused call carries its preview in the trailing metadata
 ``steering-preview-bin`` (a serialized ``Preview``), so a client can still
 show what would have happened.
 
-The rules are read-then-write, not one transaction: two operators acting on
-two regions within the same few milliseconds could both pass the
-conflicting-evacuation rule. The planner still refuses (and flags) any
-unforced evacuation that would leave fewer than ``min_serving_regions``.
+The rules are checked on a read and the write compares the operator sequence
+(``oplog/seq``) of that read: if another action landed in between, the whole
+action is re-read, re-checked and retried, so two operators acting at the
+same moment cannot both pass a rule only one of them may pass. The planner
+also refuses (and flags) any unforced evacuation that would leave fewer than
+``min_serving_regions``.
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
 import grpc
@@ -41,6 +45,7 @@ from steering.controller.convert import (
 )
 from steering.model import Evacuation, Overrides, Pin, Restore, TargetHealth
 from steering.store.client import StoreError
+from steering.store.store import OverridesChanged
 from steering.store.keys import check_component
 from steering.table import RoutingTable
 from steering.v1 import steering_pb2 as pb
@@ -77,6 +82,26 @@ def summary(table: RoutingTable) -> str:
     return ", ".join(parts) + (" FAIL-OPEN" if table.fail_open else "")
 
 
+_SEQ: contextvars.ContextVar[int] = contextvars.ContextVar("operator_seq")
+_ATTEMPTS = 5
+
+
+async def _retrying(action: Callable[[], Awaitable[Any]]) -> Any:
+    """Run a read-check-write action again when another operator action landed in between.
+
+    Each attempt re-reads the live state and re-checks the safety rules, so two concurrent evacuations
+    cannot both pass a rule that only one of them may pass."""
+    for attempt in range(_ATTEMPTS):
+        try:
+            return await action()
+        except OverridesChanged:
+            if attempt == _ATTEMPTS - 1:
+                raise _Abort(grpc.StatusCode.ABORTED,
+                             "other operator actions kept landing at the same time; retry") from None
+            log.info("operator action raced another; re-checking", attempt=attempt + 1)
+    raise AssertionError("unreachable")
+
+
 async def _guard(context: grpc.aio.ServicerContext, coro: Any) -> Any:
     """Turn our refusals and etcd failures into status codes with a one-line message."""
     try:
@@ -105,7 +130,9 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
 
     async def _live(self) -> tuple[dict[str, TargetHealth], Overrides, RoutingTable | None]:
         table = await self._table()
-        return safety.live_health(table), await self.store.get_overrides(), table
+        overrides, seq = await self.store.get_overrides_versioned()
+        _SEQ.set(seq)  # the write compares it: rules checked on this read still hold when it lands
+        return safety.live_health(table), overrides, table
 
     def _region(self, region: str) -> str:
         if not region:
@@ -144,7 +171,8 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
 
     async def _apply(self, rid: str, puts: dict[str, bytes], deletes: list[str], audit: dict[str, Any]) -> tuple[bool, str]:
         audit = {**audit, "actor": auth.actor()}
-        applied, audit_id = await self.store.apply_operator_action(rid, puts, deletes, audit)
+        applied, audit_id = await self.store.apply_operator_action(rid, puts, deletes, audit,
+                                                                   expect_seq=_SEQ.get(None))
         log.info("operator action", action=audit["action"], region=audit.get("region", ""),
                  service=audit.get("service", ""), geo=audit.get("geo", ""), actor=audit["actor"],
                  forced=audit.get("forced", False), request_id=rid, audit_id=audit_id, applied=applied)
@@ -243,7 +271,7 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
     # ------------------------------------------------------------------ Evacuate / Restore
 
     async def Evacuate(self, request: pb.EvacuateRequest, context: grpc.aio.ServicerContext) -> pb.EvacuateResponse:
-        return await _guard(context, self._evacuate(request))
+        return await _guard(context, _retrying(lambda: self._evacuate(request)))
 
     async def _evacuate(self, req: pb.EvacuateRequest) -> pb.EvacuateResponse:
         region = self._region(req.region)
@@ -280,7 +308,7 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
         return resp
 
     async def Restore(self, request: pb.RestoreRequest, context: grpc.aio.ServicerContext) -> pb.RestoreResponse:
-        return await _guard(context, self._restore(request))
+        return await _guard(context, _retrying(lambda: self._restore(request)))
 
     async def _restore(self, req: pb.RestoreRequest) -> pb.RestoreResponse:
         region = self._region(req.region)
@@ -336,7 +364,7 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
 
     async def PinWeights(self, request: pb.PinWeightsRequest,
                          context: grpc.aio.ServicerContext) -> pb.PinWeightsResponse:
-        return await _guard(context, self._pin(request))
+        return await _guard(context, _retrying(lambda: self._pin(request)))
 
     async def _pin(self, req: pb.PinWeightsRequest) -> pb.PinWeightsResponse:
         """Same order as an evacuation: validate, request id, preview, the rules (force), write with the audit."""
@@ -387,7 +415,7 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
 
     async def UnpinWeights(self, request: pb.UnpinWeightsRequest,
                            context: grpc.aio.ServicerContext) -> pb.UnpinWeightsResponse:
-        return await _guard(context, self._unpin(request))
+        return await _guard(context, _retrying(lambda: self._unpin(request)))
 
     async def _unpin(self, req: pb.UnpinWeightsRequest) -> pb.UnpinWeightsResponse:
         service, geo, _ = self._service_geo(req.service, req.geo)

@@ -76,6 +76,11 @@ class Keys:
         return (self._p + b"overrides/weights/" + check_component("service", service).encode()
                 + b"/" + check_component("geo", geo).encode())
 
+    @property
+    def operator_seq(self) -> bytes:
+        """Bumped by every operator action: actions compare it to refuse acting on a stale read."""
+        return self._p + b"oplog/seq"
+
     def request(self, request_id: str) -> bytes:
         return self._p + b"requests/" + check_component("request_id", request_id).encode()
 

@@ -37,7 +37,11 @@ from steering.table import RoutingTable
 log = logs.get(__name__)
 
 INLINE_TXN_BYTES_DEFAULT = 1024 * 1024  # chunks up to this size go into the flip txn itself (etcd's limit is 1.5 MiB)
-RESERVED = ("election/", "routing/", "requests/", "audit/", "health/")
+RESERVED = ("election/", "routing/", "requests/", "audit/", "health/", "oplog/")
+
+
+class OverridesChanged(StoreError):
+    """Another operator action landed between reading the overrides and writing: re-check and retry."""
 
 
 def _json(data: Any) -> bytes:
@@ -394,6 +398,14 @@ class Store:
                 log.warning("override_record_unreadable", key=rel, error=str(exc))
         return Overrides(evacuations=tuple(evacs), restores=tuple(restores), pins=tuple(pins))
 
+    async def get_overrides_versioned(self) -> tuple[Overrides, int]:
+        """The overrides and the operator sequence they reflect, for ``apply_operator_action(expect_seq=)``.
+
+        The sequence is read first: an action landing in between makes the later compare fail, never pass."""
+        seq = await self._get(self.keys.operator_seq)
+        version = int(seq.kvs[0].version) if seq.kvs else 0
+        return await self.get_overrides(), version
+
     async def get_overrides(self) -> Overrides:
         p = self.keys.overrides_prefix
         resp = await self._get(p, range_end(p))
@@ -424,9 +436,12 @@ class Store:
 
     # ------------------------------------------------------------------ operator actions and audit
     async def apply_operator_action(self, request_id: str, puts: Mapping[str, bytes], deletes: list[str],
-                                    audit: Mapping[str, Any]) -> tuple[bool, str]:
+                                    audit: Mapping[str, Any], expect_seq: int | None = None) -> tuple[bool, str]:
         """Apply ``puts``/``deletes`` (keys relative to the prefix) and append the audit record, in one txn,
-        unless ``request_id`` was applied before. Returns (applied, audit_id of the record for this request)."""
+        unless ``request_id`` was applied before. Returns (applied, audit_id of the record for this request).
+
+        With ``expect_seq`` (from ``get_overrides_versioned``) the txn also requires that no other operator
+        action landed since that read, so safety rules checked on it still hold; else ``OverridesChanged``."""
         req_key = self.keys.request(request_id)
         for rel in [*puts, *deletes]:
             if any(rel.startswith(r) for r in RESERVED):
@@ -440,8 +455,12 @@ class Store:
         kv = self.conn.kv
         ops = [kv.txn_op_put(self.keys.rel(k), v) for k, v in puts.items()]
         ops += [kv.txn_op_delete(self.keys.rel(k)) for k in deletes]
-        ops += [kv.txn_op_put(req_key, audit_id.encode()), kv.txn_op_put(self.keys.audit(audit_id), _json(record))]
-        resp = await self._txn([kv.txn_compare_create_revision(req_key, 0)], ops, [kv.txn_op_get(req_key)])
+        ops += [kv.txn_op_put(req_key, audit_id.encode()), kv.txn_op_put(self.keys.audit(audit_id), _json(record)),
+                kv.txn_op_put(self.keys.operator_seq, audit_id.encode())]
+        compare = [kv.txn_compare_create_revision(req_key, 0)]
+        if expect_seq is not None:
+            compare.append(kv.txn_compare_version(self.keys.operator_seq, expect_seq))
+        resp = await self._txn(compare, ops, [kv.txn_op_get(req_key)])
         if resp.succeeded:
             log.info("operator_action_applied", request_id=request_id, audit_id=audit_id,
                      puts=sorted(puts), deletes=sorted(deletes))
@@ -450,6 +469,8 @@ class Store:
         earlier = kvs[0].value.decode() if kvs else ""
         if earlier == audit_id:  # our own first attempt went through; its reply was lost
             return True, audit_id
+        if not earlier:  # the request is new, so the sequence compare failed
+            raise OverridesChanged("another operator action landed since the overrides were read")
         log.info("operator_action_repeated", request_id=request_id, audit_id=earlier)
         return False, earlier
 
