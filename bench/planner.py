@@ -16,11 +16,9 @@ import argparse
 import gc
 import random
 import statistics
-import sys
 import time
 import tracemalloc
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 

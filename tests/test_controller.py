@@ -117,6 +117,11 @@ def weight(table: RoutingTable | None, geo: str, target: str, service: str = "ap
     return None if route is None else route.weights.get(target)
 
 
+async def all_healthy_table(store: Store) -> RoutingTable | None:
+    t = await store.get_table()
+    return t if t is not None and all(t.regions[r].health == "healthy" for r in REGIONS) else None
+
+
 @pytest.fixture
 async def cluster(etcd: EtcdCluster) -> AsyncIterator[tuple[Config, Store]]:
     config = make_config(etcd.endpoints)
@@ -136,11 +141,7 @@ async def test_reports_drive_the_table_and_unhealthy_region_leaves(cluster: tupl
     try:
         await eventually(lambda: ctl.leader.is_leader, what="c1 to lead")
 
-        async def all_healthy() -> bool:
-            t = await store.get_table()
-            return t is not None and all(t.regions[r].health == "healthy" for r in REGIONS)
-
-        await eventually(all_healthy, what="all regions healthy in routing/current")
+        await eventually(lambda: all_healthy_table(store), what="all regions healthy in routing/current")
         t = await store.get_table()
         assert t is not None and weight(t, "na-east", "us-east-1") == 1000
         assert t.leader == "c1"
@@ -256,11 +257,7 @@ async def test_silent_site_expires_and_is_distinct_from_unhealthy(cluster: tuple
     port = await ctl.start()
     agents = await start_agents(port)
     try:
-        async def all_healthy() -> bool:
-            t = await store.get_table()
-            return t is not None and all(t.regions[r].health == "healthy" for r in REGIONS)
-
-        await eventually(all_healthy, what="all healthy")
+        await eventually(lambda: all_healthy_table(store), what="all healthy")
         await agents["eu-west-1"].stop()
         agents["us-west-2"].set(status=pb.HEALTH_STATUS_UNHEALTHY)
 
@@ -332,11 +329,7 @@ async def test_controller_survives_losing_an_etcd_member(etcd3: EtcdCluster) -> 
     port = await ctl.start()
     agents = await start_agents(port)
     try:
-        async def all_healthy() -> bool:
-            t = await store.get_table()
-            return t is not None and all(t.regions[r].health == "healthy" for r in REGIONS)
-
-        await eventually(all_healthy, timeout=15, what="all healthy on the 3-member cluster")
+        await eventually(lambda: all_healthy_table(store), timeout=15, what="all healthy on the 3-member cluster")
         etcd3.members[0].kill()  # the member most clients talk to first
         agents["eu-west-1"].set(status=pb.HEALTH_STATUS_UNHEALTHY)
 

@@ -8,7 +8,6 @@ the record model from the configuration's ``route53`` section.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
@@ -42,12 +41,9 @@ def plan(remote: Remote, config_path: str, table_path: str | None, as_json: bool
     if config.route53 is None:
         die(f"{config_path}: no route53 section; nothing to plan", EXIT_USAGE)
     if table_path:
-        try:
-            table = RoutingTable.from_json(Path(table_path).read_bytes())
-        except OSError as exc:
-            die(f"{table_path}: cannot read: {exc.strerror or exc}", EXIT_USAGE)
-        except ValueError as exc:
-            die(f"{table_path}: {exc}", EXIT_USAGE)
+        from steering.cli.steerctl import read_table_file
+
+        table = read_table_file(table_path)
     else:
         from steering.v1 import steering_pb2 as pb
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from steering.config import ConfigError, load_config
+from steering.table import RoutingTable
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -28,6 +29,17 @@ def report_config_error(exc: ConfigError) -> None:
     for line in str(exc).splitlines():
         click.echo(f"steerctl: {line}", err=True)
     sys.exit(EXIT_USAGE)
+
+
+def read_table_file(path: str) -> RoutingTable:
+    """A routing table from a JSON file; a bad file is one line and exit 2."""
+    try:
+        return RoutingTable.from_json(Path(path).read_bytes())
+    except OSError as exc:
+        fail(f"{path}: cannot read: {exc.strerror or exc}", EXIT_USAGE)
+    except ValueError as exc:
+        fail(f"{path}: {exc}", EXIT_USAGE)
+    raise AssertionError("unreachable")
 
 
 @click.group()
@@ -94,7 +106,6 @@ def plan(config_path: str | None, state_path: str | None, previous_path: str | N
     from steering.model import Observed, Overrides
     from steering.planner import plan as run_plan
     from steering.statefile import load_state
-    from steering.table import RoutingTable
 
     try:
         config = load_config(config_path)
@@ -102,14 +113,7 @@ def plan(config_path: str | None, state_path: str | None, previous_path: str | N
     except ConfigError as exc:
         report_config_error(exc)
         return
-    previous = None
-    if previous_path:
-        try:
-            previous = RoutingTable.from_json(Path(previous_path).read_bytes())
-        except OSError as exc:
-            fail(f"{previous_path}: cannot read: {exc.strerror or exc}", EXIT_USAGE)
-        except ValueError as exc:
-            fail(f"{previous_path}: {exc}", EXIT_USAGE)
+    previous = read_table_file(previous_path) if previous_path else None
     table = run_plan(config, observed, overrides, previous, time.time() if now is None else now)
     if as_json:
         click.echo(json.dumps(table.to_dict(), indent=2, sort_keys=True))

@@ -25,7 +25,7 @@ import yaml
 
 from steering.config import Config, load_config
 from steering.demo.simtarget import SimTarget
-from steering.testing.etcd import EtcdCluster
+from steering.testing.etcd import EtcdCluster, stop_process
 
 DEFAULT_LOAD = {"us-east-1": 6000.0, "us-west-2": 4000.0, "eu-west-1": 5000.0}
 STATE_FILE = "demo.json"
@@ -75,15 +75,7 @@ class Proc:
                                           start_new_session=True)
 
     def stop(self, timeout: float = 5.0) -> None:
-        p = self.popen
-        if p is None or p.poll() is not None:
-            return
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
+        stop_process(self.popen, timeout)
 
     @property
     def pid(self) -> int:
