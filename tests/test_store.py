@@ -281,3 +281,31 @@ async def test_watch_from_compacted_revision_resyncs(store: Store) -> None:
     with pytest.raises(Resync, match="compact"):
         async for _ in _events(store.conn, store.keys.rel("scratch/0"), b"", 1):
             pass
+
+
+async def test_request_ids_expire_after_their_ttl(etcd: EtcdCluster) -> None:
+    """A request id is remembered long enough for retries, then forgotten (keys do not pile up forever)."""
+    import asyncio
+    import time
+
+    from steering.config import Etcd
+
+    store = Store(Etcd(endpoints=tuple(etcd.endpoints), prefix="/reqttl"), request_ttl=2)
+    await store.open()
+    try:
+        applied, first = await store.apply_operator_action("req-1", {}, [], {"action": "test"})
+        again, same = await store.apply_operator_action("req-1", {}, [], {"action": "test"})
+        assert applied and not again and same == first
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            resp = await store._get(store.keys.request("req-1"))
+            if not resp.kvs:
+                break
+            await asyncio.sleep(0.2)
+        else:
+            raise AssertionError("request id never expired")
+        applied, later = await store.apply_operator_action("req-1", {}, [], {"action": "test"})
+        assert applied and later != first
+        assert len(await store.list_audit()) == 2  # the audit trail itself is append-only and kept
+    finally:
+        await store.close()

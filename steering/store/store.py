@@ -58,7 +58,7 @@ class Store:
 
     def __init__(self, cfg: Etcd, base_dir: str | Path = ".", *, chunk_bytes: int = codec.CHUNK_BYTES,
                  keep_versions: int = 3, election_ttl: float = 5.0,
-                 inline_txn_bytes: int = INLINE_TXN_BYTES_DEFAULT) -> None:
+                 inline_txn_bytes: int = INLINE_TXN_BYTES_DEFAULT, request_ttl: float = 7 * 86400) -> None:
         self.cfg = cfg
         self.keys = Keys(cfg.prefix)
         self.conn = Conn(cfg, base_dir)
@@ -66,6 +66,10 @@ class Store:
         self.keep_versions = max(1, keep_versions)
         self.election_ttl = election_ttl
         self.inline_txn_bytes = inline_txn_bytes
+        # Request ids are remembered for request_ttl (a retry comes within seconds, a stale one within days),
+        # on a lease shared by the requests of a tenth of that period, never kept alive: they expire.
+        self.request_ttl = request_ttl
+        self._request_lease: tuple[int, float] | None = None  # (lease id, monotonic time it was granted)
         self._health_leases: dict[int, LeaseKeeper] = {}
         self._health_lock = asyncio.Lock()
         self._health_written: dict[str, tuple[bytes, int]] = {}  # site -> (value, ttl), to re-put after a lost lease
@@ -435,6 +439,13 @@ class Store:
         await self._delete(self.keys.pin(service, geo))
 
     # ------------------------------------------------------------------ operator actions and audit
+    async def _request_lease_id(self) -> int:
+        now = time.monotonic()
+        if self._request_lease is None or now - self._request_lease[1] > self.request_ttl / 10:
+            resp = await self.conn.call("Lease.Grant", self.conn.lease.grant, int(self.request_ttl))
+            self._request_lease = (int(resp.ID), now)
+        return self._request_lease[0]
+
     async def apply_operator_action(self, request_id: str, puts: Mapping[str, bytes], deletes: list[str],
                                     audit: Mapping[str, Any], expect_seq: int | None = None) -> tuple[bool, str]:
         """Apply ``puts``/``deletes`` (keys relative to the prefix) and append the audit record, in one txn,
@@ -455,7 +466,8 @@ class Store:
         kv = self.conn.kv
         ops = [kv.txn_op_put(self.keys.rel(k), v) for k, v in puts.items()]
         ops += [kv.txn_op_delete(self.keys.rel(k)) for k in deletes]
-        ops += [kv.txn_op_put(req_key, audit_id.encode()), kv.txn_op_put(self.keys.audit(audit_id), _json(record)),
+        ops += [kv.txn_op_put(req_key, audit_id.encode(), lease=await self._request_lease_id()),
+                kv.txn_op_put(self.keys.audit(audit_id), _json(record)),
                 kv.txn_op_put(self.keys.operator_seq, audit_id.encode())]
         compare = [kv.txn_compare_create_revision(req_key, 0)]
         if expect_seq is not None:
