@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from steering.addr import parse_hostport
-from steering.config import ConfigError, load_yaml, parse_file_model
+from steering.config import load_yaml, parse_file_model
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
