@@ -8,6 +8,13 @@ validate the config, the median CPU time of a first plan (no previous table), of
 a second plan that starts from the first and ramps an evacuation and a
 restore, and the peak memory that tracemalloc saw during one plan. Goal:
 under 100 ms per plan at 20 regions.
+
+``--distinct`` is the worst case: every service answers for a different target
+set, so no two services share a water-filling. ``--profile`` adds a cProfile of
+one plan; for a sampling profile without cProfile's overhead, run the bench
+under ``.venv/bin/py-spy record -f raw -o out.txt -- .venv/bin/python bench/planner.py ...``.
+Any change to the planner must keep tests/test_planner_golden.py passing: it
+pins the output bytes.
 """
 
 from __future__ import annotations
@@ -21,11 +28,10 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
-
-from steering.config import Config, parse_config   # noqa: E402
-from steering.model import Evacuation, Observed, Overrides, Restore, TargetHealth  # noqa: E402
-from steering.planner import plan  # noqa: E402
-from steering.table import RoutingTable  # noqa: E402
+from steering.config import Config, parse_config
+from steering.model import Evacuation, Observed, Overrides, Restore, TargetHealth
+from steering.planner import plan
+from steering.table import RoutingTable
 
 SITES = 10_000
 GEOS = 250

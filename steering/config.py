@@ -26,6 +26,7 @@ TOTAL_WEIGHT = 1000
 """Weights of one (service, geo) sum to this."""
 
 RecordType = Literal["A", "AAAA", "CNAME"]
+T = TypeVar("T")
 
 
 class ConfigError(Exception):
@@ -271,11 +272,24 @@ class Config(_Model):
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+    def derived(self, key: str, build: Callable[[Config], T]) -> T:
+        """``build(self)``, computed once per config object and kept: for structures other modules
+        derive from the topology (the planner's candidate lists). The model is frozen, so they stay valid."""
+        cache = self._derived
+        if key not in cache:
+            cache[key] = build(self)
+        return cache[key]  # type: ignore[no-any-return]
+
+    @functools.cached_property
+    def _derived(self) -> dict[str, Any]:
+        return {}
+
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Config:
         # model_copy copies the instance dict, cached fingerprint included: drop it.
         copy = super().model_copy(update=update, deep=deep)
         copy.__dict__.pop("_fingerprint", None)
         copy.__dict__.pop("_index", None)
+        copy.__dict__.pop("_derived", None)
         return copy
 
 

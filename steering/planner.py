@@ -19,13 +19,43 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from steering.config import TOTAL_WEIGHT, Config, Service
 from steering.model import Evacuation, Observed, Overrides, Pin, Restore, TargetHealth
 from steering.table import GeoRoute, RoutingTable, ServiceRoute, TargetState
 from steering.waterfill import Fill, waterfill
-from steering.weights import apportion, distance, move_toward
+from steering.weights import apportion, apportion_values, distance, move_toward
+
+# "No report yet": shared, so looking up 10,000 sites does not build 10,000 defaults.
+_NO_REPORT = TargetHealth()
+
+
+@dataclass(frozen=True)
+class _Topology:
+    """What the planner derives from the config alone; built once per Config object."""
+
+    geo_ids: tuple[str, ...]
+    site_region: Mapping[str, str]
+    config_cap: Mapping[str, float]
+    cands: tuple[dict[str, tuple[str, ...]], ...]  # per service (config order): geo -> candidates
+    fleet: tuple[int, ...]  # per service: services with equal targets and candidates share a number
+    targets: tuple[tuple[str, ...], ...]  # per service: every candidate once, in first-seen order
+
+
+def _topology(config: Config) -> _Topology:
+    cands = tuple(_candidates(config, svc) for svc in config.services)
+    fleets: dict[tuple[object, ...], int] = {}
+    fleet = tuple(fleets.setdefault((svc.targets, tuple(c.items())), len(fleets))
+                  for svc, c in zip(config.services, cands))
+    return _Topology(
+        geo_ids=tuple(g.id for g in config.geos),
+        site_region={s.id: s.region for s in config.sites},
+        config_cap={r.id: r.capacity for r in config.regions} | {s.id: s.capacity for s in config.sites},
+        cands=cands,
+        fleet=fleet,
+        targets=tuple(tuple(dict.fromkeys(t for ts in c.values() for t in ts)) for c in cands),
+    )
 
 
 @dataclass(frozen=True)
@@ -56,52 +86,53 @@ def plan(
 ) -> RoutingTable:
     policy = config.policy
     health = observed.health
+    topo = config.derived("planner.topology", _topology)
     regions = _region_decisions(config, health, overrides, now)
     demand = _demand(config, observed)
 
+    evacuated = regions.evacuated
     region_cap: dict[str, float] = {}
     for r in config.regions:
-        h = health.get(r.id, TargetHealth())
+        h = health.get(r.id, _NO_REPORT)
         cap = r.capacity if h.capacity is None else h.capacity
-        region_cap[r.id] = cap if h.can_serve and r.id not in regions.evacuated else 0.0
+        region_cap[r.id] = cap if h.can_serve and r.id not in evacuated else 0.0
     site_cap: dict[str, float] = {}
     for s in config.sites:
-        h = health.get(s.id, TargetHealth())
+        h = health.get(s.id, _NO_REPORT)
         cap = s.capacity if h.capacity is None else h.capacity
-        site_cap[s.id] = cap if h.can_serve and s.region not in regions.evacuated else 0.0
+        site_cap[s.id] = cap if h.can_serve and s.region not in evacuated else 0.0
 
     pins = {(p.service, p.geo): p for p in overrides.pins}
     ramp_step = max((r.step for r in regions.ramps), default=0.0)
     # At least one unit, or a tiny max_shift would never move anything.
     limit = max(1, math.floor(max(policy.max_shift, ramp_step) * TOTAL_WEIGHT + 1e-9))
     hysteresis = math.floor(policy.hysteresis * TOTAL_WEIGHT + 1e-9)
-    site_region = {s.id: s.region for s in config.sites}
+    site_region = topo.site_region
 
     services: dict[str, ServiceRoute] = {}
     peak: dict[str, float] = {}
     notes: list[str] = []
     fail_open = False
     converging = bool(regions.ramps)
-    config_cap = {r.id: r.capacity for r in config.regions} | {s.id: s.capacity for s in config.sites}
+    config_cap = topo.config_cap
     # Services that answer for the same targets share their water-filling, and,
     # given equal previous routes and no pins, their whole result: configs with
     # many services over one fleet plan each distinct fleet once.
-    fills: dict[tuple[object, ...], _Ideal] = {}
-    routed: dict[tuple[object, ...], tuple[ServiceRoute | None, _Routed]] = {}
-    for svc in config.services:
-        cands = _candidates(config, svc)
-        key = (svc.targets, tuple((g, tuple(ts)) for g, ts in cands.items()))
+    fills: dict[int, _Ideal] = {}
+    routed: dict[int, tuple[ServiceRoute | None, _Routed]] = {}
+    for svc, cands, key, targets in zip(config.services, topo.cands, topo.fleet, topo.targets):
         ideal = fills.get(key)
         if ideal is None:
-            ideal = fills[key] = _ideal(cands, demand, region_cap, site_cap, site_region, regions, policy.watermark)
+            ideal = fills[key] = _ideal(cands, targets, demand, region_cap, site_cap, site_region, regions,
+                                        policy.watermark)
         prev_svc = previous.services.get(svc.name) if previous else None
-        svc_pins = {g: p for (name, g), p in pins.items() if name == svc.name}
+        svc_pins = {g: p for (name, g), p in pins.items() if name == svc.name} if pins else {}
         done = routed.get(key)
         if done is not None and not svc_pins and done[0] == prev_svc:
             result = done[1]
         else:
-            result = _route_service(config, ideal, prev_svc, svc_pins, demand, config_cap, health, site_region,
-                                    regions, limit, hysteresis)
+            result = _route_service(topo.geo_ids, ideal, prev_svc, svc_pins, demand, config_cap, health,
+                                    site_region, regions, limit, hysteresis)
             if not svc_pins:
                 routed[key] = (prev_svc, result)
         for geo_id, why in result.fail_open:
@@ -116,14 +147,15 @@ def plan(
 
     for region, why in sorted(regions.blocked.items()):
         notes.append(f"EVACUATION BLOCKED {region}: {why}")
+    labels = regions.labels
     region_states = {
-        r.id: _state("region", r.id, health.get(r.id, TargetHealth()), r.capacity, region_cap[r.id],
-                     peak.get(r.id, 0.0), regions.labels.get(r.id, ""))
+        r.id: _state("region", r.id, health.get(r.id, _NO_REPORT), r.capacity, region_cap[r.id],
+                     peak.get(r.id, 0.0), labels.get(r.id, ""))
         for r in config.regions
     }
     site_states = {
-        s.id: _state("site", s.region, health.get(s.id, TargetHealth()), s.capacity, site_cap[s.id],
-                     peak.get(s.id, 0.0), regions.labels.get(s.region, ""))
+        s.id: _state("site", s.region, health.get(s.id, _NO_REPORT), s.capacity, site_cap[s.id],
+                     peak.get(s.id, 0.0), labels.get(s.region, ""))
         for s in config.sites
     }
     version = previous.version + 1 if previous else 1
@@ -149,7 +181,9 @@ class _Ideal:
     cands: Mapping[str, Sequence[str]]
     capacity: Mapping[str, float]
     fill: Fill
-    shares: Mapping[str, Mapping[str, float]]
+    shares: Mapping[str, list[float]]  # per geo, aligned with its candidates
+    # Per geo, the ramping regions its shares were blended for, with their labels: the reason
+    # of every candidate in (or a site of) such a region.
     ramp_reason: Mapping[str, Mapping[str, str]]
 
 
@@ -161,73 +195,92 @@ class _Routed:
     converging: bool
 
 
-def _ideal(cands: dict[str, list[str]], demand: Mapping[str, float], region_cap: Mapping[str, float],
-           site_cap: Mapping[str, float], site_region: Mapping[str, str], regions: _Regions,
-           watermark: float) -> _Ideal:
-    capacity = {t: (site_cap[t] if t in site_cap else region_cap[t]) for ts in cands.values() for t in ts}
+def _ideal(cands: Mapping[str, tuple[str, ...]], targets: Sequence[str], demand: Mapping[str, float],
+           region_cap: Mapping[str, float], site_cap: Mapping[str, float], site_region: Mapping[str, str],
+           regions: _Regions, watermark: float) -> _Ideal:
+    capacity = {t: (site_cap[t] if t in site_cap else region_cap[t]) for t in targets}
 
     def usable_without(out: set[str]) -> dict[str, float]:
+        # ``out`` holds region ids, which no site id equals (the config insists).
         return {t: (0.0 if (t in out or site_region.get(t) in out) else c) for t, c in capacity.items()}
 
     fill = waterfill(cands, demand, capacity, watermark)
-    ideal = {g: _shares(fill, g) for g in cands}
+    alloc = fill.alloc
+    empty: dict[str, float] = {}
+    ideal: dict[str, list[float]] = {}
+    for g, order in cands.items():
+        mine = alloc.get(g, empty)
+        ideal[g] = [mine.get(t, 0.0) for t in order]
     ramp_reason: dict[str, dict[str, str]] = {g: {} for g in cands}
     gone: set[str] = set()
     for ramp in regions.ramps:
         gone.add(ramp.region)
-        without = waterfill(cands, demand, usable_without(gone), watermark)
-        for g in cands:
-            alt = _shares(without, g)
+        without = waterfill(cands, demand, usable_without(gone), watermark).alloc
+        f = ramp.remaining
+        rest = 1 - f
+        for g, order in cands.items():
+            alt = without.get(g)
             if not alt:
                 continue  # nothing else can serve this geo: the ramp cannot take it away
-            f = ramp.remaining
-            keys = set(ideal[g]) | set(alt)
-            ideal[g] = {t: f * ideal[g].get(t, 0.0) + (1 - f) * alt.get(t, 0.0) for t in keys}
-            for t in cands[g]:
-                if t == ramp.region or site_region.get(t) == ramp.region:
-                    ramp_reason[g][t] = ramp.label
+            # Only candidates carry shares, so blending by candidate position is
+            # blending over every key either side has.
+            ideal[g] = [f * a + rest * alt.get(t, 0.0) for a, t in zip(ideal[g], order)]
+            ramp_reason[g][ramp.region] = ramp.label
     return _Ideal(cands=cands, capacity=capacity, fill=fill, shares=ideal, ramp_reason=ramp_reason)
 
 
-def _route_service(config: Config, ideal: _Ideal, prev_svc: ServiceRoute | None, pins: Mapping[str, Pin],
+def _route_service(geo_ids: Sequence[str], ideal: _Ideal, prev_svc: ServiceRoute | None, pins: Mapping[str, Pin],
                    demand: Mapping[str, float], config_cap: Mapping[str, float],
                    health: Mapping[str, TargetHealth], site_region: Mapping[str, str], regions: _Regions,
                    limit: int, hysteresis: int) -> _Routed:
     capacity = ideal.capacity
+    cands = ideal.cands
+    shares = ideal.shares
+    ramp_reasons = ideal.ramp_reason
+    fill = ideal.fill
+    prev_geos = prev_svc.geos if prev_svc else None
     geos: dict[str, GeoRoute] = {}
     planned: dict[str, float] = {}
     failed: list[tuple[str, str]] = []
     converging = False
-    for geo in config.geos:
-        order = list(ideal.cands[geo.id])
-        prev_route = prev_svc.geos.get(geo.id) if prev_svc else None
-        pin = pins.get(geo.id)
+    for geo_id in geo_ids:
+        order = cands[geo_id]
+        prev_route = prev_geos.get(geo_id) if prev_geos else None
+        pin = pins.get(geo_id) if pins else None
         route = _pinned(pin, order, capacity) if pin else None
         if route is None and not any(capacity[t] > 0 for t in order):
             route, why = _fail_open(order, config_cap, prev_route)
-            failed.append((geo.id, why))
+            failed.append((geo_id, why))
         if route is None:
-            goal = apportion(ideal.shares[geo.id], TOTAL_WEIGHT, order)
-            weights, ramped = _step(goal, prev_route, order, capacity, limit, hysteresis)
-            converging = converging or ramped
-            reasons = _reasons(order, weights, capacity, ideal.fill, geo.id, health, site_region, regions,
-                               ideal.ramp_reason[geo.id], ramped)
-            route = GeoRoute(weights=weights, reasons=reasons)
-        geos[geo.id] = route
-        d = demand.get(geo.id, 0.0)
+            goal = apportion_values(shares[geo_id], TOTAL_WEIGHT, order)
+            if prev_route is None:
+                weights, ramped = goal, False  # _step's own first case, without the call
+            else:
+                weights, ramped = _step(goal, prev_route, order, capacity, limit, hysteresis)
+                converging = converging or ramped
+            reasons = _reasons(order, weights, capacity, fill, geo_id, health, site_region, regions,
+                               ramp_reasons[geo_id], ramped)
+            route = GeoRoute(weights, reasons)
+        geos[geo_id] = route
+        d = demand.get(geo_id, 0.0)
+        # A zero weight adds exactly 0.0 (finite demand): only the key would differ, and
+        # planned loads are read with a default of 0.0.
+        skip_zero = math.isfinite(d)
         for t, w in route.weights.items():
-            planned[t] = planned.get(t, 0.0) + d * w / TOTAL_WEIGHT
+            if w or not skip_zero:
+                planned[t] = planned.get(t, 0.0) + d * w / TOTAL_WEIGHT
     return _Routed(geos=geos, planned=planned, fail_open=tuple(failed), converging=converging)
 
 
-def _candidates(config: Config, svc: Service) -> dict[str, list[str]]:
+def _candidates(config: Config, svc: Service) -> dict[str, tuple[str, ...]]:
     """Per geo, the targets this service can send it to, in preference order."""
-    out: dict[str, list[str]] = {}
+    out: dict[str, tuple[str, ...]] = {}
+    answers = svc.answers
     for geo in config.geos:
-        regions = [r for r in geo.prefer if r in svc.answers]
+        regions = tuple(r for r in geo.prefer if r in answers)
         if svc.targets == "sites":
             # Cache sites first; their regions' own answers are the fallback.
-            out[geo.id] = [s for s in geo.prefer_sites if s in svc.answers] + regions
+            out[geo.id] = tuple(s for s in geo.prefer_sites if s in answers) + regions
         else:
             out[geo.id] = regions
     return out
@@ -283,10 +336,6 @@ def _region_decisions(config: Config, health: Mapping[str, TargetHealth], overri
     return _Regions(blocked=blocked, evacuated=evacuated, ramps=tuple(ramps), labels=labels)
 
 
-def _shares(fill: Fill, geo: str) -> dict[str, float]:
-    return dict(fill.alloc.get(geo, {}))
-
-
 def _step(goal: dict[str, int], prev: GeoRoute | None, order: Sequence[str], capacity: Mapping[str, float],
           limit: int, hysteresis: int) -> tuple[dict[str, int], bool]:
     """Limit the move from the previous weights; returns (weights, still ramping)."""
@@ -340,47 +389,77 @@ def _fail_open(order: Sequence[str], config_cap: Mapping[str, float],
 def _reasons(order: Sequence[str], weights: Mapping[str, int], capacity: Mapping[str, float], fill: Fill,
              geo: str, health: Mapping[str, TargetHealth], site_region: Mapping[str, str], regions: _Regions,
              ramp_reason: Mapping[str, str], ramped: bool) -> dict[str, str]:
+    """Why each candidate has its weight; ``ramp_reason`` maps ramping regions to their labels."""
     reasons: dict[str, str] = {}
     down: list[str] = []
     last_full: str | None = None
     short = geo in fill.overflow
     for t in order:
-        region = site_region.get(t, t)
+        w = weights.get(t, 0)
         if capacity[t] <= 0:
-            h = health.get(t, TargetHealth())
+            region = site_region.get(t, t)
+            h = health.get(t, _NO_REPORT)
             if region in regions.evacuated:
                 reasons[t] = regions.evacuated[region]
             elif not h.can_serve:
                 reasons[t] = h.status + (f": {h.detail}" if h.detail else "")
-            elif t in site_region and not health.get(region, TargetHealth()).can_serve:
+            elif t in site_region and not health.get(region, _NO_REPORT).can_serve:
                 reasons[t] = f"region {region} {health[region].status}"
             else:
                 reasons[t] = "no capacity"
             down.append(t)
             continue
-        if t in ramp_reason:
-            why = ramp_reason[t]
+        ramp_label = ramp_reason.get(site_region.get(t, t)) if ramp_reason else None
+        if ramp_label is not None:
+            why = ramp_label
         elif last_full is None:
             why = "home" if not down else f"failover: {', '.join(down)} unavailable"
         else:
             why = f"spillover from {last_full}"
-        if weights.get(t, 0) == 0 and t not in ramp_reason:
-            why = "standby" if last_full is None or not short else why
-        if short and weights.get(t, 0):
-            why += "; capacity short, excess spread by capacity"
+        if w:
+            if short:
+                why += "; capacity short, excess spread by capacity"
+            last_full = t
+        elif ramp_label is None and (last_full is None or not short):
+            why = "standby"
         if ramped:
             why += "; ramping (max_shift per step)"
         reasons[t] = why
-        if weights.get(t, 0):
-            last_full = t
     return reasons
+
+
+# A table holds one TargetState per site, 10,000 and more, built on every plan; the
+# frozen dataclass __init__ (one object.__setattr__ per field) is most of that cost.
+# _state fills the instance dict directly instead: an equal object in a third of the time.
+_STATE_FIELDS = ("kind", "region", "health", "serving", "capacity", "load", "planned_load", "utilization",
+                 "evacuation", "reason")
+if tuple(f.name for f in fields(TargetState)) != _STATE_FIELDS:
+    raise RuntimeError("steering.table.TargetState changed its fields: update planner._state")
+_new = object.__new__
 
 
 def _state(kind: str, region: str, h: TargetHealth, config_capacity: float, usable: float, planned: float,
            evacuation: str) -> TargetState:
     capacity = config_capacity if h.capacity is None else h.capacity
-    util = None if capacity <= 0 else round(planned / capacity, 4)
-    reason = h.detail if h.status in ("unhealthy", "silent") else ""
-    return TargetState(kind=kind, region=region, health=h.status, serving=usable > 0, capacity=capacity,
-                       load=h.load or 0.0, planned_load=round(planned, 3), utilization=util,
-                       evacuation=evacuation, reason=reason)
+    status = h.status
+    reason = h.detail if status in ("unhealthy", "silent") else ""
+    if planned == 0.0:
+        # Most sites of a large fleet carry nothing; round() is the costly part for them.
+        util = None if capacity <= 0 else 0.0
+        rounded = 0.0
+    else:
+        util = None if capacity <= 0 else round(planned / capacity, 4)
+        rounded = round(planned, 3)
+    state = _new(TargetState)
+    d = state.__dict__  # reading it bypasses the frozen __setattr__; item stores are the cheapest writes
+    d["kind"] = kind
+    d["region"] = region
+    d["health"] = status
+    d["serving"] = usable > 0
+    d["capacity"] = capacity
+    d["load"] = h.load or 0.0
+    d["planned_load"] = rounded
+    d["utilization"] = util
+    d["evacuation"] = evacuation
+    d["reason"] = reason
+    return state

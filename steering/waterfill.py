@@ -39,25 +39,46 @@ def waterfill(
     left = {g: max(d, EPSILON) for g, d in demand.items() if g in candidates}
     alloc: dict[str, dict[str, float]] = {g: {} for g in left}
     ranks = max((len(c) for c in candidates.values()), default=0)
+    floor = EPSILON * 1e-3
+    # Geos still asking, in ``left`` order: a geo out of demand or of candidates stays out.
+    active = [(g, candidates[g], len(candidates[g])) for g in left]
     for k in range(ranks):
+        still = []
         asks: dict[str, list[str]] = {}
-        for g in left:
-            if left[g] <= EPSILON * 1e-3:
-                continue
-            cands = candidates[g]
-            if k < len(cands) and room.get(cands[k], 0.0) > 0:
-                asks.setdefault(cands[k], []).append(g)
-        for target in sorted(asks):
-            geos = asks[target]
-            wanted = sum(left[g] for g in geos)
-            give = min(room[target], wanted)
-            for g in geos:
-                share = give * left[g] / wanted
-                alloc[g][target] = alloc[g].get(target, 0.0) + share
-                left[g] -= share
-            room[target] -= give
-            if room[target] < EPSILON * 1e-3:
-                room[target] = 0.0
+        for item in active:
+            g, cands, n = item
+            if k < n and left[g] > floor:
+                still.append(item)
+                t = cands[k]
+                if room.get(t, 0.0) > 0:
+                    if t in asks:
+                        asks[t].append(g)
+                    else:
+                        asks[t] = [g]
+        active = still
+        # Each geo asks one target per round and each target's room is its own, so
+        # the targets of one round can be served in any order with the same result.
+        for target, geos in asks.items():
+            r = room[target]
+            if len(geos) == 1:
+                g = geos[0]
+                want = left[g]
+                give = want if want < r else r  # noqa: FURB136 -- min() without the call, in the hottest loop
+                # The general case's give * want / want, kept for identical rounding.
+                share = give * want / want
+                mine = alloc[g]
+                mine[target] = mine.get(target, 0.0) + share
+                left[g] = want - share
+            else:
+                wanted = sum(left[g] for g in geos)
+                give = wanted if wanted < r else r  # noqa: FURB136
+                for g in geos:
+                    share = give * left[g] / wanted
+                    mine = alloc[g]
+                    mine[target] = mine.get(target, 0.0) + share
+                    left[g] -= share
+            r -= give
+            room[target] = 0.0 if r < floor else r
     _make_way(candidates, left, alloc, room)
     overflow: dict[str, float] = {}
     for g, rest in left.items():
@@ -85,11 +106,20 @@ def _make_way(candidates: Mapping[str, Sequence[str]], left: dict[str, float],
     shrinks, so one pass finds every move.
     """
     floor = EPSILON * 1e-3
+    if all(rest <= floor for rest in left.values()):
+        return  # everyone fitted: nobody needs to make way (the common case)
     users: dict[str, list[str]] = {}
     for h, targets in alloc.items():
         for t in targets:
-            users.setdefault(t, []).append(h)
+            if t in users:
+                users[t].append(h)
+            else:
+                users[t] = [h]
     cursor: dict[str, int] = {}  # per geo, where its first target with room might be
+    # Geos none of whose targets has room: as room only shrinks they can never move
+    # again, and skipping them is what keeps a shortfall over shared targets from
+    # costing geos x geos calls that each find nothing.
+    stuck: set[str] = set()
 
     def first_with_room(h: str, skip: str) -> str | None:
         cands = candidates[h]
@@ -97,6 +127,9 @@ def _make_way(candidates: Mapping[str, Sequence[str]], left: dict[str, float],
         while i < len(cands) and room.get(cands[i], 0.0) <= 0:
             i += 1
         cursor[h] = i
+        if i == len(cands):
+            stuck.add(h)
+            return None
         for u in cands[i:]:
             if u != skip and room.get(u, 0.0) > 0:
                 return u
@@ -109,7 +142,7 @@ def _make_way(candidates: Mapping[str, Sequence[str]], left: dict[str, float],
             if t not in room:
                 continue  # unusable target
             for h in users.get(t, ()):
-                if h == g:
+                if h == g or h in stuck:
                     continue
                 while left[g] > floor and alloc[h].get(t, 0.0) > 0:
                     u = first_with_room(h, t)

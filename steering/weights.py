@@ -17,6 +17,50 @@ def apportion(shares: Mapping[str, float], total: int, order: Sequence[str]) -> 
     Every key of ``order`` appears in the result. Shares all zero put
     everything on the first key.
     """
+    if len(order) == 1:
+        return {order[0]: total}
+    get = shares.get
+    return apportion_values([get(t, 0.0) for t in order], total, order)
+
+
+def apportion_values(values: list[float], total: int, order: Sequence[str]) -> dict[str, int]:
+    """``apportion`` with the shares given as a list aligned with ``order`` (``values[i]`` is ``order[i]``'s).
+
+    For callers that hold shares by position already; the result is the same as
+    ``apportion(dict(zip(order, values)), total, order)``.
+    """
+    n = len(order)
+    if n == 0:
+        return {}
+    if n == 1:
+        # Whatever the share, one key takes everything (the general path below agrees).
+        return {order[0]: total}
+    if len(set(order)) != n:
+        return _apportion_keyed(dict(zip(order, values)), total, order)
+    vals = values
+    if min(vals) < 0.0:
+        vals = [max(0.0, v) for v in vals]
+    if vals.count(0.0) == n - 1 and sum(vals) > 0:
+        # One positive share takes everything: the sum is that share exactly, its
+        # quotient rounds to total or just below it, and then it has the largest remainder.
+        return {t: (total if v else 0) for t, v in zip(order, vals)}
+    s = sum(vals)
+    if s <= 0:
+        return {t: (total if i == 0 else 0) for i, t in enumerate(order)}
+    exact = [v * total / s for v in vals]
+    out = list(map(math.floor, exact))
+    short = total - sum(out)
+    if short:
+        # Largest remainder first, ties by position: a stable sort on (floor - exact),
+        # which is exactly -(exact - floor).
+        neg = [o - e for o, e in zip(out, exact)]
+        for i in sorted(range(n), key=neg.__getitem__)[:short]:
+            out[i] += 1
+    return dict(zip(order, out))
+
+
+def _apportion_keyed(shares: Mapping[str, float], total: int, order: Sequence[str]) -> dict[str, int]:
+    """``apportion`` for an ``order`` that repeats keys: each key counted once, as a dict sees it."""
     s = sum(max(shares.get(t, 0.0), 0.0) for t in order)
     if s <= 0:
         return {t: (total if i == 0 else 0) for i, t in enumerate(order)}
