@@ -36,7 +36,6 @@ import re
 import statistics
 import struct
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -51,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 from dnsserver.persist import save_table  # noqa: E402
 from dnsserver.testing import table_with, write_config  # noqa: E402
 from steering.config import load_config  # noqa: E402
+from steering.testing.etcd import stop_process  # noqa: E402
 
 CLK = os.sysconf("SC_CLK_TCK")
 ECS_OPTION = "8:00011800c63364"  # ECS 198.51.100.0/24: family 1, source 24, scope 0
@@ -90,15 +90,6 @@ def wait_udp(port: int, deadline: float) -> None:
             time.sleep(0.1)
     raise RuntimeError(f"server on port {port} did not answer")
 
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 def subnet_queries(path: Path, count: int, qname: str = "api.example.test") -> None:
@@ -205,7 +196,7 @@ def run_ours(work: Path, seconds: float, files: dict[str, Path]) -> dict[str, di
         wait_udp(port, time.monotonic() + 20)
         return {m: measure(ours.pid, port, files[m], seconds, m) for m in MODES}
     finally:
-        stop(ours)
+        stop_process(ours, 10)
 
 
 def run_knot(work: Path, seconds: float, files: dict[str, Path]) -> dict[str, dict[str, float]]:
@@ -220,7 +211,7 @@ def run_knot(work: Path, seconds: float, files: dict[str, Path]) -> dict[str, di
         wait_udp(kport, time.monotonic() + 20)
         return {m: measure(knot.pid, kport, files[m], seconds, m) for m in MODES}
     finally:
-        stop(knot)
+        stop_process(knot, 10)
 
 
 def _spread(values: list[float]) -> str:
@@ -256,7 +247,7 @@ def main() -> None:
                 for m in MODES:
                     results[server][m].append(got[m])
     finally:
-        stop(busy)
+        stop_process(busy, 10)
         shutil.rmtree(work, ignore_errors=True)
     print(f"load average after: {loadavg()}")
     print(f"{'server':6} {'load':8} {'answered':>9} {'qps(shared core)':>17} {'cpu us/query median (min-max)':>31}"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 import yaml
 
 from steering.config import Config, parse_config
@@ -126,3 +127,10 @@ def region_share(table: RoutingTable | None, region: str, service: str = API) ->
 
 def now() -> float:
     return time.time()
+
+
+async def refused(call: Any, *args: Any, **kw: Any) -> grpc.aio.AioRpcError:
+    """The error a call that must be refused raised (fails the test if it was not refused)."""
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call(*args, **kw)
+    return info.value

@@ -8,6 +8,7 @@ real: etcd, the controller's server, election, planning and publishing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -117,6 +118,20 @@ def weight(table: RoutingTable | None, geo: str, target: str, service: str = "ap
     return None if route is None else route.weights.get(target)
 
 
+@contextlib.asynccontextmanager
+async def running(config: Config, name: str = "c1") -> AsyncIterator[tuple[Controller, dict[str, FakeAgent]]]:
+    """A controller replica with a fake agent per region and site streaming to it; both stopped after."""
+    ctl = Controller(config, name, "127.0.0.1:0")
+    port = await ctl.start()
+    agents = await start_agents(port)
+    try:
+        yield ctl, agents
+    finally:
+        for a in agents.values():
+            await a.stop()
+        await ctl.stop()
+
+
 async def all_healthy_table(store: Store) -> RoutingTable | None:
     t = await store.get_table()
     return t if t is not None and all(t.regions[r].health == "healthy" for r in REGIONS) else None
@@ -135,10 +150,7 @@ async def cluster(etcd: EtcdCluster) -> AsyncIterator[tuple[Config, Store]]:
 
 async def test_reports_drive_the_table_and_unhealthy_region_leaves(cluster: tuple[Config, Store]) -> None:
     config, store = cluster
-    ctl = Controller(config, "c1", "127.0.0.1:0")
-    port = await ctl.start()
-    agents = await start_agents(port)
-    try:
+    async with running(config) as (ctl, agents):
         await eventually(lambda: ctl.leader.is_leader, what="c1 to lead")
 
         await eventually(lambda: all_healthy_table(store), what="all regions healthy in routing/current")
@@ -171,10 +183,6 @@ async def test_reports_drive_the_table_and_unhealthy_region_leaves(cluster: tupl
 
         await eventually(east_back, what="us-east-1 back in na-east")
         assert any(0 < w < 1000 for w in seen), f"restore was not ramped: {seen}"
-    finally:
-        for a in agents.values():
-            await a.stop()
-        await ctl.stop()
 
 
 async def test_bad_reports_are_rejected_and_not_stored(cluster: tuple[Config, Store]) -> None:
@@ -228,10 +236,7 @@ async def test_bad_reports_are_rejected_and_not_stored(cluster: tuple[Config, St
 
 async def test_steady_reports_cause_no_etcd_writes(cluster: tuple[Config, Store]) -> None:
     config, store = cluster
-    ctl = Controller(config, "c1", "127.0.0.1:0")
-    port = await ctl.start()
-    agents = await start_agents(port)
-    try:
+    async with running(config) as (ctl, agents):
         await eventually(lambda: all(len(a.acks) >= 3 for a in agents.values()), what="reports flowing")
         from steering.controller import metrics
 
@@ -245,18 +250,11 @@ async def test_steady_reports_cause_no_etcd_writes(cluster: tuple[Config, Store]
         assert writes() == before, "unchanged reports must not be written"
         agents["us-west-2"].set(load=5000.0)  # beyond the 5 % band: one write
         await eventually(lambda: writes() >= before + 1, what="a write for a real change")
-    finally:
-        for a in agents.values():
-            await a.stop()
-        await ctl.stop()
 
 
 async def test_silent_site_expires_and_is_distinct_from_unhealthy(cluster: tuple[Config, Store]) -> None:
     config, store = cluster
-    ctl = Controller(config, "c1", "127.0.0.1:0")
-    port = await ctl.start()
-    agents = await start_agents(port)
-    try:
+    async with running(config) as (ctl, agents):
         await eventually(lambda: all_healthy_table(store), what="all healthy")
         await agents["eu-west-1"].stop()
         agents["us-west-2"].set(status=pb.HEALTH_STATUS_UNHEALTHY)
@@ -269,10 +267,6 @@ async def test_silent_site_expires_and_is_distinct_from_unhealthy(cluster: tuple
         t = await eventually(states, timeout=15, what="eu-west-1 silent, us-west-2 unhealthy")
         assert not t.regions["eu-west-1"].serving and not t.regions["us-west-2"].serving
         assert weight(t, "europe", "eu-west-1") == 0 and weight(t, "europe", "us-east-1") == 1000
-    finally:
-        for a in agents.values():
-            await a.stop()
-        await ctl.stop()
 
 
 async def test_leader_failover_and_fencing(cluster: tuple[Config, Store]) -> None:
@@ -325,22 +319,17 @@ async def test_controller_survives_losing_an_etcd_member(etcd3: EtcdCluster) -> 
     config = make_config(etcd3.endpoints)
     store = Store(config.etcd)
     await store.open()
-    ctl = Controller(config, "c1", "127.0.0.1:0")
-    port = await ctl.start()
-    agents = await start_agents(port)
     try:
-        await eventually(lambda: all_healthy_table(store), timeout=15, what="all healthy on the 3-member cluster")
-        etcd3.members[0].kill()  # the member most clients talk to first
-        agents["eu-west-1"].set(status=pb.HEALTH_STATUS_UNHEALTHY)
+        async with running(config) as (ctl, agents):
+            await eventually(lambda: all_healthy_table(store), timeout=15, what="all healthy on the 3-member cluster")
+            etcd3.members[0].kill()  # the member most clients talk to first
+            agents["eu-west-1"].set(status=pb.HEALTH_STATUS_UNHEALTHY)
 
-        async def europe_moved() -> bool:
-            t = await store.get_table()
-            return weight(t, "europe", "eu-west-1") == 0
+            async def europe_moved() -> bool:
+                t = await store.get_table()
+                return weight(t, "europe", "eu-west-1") == 0
 
-        await eventually(europe_moved, timeout=20, what="a change to flow with one etcd member down")
-        assert ctl.leader.is_leader
+            await eventually(europe_moved, timeout=20, what="a change to flow with one etcd member down")
+            assert ctl.leader.is_leader
     finally:
-        for a in agents.values():
-            await a.stop()
-        await ctl.stop()
         await store.close()

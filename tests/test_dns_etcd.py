@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from dnsserver.server import DnsServer
 from dnsserver.testing import load, table_with, write_config
 from steering.config import load_config
 from steering.store import Store
-from steering.testing.etcd import EtcdCluster, free_port
+from steering.testing.etcd import EtcdCluster, free_port, stop_process
 
 ADDR = {"us-east-1": {"192.0.2.10", "192.0.2.11"}, "us-west-2": {"192.0.2.20"}, "eu-west-1": {"192.0.2.30"}}
 
@@ -91,15 +90,6 @@ def _start(config: Path, port: int) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": "."})
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
 
 async def test_restart_with_etcd_down_answers_from_persisted_table(etcd: EtcdCluster, tmp_path: Path) -> None:
     config = write_config(tmp_path, etcd_endpoints=etcd.endpoints)
@@ -115,7 +105,7 @@ async def test_restart_with_etcd_down_answers_from_persisted_table(etcd: EtcdClu
             assert time.monotonic() < deadline, "table not persisted"
             await asyncio.sleep(0.02)
     finally:
-        _stop(proc)
+        stop_process(proc, 10)
     assert proc.returncode == 0, proc.stderr.read().decode() if proc.stderr else ""
     etcd.stop()
     proc = _start(config, port)
@@ -125,7 +115,7 @@ async def test_restart_with_etcd_down_answers_from_persisted_table(etcd: EtcdClu
         for _ in range(30):
             assert await region(port) == "us-west-2"
     finally:
-        _stop(proc)
+        stop_process(proc, 10)
     assert proc.returncode == 0
 
 

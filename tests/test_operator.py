@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import grpc
-import pytest
 
 from steering.controller.operator import PREVIEW_TRAILER
 from steering.store import Store
 from steering.testing.etcd import EtcdCluster
 from steering.v1 import steering_pb2 as pb
-from tests.operator_helpers import API, eventually, make_config, region_share, start_controller, stubs
+from tests.operator_helpers import API, eventually, make_config, refused, region_share, start_controller, stubs
 
 
 async def test_evacuate_ramp_done_restore_cycle_in_routing_current(etcd: EtcdCluster) -> None:
@@ -67,12 +66,6 @@ async def test_evacuate_ramp_done_restore_cycle_in_routing_current(etcd: EtcdClu
         await run.stop()
 
 
-async def _refused(call, *args, **kw) -> grpc.aio.AioRpcError:  # type: ignore[no-untyped-def]
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call(*args, **kw)
-    return info.value
-
-
 async def test_safety_rules_refuse_and_write_nothing_and_force_is_audited(etcd: EtcdCluster) -> None:
     # Three regions, min 3 serving: any evacuation leaves too few.
     config = make_config(etcd.endpoints, min_serving_regions=3)
@@ -81,7 +74,7 @@ async def test_safety_rules_refuse_and_write_nothing_and_force_is_audited(etcd: 
     await store.open()
     ch, op, _, md = stubs(run.target)
     try:
-        err = await _refused(op.Evacuate, pb.EvacuateRequest(region="us-west-2", mode=pb.EVACUATION_MODE_NOW,
+        err = await refused(op.Evacuate, pb.EvacuateRequest(region="us-west-2", mode=pb.EVACUATION_MODE_NOW,
                                                              reason="test"), metadata=md)
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "min_serving_regions" in err.details() and "leave 2 region(s)" in err.details()
@@ -101,7 +94,7 @@ async def test_safety_rules_refuse_and_write_nothing_and_force_is_audited(etcd: 
         assert len(ev) == 1 and ev[0].forced
 
         # A second evacuation of the same region conflicts.
-        err = await _refused(op.Evacuate, pb.EvacuateRequest(region="us-west-2", reason="again"), metadata=md)
+        err = await refused(op.Evacuate, pb.EvacuateRequest(region="us-west-2", reason="again"), metadata=md)
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "conflicting_evacuation" in err.details()
         assert len(await store.list_audit()) == 1
     finally:
@@ -118,7 +111,7 @@ async def test_hard_limit_and_ramp_in_flight_refusals(etcd: EtcdCluster) -> None
     await store.open()
     ch, op, _, md = stubs(run.target)
     try:
-        err = await _refused(op.Evacuate, pb.EvacuateRequest(region="eu-west-1", mode=pb.EVACUATION_MODE_NOW,
+        err = await refused(op.Evacuate, pb.EvacuateRequest(region="eu-west-1", mode=pb.EVACUATION_MODE_NOW,
                                                              reason="test", dry_run=True), metadata=md)
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "hard_limit" in err.details()
         assert "capacity" in err.details() and "hard limit 100%" in err.details()
@@ -136,7 +129,7 @@ async def test_hard_limit_and_ramp_in_flight_refusals(etcd: EtcdCluster) -> None
         ok = await op.Evacuate(pb.EvacuateRequest(region="eu-west-1", mode=pb.EVACUATION_MODE_RAMP, reason="slow",
                                                   ramp=pb.Ramp(step=0.1, interval_seconds=60)), metadata=md)
         assert ok.applied
-        err = await _refused(op.Evacuate, pb.EvacuateRequest(region="us-west-2", reason="second"), metadata=md)
+        err = await refused(op.Evacuate, pb.EvacuateRequest(region="us-west-2", reason="second"), metadata=md)
         assert "conflicting_evacuation" in err.details() and "eu-west-1 is still ramping out" in err.details()
         assert [e.region for e in (await store.get_overrides()).evacuations] == ["eu-west-1"]
     finally:
@@ -173,9 +166,9 @@ async def test_dry_run_writes_nothing_and_retried_request_applies_once(etcd: Etc
                            (pb.EvacuateRequest(region="us-west-2", reason="x", mode=pb.EVACUATION_MODE_RAMP,
                                                ramp=pb.Ramp(step=1.5)), "ramp.step"),
                            (pb.EvacuateRequest(region="us-west-2", reason="x", request_id="a/b"), "request_id")):
-            err = await _refused(op.Evacuate, bad, metadata=md)
+            err = await refused(op.Evacuate, bad, metadata=md)
             assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and err.details().startswith(field + ":"), err.details()
-        err = await _refused(op.Restore, pb.RestoreRequest(region="us-west-2"), metadata=md)
+        err = await refused(op.Restore, pb.RestoreRequest(region="us-west-2"), metadata=md)
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "not_evacuated" in err.details()
     finally:
         await ch.close()

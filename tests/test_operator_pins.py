@@ -5,22 +5,15 @@ from __future__ import annotations
 import json
 
 import grpc
-import pytest
 
 from steering.controller.operator import PREVIEW_TRAILER
 from steering.store import Store
 from steering.testing.etcd import EtcdCluster
 from steering.v1 import steering_pb2 as pb
-from tests.operator_helpers import API, eventually, make_config, start_controller, stubs
+from tests.operator_helpers import API, eventually, make_config, refused, start_controller, stubs
 from tests.test_steerctl_remote import steerctl
 
 VIDEO = "video.example.test."
-
-
-async def _refused(call, *args, **kw) -> grpc.aio.AioRpcError:  # type: ignore[no-untyped-def]
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call(*args, **kw)
-    return info.value
 
 
 async def test_pin_rules_refuse_write_nothing_and_force_is_audited_once(etcd: EtcdCluster) -> None:
@@ -35,7 +28,7 @@ async def test_pin_rules_refuse_write_nothing_and_force_is_audited_once(etcd: Et
 
     try:
         # Bad input names the field.
-        err = await _refused(op.PinWeights, pb.PinWeightsRequest(service=API, geo="europe", weights={"mars-1": 1},
+        err = await refused(op.PinWeights, pb.PinWeightsRequest(service=API, geo="europe", weights={"mars-1": 1},
                                                                  reason="x"), metadata=md)
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and err.details().startswith("weights.mars-1:")
 
@@ -46,7 +39,7 @@ async def test_pin_rules_refuse_write_nothing_and_force_is_audited_once(etcd: Et
                 (pb.PinWeightsRequest(service=VIDEO, geo="europe", weights={"oc-nyc-1": 1000}, reason="x",
                                       force=True),
                  "not_a_candidate", ("oc-nyc-1", "4 candidate(s)"))):
-            err = await _refused(op.PinWeights, req, metadata=md)
+            err = await refused(op.PinWeights, req, metadata=md)
             assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err.details()
             assert err.details().startswith(f"refused by {rule}:") and all(w in err.details() for w in words)
             assert "--force cannot override" in err.details()
@@ -64,7 +57,7 @@ async def test_pin_rules_refuse_write_nothing_and_force_is_audited_once(etcd: Et
         await eventually(eu_out, what="eu-west-1 unhealthy in the table")
         req = pb.PinWeightsRequest(service=API, geo="na-east", weights={"eu-west-1": 1, "us-east-1": 1},
                                    reason="canary", request_id="pin-1")
-        err = await _refused(op.PinWeights, req, metadata=md)
+        err = await refused(op.PinWeights, req, metadata=md)
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert err.details().startswith("refused by cannot_serve:"), err.details()
         assert "eu-west-1 is unhealthy (web: status 503) but would get 500 of 1000" in err.details()
@@ -99,7 +92,7 @@ async def test_pin_rules_refuse_write_nothing_and_force_is_audited_once(etcd: Et
         ok = await op.Evacuate(pb.EvacuateRequest(region="us-west-2", mode=pb.EVACUATION_MODE_NOW, reason="maint"),
                                metadata=md)
         assert ok.applied
-        err = await _refused(op.PinWeights, pb.PinWeightsRequest(service=API, geo="na-west",
+        err = await refused(op.PinWeights, pb.PinWeightsRequest(service=API, geo="na-west",
                                                                  weights={"us-west-2": 1000}, reason="x"),
                              metadata=md)
         assert "cannot_serve" in err.details() and "us-west-2 is evacuated (now, reason: maint)" in err.details()
@@ -125,7 +118,7 @@ async def test_pin_beyond_hard_limit_is_refused_with_numbers_and_steerctl_exit_c
             return t is not None and all(st.load == 7000.0 for st in t.regions.values())
 
         await eventually(loaded, what="the reported loads in the table")
-        err = await _refused(op.PinWeights, pb.PinWeightsRequest(service=API, geo="na-east",
+        err = await refused(op.PinWeights, pb.PinWeightsRequest(service=API, geo="na-east",
                                                                  weights={"us-west-2": 1000}, reason="x"),
                              metadata=md)
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and err.details().startswith("refused by hard_limit:")
