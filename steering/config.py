@@ -172,12 +172,59 @@ class Etcd(_Model):
     timeout_seconds: PositiveFloat = 5.0
 
 
+def _cidr_list(value: tuple[str, ...]) -> tuple[str, ...]:
+    out = []
+    for i, text in enumerate(value):
+        try:
+            out.append(str(ipaddress.ip_network(str(text), strict=False)))
+        except ValueError as exc:
+            raise ValueError(f"entry {i}: {text!r} is not a CIDR prefix ({exc})") from None
+    return tuple(out)
+
+
+class Rrl(_Model):
+    """Response rate limiting (defaults and their reasons: dnsserver/README.md, "Response rate limiting")."""
+
+    enabled: bool = True
+    responses_per_second: int = Field(200, ge=1, le=1_000_000, description="same name and type, per prefix")
+    nxdomains_per_second: int = Field(50, ge=1, le=1_000_000, description="NXDOMAIN answers, per prefix")
+    errors_per_second: int = Field(50, ge=1, le=1_000_000, description="REFUSED/FORMERR/SERVFAIL/..., per prefix")
+    slip: int = Field(2, ge=0, le=100, description="every slip-th limited reply goes out truncated (0: none)")
+    ipv4_prefix: int = Field(24, ge=8, le=32)
+    ipv6_prefix: int = Field(56, ge=16, le=128)
+    exempt: tuple[str, ...] = Field((), max_length=10_000, description="client prefixes never limited")
+    max_buckets: int = Field(200_000, ge=1_000, le=10_000_000, description="buckets kept per second, per worker")
+
+    @field_validator("exempt")
+    @classmethod
+    def _exempt_parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _cidr_list(value)
+
+
+class Cookies(_Model):
+    """DNS Cookies (RFC 7873, server cookies per RFC 9018)."""
+
+    enabled: bool = True
+    # hex secrets (16 bytes), one per line: the first signs, every line is accepted (rotation); re-read
+    # when it changes. None: a random secret per server start, shared by its workers.
+    secret_file: str | None = None
+
+
 class Dns(_Model):
     listen: tuple[str, ...] = ("127.0.0.1:5353",)
     state_file: str | None = None
-    tcp_idle_seconds: PositiveFloat = 10.0
-    tcp_max_connections: int = Field(256, ge=1)
+    workers: int | None = Field(None, ge=1, le=64, description="worker processes (default: CPUs available)")
+    tcp_idle_seconds: float = Field(10.0, gt=0, le=3600)
+    tcp_max_connections: int = Field(256, ge=1, le=1_000_000)
+    tcp_max_queries_per_connection: int = Field(10_000, ge=1, le=10_000_000)
     ecs: bool = True
+    nsid: bool = True
+    identity: str | None = Field(None, min_length=1, max_length=128,
+                                 description="NSID text (default: host name and worker number)")
+    stale_answer_seconds: float = Field(300.0, gt=0, le=86_400 * 30,
+                                        description="table age past which answers carry EDE 3 while etcd is unreachable")
+    rrl: Rrl = Rrl()
+    cookies: Cookies = Cookies()
 
 
 class Route53(_Model):
