@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all venv demo test proto bench bench-dns clean
+.PHONY: all venv demo test proto bench bench-dns bench-conformance clean
 
 all: test
 
@@ -35,6 +35,10 @@ bench: $(STAMP)
 
 bench-dns: $(STAMP)   # installs Debian's dnsperf and knot on first use
 	$(BIN)/python bench/dns_vs_knot.py --seconds 8 --repeat 3
+
+bench-conformance: $(STAMP)   # third-party evidence: installs Debian's zonemaster-cli and knot on first use (root)
+	$(BIN)/python bench/dns_differential.py
+	$(BIN)/python bench/dns_conformance.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -9,8 +9,10 @@ Two halves:
   equal weight, and the reason is reported so the caller logs and counts it.
 * ``resolve`` answers a question the way an authoritative server must
   (REFUSED outside our zones, NXDOMAIN/NODATA with the SOA, CNAME chasing
-  inside our zones, a minimal ANY) with a ``choose`` callback for the
-  weighted pick, so the fast path's pre-rendering and the slow path share it.
+  inside our zones, a minimal ANY, wildcards per RFC 4592, referrals at
+  delegations with their glue, additional addresses for NS/MX/SRV targets)
+  with a ``choose`` callback for the weighted pick, so the fast path's
+  pre-rendering and the slow path share it.
 
 A client's pick is ``pick(split, subnet, seed)``: a hash of the client subnet
 and the name mapped onto the cumulative weights. It leaves out the table
@@ -55,7 +57,7 @@ class Split:
 
 def name_seed(name: dns.name.Name) -> int:
     """Per-name hash seed: the lower-case wire form, so every replica computes the same."""
-    return zlib.crc32(name.canonicalize().to_wire())
+    return zlib.crc32(name.canonicalize().to_wire() or b"")
 
 
 def pick(split: Split, subnet: bytes, seed: int) -> int:
@@ -150,21 +152,30 @@ class Resolution:
     rcode: int
     answer: list[dns.rrset.RRset] = field(default_factory=list)
     authority: list[dns.rrset.RRset] = field(default_factory=list)
+    # a referral's glue (required: ``required_glue``), or the addresses of NS/MX/SRV targets (optional)
+    additional: list[dns.rrset.RRset] = field(default_factory=list)
     authoritative: bool = True
     picks: list[tuple[SteeredName, str]] = field(default_factory=list)  # steered choices it took
 
 
 class Catalog:
-    """Everything answerable: the zones and the steered names, with every existing owner name."""
+    """Everything answerable: the zones and the steered names, with every existing owner name.
+
+    A name exists when it owns records, or has a descendant that does (an empty non-terminal); names
+    below a delegation exist too (glue), though only referrals are given for them. Existence is what
+    the wildcard rules turn on: a wildcard covers only names whose closest existing ancestor is its
+    parent.
+    """
 
     def __init__(self, zones: Sequence[LoadedZone], steered: Mapping[dns.name.Name, SteeredName]) -> None:
         self.zones = list(zones)
         self.steered = dict(steered)
         self.existing: set[dns.name.Name] = set()
-        for owner in [*(n for z in self.zones for n in z.nodes), *self.steered]:
+        owners = [(z, n) for z in self.zones for n in z.nodes] + [(None, n) for n in self.steered]
+        for home, owner in owners:
             zone = self.zone_for(owner)
-            if zone is None:
-                continue
+            if zone is None or (home is not None and home is not zone):
+                continue  # the parent's copy of a zone we also serve (its glue) is not the child's data
             name = owner
             # ancestors up to the apex exist too (empty non-terminals answer NODATA, not NXDOMAIN)
             while name not in self.existing and len(name) >= len(zone.origin):
@@ -187,9 +198,15 @@ Chooser = Callable[[SteeredName], str]
 
 _REFUSED_TYPES = {dns.rdatatype.AXFR, dns.rdatatype.IXFR}
 _NOTIMP_TYPES = {dns.rdatatype.MAILA, dns.rdatatype.MAILB}
+_ADDRESS_TYPES = (dns.rdatatype.A, dns.rdatatype.AAAA)
+_TARGET_TYPES = {dns.rdatatype.NS, dns.rdatatype.MX, dns.rdatatype.SRV}
+# DNSSEC types that stand beside a CNAME at its owner (RFC 4035 §2.5): asked for there, never followed
+_OWNER_TYPES = {dns.rdatatype.RRSIG, dns.rdatatype.NSEC}
+_ASTERISK = b"*"
 
 
 def resolve(catalog: Catalog, qname: dns.name.Name, qtype: int, choose: Chooser) -> Resolution:
+    asked = qname
     qname = qname.canonicalize()
     zone = catalog.zone_for(qname)
     if zone is None:
@@ -198,39 +215,112 @@ def resolve(catalog: Catalog, qname: dns.name.Name, qtype: int, choose: Chooser)
         return Resolution(dns.rcode.REFUSED)
     if qtype in _NOTIMP_TYPES:
         return Resolution(dns.rcode.NOTIMP)
+    if qtype == dns.rdatatype.DS and qname == zone.origin and qname != dns.name.root:
+        # DS belongs to the parent side of a cut: answer it from the parent zone when we serve that too
+        zone = catalog.zone_for(qname.parent()) or zone
     res = Resolution(dns.rcode.NOERROR)
     name = qname
+    owner = asked  # the name as written (0x20 case), for records synthesized from a wildcard
     for _ in range(MAX_CNAME_CHAIN + 1):
-        steered = catalog.steered.get(name)
+        cut = zone.cut_above(name)
+        if cut is not None and not (name == cut and qtype == dns.rdatatype.DS):
+            _refer(zone, cut, res)
+            # AA speaks for the first owner in the answer: after a CNAME of ours it stays set
+            res.authoritative = bool(res.answer)
+            return res
+        source = name if name in catalog.existing else _source_of_synthesis(catalog, zone, name)
+        if source is None:
+            res.rcode = dns.rcode.NXDOMAIN  # RFC 6604: the rcode speaks for the chain's last name
+            res.authority.append(zone.negative_soa())
+            return res
+        synthesized = source != name
+        steered = catalog.steered.get(source)  # a steered wildcard picks per query, with its own seed
         if steered is not None:
             target = choose(steered)
             res.picks.append((steered, target))
             rrsets: Mapping[int, dns.rrset.RRset] = steered.records[target]
-        elif name in catalog.existing:
-            rrsets = zone.nodes.get(name, {})
         else:
-            res.rcode = dns.rcode.NXDOMAIN  # RFC 6604: the rcode speaks for the chain's last name
-            res.authority.append(zone.negative_soa())
-            return res
+            rrsets = zone.nodes.get(source, {})  # an empty non-terminal wildcard: NODATA (RFC 4592)
         if qtype == dns.rdatatype.ANY:
             # RFC 8482: one RRset is a complete answer to ANY
             if rrsets:
                 first = min(rrsets)
-                res.answer.append(rrsets[first])
+                res.answer.append(_owned_by(rrsets[first], owner) if synthesized else rrsets[first])
             else:
                 res.authority.append(zone.negative_soa())
             return res
         if qtype in rrsets:
-            res.answer.append(rrsets[qtype])
+            rrset = rrsets[qtype]
+            res.answer.append(_owned_by(rrset, owner) if synthesized else rrset)
+            if qtype in _TARGET_TYPES:
+                res.additional.extend(_target_addresses(catalog, rrset))
             return res
         cname = rrsets.get(dns.rdatatype.CNAME)
-        if cname is None:
+        if cname is None or qtype in _OWNER_TYPES:
             res.authority.append(zone.negative_soa())  # NODATA
             return res
-        res.answer.append(cname)
-        name = cname[0].target.canonicalize()
+        res.answer.append(_owned_by(cname, owner) if synthesized else cname)
+        owner = cname[0].target
+        name = owner.canonicalize()
         next_zone = catalog.zone_for(name)
         if next_zone is None:
             return res  # the resolver follows it elsewhere
         zone = next_zone
     return res
+
+
+def _source_of_synthesis(catalog: Catalog, zone: LoadedZone, name: dns.name.Name) -> dns.name.Name | None:
+    """RFC 4592 §3.3.1: ``*.<closest encloser>`` when it exists, for a name that does not.
+
+    The closest encloser is the longest existing ancestor; empty non-terminals exist, so a wildcard
+    does not reach below them. Never at or below a cut: the caller refers those before asking.
+    """
+    encloser = name.parent()
+    while encloser not in catalog.existing and len(encloser) > len(zone.origin):
+        encloser = encloser.parent()
+    wild = dns.name.Name((_ASTERISK, *encloser.labels))
+    return wild if wild in catalog.existing else None
+
+
+def _owned_by(rrset: dns.rrset.RRset, owner: dns.name.Name) -> dns.rrset.RRset:
+    """A wildcard's RRset under the name that was asked for."""
+    return dns.rrset.from_rdata_list(owner, rrset.ttl, list(rrset))
+
+
+def _refer(zone: LoadedZone, cut: dns.name.Name, res: Resolution) -> None:
+    """A referral to the child at ``cut``: its NS set, and the glue only we can give (RFC 9471)."""
+    ns = zone.nodes[cut][dns.rdatatype.NS]
+    res.authority.append(ns)
+    for rd in ns:
+        if rd.target.is_subdomain(cut):  # in-bailiwick: the resolver cannot look these up elsewhere
+            node = zone.nodes.get(rd.target.canonicalize(), {})
+            res.additional.extend(node[t] for t in _ADDRESS_TYPES if t in node)
+
+
+def _target_addresses(catalog: Catalog, rrset: dns.rrset.RRset) -> list[dns.rrset.RRset]:
+    """A/AAAA of an NS, MX or SRV RRset's targets from our static data (RFC 1034 §4.3.2 step 6; RFC 2782).
+
+    Not steered names (their address depends on a pick the target's own query makes) nor names at or
+    below a cut (the child's data); nothing synthesized from wildcards."""
+    out: list[dns.rrset.RRset] = []
+    seen: set[dns.name.Name] = set()
+    for rd in rrset:
+        target = (rd.exchange if rrset.rdtype == dns.rdatatype.MX else rd.target).canonicalize()
+        if target in seen or target in catalog.steered:
+            continue
+        seen.add(target)
+        zone = catalog.zone_for(target)
+        if zone is None or zone.cut_above(target) is not None:
+            continue
+        node = zone.nodes.get(target, {})
+        out.extend(node[t] for t in _ADDRESS_TYPES if t in node)
+    return out
+
+
+def required_glue(authority: Sequence[dns.rrset.RRset],
+                  additional: Sequence[dns.rrset.RRset]) -> list[dns.rrset.RRset]:
+    """The additional RRsets a reply may not drop: the addresses of a referral's in-bailiwick name
+    servers (RFC 9471). A reply that cannot carry them is truncated; anything else is dropped first."""
+    targets = {rd.target for ns in authority if ns.rdtype == dns.rdatatype.NS
+               for rd in ns if rd.target.is_subdomain(ns.name)}
+    return [rrset for rrset in additional if rrset.name in targets]

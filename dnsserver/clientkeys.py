@@ -9,9 +9,10 @@ A block's entry is the geo of every address in it (the longest configured
 prefix no longer than the block), or, when the block holds a longer prefix,
 "refine" with that geo as the fallback for the next level, where absent
 blocks take the fallback. Sources that are not long enough for a level, or
-that end between levels inside a refined block, or that are longer than the
-key bits, take ``GeoMap.key`` itself, so both always agree (a Hypothesis
-property checks it). ``shapes`` tabulates, for every valid ECS option head,
+that end inside a refined block (whose longer prefixes make the ECS scope
+longer than the source: see ``geo``), or that are longer than the key bits,
+take ``GeoMap.key`` itself, so both always agree (a Hypothesis property
+checks it). ``shapes`` tabulates, for every valid ECS option head,
 which of those steps apply, so the hot path can take them inline.
 """
 
@@ -21,7 +22,7 @@ from dnsserver.geo import GeoMap
 
 ClientTuple = tuple[int, bytes, int]  # (geo index, subnet bytes hashed for the pick, ECS scope)
 # what an ECS option's fixed-size head says about the rest: see ``ClientKeys.shapes``
-Shape = tuple[int, int, "tuple[tuple[int, dict[bytes, int]], ...] | None", bool, bytes, bytes, int, int, int]
+Shape = tuple[int, int, "tuple[tuple[int, dict[bytes, int]], ...] | None", bytes, bytes, int, int, int]
 
 _LEVELS = {4: (16, 24), 6: (32, 48, 56)}
 _MAX_BLOCKS = 1 << 17  # prefixes much shorter than a level would expand to too many blocks: stop there
@@ -103,11 +104,9 @@ class ClientKeys:
                 if src < bits:
                     break  # prefixes between the last level and the source could match: the reference
                 v = table.get(addr[:nb], geo)
-                if v >= 0:
+                if v >= 0:  # nothing longer inside this block, so nothing inside the source's: scope = source
                     return v, f.head[src] + addr + f.pad[f.nbytes - n], src
                 geo = -2 - v
-                if src == bits:  # the longer prefixes inside need more bits than the client gave
-                    return geo, f.head[src] + addr + f.pad[f.nbytes - n], src
         k = self.geomap.key(f.family, addr, src)
         return k.geo, k.subnet, k.scope
 
@@ -116,9 +115,10 @@ def _shapes(fams: dict[int, _Family]) -> dict[bytes, Shape]:
     """Every valid OPT rdata head holding one ECS option and nothing else, keyed by its 10 bytes (OPT
     rdlen, option code and length, family, source, scope 0), with what ``ClientKeys.ecs`` would do for it:
     ``(address bytes, mask of the bits that must be zero in the last byte, levels or None for GeoMap.key,
-    whether the last level decides, subnet head, subnet padding, family, source, scope)``. ``levels`` lists
-    the ``(bytes, block table)`` levels ``ecs`` would consult for this source, in order; ``None`` when it
-    would go to ``GeoMap.key`` straight away. The hot path then does the same lookups inline."""
+    subnet head, subnet padding, family, source, scope when a level decides)``. ``levels`` lists the
+    ``(bytes, block table)`` levels ``ecs`` would consult for this source, in order; ``None`` when it would
+    go to ``GeoMap.key`` straight away; when every level says "refine", ``GeoMap.key`` decides (and gives
+    the scope). The hot path then does the same lookups inline."""
     out: dict[bytes, Shape] = {}
     for code, f in fams.items():
         for src in range(f.width + 1):
@@ -126,15 +126,13 @@ def _shapes(fams: dict[int, _Family]) -> dict[bytes, Shape]:
             head = bytes((0, nb + 8, 0, 8, 0, nb + 4, 0, code, src, 0))
             mask = 0xFF >> (src & 7) if src & 7 else 0
             levels: tuple[tuple[int, dict[bytes, int]], ...] | None = None
-            exact = False
             if src <= f.key_bits:
                 usable = []
                 for bits, lnb, table in f.levels:
                     if src < bits:
                         break
                     usable.append((lnb, table))
-                    exact = src == bits
                 levels = tuple(usable) or None
-            out[head] = (nb, mask, levels, exact, f.head[min(src, f.width)], f.pad[f.nbytes - nb], f.family, src,
+            out[head] = (nb, mask, levels, f.head[min(src, f.width)], f.pad[f.nbytes - nb], f.family, src,
                          min(src, f.key_bits))
     return out

@@ -17,6 +17,14 @@ walks inline. Every other shape goes to ``answer_general``, the step-by-step
 version, which gives the same bytes (Hypothesis properties check both that
 and the geo, pick and scope against ``GeoMap.key``).
 
+Options: ECS is read here; COOKIE and NSID (and edns-tcp-keepalive over
+TCP) go to the slow path, which answers them (``routed``); any other option
+is ignored, as RFC 6891 asks. While the server says answers are stale
+(``set_stale``: an old table and no control plane), steered answers carry an
+Extended DNS Error 3 (Stale Answer) placed before the ECS option, so the
+pre-rendered OPT echo only swaps to another table of shapes and a query
+costs the same either way.
+
 Every query does the same work: there is no cache of replies or of ECS
 subnets, because resolvers send many distinct subnets and such caches miss
 exactly when the load is high (``clientkeys`` makes the subnet cheap instead).
@@ -37,6 +45,7 @@ from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any
 
+from dnsserver import ednsopts
 from dnsserver.clientkeys import ClientKeys, ClientTuple
 from dnsserver.geo import GeoMap
 from dnsserver.render import Snapshot
@@ -46,6 +55,10 @@ _OPT_DO = b"\x00\x00\x29" + MAX_UDP_PAYLOAD.to_bytes(2, "big") + b"\x00\x00\x80\
 _OPT_NO_DO = b"\x00\x00\x29" + MAX_UDP_PAYLOAD.to_bytes(2, "big") + b"\x00\x00\x00\x00"
 _OPT_TYPE = b"\x00\x00\x29"  # root owner, type OPT
 _ECS_CODE = b"\x00\x08"
+_EDE_STALE = ednsopts.ede(ednsopts.EDE_STALE_ANSWER)
+# options answered by the slow path, by transport (UDP, TCP): RFC 7828 has a server ignore keepalive over UDP
+ROUTED: tuple[frozenset[int], frozenset[int]] = (
+    frozenset((ednsopts.COOKIE, ednsopts.NSID)), frozenset((ednsopts.COOKIE, ednsopts.NSID, ednsopts.KEEPALIVE)))
 _SCOPE = tuple(bytes((i,)) for i in range(256))
 _SRC_CACHE_MAX = 100_000
 _GOLDEN = 0x9E3779B1
@@ -70,12 +83,14 @@ class _Tables:
 
 
 def _variant(v: tuple[Any, ...], memo: dict[int, tuple[Any, ...]]) -> tuple[Any, ...]:
-    """render's ``(rcode, counts, counts_with_opt, body, udp_cell, tcp_cell)`` as
-    ``(heads, body, udp_cell, tcp_cell)``: ``heads[RD | CD | 2 if OPT]`` is flags and counts, ready to copy."""
+    """render's ``(rcode, counts, counts_with_opt, body, udp_cell, tcp_cell, flags)`` as
+    ``(heads, body, udp_cell, tcp_cell)``: ``heads[RD | CD | 2 if OPT]`` is flags and counts, ready to copy.
+    ``flags`` (QR, and AA unless a referral) may be left out: QR and AA."""
     out = memo.get(id(v))
     if out is None:
-        rcode, counts, counts_opt, body, udp_cell, tcp_cell = v
-        heads = tuple(bytes((0x84 | (i & 0x01), (i & 0x10) | rcode)) + (counts_opt if i & 0x02 else counts)
+        rcode, counts, counts_opt, body, udp_cell, tcp_cell = v[:6]
+        top = v[6] if len(v) > 6 else 0x84
+        heads = tuple(bytes((top | (i & 0x01), (i & 0x10) | rcode)) + (counts_opt if i & 0x02 else counts)
                       for i in range(0x14))
         out = memo[id(v)] = (heads, body, udp_cell, tcp_cell)
     return out
@@ -89,8 +104,9 @@ def _entry(e: tuple[Any, Any], memo: dict[int, tuple[Any, ...]]) -> tuple[Any, A
                        for total, cum, variants, cells, fb in data)
 
 
-def _find_ecs(q: bytes, p: int, n: int) -> bytes | None:
-    """The ECS option's data among OPT options from ``p`` to ``n``: b"" when absent, None when malformed."""
+def _find_ecs(q: bytes, p: int, n: int, routed: frozenset[int]) -> bytes | None:
+    """The ECS option's data among OPT options from ``p`` to ``n``: b"" when absent, None when malformed or
+    when an option in ``routed`` is there (the slow path answers those)."""
     ecs = b""
     found = False
     while p < n:
@@ -106,6 +122,8 @@ def _find_ecs(q: bytes, p: int, n: int) -> bytes | None:
             ecs = q[p + 4:p + 4 + olen]
             if not ecs:
                 return None  # an empty ECS option is malformed
+        elif ((q[p] << 8) | q[p + 1]) in routed:
+            return None
         p += 4 + olen
     return ecs
 
@@ -132,12 +150,21 @@ class FastPath:
     hands every other shape to ``answer_general``, the complete version, which gives the same bytes
     (a Hypothesis property checks it)."""
 
-    def __init__(self, geomap: GeoMap, snapshot: Snapshot) -> None:
+    def __init__(self, geomap: GeoMap, snapshot: Snapshot,
+                 routed: tuple[frozenset[int], frozenset[int]] = ROUTED) -> None:
         self.geomap = geomap
         self.keys = ClientKeys(geomap)
+        self.routed = routed  # option codes the slow path answers, for UDP and TCP
+        self.stale = False
         self._cur = [_Tables(snapshot.entries)]
         self._src: dict[Host, ClientTuple] = {}
+        self._set_stale: Callable[[bool], None] = lambda stale: None
         self.answer = self._make_answer()
+
+    def set_stale(self, stale: bool) -> None:
+        """Steered answers to EDNS queries carry EDE 3 (Stale Answer) while ``stale``; one reference swap."""
+        self.stale = stale
+        self._set_stale(stale)
 
     @property
     def tables(self) -> _Tables:
@@ -179,19 +206,39 @@ class FastPath:
         bisect = bisect_right
         join = b"".join
         opt_type = _OPT_TYPE
-        # keyed by the OPT's version and flags (only DO may be set) before ClientKeys' key: its shape, and
-        # the reply's OPT up to the address, when static (scope 0) and when steered
-        # (the levels split into the first and the rest: the first decides for most addresses)
-        shapes = {flags + k: (v[0], v[1], v[2] and v[2][0], v[2] and v[2][1:], *v[3:8], opt + k[:9] + b"\x00",
-                              opt + k[:9] + bytes((v[8],)))
-                  for k, v in self.keys.shapes.items()
-                  for flags, opt in ((b"\x00\x00\x00", _OPT_NO_DO), (b"\x00\x80\x00", _OPT_DO))}
-        # an OPT without options (what most resolvers send): "-8 address bytes" makes the length check
-        # mean rdlen 0; the reply's OPT is the same for every answer
-        for flags, opt in ((b"\x00\x00\x00", _OPT_NO_DO), (b"\x00\x80\x00", _OPT_DO)):
-            shapes[flags + b"\x00\x00"] = (-8, 0, None, None, False, b"", b"", 0, 0, opt + b"\x00\x00",
-                                            opt + b"\x00\x00")
-        shape_of = shapes.get
+        scopes = _SCOPE
+
+        def steered_opt(opt: bytes, rdlen: bytes, rest: bytes, stale: bool) -> bytes:
+            """A steered answer's OPT up to the address; the stale EDE goes first, so the address stays last."""
+            if not stale:
+                return opt + rdlen + rest
+            return opt + (int.from_bytes(rdlen, "big") + len(_EDE_STALE)).to_bytes(2, "big") + _EDE_STALE + rest
+
+        def make_shapes(stale: bool) -> dict[bytes, tuple[Any, ...]]:
+            # keyed by the OPT's version and flags (only DO may be set) before ClientKeys' key: its shape, and
+            # the reply's OPT up to the address, when static (scope 0) and when steered (with the scope when a
+            # level decides; GeoMap.key's scope replaces the last byte otherwise). The levels split into the
+            # first and the rest: the first decides for most addresses.
+            out = {flags + k: (v[0], v[1], v[2] and v[2][0], v[2] and v[2][1:], *v[3:7], opt + k[:9] + b"\x00",
+                               steered_opt(opt, k[:2], k[2:9] + bytes((v[7],)), stale))
+                   for k, v in self.keys.shapes.items()
+                   for flags, opt in ((b"\x00\x00\x00", _OPT_NO_DO), (b"\x00\x80\x00", _OPT_DO))}
+            # an OPT without options (what most resolvers send): "-8 address bytes" makes the length check
+            # mean rdlen 0
+            for flags, opt in ((b"\x00\x00\x00", _OPT_NO_DO), (b"\x00\x80\x00", _OPT_DO)):
+                out[flags + b"\x00\x00"] = (-8, 0, None, None, b"", b"", 0, 0, opt + b"\x00\x00",
+                                             steered_opt(opt, b"\x00\x00", b"", stale))
+            return out
+
+        fresh_shapes = make_shapes(False)
+        stale_shapes = make_shapes(True)
+        shape_of = (stale_shapes if self.stale else fresh_shapes).get
+
+        def set_stale(stale: bool) -> None:
+            nonlocal shape_of  # the closure's cell: the next query reads the other table, at no cost per query
+            shape_of = (stale_shapes if stale else fresh_shapes).get
+
+        self._set_stale = set_stale
 
         def answer(q: bytes, host: Host, tcp: int) -> bytes | None:
             hi = heads_of(q[2:12])
@@ -214,13 +261,14 @@ class FastPath:
                 shape = shape_of(q[qe + 6:qe + 19])
                 if shape is None or n != qe + 19 + shape[0] or q[qe:qe + 3] != opt_type:
                     return general(q, host, tcp)  # other options or flags, or not valid
-                nb, mask, first, levels, exact, subhead, pad, family, src, echo, steered_echo = shape
+                nb, mask, first, levels, subhead, pad, family, src, echo, steered_echo = shape
                 if nb < 0:
                     addr = b""
                     if seed is not None:
                         key = src_get(host) or source_key(host)
                         geo = key[0]
                         sub = key[1]
+                        echo = steered_echo
                 else:
                     if mask and q[n - 1] & mask:
                         return None  # address bits beyond the source prefix: FORMERR from the slow path
@@ -237,15 +285,15 @@ class FastPath:
                                     if geo >= 0:
                                         break
                                     g = -2 - geo
-                                else:
-                                    geo = g if exact else -1
+                                # all refined: the source ends inside a block with longer prefixes, GeoMap.key
                         if geo >= 0:
                             sub = subhead + addr + pad
+                            echo = steered_echo
                         else:
                             k = gkey(family, addr, src)
                             geo = k.geo
                             sub = k.subnet
-                        echo = steered_echo
+                            echo = steered_echo[:-1] + scopes[k.scope]
             else:
                 if qe != n:
                     return None
@@ -326,7 +374,7 @@ class FastPath:
                 echo = q[qe + 9:qe + 18]
                 suffix = q[qe + 19:]
             else:
-                found = _find_ecs(q, qe + 11, n)
+                found = _find_ecs(q, qe + 11, n, self.routed[1 if tcp else 0])
                 if found is None:
                     return None
                 if found:
@@ -354,17 +402,20 @@ class FastPath:
             else:
                 i = bisect_right(cum, ((zlib.crc32(key[1], seed) * _GOLDEN) & 0xFFFFFFFF) * total >> 32)
             variant = variants[i]
+        # a steered answer while stale: EDE 3 first in the OPT's rdata (before the ECS option)
+        ede = _EDE_STALE if self.stale and seed is not None else b""
         if opt is None:
             resp = b"".join((q[:2], variant[0][(q[2] & 0x01) | (q[3] & 0x10)], question, variant[1]))
         elif ecs is None:
             resp = b"".join((q[:2], variant[0][(q[2] & 0x01) | (q[3] & 0x10) | 2], question, variant[1], opt,
-                             b"\x00\x00"))
+                             len(ede).to_bytes(2, "big"), ede))
         else:
             if seed is None and self.keys.ecs(ecs) is None:
                 return None  # malformed ECS: FORMERR from the slow path
             # scope: the bits the answer depends on; none for an answer that is the same for everyone
+            rdlen = ((echo[0] << 8) | echo[1]) + len(ede)
             resp = b"".join((q[:2], variant[0][(q[2] & 0x01) | (q[3] & 0x10) | 2], question, variant[1], opt,
-                             echo, _SCOPE[0 if seed is None else key[2]], suffix))
+                             rdlen.to_bytes(2, "big"), ede, echo[2:], _SCOPE[0 if seed is None else key[2]], suffix))
         if len(resp) > limit:
             return None  # the slow path truncates properly
         variant[3 if tcp else 2][0] += 1

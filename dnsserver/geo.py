@@ -2,13 +2,18 @@
 
 Pure. An answer for a steered name depends only on the first ``bits`` of the
 client's address (its *key*): a resolver's ECS subnet or its own address,
-truncated to ``key_bits(family)``. Because the match uses only those bits,
-the same ``bits`` is the ECS scope we return, and caches stay correct.
+truncated to ``key_bits(family)``. The ECS scope we return is ``bits``, or
+more when a configured prefix longer than ``bits`` lies inside the client's
+block (RFC 7871 §7.2.1: a /24 holding a configured /28 gets scope 28): the
+answer was chosen without the bits that would have placed some of that
+block's clients elsewhere, so a resolver must not reuse it for the whole
+block.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -46,6 +51,8 @@ class GeoMap:
                 longest[fam] = max(longest[fam], net.prefixlen)
         for fam in (4, 6):
             self._tables[fam] = sorted(by_len[fam].items(), key=lambda kv: -kv[0])
+        # per family, longest first: (prefix length, sorted network ints), to find prefixes inside a block
+        self._starts = {fam: [(plen, sorted(nets)) for plen, nets in self._tables[fam]] for fam in (4, 6)}
         self.key_bits = longest  # family -> bits of the address that can matter
 
     def match(self, family: int, addr: int, bits: int) -> int:
@@ -70,7 +77,19 @@ class GeoMap:
         addr = addr >> (width - bits) << (width - bits) if bits else 0
         geo = self.match(family, addr, bits)
         subnet = bytes((family, bits)) + addr.to_bytes(nbytes, "big")
-        return ClientKey(geo, subnet, bits)
+        return ClientKey(geo, subnet, self.scope(family, addr, bits))
+
+    def scope(self, family: int, addr: int, bits: int) -> int:
+        """The ECS scope for the block ``addr``/``bits``: ``bits``, or the longest configured prefix inside it."""
+        width = 32 if family == 4 else 128
+        end = addr + (1 << (width - bits))
+        for plen, starts in self._starts[family]:  # longest first: the first one inside is the answer
+            if plen <= bits:
+                break
+            i = bisect_left(starts, addr)
+            if i < len(starts) and starts[i] < end:
+                return plen
+        return bits
 
     def key_for_source(self, host: str) -> ClientKey:
         """The client key for a resolver's source address (text, as the socket gives it)."""

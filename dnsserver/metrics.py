@@ -14,6 +14,19 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 
+# A TCP connection's problems (a protocol callback raised; a zero-length frame or a frame cut short at EOF)
+TCP_ERROR_REASONS = ("exception", "framing")
+# Why an accepted TCP connection ended; each one ends once, so accepted = open + sum(closed)
+TCP_CLOSE_REASONS = ("peer", "reset", "idle", "query_limit", "framing", "exception", "shutdown")
+# Response rate limiting (dnsserver/rrl.py): the answer classes, what happened to a limited reply, and why
+# a reply over the limit went out in full anyway
+RRL_CLASSES = ("responses", "referrals", "nxdomain", "errors")
+RRL_ACTIONS = ("dropped", "slipped")
+RRL_EXEMPT_REASONS = ("prefix", "cookie")
+# DNS Cookies (dnsserver/cookies.py): what a query's COOKIE option was
+COOKIE_RESULTS = ("client_only", "valid", "invalid", "malformed")
+
+
 class Stats:
     def __init__(self) -> None:
         self.queries: dict[tuple[str, str, str], list[int]] = {}  # (transport, qtype, rcode)
@@ -26,6 +39,16 @@ class Stats:
         self.tcp_accepted = [0]
         self.tcp_refused = [0]
         self.tcp_open = [0]
+        self.tcp_errors: dict[str, list[int]] = {r: [0] for r in TCP_ERROR_REASONS}
+        self.tcp_closed: dict[str, list[int]] = {r: [0] for r in TCP_CLOSE_REASONS}
+        self.rrl_limited: dict[tuple[str, str], list[int]] = {(c, a): [0] for c in RRL_CLASSES for a in RRL_ACTIONS}
+        self.rrl_exempt: dict[str, list[int]] = {r: [0] for r in RRL_EXEMPT_REASONS}
+        self.rrl_table_full = [0]  # replies limited because the window's bucket table was full
+        self.cookies: dict[str, list[int]] = {r: [0] for r in COOKIE_RESULTS}
+        self.nsid = [0]  # replies that carried our NSID
+        self.ede: dict[int, list[int]] = {}  # Extended DNS Error info-code: slow-path replies carrying it
+        self.stale = [0]  # 1 while steered answers carry EDE 3 (old table, control plane unreachable)
+        self.control_plane_reachable = [1]
         self.table_version = -1
         self.table_generated_at = 0.0
         self.table_applied_at = 0.0
@@ -84,6 +107,43 @@ class StatsCollector(Collector):
         yield CounterMetricFamily("steering_dns_tcp_refused", "TCP connections closed at once: cap reached",
                                   value=s.tcp_refused[0])
         yield GaugeMetricFamily("steering_dns_tcp_open_connections", "TCP connections open", value=s.tcp_open[0])
+        te = CounterMetricFamily("steering_dns_tcp_errors", "TCP connection errors, by reason", labels=["reason"])
+        for why, cell in s.tcp_errors.items():
+            te.add_metric([why], cell[0])
+        yield te
+        tc = CounterMetricFamily("steering_dns_tcp_closed", "Accepted TCP connections ended, by reason",
+                                 labels=["reason"])
+        for why, cell in s.tcp_closed.items():
+            tc.add_metric([why], cell[0])
+        yield tc
+        rl = CounterMetricFamily("steering_dns_rrl_limited", "UDP replies over the rate limit, by class and action",
+                                 labels=["class", "action"])
+        for (cls, action), cell in s.rrl_limited.items():
+            rl.add_metric([cls, action], cell[0])
+        yield rl
+        rx = CounterMetricFamily("steering_dns_rrl_exempt", "UDP replies over the rate limit sent in full: exempt",
+                                 labels=["reason"])
+        for why, cell in s.rrl_exempt.items():
+            rx.add_metric([why], cell[0])
+        yield rx
+        yield CounterMetricFamily("steering_dns_rrl_table_full",
+                                  "UDP replies limited because the second's bucket table was full",
+                                  value=s.rrl_table_full[0])
+        ck = CounterMetricFamily("steering_dns_cookies", "Queries with a COOKIE option, by what it held",
+                                 labels=["result"])
+        for why, cell in s.cookies.items():
+            ck.add_metric([why], cell[0])
+        yield ck
+        yield CounterMetricFamily("steering_dns_nsid", "Replies that carried the server's NSID", value=s.nsid[0])
+        ed = CounterMetricFamily("steering_dns_ede", "Slow-path replies with an Extended DNS Error, by info-code",
+                                 labels=["code"])
+        for code, cell in list(s.ede.items()):
+            ed.add_metric([str(code)], cell[0])
+        yield ed
+        yield GaugeMetricFamily("steering_dns_stale", "1 while steered answers carry EDE 3 (Stale Answer)",
+                                value=s.stale[0])
+        yield GaugeMetricFamily("steering_dns_control_plane_reachable", "1 while etcd answers the feed's probe",
+                                value=s.control_plane_reachable[0])
         yield GaugeMetricFamily("steering_dns_table_version", "Version of the routing table served (-1: none)",
                                 value=s.table_version)
         age = time.time() - s.table_generated_at if s.table_version >= 0 else -1.0

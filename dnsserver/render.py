@@ -3,14 +3,21 @@
 A ``Snapshot`` is immutable once built and swapped in whole, so a query
 sees either the old answers or the new ones, never a mix. An entry is keyed
 by the lower-case wire name plus the raw qtype/qclass bytes, and holds the
-response *after* the question: header counts and the answer/authority
-sections, whose compression pointers refer to the question at offset 12.
-The fast path copies the query's ID, RD/CD bits and question (so its
-0x20 case is echoed) in front, and an OPT record behind.
+response *after* the question: header counts and the answer, authority and
+additional sections, whose compression pointers refer to the question at
+offset 12. The fast path copies the query's ID, RD/CD bits and question (so
+its 0x20 case is echoed) in front, and an OPT record behind (after the
+additional records, as the counts with OPT say).
+
+Only names that exist have entries: a name synthesized from a wildcard, or
+one below a delegation that the zone file does not list, finds no entry and
+goes to the slow path. Referrals (at and below a delegation) are entries like
+any other, with AA clear in their flags byte.
 
 Entry layouts (tuples, because the hot path indexes them):
 
-* variant: ``(rcode, counts, counts_with_opt, body, udp_cell, tcp_cell)``
+* variant: ``(rcode, counts, counts_with_opt, body, udp_cell, tcp_cell, flags)``;
+  ``flags`` is the reply's header byte 2 before RD: QR, and AA when authoritative
 * static entry: ``(None, variant)``
 * steered entry: ``(seed, splits)``; ``splits[geo] = (total, cumulative, variants, answer_cells, fallback_cell)``
 """
@@ -43,7 +50,9 @@ PRERENDER_TYPES: tuple[int, ...] = (
     dns.rdatatype.HTTPS, dns.rdatatype.SVCB,
 )
 
-Variant = tuple[int, bytes, bytes, bytes, list[int], list[int]]
+Variant = tuple[int, bytes, bytes, bytes, list[int], list[int], int]
+_QR_AA = 0x84  # header byte 2: QR, AA
+_QR = 0x80
 
 
 class _MultiplePicks(Exception):
@@ -57,6 +66,7 @@ def message_for(qname: dns.name.Name, qtype: int, res: Resolution, query_id: int
     msg.question = [dns.rrset.RRset(qname, dns.rdataclass.IN, qtype)]
     msg.answer = list(res.answer)
     msg.authority = list(res.authority)
+    msg.additional = list(res.additional)
     return msg
 
 
@@ -67,7 +77,7 @@ def _variant(qname: dns.name.Name, qtype: int, res: Resolution, stats: Stats) ->
     qt = dns.rdatatype.to_text(qtype)
     rc = dns.rcode.to_text(res.rcode)
     return (res.rcode, wire[4:12], struct.pack("!HHHH", 1, an, ns, ar + 1), wire[12 + qlen:],
-            stats.query_cell("udp", qt, rc), stats.query_cell("tcp", qt, rc))
+            stats.query_cell("udp", qt, rc), stats.query_cell("tcp", qt, rc), _QR_AA if res.authoritative else _QR)
 
 
 @dataclass(frozen=True)

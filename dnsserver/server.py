@@ -20,13 +20,15 @@ import struct
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import cast
 
 from dnsserver.fastpath import FastPath
 from dnsserver.geo import GeoMap
 from dnsserver.metrics import Stats
 from dnsserver.persist import save_table
 from dnsserver.render import Snapshot, build_snapshot
-from dnsserver.slowpath import SlowPath
+from dnsserver.rrl import RateLimiter
+from dnsserver.slowpath import SlowPath, slow_path_for
 from dnsserver.udpbatch import BatchUdpWorker, batch_available
 from dnsserver.udpthread import UdpWorker, bind_udp
 from dnsserver.zones import load_zones
@@ -50,14 +52,17 @@ class DnsServer:
         self.stats = stats or Stats()
         self.zones = load_zones(cfg)
         self.geomap = GeoMap(cfg.geos, cfg.default_geo.id)
-        self.slow = SlowPath(self.geomap, self.stats)
+        self.slow: SlowPath = slow_path_for(cfg, self.geomap, self.stats)  # EDNS options: dns.nsid, dns.cookies
+        self.cookies = self.slow.cookies  # None when dns.cookies.enabled is false
+        self.control_plane_reachable = True  # until the feed says otherwise (see set_control_plane_reachable)
         self.snapshot: Snapshot = self._render(table)
-        self.fast = FastPath(self.geomap, self.snapshot)
+        self.fast = FastPath(self.geomap, self.snapshot, self.slow.routed)
+        self.rrl = self._rate_limiter()  # UDP only; None when dns.rrl.enabled is false
         self._note(self.snapshot)
         self._udp: list[asyncio.DatagramTransport] = []
         self._workers: list[UdpWorker] = []
-        self._tcp: list[asyncio.base_events.Server] = []
-        self._conns: set[asyncio.Transport] = set()
+        self._tcp: list[asyncio.AbstractServer] = []
+        self._conns: set[_Tcp] = set()
         self.addresses: list[tuple[str, int]] = []
 
     # ---- tables
@@ -85,6 +90,7 @@ class DnsServer:
         self.snapshot = snap
         self.fast.install(snap)
         self._note(snap)
+        self._update_stale()
         log.info("dns.table.applied", version=self.stats.table_version, entries=len(snap.entries))
 
     def set_table(self, table: RoutingTable, persist: bool = True) -> None:
@@ -104,6 +110,28 @@ class DnsServer:
                 await asyncio.to_thread(save_table, self.state_file, table)
             except OSError as exc:
                 log.error("dns.state.write_failed", path=self.state_file, error=str(exc), version=table.version)
+
+    # ---- stale answers (EDE 3)
+
+    def set_control_plane_reachable(self, reachable: bool) -> None:
+        """The feed's word on etcd, given after every probe; staleness is re-judged each time, so it also
+        begins when the table grows older than dns.stale_answer_seconds while etcd stays away."""
+        self.control_plane_reachable = reachable
+        self.stats.control_plane_reachable[0] = int(reachable)
+        self._update_stale()
+
+    def _update_stale(self) -> None:
+        table = self.snapshot.table
+        age = float("inf") if table is None else time.time() - table.generated_at
+        stale = not self.control_plane_reachable and age > self.cfg.dns.stale_answer_seconds
+        if stale == self.slow.stale:
+            return
+        self.slow.stale = stale
+        self.fast.set_stale(stale)
+        self.stats.stale[0] = int(stale)
+        log.warning("dns.answers.stale" if stale else "dns.answers.fresh", version=self.stats.table_version,
+                    table_age_seconds=None if table is None else round(age, 1),
+                    control_plane_reachable=self.control_plane_reachable)
 
     # ---- answering
 
@@ -127,9 +155,23 @@ class DnsServer:
 
     # ---- sockets
 
-    async def start(self, listen: Sequence[str]) -> list[tuple[str, int]]:
-        """Listen on each HOST:PORT for UDP and TCP (port 0: a free port, the same for both)."""
+    async def start(self, listen: Sequence[str] = (),
+                    bound: Sequence[tuple[socket.socket, socket.socket]] = ()) -> list[tuple[str, int]]:
+        """Listen on each HOST:PORT for UDP and TCP (port 0: a free port, the same for both).
+
+        ``bound``: (UDP, TCP) socket pairs already bound to one address each (a supervisor's,
+        shared with other workers through SO_REUSEPORT); the TCP socket is put to listening here,
+        so the kernel hands this process connections only once it can accept them.
+        """
         loop = asyncio.get_running_loop()
+        for udp_sock, tcp_sock in bound:
+            udp_sock.setblocking(True)
+            tcp_srv = await loop.create_server(lambda: _Tcp(self), sock=tcp_sock)
+            self._tcp.append(tcp_srv)
+            await self._serve_udp(udp_sock)
+            host, bound_port = udp_sock.getsockname()[:2]
+            self.addresses.append((host, bound_port))
+            log.info("dns.listening", host=host, port=bound_port)
         for addr in listen:
             host, port = parse_hostport(addr)
             for _ in range(50):
@@ -151,10 +193,24 @@ class DnsServer:
             log.info("dns.listening", host=host, port=bound)
         return self.addresses
 
+    def _rate_limiter(self) -> RateLimiter | None:
+        rrl = self.cfg.dns.rrl
+        if not rrl.enabled:
+            return None
+        zones = [z.origin.to_digestable() for z in self.zones]  # lower-case wire form
+        return RateLimiter(rrl, zones, self.stats, self._has_server_cookie)
+
+    def _has_server_cookie(self, wire: bytes, host: str) -> bool:
+        """Rate limiting's exemption for clients that proved their address (asked only about a reply over the
+        limit). ``self.cookies`` is read per call: None (dns.cookies.enabled false) exempts nobody."""
+        cookies = self.cookies
+        return cookies is not None and cookies.query_has_valid_server_cookie(wire, host)
+
     async def _serve_udp(self, sock: socket.socket) -> None:
+        limit = self.rrl.check if self.rrl is not None else None
         if self.udp_threads:
             kind = BatchUdpWorker if self.udp_batch and batch_available() else UdpWorker
-            worker = kind(sock, self.fast.answer, self.handle_slow)
+            worker = kind(sock, self.fast.answer, self.handle_slow, limit)
             worker.start()
             self._workers.append(worker)
         else:
@@ -173,7 +229,7 @@ class DnsServer:
         for srv in self._tcp:
             srv.close()
         for conn in list(self._conns):
-            conn.abort()
+            conn.shutdown()
         for srv in self._tcp:
             await srv.wait_closed()
         self._udp.clear()
@@ -184,17 +240,25 @@ class _Udp(asyncio.DatagramProtocol):
     def __init__(self, server: DnsServer) -> None:
         self.server = server
         self.fast = server.fast.answer
+        self.limit = server.rrl.check if server.rrl is not None else None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.sendto = transport.sendto  # type: ignore[attr-defined]
+        self.sendto = cast(asyncio.DatagramTransport, transport).sendto
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         try:
             resp = self.fast(data, addr[0], 0)
         except Exception:
             resp = None
         if resp is None:
             resp = self.server.handle_slow(data, addr[0], 0)
+            if resp is None:
+                return
+        if self.limit is not None:
+            try:
+                resp = self.limit(data, resp, addr[0], int(time.monotonic()))
+            except Exception:
+                pass  # a limiter bug lets the reply go
             if resp is None:
                 return
         try:
@@ -207,73 +271,185 @@ class _Udp(asyncio.DatagramProtocol):
 
 
 class _Tcp(asyncio.Protocol):
-    """RFC 7766: length-framed messages, several per connection, closed when idle."""
+    """RFC 7766: length-framed messages, pipelined, closed when idle, after a query limit, or over the cap.
+
+    Works with any loop's transports (uvloop's are not ``asyncio.Transport``
+    subclasses, only the same shape). Every callback catches its own
+    exceptions: one log line and a counter, the connection aborted, never a
+    traceback from the loop. Closes we start after answering (query limit,
+    bad framing) are graceful: the FIN goes after the answers already
+    written (``write_eof``), and what still arrives is read and dropped until
+    the peer closes or the idle time passes, so the kernel never answers
+    unread input with a reset that could lose those answers.
+    """
 
     def __init__(self, server: DnsServer) -> None:
         self.server = server
+        self.stats = server.stats
+        self.idle = server.cfg.dns.tcp_idle_seconds
+        self.left = server.cfg.dns.tcp_max_queries_per_connection
         self.buf = bytearray()
         self.transport: asyncio.Transport | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.last = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.host = ""
+        self.ending: str | None = None  # why we are closing, once we started to
+
+    # ---- callbacks: each catches everything (a connection must never disturb the loop)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        stats = self.server.stats
+        try:
+            self._open(cast(asyncio.Transport, transport))
+        except Exception as exc:
+            self._fail("connection_made", exc)
+            if self.transport is None:
+                transport.abort()  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._read(data)
+        except Exception as exc:
+            self._fail("data_received", exc)
+
+    def eof_received(self) -> bool | None:
+        try:
+            if self.buf and self.ending is None:  # a frame cut short: the peer stopped mid-message
+                self.stats.tcp_errors["framing"][0] += 1
+                self.buf.clear()
+        except Exception as exc:
+            self._fail("eof_received", exc)
+        return None  # close our side too, after what is already written
+
+    def pause_writing(self) -> None:
+        try:
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.pause_reading()  # a client that does not read gets no more answers queued
+        except Exception as exc:
+            self._fail("pause_writing", exc)
+
+    def resume_writing(self) -> None:
+        try:
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+        except Exception as exc:
+            self._fail("resume_writing", exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            self._lost(exc)
+        except Exception as err:
+            self.transport = None
+            self._fail("connection_lost", err)
+
+    # ---- the work
+
+    def _open(self, transport: asyncio.Transport) -> None:
+        stats = self.stats
         if stats.tcp_open[0] >= self.server.cfg.dns.tcp_max_connections:
             stats.tcp_refused[0] += 1
             transport.abort()
             return
-        self.transport = transport
-        self.server._conns.add(transport)
         stats.tcp_accepted[0] += 1
         stats.tcp_open[0] += 1
+        self.transport = transport  # from here on, connection_lost accounts for this connection
+        self.server._conns.add(self)
         peer = transport.get_extra_info("peername")
         self.host = peer[0] if peer else "127.0.0.1"
-        loop = asyncio.get_running_loop()
-        self.last = loop.time()
-        self.timer = loop.call_later(self.server.cfg.dns.tcp_idle_seconds, self._idle)
+        self.loop = asyncio.get_running_loop()
+        self.last = self.loop.time()
+        self.timer = self.loop.call_later(self.idle, self._on_idle)
 
-    def _idle(self) -> None:
-        if self.transport is None:
-            return
-        loop = asyncio.get_running_loop()
-        idle = self.server.cfg.dns.tcp_idle_seconds
-        left = self.last + idle - loop.time()
-        if left <= 0:
-            self.transport.close()
-        else:
-            self.timer = loop.call_later(left, self._idle)
-
-    def data_received(self, data: bytes) -> None:
-        if self.transport is None:
-            return
-        self.last = asyncio.get_running_loop().time()
+    def _read(self, data: bytes) -> None:
+        t = self.transport
+        if t is None or self.ending is not None or self.loop is None:
+            return  # closing: input is read and dropped (see the class comment)
+        self.last = self.loop.time()
         buf = self.buf
         buf += data
-        while len(buf) >= 2:
-            size = (buf[0] << 8) | buf[1]
-            if len(buf) < 2 + size:
+        out: list[bytes] = []
+        start = 0
+        have = len(buf)
+        while have - start >= 2:
+            size = (buf[start] << 8) | buf[start + 1]
+            if size < 12:  # shorter than a DNS header: the client is broken or out of step
+                self.stats.tcp_errors["framing"][0] += 1
+                self.ending = "framing"
                 break
-            msg = bytes(buf[2:2 + size])
-            del buf[:2 + size]
-            resp = self.server.handle(msg, self.host, 1)
-            if resp is not None and not self.transport.is_closing():
-                self.transport.write(len(resp).to_bytes(2, "big") + resp)
+            end = start + 2 + size
+            if end > have:
+                break
+            resp = self.server.handle(bytes(buf[start + 2:end]), self.host, 1)
+            start = end
+            if resp is not None:
+                out.append(len(resp).to_bytes(2, "big"))
+                out.append(resp)
+            self.left -= 1
+            if self.left <= 0:
+                self.ending = "query_limit"
+                break
+        if self.ending is None:
+            del buf[:start]
+        else:
+            buf.clear()
+        if out and not t.is_closing():
+            t.write(b"".join(out))  # one write (one system call) for all the answers this read produced
+        if self.ending is not None:
+            self._finish()
 
-    def pause_writing(self) -> None:
-        if self.transport is not None:
-            self.transport.pause_reading()  # a client that does not read gets no more answers queued
-
-    def resume_writing(self) -> None:
-        if self.transport is not None:
-            self.transport.resume_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.transport is None:
+    def _finish(self) -> None:
+        """Half-close after the answers written; the idle timer bounds how long we wait for the peer."""
+        t = self.transport
+        if t is None or t.is_closing():
             return
-        self.server.stats.tcp_open[0] -= 1
-        self.server._conns.discard(self.transport)
+        if t.can_write_eof():
+            t.write_eof()
+        else:
+            t.close()
+
+    def _on_idle(self) -> None:
+        try:
+            t, loop = self.transport, self.loop
+            if t is None or loop is None:
+                return
+            left = self.last + self.idle - loop.time()
+            if left > 0:
+                self.timer = loop.call_later(left, self._on_idle)
+                return
+            self.ending = self.ending or "idle"
+            if t.get_write_buffer_size():
+                t.abort()  # the client stopped reading: close() would wait for it forever
+            else:
+                t.close()
+        except Exception as exc:
+            self._fail("idle", exc)
+
+    def shutdown(self) -> None:
+        """Server stop: drop the connection now."""
+        if self.transport is not None:
+            self.ending = self.ending or "shutdown"
+            self.transport.abort()
+
+    def _fail(self, where: str, exc: BaseException) -> None:
+        self.stats.tcp_errors["exception"][0] += 1
+        log.error("dns.tcp.error", where=where, error=f"{type(exc).__name__}: {exc}", client=self.host or None)
+        t = self.transport
+        if t is not None:
+            self.ending = "exception"
+            try:
+                t.abort()
+            except Exception:  # nothing more to do for this connection; the counter and the line above say it
+                pass
+
+    def _lost(self, exc: Exception | None) -> None:
+        if self.transport is None:
+            return  # refused at the cap, or already accounted
+        reason = self.ending or ("reset" if exc is not None else "peer")
         self.transport = None
         if self.timer is not None:
             self.timer.cancel()
+            self.timer = None
+        stats = self.stats
+        stats.tcp_open[0] -= 1
+        stats.tcp_closed[reason][0] += 1
+        self.server._conns.discard(self)

@@ -15,7 +15,8 @@ iovec pointing at the reply's own bytes (CPython keeps a bytes object's data
 at a fixed offset from its id; checked at load), which the loop holds until
 ``sendmmsg`` returns. The resolver's address goes to the fast path raw (an
 IPv4 ``sin_addr`` as an int, an IPv6 address as 16 bytes); only the slow
-path needs it as text.
+path needs it as text. Every reply passes the rate limit (``rrl``) with the
+same raw address, against a clock read once per batch.
 
 Not Linux, or no ``recvmmsg`` in the C library: ``batch_available()`` is
 False and the server uses the plain ``UdpWorker``.
@@ -28,8 +29,9 @@ import ctypes
 import socket
 import struct
 import sys
+import time
 
-from dnsserver.udpthread import Answer, UdpWorker
+from dnsserver.udpthread import Answer, FastAnswer, Limit, UdpWorker
 
 BATCH = 64
 SLOT = 65536  # a whole datagram (and any reply) fits a slot
@@ -73,10 +75,10 @@ def _buffer(size: int) -> tuple[bytearray, int, memoryview]:
 class BatchUdpWorker(UdpWorker):
     """``UdpWorker`` with the receive and send loop done ``BATCH`` datagrams per system call."""
 
-    def __init__(self, sock: socket.socket, fast: Answer, slow: Answer) -> None:
+    def __init__(self, sock: socket.socket, fast: FastAnswer, slow: Answer, limit: Limit | None = None) -> None:
         if not batch_available():
             raise OSError("recvmmsg/sendmmsg are not available here")
-        super().__init__(sock, fast, slow)
+        super().__init__(sock, fast, slow, limit)
         self.v6 = sock.family == socket.AF_INET6
 
     def _serve(self) -> None:
@@ -107,6 +109,8 @@ class BatchUdpWorker(UdpWorker):
         keep: list[bytes | None] = [None] * BATCH  # the replies the iovecs point into, alive until sent
         fast = self.fast
         slow = self.slow
+        limit = self.limit
+        clock = time.monotonic
         stop = self._stop
         v6 = self.v6
 
@@ -122,6 +126,7 @@ class BatchUdpWorker(UdpWorker):
             if count <= 0:
                 continue  # EINTR, ICMP errors, or woken by shutdown: stop is checked above
             first = 0
+            now = int(clock())  # one clock read per batch: the rate limit's window is a whole second
             for i, base, lenix, hostix, iov, iovlen in slots[:count]:
                 q = bytes(rmv[base:base + r32[lenix]])
                 host: bytes | int = bytes(nmv[hostix:hostix + 16]) if v6 else n32[hostix]
@@ -131,11 +136,17 @@ class BatchUdpWorker(UdpWorker):
                     resp = None
                 if resp is None:
                     resp = slow(q, self._text(host), 0)  # never raises
-                    if resp is None:  # no reply: send the ones before, go on after
-                        send(first, i)
-                        first = i + 1
-                        continue
-                    resp = bytes(resp)  # the iovec needs an exact bytes object (a no-op for one)
+                    if resp is not None:
+                        resp = bytes(resp)  # the iovec needs an exact bytes object (a no-op for one)
+                if resp is not None and limit is not None:
+                    try:
+                        resp = limit(q, resp, host, now)
+                    except Exception:
+                        pass  # a limiter bug lets the reply go
+                if resp is None:  # no reply: send the ones before, go on after
+                    send(first, i)
+                    first = i + 1
+                    continue
                 keep[i] = resp
                 # no copy: the iovec points at the reply's own bytes (CPython keeps them at a fixed offset)
                 si64[iov] = id(resp) + _DATA

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 from steering import logs
@@ -24,6 +25,10 @@ from steering import logs
 log = logs.get(__name__)
 
 Answer = Callable[[bytes, str, int], "bytes | None"]
+# the fast path also takes the address raw (``udpbatch``: an IPv4 ``sin_addr`` int or 16 IPv6 bytes)
+FastAnswer = Callable[[bytes, "str | bytes | int", int], "bytes | None"]
+# rate limiting (``rrl.RateLimiter.check``): (query, reply, host, second) -> what to send, or None to drop
+Limit = Callable[[bytes, bytes, "str | bytes | int", int], "bytes | None"]
 MAX_DATAGRAM = 65535  # read whole datagrams: a cut-short query would be misread, not refused
 
 
@@ -41,12 +46,14 @@ def bind_udp(host: str, port: int) -> socket.socket:
 
 
 class UdpWorker:
-    """Serves ``sock`` on its own thread: fast path first, then the slow path, never raising."""
+    """Serves ``sock`` on its own thread: fast path first, then the slow path, then the rate limit (if any),
+    never raising. A limiter that fails lets the reply go (a bug there must not silence the server)."""
 
-    def __init__(self, sock: socket.socket, fast: Answer, slow: Answer) -> None:
+    def __init__(self, sock: socket.socket, fast: FastAnswer, slow: Answer, limit: Limit | None = None) -> None:
         self.sock = sock
         self.fast = fast
         self.slow = slow
+        self.limit = limit
         self._stop = [False]
         name = "dns-udp-%s:%s" % sock.getsockname()[:2]
         self.thread = threading.Thread(target=self._serve, name=name, daemon=True)
@@ -60,6 +67,8 @@ class UdpWorker:
         sendto = self.sock.sendto
         fast = self.fast
         slow = self.slow
+        limit = self.limit
+        clock = time.monotonic
         stop = self._stop
         while not stop[0]:
             try:
@@ -75,6 +84,13 @@ class UdpWorker:
                 resp = None
             if resp is None:
                 resp = slow(data, host, 0)  # never raises: it answers SERVFAIL on internal errors
+                if resp is None:
+                    continue
+            if limit is not None:
+                try:
+                    resp = limit(data, resp, host, int(clock()))
+                except Exception:
+                    pass
                 if resp is None:
                     continue
             try:

@@ -2,11 +2,16 @@
 
 Pure apart from reading the zone files. ``load_zones`` raises ZoneError naming
 the zone and the problem, so a bad file fails the start, not a query.
+
+NS records at an owner below the apex are a delegation (a zone cut): the
+child's servers are authoritative at and below it, so data there (glue) is
+not ours to answer, only to hand out with the referral. ``LoadedZone.cuts``
+holds those owners and ``cut_above`` finds the one a name falls under.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dns.name
 import dns.rdataclass
@@ -27,6 +32,23 @@ class LoadedZone:
     soa: dns.rrset.RRset
     # owner name -> rdtype -> rrset; absolute, lower-case names
     nodes: dict[dns.name.Name, dict[int, dns.rrset.RRset]]
+    # owners below the apex with NS records: delegations to child zones
+    cuts: frozenset[dns.name.Name] = field(init=False)
+
+    def __post_init__(self) -> None:
+        cuts = frozenset(n for n, rrs in self.nodes.items() if n != self.origin and dns.rdatatype.NS in rrs)
+        object.__setattr__(self, "cuts", cuts)
+
+    def cut_above(self, name: dns.name.Name) -> dns.name.Name | None:
+        """The highest delegation at or above ``name`` (a cut below a cut is the child's business)."""
+        if not self.cuts:
+            return None
+        found = None
+        while len(name) > len(self.origin):
+            if name in self.cuts:
+                found = name
+            name = name.parent()
+        return found
 
     @property
     def negative_ttl(self) -> int:

@@ -256,6 +256,9 @@ class Controller(_Model):
     debounce_seconds: NonNegativeFloat = 0.2
 
 
+_TOPOLOGY_FIELDS = ("policy", "regions", "sites", "geos", "services", "zones")
+
+
 class Config(_Model):
     policy: Policy = Policy()
     regions: tuple[Region, ...] = Field(min_length=1)
@@ -316,7 +319,11 @@ class Config(_Model):
     def _fingerprint(self) -> str:
         # Serialising a large topology takes ~0.4 s (10,000 sites) and the
         # planner asks on every plan; the model is frozen, so compute it once.
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # Only what the planner and the answers are made of: the dns, etcd, controller, route53, tls and
+        # auth sections are each process's own settings (a DNS replica listening elsewhere, with other
+        # rate limits, serves the same topology and must not be told it mismatches).
+        topology = self.model_dump(mode="json", include=set(_TOPOLOGY_FIELDS))
+        blob = json.dumps(topology, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def derived(self, key: str, build: Callable[[Config], T]) -> T:
@@ -356,6 +363,38 @@ def _duplicates(ids: list[str]) -> list[str]:
             dup.append(i)
         seen.add(i)
     return dup
+
+
+def _services_below_delegations(cfg: Config) -> list[str]:
+    """A steered name at or below a delegation in its zone's file is never steered: the child zone's
+    servers answer there (ours only refer). A zone file that does not parse is left to ``steering dns``,
+    whose start names the problem."""
+    import dns.rdataclass
+    import dns.rdatatype
+    import dns.zone
+
+    cuts: list[tuple[dns.name.Name, dns.name.Name]] = []
+    for z in cfg.zones:
+        path = cfg.resolve_path(z.file) if z.file is not None else None
+        if path is None or not path.is_file():
+            continue
+        origin = dns.name.from_text(z.origin)
+        try:
+            zone = dns.zone.from_file(str(path), origin=origin, relativize=False, check_origin=False)
+        except Exception:  # dnspython raises many types for a bad file
+            continue
+        cuts += [(origin, n) for n, node in zone.nodes.items()
+                 if n != origin and node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.NS) is not None]
+    problems: list[str] = []
+    origins = [dns.name.from_text(z.origin) for z in cfg.zones]
+    for i, svc in enumerate(cfg.services):
+        name = dns.name.from_text(svc.name)
+        home = max((o for o in origins if name.is_subdomain(o)), key=len, default=None)
+        for origin, cut in cuts:
+            if origin == home and name.is_subdomain(cut):
+                problems.append(f"services[{i}].name: {svc.name} is at or below the delegation {cut} in zone "
+                                f"{origin}; the child zone's servers answer there, so it cannot be steered")
+    return problems
 
 
 def _cross_check(cfg: Config) -> list[str]:
@@ -424,6 +463,7 @@ def _cross_check(cfg: Config) -> list[str]:
     for i, z in enumerate(cfg.zones):
         if z.file is not None and not cfg.resolve_path(z.file).is_file():
             problems.append(f"zones[{i}].file: {cfg.resolve_path(z.file)} does not exist")
+    problems += _services_below_delegations(cfg)
     if cfg.auth is not None and not cfg.resolve_path(cfg.auth.tokens_file).is_file():
         problems.append(f"auth.tokens_file: {cfg.resolve_path(cfg.auth.tokens_file)} does not exist")
     return problems

@@ -31,7 +31,9 @@ def setup(level: str | None = None, json: bool | None = None, component: str = "
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level_name, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # one write per line (PrintLogger writes the line and its newline separately, so lines from
+        # processes sharing stderr, such as DNS workers, could interleave mid-line)
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
 

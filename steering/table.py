@@ -8,6 +8,7 @@ is canonical (sorted keys, no spaces), so the same table is the same bytes.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,15 +157,154 @@ class RoutingTable:
 
     @classmethod
     def from_json(cls, blob: bytes | str) -> RoutingTable:
-        """Parse a table; raises ValueError naming the problem for anything malformed."""
+        """Parse a table; raises ValueError naming the problem for anything malformed.
+
+        Only ValueError, whatever the bytes: callers (the DNS server's state file, the store's
+        watch, clients) treat it as "not a table" and carry on with what they have.
+        """
         try:
             data = json.loads(blob)
+        except RecursionError:  # nesting deeper than the interpreter's stack allows
+            raise ValueError("malformed routing table: JSON nested too deep") from None
+        except ValueError as exc:  # not JSON, not UTF-8, an integer of more than 4300 digits
+            raise ValueError(f"malformed routing table: not JSON ({exc})") from None
+        problem = _shape_problem(data)
+        if problem:
+            raise ValueError(f"malformed routing table: {problem}")
+        try:
             table = cls.from_dict(data)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, ArithmeticError, RecursionError) as exc:
             raise ValueError(f"malformed routing table: {type(exc).__name__}: {exc}") from None
         for name, svc in table.services.items():
             for geo, route in svc.geos.items():
+                negative = next((t for t, w in route.weights.items() if w < 0), None)
+                if negative is not None:  # named first: with one, the sum can still be 1000 and say nothing
+                    raise ValueError(f"malformed routing table: {name} {geo}: weights[{negative}] = "
+                                     f"{route.weights[negative]} must be >= 0")
                 total = sum(route.weights.values())
-                if total != TOTAL_WEIGHT or any(w < 0 for w in route.weights.values()):
+                if total != TOTAL_WEIGHT:
                     raise ValueError(f"malformed routing table: {name} {geo}: weights sum to {total}, not {TOTAL_WEIGHT}")
         return table
+
+
+# ---- the shape a table's JSON must have, checked before building one (see ``RoutingTable.from_json``)
+
+_MAX_VERSION = 2**63  # etcd's revisions and our versions are int64; beyond that a gauge cannot show it
+_STATE_NUMBERS = ("capacity", "load", "planned_load")
+_STATE_TEXTS = ("kind", "region", "health")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _optional(data: Mapping[str, Any], key: str, check: Any, what: str, where: str) -> str:
+    if key in data and not check(data[key]):
+        return f"{where}{key}: {_short(data[key])} is not {what}"
+    return ""
+
+
+def _short(v: Any) -> str:
+    text = repr(v) if not isinstance(v, (dict, list)) else type(v).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _shape_problem(data: Any) -> str:
+    """What makes ``data`` (parsed JSON) not a table, or "" when its shape and field types are right.
+
+    Strict where ``from_dict`` would coerce ("12" into 12, a list into True): a file or a key
+    holding something else is broken, and answering from a guess is worse than failing open.
+    """
+    if not isinstance(data, dict):
+        return f"top level is {type(data).__name__}, not an object"
+    for key in ("version", "services"):
+        if key not in data:
+            return f"{key}: missing"
+    version = data["version"]
+    if not _is_int(version) or not 0 <= version < _MAX_VERSION:
+        return f"version: {_short(version)} is not an integer in [0, 2^63)"
+    if "parent_version" in data:
+        pv = data["parent_version"]
+        if not _is_int(pv) or not -_MAX_VERSION < pv < _MAX_VERSION:
+            return f"parent_version: {_short(pv)} is not a 64-bit integer"
+    if "generated_at" in data:
+        gen = data["generated_at"]
+        if not _is_number(gen) or not math.isfinite(gen):  # an age computed from it must be a number
+            return f"generated_at: {_short(gen)} is not a finite number"
+    for key in ("fail_open", "converging"):
+        if problem := _optional(data, key, lambda v: isinstance(v, bool), "true or false", ""):
+            return problem
+    for key in ("topology", "leader"):
+        if problem := _optional(data, key, lambda v: isinstance(v, str), "a string", ""):
+            return problem
+    notes = data.get("notes", [])
+    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+        return "notes: not a list of strings"
+    services = data["services"]
+    if not isinstance(services, dict):
+        return "services: not an object"
+    for name, svc in services.items():
+        if problem := _service_problem(svc, f"services.{name}."):
+            return problem
+    for section in ("regions", "sites"):
+        states = data.get(section, {})
+        if not isinstance(states, dict):
+            return f"{section}: not an object"
+        for tid, state in states.items():
+            if problem := _state_problem(state, f"{section}.{tid}."):
+                return problem
+    return ""
+
+
+def _service_problem(svc: Any, where: str) -> str:
+    if not isinstance(svc, dict):
+        return f"{where[:-1]}: not an object"
+    if problem := _optional(svc, "targets", lambda v: isinstance(v, str), "a string", where):
+        return problem
+    geos = svc.get("geos")
+    if not isinstance(geos, dict):
+        return f"{where}geos: missing or not an object"
+    for geo, route in geos.items():
+        at = f"{where}geos.{geo}."
+        if not isinstance(route, dict):
+            return f"{at[:-1]}: not an object"
+        weights = route.get("weights")
+        if not isinstance(weights, dict):
+            return f"{at}weights: missing or not an object"
+        for target, w in weights.items():
+            if not _is_int(w):  # the range is the sum check's (from_json)
+                return f"{at}weights.{target}: {_short(w)} is not an integer"
+        reasons = route.get("reasons", {})
+        if not isinstance(reasons, dict) or not all(isinstance(r, str) for r in reasons.values()):
+            return f"{at}reasons: not an object of strings"
+        for key in ("fail_open", "pinned"):
+            if problem := _optional(route, key, lambda v: isinstance(v, bool), "true or false", at):
+                return problem
+    return ""
+
+
+def _state_problem(state: Any, where: str) -> str:
+    if not isinstance(state, dict):
+        return f"{where[:-1]}: not an object"
+    for key in (*_STATE_TEXTS, "serving", *_STATE_NUMBERS):
+        if key not in state:
+            return f"{where}{key}: missing"
+    for key in _STATE_TEXTS:
+        if problem := _optional(state, key, lambda v: isinstance(v, str), "a string", where):
+            return problem
+    if problem := _optional(state, "serving", lambda v: isinstance(v, bool), "true or false", where):
+        return problem
+    # loads are reported as planned, infinite ones included: only the type is checked
+    for key in _STATE_NUMBERS:
+        if problem := _optional(state, key, _is_number, "a number", where):
+            return problem
+    if problem := _optional(state, "utilization", lambda v: v is None or _is_number(v), "a number or null", where):
+        return problem
+    for key in ("evacuation", "reason"):
+        if problem := _optional(state, key, lambda v: isinstance(v, str), "a string", where):
+            return problem
+    return ""

@@ -20,6 +20,9 @@ NEXT_STEPS = """\
 The demo is up. From another terminal:
   dig @127.0.0.1 -p {dns} api.example.test                 # steered answer (your geo: 127.0.0.1 -> default)
   dig @127.0.0.1 -p {dns} api.example.test +subnet=198.51.100.130/32   # as a client in europe (ECS)
+  dig +tcp @127.0.0.1 -p {dns} api.example.test +nsid +cookie   # over TCP; which worker answered
+  dig @127.0.0.1 -p {dns} anything.wild.example.test        # wildcard (RFC 4592)
+  dig @127.0.0.1 -p {dns} www.child.example.test            # referral: AA clear, NS and glue
   steerctl --server 127.0.0.1:{api} status
   steerctl --server 127.0.0.1:{api} evacuate eu-west-1 --reason "demo" --now --yes
   steerctl --server 127.0.0.1:{api} restore eu-west-1 --yes
