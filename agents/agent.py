@@ -27,7 +27,7 @@ from agents.config import AgentConfig, Probe
 from agents.probes import ProbeResult, run_probe, timeout_detail
 from agents.stream import ChannelFactory, ReportStream, insecure_channel
 from agents.thresholds import State, Thresholds
-from steering import logs
+from steering import limits, logs
 from steering.v1 import steering_pb2
 
 log = logs.get("agents.agent")
@@ -232,7 +232,9 @@ class Agent:
             kind=steering_pb2.SITE_KIND_REGION if self.cfg.kind == "region" else steering_pb2.SITE_KIND_CACHE,
             status=steering_pb2.HEALTH_STATUS_HEALTHY if snap.healthy else steering_pb2.HEALTH_STATUS_UNHEALTHY,
             checks=[
-                steering_pb2.CheckResult(name=c.name, kind=c.kind, ok=c.ok, detail=c.detail,
+                # A detail can quote a server's error text: cut it to what the controller takes.
+                steering_pb2.CheckResult(name=c.name, kind=c.kind, ok=c.ok,
+                                         detail=c.detail[:limits.MAX_CHECK_DETAIL],
                                          latency_seconds=c.latency_seconds)
                 for c in snap.checks
             ],

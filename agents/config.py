@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from steering import limits
 from steering.addr import parse_hostport
 from steering.config import load_yaml, parse_file_model
 
@@ -176,7 +177,7 @@ class AgentConfig(_Model):
     initial: Literal["healthy", "unhealthy"] = Field(
         "unhealthy", description="status before the first rise/fall decision"
     )
-    probes: tuple[Probe, ...]
+    probes: tuple[Probe, ...] = Field(max_length=limits.MAX_CHECKS)  # one report carries every probe's check
     capacity: Reading
     load: Reading = Reading(value=0.0)
     geo_load: Mapping[Identifier, Reading] = Field(default_factory=dict)

@@ -10,9 +10,11 @@ Connection policy:
   stream has carried acks);
 - a stream with a report unacked for ``ack_timeout`` is declared dead, so a
   controller that hangs is treated like one that is down;
-- ``INVALID_ARGUMENT`` means the controller rejected what we send: logged
-  loudly with its message, and the backoff keeps growing (no reset), so a
-  misconfigured agent retries slowly instead of spinning.
+- ``INVALID_ARGUMENT`` means the controller rejected what we send, and
+  ``PERMISSION_DENIED``/``UNAUTHENTICATED`` that our credential (token or
+  client certificate) is not allowed to report this site: logged loudly with
+  its message, and the backoff keeps growing (no reset), so a misconfigured
+  agent retries slowly instead of spinning.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ from steering.v1 import steering_pb2, steering_pb2_grpc
 log = logs.get("agents.stream")
 
 ChannelFactory = Callable[[str], grpc.aio.Channel]
+
+# The controller refuses what we send or who we are: only an operator can fix that.
+_REFUSALS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
 
 # What a controller may ask for in ReportAck.report_interval_seconds.
 MIN_INTERVAL = 0.05
@@ -252,7 +257,7 @@ class ReportStream:
         if isinstance(exc, grpc.aio.AioRpcError):
             outcome.code = exc.code().name
             message = exc.details() or ""
-            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+            if exc.code() in _REFUSALS:
                 outcome.rejected = True
                 # Loud on purpose: the agent's config or build disagrees with
                 # the controller, and only an operator can fix that.

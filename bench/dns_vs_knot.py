@@ -8,7 +8,10 @@ bottleneck; dnsperf runs on core 1. The server's CPU time (utime + stime
 from /proc) divided by the queries answered is its cost per query; 1e6 / that
 is its queries per second per core. knot serves an equivalent static zone
 (the steered name as plain A records); ours serves it steered: weighted
-split, geo lookup, metrics on. Three loads:
+split, geo lookup, metrics on, and as shipped: response rate limiting, DNS
+cookies and NSID on. The load source (127.0.0.0/8) is on the RRL exempt list,
+which is consulted only for a reply that is already over its limit, so every
+query still pays the per-query RRL accounting. Three loads:
 
 * ``plain``: dnsperf repeating one query without EDNS;
 * ``ecs``: the same query with one fixed ECS option (dnsperf ``-E``);
@@ -16,6 +19,11 @@ split, geo lookup, metrics on. Three loads:
   (dnsperf ``-B`` reading wire-format queries we generate): mostly /24s
   across the IPv4 space, some inside the configured geo prefixes (IPv4 /24
   and /26, IPv6 /56), so nothing keyed on the query bytes can repeat.
+
+``--workers`` (default on) then runs ours unpinned with ``--workers 1`` and
+``--workers 2`` under the ``subnets`` load and reports, for each, the CPU per
+answered query summed over the worker processes, and each worker's share of
+the queries (from the supervisor's ``steering_dns_worker_queries_total``).
 
 Each run is repeated ``--repeat`` times (ours and knot alternate within a
 round); the table gives the median and the spread (min-max), and the load
@@ -42,6 +50,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 # this file is named dns.py: keep its folder off the path so ``import dns`` finds dnspython
@@ -131,9 +140,11 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def dnsperf(port: int, qfile: Path, seconds: float, mode: str) -> tuple[int, float]:
-    cmd = ["taskset", "-c", "1", "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(qfile),
-           "-l", str(seconds), "-q", "200", "-t", "2"]
+def dnsperf(port: int, qfile: Path, seconds: float, mode: str, pin: bool = True,
+            clients: int = 1) -> tuple[int, float]:
+    # several clients = several source ports, which SO_REUSEPORT spreads over the workers by hash
+    cmd = (["taskset", "-c", "1"] if pin else []) + ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(qfile),
+           "-l", str(seconds), "-q", "200", "-t", "2", "-c", str(clients)]
     if mode == "ecs":
         cmd += ["-E", ECS_OPTION]
     elif mode == "subnets":
@@ -181,20 +192,65 @@ zone:
 MODES = ("plain", "ecs", "subnets")
 
 
-def run_ours(work: Path, seconds: float, files: dict[str, Path]) -> dict[str, dict[str, float]]:
-    # the persisted table (weighted split in every geo), no etcd, metrics served
-    config = write_config(work / "ours")
+# as shipped (RRL, cookies, NSID on), with the bench's own source exempt from limiting only
+OURS_DNS = {"rrl": {"enabled": True, "exempt": ["127.0.0.0/8"]}, "cookies": {"enabled": True}, "nsid": True}
+
+
+def start_ours(work: Path, workers: int, pin: bool) -> tuple[subprocess.Popen[bytes], int, int]:
+    """``steering dns`` serving the persisted table (weighted split in every geo), no etcd, metrics on."""
+    config = write_config(work / "ours", dns=OURS_DNS)
     cfg = load_config(config)
     save_table(work / "ours" / "dns-table.json", table_with(cfg, 1, WEIGHTS))
-    port = free_port()
-    ours = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c",
-                             "from steering.cli.main import main; main()", "dns", "--config", str(config),
-                             "--listen", f"127.0.0.1:{port}", "--no-etcd",
-                             "--metrics-addr", f"127.0.0.1:{free_port()}"],
-                            cwd=ROOT, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    port, mport = free_port(), free_port()
+    cmd = [sys.executable, "-c", "from steering.cli.main import main; main()", "dns", "--config", str(config),
+           "--listen", f"127.0.0.1:{port}", "--no-etcd", "--metrics-addr", f"127.0.0.1:{mport}",
+           "--workers", str(workers)]
+    ours = subprocess.Popen((["taskset", "-c", "0"] if pin else []) + cmd, cwd=ROOT, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    wait_udp(port, time.monotonic() + 20)
+    return ours, port, mport
+
+
+def run_ours(work: Path, seconds: float, files: dict[str, Path]) -> dict[str, dict[str, float]]:
+    ours, port, _ = start_ours(work, 1, pin=True)
     try:
-        wait_udp(port, time.monotonic() + 20)
         return {m: measure(ours.pid, port, files[m], seconds, m) for m in MODES}
+    finally:
+        stop_process(ours, 10)
+
+
+def family_cpu(pid: int) -> float:
+    """CPU seconds of a process and its children (the supervisor and its workers)."""
+    total = cpu_seconds(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += cpu_seconds(int(child))
+    return total
+
+
+def worker_queries(mport: int) -> dict[str, float]:
+    from urllib.request import urlopen
+
+    text = urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+    out = {}
+    for m in re.finditer(r'^steering_dns_worker_queries_total\{worker="(\d+)"\} ([\d.e+]+)$', text, re.M):
+        out[m.group(1)] = float(m.group(2))
+    return out
+
+
+def run_workers(work: Path, seconds: float, qfile: Path, workers: int) -> dict[str, Any]:
+    """Unpinned, so the workers can use both cores: CPU per answered query summed over all processes."""
+    ours, port, mport = start_ours(work, workers, pin=False)
+    try:
+        before_q = worker_queries(mport) if workers > 1 else {}
+        before = family_cpu(ours.pid)
+        answered, qps = dnsperf(port, qfile, seconds, "subnets", pin=False, clients=8)
+        used = family_cpu(ours.pid) - before
+        after_q = worker_queries(mport) if workers > 1 else {}
+        per = {w: after_q[w] - before_q.get(w, 0.0) for w in after_q}
+        total = sum(per.values()) or 1.0
+        return {"answered": answered, "qps": qps, "cpu_us_per_query": used * 1e6 / max(answered, 1),
+                "shares": {w: n / total for w, n in sorted(per.items())}}
     finally:
         stop_process(ours, 10)
 
@@ -224,6 +280,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="rounds; the median and spread are reported")
     ap.add_argument("--subnets", type=int, default=250_000, help="distinct ECS subnets in the 'subnets' load")
     ap.add_argument("--servers", default="ours,knot", help="which servers to run (comma-separated)")
+    ap.add_argument("--no-workers", dest="workers", action="store_false",
+                    help="skip the --workers 1 vs --workers 2 comparison")
     args = ap.parse_args()
     seconds = min(max(args.seconds, 1.0), 30.0)
     rounds = min(max(args.repeat, 1), 10)
@@ -248,6 +306,13 @@ def main() -> None:
                     results[server][m].append(got[m])
     finally:
         stop_process(busy, 10)
+    multi: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+    try:
+        if args.workers and "ours" in servers:
+            for r in range(rounds):
+                for n in (1, 2):
+                    multi[n].append(run_workers(work, seconds, subnets, n))
+    finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"load average after: {loadavg()}")
     print(f"{'server':6} {'load':8} {'answered':>9} {'qps(shared core)':>17} {'cpu us/query median (min-max)':>31}"
@@ -265,6 +330,18 @@ def main() -> None:
                       for o, k in zip(results["ours"][m], results["knot"][m], strict=True)]
             print(f"ratio ours/knot per core, steered name, {m:8}: median {statistics.median(ratios):.2f}"
                   f" (rounds: {', '.join(f'{x:.2f}' for x in ratios)})")
+    if multi[1] and multi[2]:
+        one = [x["cpu_us_per_query"] for x in multi[1]]
+        two = [x["cpu_us_per_query"] for x in multi[2]]
+        print(f"ours --workers 1 (unpinned, subnets): cpu us/query {_spread(one)}, "
+              f"qps {statistics.median(x['qps'] for x in multi[1]):.0f}")
+        print(f"ours --workers 2 (unpinned, subnets): cpu us/query {_spread(two)}, "
+              f"qps {statistics.median(x['qps'] for x in multi[2]):.0f}")
+        print(f"workers 2 / workers 1 cpu per query: {statistics.median(two) / statistics.median(one):.2f}"
+              f" (goal <= 1.10)")
+        for i, x in enumerate(multi[2]):
+            shares = ", ".join(f"worker {w}: {s:.0%}" for w, s in x["shares"].items())
+            print(f"  round {i + 1} share of queries: {shares} (goal: each >= 30%)")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ The tokens file (``auth.tokens_file`` in the configuration) is YAML::
     tokens:
       - {name: alice, role: operator, token: "s3cret-alice"}
       - {name: grafana, role: viewer, sha256: "9f86d08..."}   # hex sha256 of the token
-      - {name: agent-us-east-1, role: agent, token: "..."}
+      - {name: agent-us-east-1, role: agent, token: "...", sites: [us-east-1, oc-nyc-1]}
 
 Roles: ``viewer`` may call Status, History, Plan and the RoutingService;
 ``operator`` may also Evacuate, Restore and Pin/Unpin (and report as an
@@ -15,6 +15,12 @@ a role without the right PERMISSION_DENIED. The standard health service and
 reflection stay open. Handlers read the caller's token name with ``actor()``
 for the audit. Without an ``auth`` section every call is allowed and the
 actor is ``anonymous``.
+
+``sites`` binds a token to the region and cache-site ids it may report
+health for (``"*"``: any). An ``agent`` token must name them; an
+``operator`` token without ``sites`` may report any; a ``viewer`` never
+reports. The ingest checks each report against ``caller()``'s token (see
+``steering.controller.agentauth``).
 """
 
 from __future__ import annotations
@@ -30,16 +36,26 @@ from typing import Any
 import grpc
 import yaml
 
+from steering import logs
+
 from steering.config import Config, ConfigError
 
 ROLES = ("viewer", "operator", "agent")
 OPERATOR_METHODS = {"Evacuate", "Restore", "PinWeights", "UnpinWeights"}
+ANY_SITE = "*"
 _ACTOR: contextvars.ContextVar[str] = contextvars.ContextVar("steering_actor", default="anonymous")
+_log = logs.get("steering.auth")
+_CALLER: contextvars.ContextVar[Token | None] = contextvars.ContextVar("steering_caller", default=None)
 
 
 def actor() -> str:
     """The token name of the call being handled (``anonymous`` when the API is open)."""
     return _ACTOR.get()
+
+
+def caller() -> Token | None:
+    """The token of the call being handled; None when the API is open (no ``auth`` section)."""
+    return _CALLER.get()
 
 
 def allowed_roles(method: str) -> frozenset[str] | None:
@@ -59,6 +75,10 @@ class Token:
     name: str
     role: str
     sha256: str  # hex digest of the secret
+    sites: frozenset[str] | None = None  # what it may report health for; None: any site
+
+    def may_report(self, site: str) -> bool:
+        return self.sites is None or site in self.sites
 
 
 class Tokens:
@@ -76,8 +96,8 @@ class Tokens:
         return len(self._by_hash)
 
 
-def load_tokens(path: str | Path) -> Tokens:
-    """Parse the tokens file; ConfigError naming each bad entry."""
+def load_tokens(path: str | Path, known_sites: frozenset[str] | None = None) -> Tokens:
+    """Parse the tokens file; ConfigError naming each bad entry (and, given ``known_sites``, unknown sites)."""
     p = Path(path)
     try:
         data = yaml.safe_load(p.read_text())
@@ -87,7 +107,7 @@ def load_tokens(path: str | Path) -> Tokens:
         raise ConfigError(str(p), [f"invalid YAML: {exc}"]) from None
     entries = data.get("tokens") if isinstance(data, Mapping) else data
     if not isinstance(entries, list) or not entries:
-        raise ConfigError(str(p), ["tokens: expected a non-empty list of {name, role, token | sha256}"])
+        raise ConfigError(str(p), ["tokens: expected a non-empty list of {name, role, token | sha256[, sites]}"])
     problems: list[str] = []
     out: list[Token] = []
     names: set[str] = set()
@@ -96,7 +116,7 @@ def load_tokens(path: str | Path) -> Tokens:
         if not isinstance(e, Mapping):
             problems.append(f"{where}: expected a mapping")
             continue
-        unknown = set(e) - {"name", "role", "token", "sha256"}
+        unknown = set(e) - {"name", "role", "token", "sha256", "sites"}
         if unknown:
             problems.append(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
         name, role = e.get("name"), e.get("role")
@@ -108,6 +128,9 @@ def load_tokens(path: str | Path) -> Tokens:
         names.add(name)
         if role not in ROLES:
             problems.append(f"{where}.role: {role!r} is not one of {', '.join(ROLES)}")
+        sites, why = _sites(e.get("sites"), role, known_sites)
+        if why:
+            problems.append(f"{where}.sites: {why}")
         secret, digest = e.get("token"), e.get("sha256")
         if (secret is None) == (digest is None):
             problems.append(f"{where}: give exactly one of token or sha256")
@@ -120,10 +143,28 @@ def load_tokens(path: str | Path) -> Tokens:
         elif not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest.lower()):
             problems.append(f"{where}.sha256: not a 64-digit hex digest")
             continue
-        out.append(Token(name=name, role=str(role), sha256=str(digest).lower()))
+        out.append(Token(name=name, role=str(role), sha256=str(digest).lower(), sites=sites))
     if problems:
         raise ConfigError(str(p), problems)
     return Tokens(out)
+
+
+def _sites(value: Any, role: Any, known: frozenset[str] | None) -> tuple[frozenset[str] | None, str]:
+    """(the sites a token may report, None for any; a problem or "")."""
+    if value is None:
+        if role == "agent":
+            return frozenset(), 'required for role agent: the site ids it may report, or ["*"] for any'
+        return None, ""
+    if role == "viewer":
+        return frozenset(), "a viewer token does not report health; remove sites"
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        return frozenset(), 'expected a non-empty list of site ids (or ["*"])'
+    if ANY_SITE in value:
+        return None, "" if value == [ANY_SITE] else '"*" stands alone: it already means any site'
+    unknown = sorted(set(value) - known) if known is not None else []
+    if unknown:
+        return frozenset(), f"unknown site(s) {', '.join(map(repr, unknown))} (not a region or cache site)"
+    return frozenset(value), ""
 
 
 def _bearer(metadata: Any) -> str | None:
@@ -153,34 +194,44 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         token = self.tokens.lookup(secret) if secret else None
         if token is None:
             why = "missing bearer token" if secret is None else "invalid bearer token"
-            return _deny(handler, grpc.StatusCode.UNAUTHENTICATED, f"authorization: {why}")
+            return _deny(handler, grpc.StatusCode.UNAUTHENTICATED, f"authorization: {why}", details.method)
         if token.role not in roles:
             return _deny(handler, grpc.StatusCode.PERMISSION_DENIED,
                          f"authorization: token {token.name!r} has role {token.role}; "
-                         f"{details.method.rsplit('/', 1)[-1]} needs {' or '.join(sorted(roles))}")
-        return _as_actor(handler, token.name)
+                         f"{details.method.rsplit('/', 1)[-1]} needs {' or '.join(sorted(roles))}", details.method)
+        return _as_actor(handler, token)
 
 
-def _deny(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+def _deny(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str, method: str) -> grpc.RpcMethodHandler:
+    def logged(context: grpc.aio.ServicerContext) -> None:
+        # The peer is known only here, inside the call. The message names the token's name at most, never
+        # the secret (an invalid one is not echoed: it may be a real token with a typo).
+        _log.warning("authentication failed" if code == grpc.StatusCode.UNAUTHENTICATED else "permission denied",
+                     peer=context.peer(), method=method, code=code.name, error=message)
+
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        logged(context)
         await context.abort(code, message)
 
     async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        logged(context)
         await context.abort(code, message)
         yield  # pragma: no cover - makes this an async generator
 
     return _rebuild(handler, unary, stream)
 
 
-def _as_actor(handler: grpc.RpcMethodHandler, name: str) -> grpc.RpcMethodHandler:
+def _as_actor(handler: grpc.RpcMethodHandler, token: Token) -> grpc.RpcMethodHandler:
     inner = (handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream)
 
     async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        _ACTOR.set(name)
+        _ACTOR.set(token.name)
+        _CALLER.set(token)
         return await inner(request, context)
 
     async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        _ACTOR.set(name)
+        _ACTOR.set(token.name)
+        _CALLER.set(token)
         async for item in inner(request, context):
             yield item
 
@@ -201,7 +252,8 @@ def _rebuild(handler: grpc.RpcMethodHandler, unary: Callable[..., Any], stream: 
 def server_interceptors(config: Config) -> list[grpc.aio.ServerInterceptor]:
     if config.auth is None:
         return []
-    return [AuthInterceptor(load_tokens(config.resolve_path(config.auth.tokens_file)))]
+    known = frozenset(r.id for r in config.regions) | frozenset(s.id for s in config.sites)
+    return [AuthInterceptor(load_tokens(config.resolve_path(config.auth.tokens_file), known))]
 
 
 def server_credentials(config: Config) -> grpc.ServerCredentials | None:

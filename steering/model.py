@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from steering import limits
+from steering.textsafe import printable
+
 Status = Literal["healthy", "unhealthy", "silent", "unknown"]
 STATUSES: tuple[str, ...] = ("healthy", "unhealthy", "silent", "unknown")
 
@@ -78,7 +81,7 @@ class TargetHealth:
             status=status,  # type: ignore[arg-type]
             capacity=_opt_number(data, "capacity"),
             load=_opt_number(data, "load"),
-            updated_at=float(data.get("updated_at", 0.0)),
+            updated_at=limits.number("updated_at", data.get("updated_at", 0.0), limits.STARTED_AT),
             detail=str(data.get("detail", "")),
             checks=_checks(data.get("checks")),
         )
@@ -121,28 +124,27 @@ class Evacuation:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Evacuation:
-        mode = str(data.get("mode", "now"))
+        """Raises ValueError (a ``limits.LimitError`` for numbers) naming the field the planner cannot use."""
+        mode = data.get("mode", "now")
         if mode not in ("now", "ramp"):
-            raise ValueError(f"mode: {mode!r} is not 'now' or 'ramp'")
-        step = float(data.get("step", 1.0 if mode == "now" else 0.25))
-        if not 0 < step <= 1:
-            raise ValueError(f"step: {step} is outside (0, 1]")
-        interval = float(data.get("interval", 30.0))
-        if interval <= 0:
-            raise ValueError(f"interval: {interval} must be positive")
-        region = data.get("region")
-        if not isinstance(region, str) or not region:
-            raise ValueError("region: missing")
+            raise ValueError(f"mode: {limits.show(mode)} is not 'now' or 'ramp'")
+        if mode == "ramp":
+            step, interval = _ramp(data, 0.25)
+        else:  # step and interval mean nothing to an evacuation "now": a stray value must not cost the record
+            step, interval = 1.0, _lenient(data.get("interval"), limits.RAMP_INTERVAL, 30.0)
+        forced = data.get("forced", False)
+        if not isinstance(forced, bool):
+            raise ValueError(f"forced: {limits.show(forced)} is not true or false")
         return cls(
-            region=region,
-            mode=mode,  # type: ignore[arg-type]
+            region=_region(data),
+            mode=mode,
             step=step,
             interval=interval,
-            started_at=float(data.get("started_at", 0.0)),
-            reason=str(data.get("reason", "")),
-            actor=str(data.get("actor", "")),
-            forced=bool(data.get("forced", False)),
-            request_id=str(data.get("request_id", "")),
+            started_at=limits.number("started_at", data.get("started_at", 0.0), limits.STARTED_AT),
+            reason=limits.clip(data.get("reason", ""), limits.MAX_REASON),
+            actor=limits.clip(data.get("actor", ""), limits.MAX_ACTOR),
+            forced=forced,
+            request_id=limits.clip(data.get("request_id", ""), limits.MAX_REQUEST_ID),
         )
 
 
@@ -166,17 +168,11 @@ class Restore:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Restore:
-        step = float(data.get("step", 0.25))
-        if not 0 < step <= 1:
-            raise ValueError(f"step: {step} is outside (0, 1]")
-        interval = float(data.get("interval", 30.0))
-        if interval <= 0:
-            raise ValueError(f"interval: {interval} must be positive")
-        region = data.get("region")
-        if not isinstance(region, str) or not region:
-            raise ValueError("region: missing")
-        return cls(region=region, step=step, interval=interval, started_at=float(data.get("started_at", 0.0)),
-                   reason=str(data.get("reason", "")), actor=str(data.get("actor", "")))
+        step, interval = _ramp(data, 0.25)
+        return cls(region=_region(data), step=step, interval=interval,
+                   started_at=limits.number("started_at", data.get("started_at", 0.0), limits.STARTED_AT),
+                   reason=limits.clip(data.get("reason", ""), limits.MAX_REASON),
+                   actor=limits.clip(data.get("actor", ""), limits.MAX_ACTOR))
 
 
 @dataclass(frozen=True)
@@ -198,15 +194,30 @@ class Pin:
         weights = data.get("weights")
         if not isinstance(weights, Mapping) or not weights:
             raise ValueError("weights: missing or empty")
+        if len(weights) > limits.MAX_PIN_TARGETS:
+            raise ValueError(f"weights: {len(weights)} targets; at most {limits.MAX_PIN_TARGETS}")
         clean: dict[str, int] = {}
         for target, w in weights.items():
-            if not isinstance(w, int) or isinstance(w, bool) or w < 0:
-                raise ValueError(f"weights.{target}: {w!r} is not a non-negative integer")
-            clean[str(target)] = w
+            name = limits.text("weights", target, limits.MAX_ID)
+            clean[name] = limits.integer(f"weights.{name}", w, limits.PIN_WEIGHT)
         if sum(clean.values()) <= 0:
             raise ValueError("weights: all zero")
-        return cls(service=str(data["service"]), geo=str(data["geo"]), weights=clean,
-                   reason=str(data.get("reason", "")), actor=str(data.get("actor", "")))
+        return cls(service=_id(data, "service"), geo=_id(data, "geo"), weights=clean,
+                   reason=limits.clip(data.get("reason", ""), limits.MAX_REASON),
+                   actor=limits.clip(data.get("actor", ""), limits.MAX_ACTOR))
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A stored override the planner cannot use (unreadable, out of bounds, unknown region...): left out of
+    the plan and reported (a table note, a log line, ``steering_controller_skipped_records_total``)."""
+
+    key: str  # relative to the prefix, e.g. overrides/evacuations/eu-west-1
+    kind: str  # evacuation | restore | pin | unknown
+    problem: str
+
+    def note(self) -> str:
+        return f"SKIPPED {printable(self.key, 120)}: {printable(self.problem, 200)}"
 
 
 @dataclass(frozen=True)
@@ -214,6 +225,7 @@ class Overrides:
     evacuations: tuple[Evacuation, ...] = ()
     restores: tuple[Restore, ...] = ()
     pins: tuple[Pin, ...] = ()
+    skipped: tuple[Skipped, ...] = ()  # records read but not usable; see ``steering.overridecheck``
 
 
 @dataclass(frozen=True)
@@ -227,12 +239,31 @@ class Observed:
 def _opt_number(data: Mapping[str, Any], key: str) -> float | None:
     if data.get(key) is None:
         return None
-    value = data[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{key}: {value!r} is not a number")
-    if value < 0 or math.isnan(value) or math.isinf(value):
-        raise ValueError(f"{key}: {value!r} must be a finite non-negative number")
-    return float(value)
+    return limits.number(key, data[key], limits.RATE)
+
+
+def _id(data: Mapping[str, Any], key: str) -> str:
+    value = data.get(key)
+    if value is None or value == "":
+        raise ValueError(f"{key}: missing")
+    return limits.text(key, value, limits.MAX_ID)
+
+
+def _region(data: Mapping[str, Any]) -> str:
+    return _id(data, "region")
+
+
+def _ramp(data: Mapping[str, Any], default_step: float) -> tuple[float, float]:
+    """(step, interval) of a stored ramp, within ``limits``: a NaN here would stop every plan."""
+    return (limits.number("step", data.get("step", default_step), limits.RAMP_STEP),
+            limits.number("interval", data.get("interval", 30.0), limits.RAMP_INTERVAL))
+
+
+def _lenient(value: Any, bounds: tuple[float, float], default: float) -> float:
+    try:
+        return limits.number("", value, bounds)
+    except ValueError:
+        return default
 
 
 def _checks(value: Any) -> tuple[Check, ...]:

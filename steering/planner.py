@@ -13,6 +13,9 @@ steps, per service:
    ``max_shift`` per step, except that traffic on a target that cannot serve
    leaves at once (emergency), and moves below ``hysteresis`` are ignored.
 5. Pins replace the result; a geo with no usable target fails open.
+
+Overrides it cannot plan with (out of bounds, unknown region, service or
+geo) are left out first and named in the table's notes (``overridecheck``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dataclasses import dataclass, fields
 
 from steering.config import TOTAL_WEIGHT, Config, Service
 from steering.model import Evacuation, Observed, Overrides, Pin, Restore, TargetHealth
+from steering.overridecheck import usable
 from steering.table import GeoRoute, RoutingTable, ServiceRoute, TargetState
 from steering.waterfill import Fill, waterfill
 from steering.weights import apportion, apportion_values, distance, move_toward
@@ -86,6 +90,8 @@ def plan(
 ) -> RoutingTable:
     policy = config.policy
     health = observed.health
+    # A stored record it cannot plan with (NaN interval, unknown region...) is left out and noted, never fatal.
+    overrides = usable(config, overrides)
     topo = config.derived("planner.topology", _topology)
     regions = _region_decisions(config, health, overrides, now)
     demand = _demand(config, observed)
@@ -147,6 +153,7 @@ def plan(
 
     for region, why in sorted(regions.blocked.items()):
         notes.append(f"EVACUATION BLOCKED {region}: {why}")
+    notes.extend(dict.fromkeys(s.note() for s in overrides.skipped))
     labels = regions.labels
     region_states = {
         r.id: _state("region", r.id, health.get(r.id, _NO_REPORT), r.capacity, region_cap[r.id],

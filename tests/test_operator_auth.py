@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 
 import grpc
 import pytest
@@ -29,7 +31,7 @@ def tokens_file(path: Path) -> Path:
     path.write_text(yaml.safe_dump({"tokens": [
         {"name": "alice", "role": "operator", "token": OPERATOR},
         {"name": "grafana", "role": "viewer", "sha256": hashlib.sha256(VIEWER.encode()).hexdigest()},
-        {"name": "agent-1", "role": "agent", "token": AGENT},
+        {"name": "agent-1", "role": "agent", "token": AGENT, "sites": ["us-east-1"]},
     ]}))
     return path
 
@@ -112,7 +114,7 @@ async def test_roles_and_audit_actor(etcd: EtcdCluster, tmp_path: Path) -> None:
 
 
 def _cert(name: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
-          ca: bool = False) -> x509.Certificate:
+          ca: bool = False, uris: Sequence[str] = ()) -> x509.Certificate:
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     issuer_name, issuer_key = issuer or (subject, key)
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -124,12 +126,15 @@ def _cert(name: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[x509.Name, e
         import ipaddress
 
         b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                         x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                                         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                         *map(x509.UniformResourceIdentifier, uris)]),
                             critical=False)
     return b.sign(issuer_key, hashes.SHA256())
 
 
-def make_pki(d: Path) -> dict[str, Path]:
+def make_pki(d: Path, clients: Mapping[str, Sequence[str]] = MappingProxyType({"client": ()})) -> dict[str, Path]:
+    """A CA, a server certificate and one client certificate per entry of ``clients`` (name -> its URI SANs):
+    ``ca``, ``server_cert``/``server_key``, ``<name>_cert``/``<name>_key``."""
     def pem_key(k: ec.EllipticCurvePrivateKey) -> bytes:
         return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                serialization.NoEncryption())
@@ -138,9 +143,9 @@ def make_pki(d: Path) -> dict[str, Path]:
     ca = _cert("test-ca", ca_key, None, ca=True)
     out = {"ca": d / "ca.pem"}
     out["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    for who in ("server", "client"):
+    for who, uris in {"server": (), **clients}.items():
         k = ec.generate_private_key(ec.SECP256R1())
-        c = _cert(who, k, (ca.subject, ca_key))
+        c = _cert(who, k, (ca.subject, ca_key), uris=uris)
         out[f"{who}_cert"], out[f"{who}_key"] = d / f"{who}.pem", d / f"{who}.key"
         out[f"{who}_cert"].write_bytes(c.public_bytes(serialization.Encoding.PEM))
         out[f"{who}_key"].write_bytes(pem_key(k))

@@ -21,10 +21,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from steering import limits
 from steering.cli import shapes
 from steering.cli.remote import EXIT_REFUSED, EXIT_USAGE, Remote, connection_options, describe, die, exit_code
 from steering.controller.operator import PREVIEW_TRAILER
 from steering.table import RoutingTable
+from steering.textsafe import printable
 from steering.v1 import steering_pb2 as pb
 
 OP = "OperatorService"
@@ -35,7 +37,13 @@ def console() -> Console:
 
 
 def emit(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True))
+    click.echo(json.dumps(data, indent=2, sort_keys=True))  # JSON escapes control characters itself
+
+
+def safe(value: Any) -> str:
+    """Text from the server (reasons, actors, check details, ids) for a rich table: control characters and
+    escape sequences shown escaped (``\x1b``), and ``[...]`` shown, not read as rich markup."""
+    return escape(printable(value))
 
 
 def _pct(x: float | None) -> str:
@@ -47,12 +55,17 @@ def parse_ramp(text: str) -> tuple[float, float]:
     m = re.fullmatch(r"\s*([0-9.]+)(%?)\s*/\s*([0-9.]+)\s*(ms|s|m|h)?\s*", text)
     if not m:
         raise ValueError(f"--ramp {text!r}: expected STEP/INTERVAL like 25%/60s")
-    step = float(m.group(1)) / (100 if m.group(2) else 1)
-    if not 0 < step <= 1:
-        raise ValueError(f"--ramp {text!r}: step must be in (0%, 100%]")
-    interval = float(m.group(3)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(4)]
-    if interval <= 0:
-        raise ValueError(f"--ramp {text!r}: interval must be positive")
+    try:
+        step = float(m.group(1)) / (100 if m.group(2) else 1)
+        interval = float(m.group(3)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(4)]
+    except ValueError:  # "1.2.3"
+        raise ValueError(f"--ramp {text!r}: expected STEP/INTERVAL like 25%/60s") from None
+    lo, hi = limits.RAMP_STEP
+    if not lo <= step <= hi:
+        raise ValueError(f"--ramp {text!r}: step must be in [{lo:.1%}, {hi:.0%}]")
+    lo, hi = limits.RAMP_INTERVAL
+    if not lo <= interval <= hi:
+        raise ValueError(f"--ramp {text!r}: interval must be in [{lo * 1000:g}ms, {hi / 3600:g}h]")
     return step, interval
 
 
@@ -112,7 +125,7 @@ def print_preview(p: pb.Preview, out: Console) -> None:
         for col in ("service", "geo", "before", "after"):
             t.add_column(col)
         for c in p.changes:
-            t.add_row(c.service, c.geo, _weights(c.before), _weights(c.after))
+            t.add_row(safe(c.service), safe(c.geo), safe(_weights(c.before)), safe(_weights(c.after)))
         out.print(t)
     t = Table(title="regions: projected utilization", title_justify="left")
     for col in ("region", "capacity", "load before", "load after", "util before", "util after", "hard limit"):
@@ -121,7 +134,7 @@ def print_preview(p: pb.Preview, out: Console) -> None:
         after = _pct(r.utilization_after)
         if r.capacity > 0 and r.utilization_after > r.hard_limit:
             after = f"[bold red]{after}[/]"
-        t.add_row(r.region, f"{r.capacity:g}", f"{r.planned_load_before:.0f}", f"{r.planned_load_after:.0f}",
+        t.add_row(safe(r.region), f"{r.capacity:g}", f"{r.planned_load_before:.0f}", f"{r.planned_load_after:.0f}",
                   _pct(r.utilization_before), after, _pct(r.hard_limit))
     out.print(t)
     if p.fail_open_after:
@@ -165,24 +178,47 @@ def _share(table: RoutingTable, region: str) -> int:
     return total
 
 
-def follow(remote: Remote, region: str, done: Any, deadline: float, quiet: bool) -> RoutingTable:
-    """Poll Status until ``done(table)``; print each new share of the region. Exit 1 on timeout."""
+def table_version(remote: Remote) -> int | None:
+    """The version of the table the servers follow now (None: no table yet)."""
+    resp = remote.call(OP, "Status", pb.StatusRequest())
+    return resp.table.version if resp.HasField("table") else None
+
+
+def follow(remote: Remote, region: str, done: Any, deadline: float, quiet: bool, after: int | None = None,
+           publish_wait: float = 15.0) -> RoutingTable:
+    """Poll Status until a table newer than ``after`` satisfies ``done(table)``; print each new share of the
+    region. Exit 1 on timeout, or when no newer table appears within ``publish_wait`` seconds.
+
+    Only a newer table counts: the leader publishes one for every operator action (even one that moves no
+    traffic), so an old table that happens to look right never passes for "done" while no leader is
+    publishing."""
     last: tuple[int, int] | None = None
-    start: int | None = None
+    started = time.monotonic()
+    leader = ""
     while True:
         resp = remote.call(OP, "Status", pb.StatusRequest())
+        leader = resp.leader
         table = shapes.table_of(resp.table) if resp.HasField("table") else None
+        fresh = table is not None and (after is None or table.version > after)
         if table is not None:
             share = _share(table, region)
-            start = share if start is None else start
             if not quiet and (last is None or last[1] != share):
                 st = table.regions[region]
                 click.echo(f"v{table.version}  {region}: weight {share} over all geos"
-                           f"{' (' + st.evacuation + ')' if st.evacuation else ''}")
+                           f"{' (' + printable(st.evacuation) + ')' if st.evacuation else ''}")
             last = (table.version, share)
-            if done(table):
+            if fresh and done(table):
                 return table
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if not fresh and now - started > publish_wait:
+            since = f"still v{after}" if after is not None else "no table yet"
+            if not leader:
+                die(f"{region}: recorded, but no leader is publishing yet (no controller leads; {since}): "
+                    "the routing table will reflect it once one does; check 'steerctl status'", EXIT_REFUSED)
+            die(f"{region}: recorded, but the leader ({printable(leader)}) has published no table for it "
+                f"({since} after {publish_wait:g}s): the routing table does not reflect it yet; "
+                "check 'steerctl status'", EXIT_REFUSED)
+        if now > deadline:
             die(f"{region}: the routing table did not reflect the action in time "
                 f"(last v{last[0] if last else '-'}); check 'steerctl status'", EXIT_REFUSED)
         time.sleep(0.2)
@@ -209,7 +245,8 @@ def status(remote: Remote, as_json: bool) -> None:
         return
     out = console()
     tbl = data["table"]
-    head = f"leader {data['leader'] or '-'}  (answered by {data['replica']}, {data['connected_agents']} agents)"
+    head = (f"leader {safe(data['leader'] or '-')}  (answered by {safe(data['replica'])}, "
+            f"{data['connected_agents']} agents)")
     if tbl:
         head += f"  table v{tbl['version']}, {tbl['age_seconds']:.1f}s old"
         if tbl["fail_open"]:
@@ -223,33 +260,33 @@ def status(remote: Remote, as_json: bool) -> None:
     if r53["enabled"]:
         when = time.strftime("%H:%M:%S", time.localtime(r53["last_sync"])) if r53["last_sync"] else "never"
         out.print(f"route53: last sync {when}, {r53['last_changes']} changes"
-                  + (f", [red]error: {r53['last_error']}[/]" if r53["last_error"] else ""))
+                  + (f", [red]error: {safe(r53['last_error'])}[/]" if r53["last_error"] else ""))
     for note in (tbl or {}).get("notes", []):
-        out.print(f"[bold red]! {note}[/]")
+        out.print(f"[bold red]! {safe(note)}[/]")
     now = time.time()
     t = Table(title="regions", title_justify="left")
     for col in ("region", "health", "serving", "capacity", "load", "planned", "utilization", "evacuation", "why"):
         t.add_column(col, justify="right" if col in ("capacity", "load", "planned", "utilization") else "left")
     for r in data["regions"]:
-        health = r["health"] if r["health"] in ("healthy", "unknown") else f"[red]{r['health']}[/]"
-        t.add_row(r["region"], health, "yes" if r["serving"] else "[red]no[/]", f"{r['capacity']:g}",
-                  f"{r['load']:.0f}", f"{r['planned_load']:.0f}", _pct(r["utilization"]), r["evacuation"] or "-",
-                  escape(why(r, now)) or "-")
+        health = safe(r["health"]) if r["health"] in ("healthy", "unknown") else f"[red]{safe(r['health'])}[/]"
+        t.add_row(safe(r["region"]), health, "yes" if r["serving"] else "[red]no[/]", f"{r['capacity']:g}",
+                  f"{r['load']:.0f}", f"{r['planned_load']:.0f}", _pct(r["utilization"]),
+                  safe(r["evacuation"] or "-"), safe(why(r, now)) or "-")
     out.print(t)
     if data["sites"]:
         t = Table(title="cache sites", title_justify="left")
         for col in ("site", "region", "health", "serving", "capacity", "load", "utilization", "why"):
             t.add_column(col, justify="right" if col in ("capacity", "load", "utilization") else "left")
         for s in data["sites"]:
-            t.add_row(s["site"], s["region"], s["health"], "yes" if s["serving"] else "[red]no[/]",
-                      f"{s['capacity']:g}", f"{s['load']:.0f}", _pct(s["utilization"]), escape(why(s, now)) or "-")
+            t.add_row(safe(s["site"]), safe(s["region"]), safe(s["health"]), "yes" if s["serving"] else "[red]no[/]",
+                      f"{s['capacity']:g}", f"{s['load']:.0f}", _pct(s["utilization"]), safe(why(s, now)) or "-")
         out.print(t)
     for service, geos in data["geos"].items():
-        t = Table(title=f"{service} (weights of 1000)", title_justify="left")
+        t = Table(title=f"{safe(service)} (weights of 1000)", title_justify="left")
         t.add_column("geo")
         t.add_column("targets")
         for geo, weights in geos.items():
-            t.add_row(geo, _weights(weights))
+            t.add_row(safe(geo), safe(_weights(weights)))
         out.print(t)
     if data["evacuations"]:
         t = Table(title="evacuations and restores", title_justify="left")
@@ -259,7 +296,7 @@ def status(remote: Remote, as_json: bool) -> None:
             mode = "now" if e["mode"] == "now" else f"ramp {e['step']:.0%}/{e['interval_seconds']:g}s"
             started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["started_at"]))
             kind = "restore" if e["restoring"] else ("evacuate (forced)" if e["forced"] else "evacuate")
-            t.add_row(e["region"], kind, mode, started, e["actor"] or "-", e["reason"] or "-")
+            t.add_row(safe(e["region"]), kind, mode, started, safe(e["actor"] or "-"), safe(e["reason"] or "-"))
         out.print(t)
 
 
@@ -273,9 +310,11 @@ def status(remote: Remote, as_json: bool) -> None:
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")
 @click.option("--force", is_flag=True, help="override the safety rules (audited as forced)")
 @click.option("--no-wait", is_flag=True, help="return once accepted; do not follow the table")
+@click.option("--publish-wait", type=click.FloatRange(0.5, 3600), default=15.0, show_default=True,
+              help="seconds to wait for a leader to publish a table after the action before saying it has not")
 @click.option("--json", "as_json", is_flag=True)
 def evacuate(remote: Remote, region: str, reason: str, now: bool, ramp: str | None, dry_run: bool, yes: bool,
-             force: bool, no_wait: bool, as_json: bool) -> None:
+             force: bool, no_wait: bool, publish_wait: float, as_json: bool) -> None:
     """Move traffic off REGION: preview, confirm, submit, follow until the table reflects it."""
     if not reason.strip():
         die("--reason: must not be empty", EXIT_USAGE)
@@ -285,7 +324,7 @@ def evacuate(remote: Remote, region: str, reason: str, now: bool, ramp: str | No
                              dry_run=True)
     _act(remote, "Evacuate", req, region, dry_run, yes, no_wait, as_json,
          question=f"evacuate {region}?", done=lambda t: _share(t, region) == 0,
-         wait=_wait_seconds(mode, ramp_msg, 60))
+         wait=_wait_seconds(mode, ramp_msg, 60), publish_wait=publish_wait)
 
 
 @click.command()
@@ -297,9 +336,11 @@ def evacuate(remote: Remote, region: str, reason: str, now: bool, ramp: str | No
 @click.option("--dry-run", is_flag=True)
 @click.option("--yes", is_flag=True)
 @click.option("--no-wait", is_flag=True)
+@click.option("--publish-wait", type=click.FloatRange(0.5, 3600), default=15.0, show_default=True,
+              help="seconds to wait for a leader to publish a table after the action before saying it has not")
 @click.option("--json", "as_json", is_flag=True)
 def restore(remote: Remote, region: str, reason: str, now: bool, ramp: str | None, dry_run: bool, yes: bool,
-            no_wait: bool, as_json: bool) -> None:
+            no_wait: bool, publish_wait: float, as_json: bool) -> None:
     """Return traffic to an evacuated REGION."""
     mode, ramp_msg = _mode(now, ramp)
     req = pb.RestoreRequest(region=region, mode=mode, ramp=ramp_msg, reason=reason, request_id=uuid.uuid4().hex,
@@ -309,11 +350,11 @@ def restore(remote: Remote, region: str, reason: str, now: bool, ramp: str | Non
         return not t.regions[region].evacuation and not t.converging
 
     _act(remote, "Restore", req, region, dry_run, yes, no_wait, as_json, question=f"restore {region}?",
-         done=done, wait=_wait_seconds(mode, ramp_msg, 60))
+         done=done, wait=_wait_seconds(mode, ramp_msg, 60), publish_wait=publish_wait)
 
 
 def _act(remote: Remote, method: str, req: Any, region: str, dry_run: bool, yes: bool, no_wait: bool,
-         as_json: bool, question: str, done: Any, wait: float) -> None:
+         as_json: bool, question: str, done: Any, wait: float, publish_wait: float = 15.0) -> None:
     try:
         preview = remote.call(OP, method, req)
     except grpc.RpcError as err:
@@ -326,7 +367,7 @@ def _act(remote: Remote, method: str, req: Any, region: str, dry_run: bool, yes:
     if not as_json:
         print_preview(preview.preview, console())
         for w in result["warnings"]:
-            click.echo(f"warning: {w}", err=True)
+            click.echo(f"warning: {printable(w)}", err=True)
     if dry_run:
         if as_json:
             emit(result)
@@ -335,6 +376,7 @@ def _act(remote: Remote, method: str, req: Any, region: str, dry_run: bool, yes:
         return
     if not yes:
         _confirm(question)
+    baseline = None if no_wait else table_version(remote)  # a table newer than this was planned after the action
     req.dry_run = False
     try:
         resp = remote.call(OP, method, req)
@@ -346,7 +388,8 @@ def _act(remote: Remote, method: str, req: Any, region: str, dry_run: bool, yes:
     if not as_json:
         click.echo(f"accepted (audit {resp.audit_id}{', duplicate' if resp.duplicate else ''})")
     if not no_wait:
-        table = follow(remote, region, done, time.monotonic() + wait, quiet=as_json)
+        table = follow(remote, region, done, time.monotonic() + wait, quiet=as_json, after=baseline,
+                       publish_wait=publish_wait)
         result["table_version"] = table.version
         if not as_json:
             click.echo(f"done: routing table v{table.version} reflects it")
@@ -370,8 +413,10 @@ def pin(remote: Remote, service: str, geo: str, weights: tuple[str, ...], reason
     parsed: dict[str, int] = {}
     for item in weights:
         target, sep, value = item.partition("=")
+        if sep and value.strip().startswith("-") and value.strip()[1:].isdigit():
+            die(f"weights[{printable(target.strip())}]: {value.strip()} must be >= 0", EXIT_USAGE)
         if not sep or not value.strip().isdigit():
-            die(f"weight {item!r}: expected TARGET=N with N a non-negative integer", EXIT_USAGE)
+            die(f"weight '{printable(item)}': expected TARGET=N with N a non-negative integer", EXIT_USAGE)
         parsed[target.strip()] = int(value)
     req = pb.PinWeightsRequest(service=service, geo=geo, weights=parsed, reason=reason, dry_run=True,
                                request_id=uuid.uuid4().hex, force=force)
@@ -416,8 +461,8 @@ def history(remote: Remote, limit: int, as_json: bool) -> None:
         t.add_column(col)
     for r in records:
         target = r["region"] or f"{r['service']} {r['geo']}"
-        t.add_row(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"])), r["actor"], r["action"], target,
-                  r["reason"], "yes" if r["forced"] else "", r["after"])
+        t.add_row(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["time"])), safe(r["actor"]), safe(r["action"]),
+                  safe(target), safe(r["reason"]), "yes" if r["forced"] else "", safe(r["after"]))
     console().print(t)
 
 
@@ -445,10 +490,10 @@ def watch(remote: Remote, service: str, count: int | None, as_json: bool) -> Non
                 if as_json:
                     click.echo(table.to_json().decode())
                 else:
-                    serving = ", ".join(f"{r} {_pct(st.utilization)}" if st.serving else f"{r} OUT"
+                    serving = ", ".join(f"{printable(r)} {_pct(st.utilization)}" if st.serving else f"{printable(r)} OUT"
                                         for r, st in table.regions.items())
                     flags = (" FAIL-OPEN" if table.fail_open else "") + (" converging" if table.converging else "")
-                    click.echo(f"{time.strftime('%H:%M:%S')}  v{table.version} from {server}{flags}: {serving}")
+                    click.echo(f"{time.strftime('%H:%M:%S')}  v{table.version} from {printable(server)}{flags}: {serving}")
                 seen += 1
                 if count is not None and seen >= count:
                     return

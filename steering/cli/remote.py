@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 import click
 import grpc
 
+from steering.textsafe import printable
 from steering.v1 import steering_pb2_grpc as pb_grpc
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -56,9 +57,27 @@ def exit_code(err: grpc.RpcError) -> int:
 def describe(err: grpc.RpcError) -> str:
     code = err.code()  # type: ignore[attr-defined]
     details = (err.details() or "").splitlines()[0] if err.details() else code.name  # type: ignore[attr-defined]
+    details = printable(details, 2000)  # the server's words may quote stored text (a reason, a check detail)
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         return f"not authorized ({code.name}): {details}"
     return details
+
+
+def connection_hint(err: grpc.RpcError, tls: bool, client_cert: bool) -> str:
+    """What a failed connection most likely means. gRPC reports a server that drops the TLS handshake (no
+    client certificate, one it does not trust, or plaintext to a TLS port) only as "Socket closed"."""
+    details = err.details() or ""  # type: ignore[attr-defined]
+    if "Socket closed" in details:
+        if tls and not client_cert:
+            return ("the server closed the connection during the TLS handshake: it probably requires a client "
+                    "certificate (give --cert and --key)")
+        if tls:
+            return ("the server closed the connection during the TLS handshake: it probably does not accept this "
+                    "client certificate (--cert must be signed by the server's tls.client_ca)")
+        return "the server closed the connection: it probably requires TLS (give --ca)"
+    if "handshake failed" in details.lower() or "ssl" in details.lower():
+        return "the TLS handshake failed: is the server's certificate signed by --ca, and valid for this address?"
+    return ""
 
 
 def _token(explicit: str | None) -> str | None:
@@ -121,8 +140,12 @@ class Remote:
             except grpc.RpcError as err:
                 if err.code() not in _FAILOVER:  # type: ignore[attr-defined]
                     raise
-                tried.append(f"{server} ({describe(err)})")
+                tried.append(self._failed(server, err))
         raise Unreachable("cannot reach any server: " + "; ".join(tried))
+
+    def _failed(self, server: str, err: grpc.RpcError) -> str:
+        hint = connection_hint(err, bool(self.ca), bool(self.cert))
+        return f"{server} ({describe(err)})" + (f": {hint}" if hint else "")
 
     def stream(self, service: str, method: str, request: Any) -> Iterator[tuple[str, Any]]:
         """A server stream on the first server that accepts it: yields (server, message)."""
@@ -137,7 +160,7 @@ class Remote:
             except grpc.RpcError as err:
                 if err.code() not in _FAILOVER:  # type: ignore[attr-defined]
                     raise
-                tried.append(f"{server} ({describe(err)})")
+                tried.append(self._failed(server, err))
         raise Unreachable("cannot reach any server: " + "; ".join(tried))
 
     def _stub(self, service: str, server: str) -> Any:

@@ -18,7 +18,8 @@ from steering.config import ConfigError, load_config
 @click.option("--listen", default=None, help="gRPC address (default: controller.listen of the config)")
 @click.option("--metrics-addr", default=None, help="serve Prometheus metrics on HOST:PORT")
 @click.option("--id", "replica", default=None, help="replica identity (default: hostname-based)")
-@click.option("--insecure", is_flag=True, help="allow listening beyond loopback without auth")
+@click.option("--insecure", is_flag=True,
+              help="allow listening beyond loopback without auth, or with auth but without tls")
 def command(config_path: str, listen: str | None, metrics_addr: str | None, replica: str | None,
             insecure: bool) -> None:
     """Run a controller replica."""
@@ -45,12 +46,27 @@ def command(config_path: str, listen: str | None, metrics_addr: str | None, repl
     except ValueError as exc:
         click.echo(f"steering controller: --listen: {exc}", err=True)
         sys.exit(2)
-    if not is_loopback(host) and config.auth is None:
+    # Client certificates (tls.client_ca) authenticate callers too, and bind agents to their sites.
+    authenticated = config.auth is not None or (config.tls is not None and config.tls.client_ca is not None)
+    if not is_loopback(host) and not authenticated:
         if not insecure:
-            click.echo(f"steering controller: refusing to listen on {address} without an auth section; "
-                       "configure auth or pass --insecure", err=True)
+            click.echo(f"steering controller: refusing to listen on {address} without an auth section "
+                       "or client certificates (tls.client_ca); configure one or pass --insecure", err=True)
             sys.exit(2)
-        log.warning("listening beyond loopback WITHOUT authentication (--insecure)", listen=address)
+        log.warning("listening beyond loopback WITHOUT authentication (--insecure): anyone who can connect "
+                    "may report any site and call every method", listen=address)
+    elif not authenticated:
+        log.info("no authentication configured: listening on loopback only; local clients may report "
+                 "any site and call every method", listen=address)
+    if not is_loopback(host) and config.auth is not None and config.tls is None:
+        # Bearer tokens in plaintext on the network: anyone on the path can replay an operator's token.
+        if not insecure:
+            click.echo(f"steering controller: refusing to listen on {address} with auth but without tls: "
+                       "bearer tokens would cross the network in clear text; configure tls or pass --insecure",
+                       err=True)
+            sys.exit(2)
+        log.warning("listening beyond loopback with auth but WITHOUT TLS (--insecure): tokens travel in clear "
+                    "text", listen=address)
     from steering import metrics
     from steering.controller.server import default_replica_id
 

@@ -38,8 +38,9 @@ class _Site:
 class HealthView:
     band: float
     silence_seconds: float
+    # Keyed by configured site ids only (reports are validated first), so bounded by the topology.
+    # Sequence numbers are not kept here: they belong to the stream that carries them (ingest.Session).
     sites: dict[str, _Site] = field(default_factory=dict)
-    sequences: dict[str, int] = field(default_factory=dict)  # agent -> last sequence
 
     def observe(self, site: str, health: TargetHealth, now: float) -> TargetHealth | None:
         """Record a report; return what to write to etcd, or None when nothing changed enough."""

@@ -5,22 +5,34 @@ stream's own task; the etcd writes happen on one writer task that keeps only
 the latest pending value per site. So a slow or absent etcd never stalls an
 agent's stream, a burst of reports for one site becomes one write, and a
 failed write is retried with the newest value, not a stale one.
+
+Each stream is a session: it carries one agent for one site, which the
+caller's credentials must allow (``agentauth``), and its sequence numbers
+are checked on that stream only. Nothing is keyed by what a client claims:
+a restarted agent opens a new stream and starts afresh, a spoofed sequence
+ends with the spoofer's stream, and the state of a stream (one small
+``Session``) goes when it closes or has been idle too long.
+
+One site's record never blocks the others' writes (``healthwrite``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import re
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import grpc
 
-from steering import logs
+from steering import limits, logs
 from steering.config import Config
-from steering.controller import metrics
+from steering.controller import agentauth, healthwrite, metrics
 from steering.controller.healthmerge import record_key
 from steering.controller.healthview import HealthView
-from steering.controller.reports import ReportError, validate
+from steering.controller.reports import Report, ReportError, validate
 from steering.model import TargetHealth
 from steering.v1 import steering_pb2 as pb
 from steering.v1 import steering_pb2_grpc as pb_grpc
@@ -28,6 +40,35 @@ from steering.v1 import steering_pb2_grpc as pb_grpc
 log = logs.get("steering.ingest")
 
 _DELETE = None  # a pending value meaning "remove our record"
+_IDS = itertools.count(1)
+
+
+@dataclass
+class Session:
+    """One open Report stream: who it is and the last sequence it carried (all of its state)."""
+
+    peer: str
+    credential: str
+    agent: str = ""
+    site: str = ""
+    sequence: int | None = None
+    last_report: float = 0.0  # monotonic
+
+
+class _Refused(Exception):
+    def __init__(self, code: grpc.StatusCode, field: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.field, self.message = code, field, message
+
+
+def _reason(field: str) -> str:
+    """A metric label from a field name: bounded (no list index, no client-chosen map key)."""
+    return "geo_load" if field.startswith("geo_load") else re.sub(r"\[\d+\]", "", field)
+
+
+def _clip(text: str, most: int = limits.MAX_ID) -> str:
+    """A client-given string as a log field: a rejected report's strings are not bounded yet."""
+    return text if len(text) <= most else f"{text[:most]}...({len(text)} characters)"
 
 
 class Ingest(pb_grpc.HealthServiceServicer):
@@ -44,6 +85,10 @@ class Ingest(pb_grpc.HealthServiceServicer):
         # entry per configured site at most. Lets Status say "silent, last heard at ..." on this replica.
         self.silenced_at: dict[str, float] = {}
         self._wake = asyncio.Event()
+        # The open streams (one Session each): the only per-agent state, gone when a stream closes.
+        self.sessions: dict[int, Session] = {}
+        # A stream with no report for this long is closed (its site went silent here long before).
+        self.idle_seconds = max(2 * config.policy.silence_seconds, 30.0)
         self._streams = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
@@ -71,41 +116,74 @@ class Ingest(pb_grpc.HealthServiceServicer):
                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ReportAck]:
         self._streams += 1
         metrics.CONNECTED_AGENTS.set(self._streams)
-        peer = context.peer()
-        site = ""
+        grant = agentauth.grant_for(self.config, context)
+        session = Session(peer=context.peer(), credential=grant.who, last_report=time.monotonic())
+        key = next(_IDS)
+        self.sessions[key] = session
+        reports = request_iterator.__aiter__()
         try:
-            async for report in request_iterator:
+            while True:
+                try:
+                    async with asyncio.timeout(self.idle_seconds):
+                        report = await reports.__anext__()
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    log.info("agent stream idle; closed", site=session.site, agent=session.agent,
+                             peer=session.peer, idle_seconds=self.idle_seconds)
+                    await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                        f"no report for {self.idle_seconds:g}s; open a new stream")
+                    return
                 metrics.REPORTS.inc()
                 now = self.clock()
                 try:
-                    r = validate(report, self.config, self.view.sequences.get(report.agent_id or ""), now)
-                except ReportError as exc:
-                    metrics.REJECTED.labels(reason=exc.field).inc()
-                    log.warning("report rejected", site=report.site, region=report.region, peer=peer, error=str(exc))
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                    r = self._accept(report, session, grant, now)
+                except _Refused as exc:
+                    metrics.REJECTED.labels(reason=_reason(exc.field)).inc()
+                    log.warning("report rejected" if exc.code == grpc.StatusCode.INVALID_ARGUMENT else
+                                "report refused: the credential does not name this site",
+                                site=_clip(report.site), region=_clip(report.region),
+                                agent=_clip(report.agent_id, limits.MAX_AGENT_ID), peer=session.peer,
+                                credential=session.credential, error=exc.message)
+                    await context.abort(exc.code, exc.message)
                     return
-                if site and r.site != site:
-                    metrics.REJECTED.labels(reason="site").inc()
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                        f"site: {r.site!r} on a stream that reported {site!r}; one site per stream")
-                    return
-                if not site:
-                    site = r.site
-                    log.info("agent connected", site=r.site, region=r.region, agent=r.agent, peer=peer)
-                self.view.sequences[report.agent_id or ""] = r.sequence
+                if not session.site:
+                    session.site, session.agent = r.site, report.agent_id
+                    log.info("agent connected", site=r.site, region=r.region, agent=r.agent, peer=session.peer,
+                             credential=session.credential)
+                session.sequence, session.last_report = r.sequence, time.monotonic()
                 change = self.view.observe(r.site, r.health, now)
                 if change is not None:
                     if not self._closing:
-                        self._pending[r.site] = change
-                        self._wake.set()
+                        self._queue(r.site, change)
                     if change.status != "healthy":
                         log.warning("site reported unhealthy", site=r.site, region=r.region, detail=change.detail)
                 yield pb.ReportAck(sequence=r.sequence, controller_id=self.replica, leader=self.is_leader())
         finally:
+            del self.sessions[key]
             self._streams -= 1
             metrics.CONNECTED_AGENTS.set(self._streams)
-            if site:
-                log.info("agent stream closed", site=site, peer=peer)
+            if session.site:
+                log.info("agent stream closed", site=session.site, peer=session.peer)
+
+    def _accept(self, report: pb.HealthReport, session: Session, grant: agentauth.Grant, now: float) -> Report:
+        """The validated report, or _Refused: the stream ends with its status."""
+        try:
+            r = validate(report, self.config, session.sequence, now)
+        except ReportError as exc:
+            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, exc.field, str(exc)) from None
+        if session.site and r.site != session.site:
+            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "site",
+                           f"site: {r.site!r} on a stream that reported {session.site!r}; one site per stream")
+        if session.site and report.agent_id != session.agent:
+            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "agent_id",
+                           f"agent_id: {report.agent_id!r} on a stream that reported {session.agent!r}; "
+                           "one agent per stream")
+        if not grant.allows(r.site):
+            why = f" ({grant.why})" if grant.why else ""
+            raise _Refused(grpc.StatusCode.PERMISSION_DENIED, "permission",
+                           f"site: {grant.who} may not report {r.site!r}{why}")
+        return r
 
     @property
     def connected_agents(self) -> int:
@@ -125,31 +203,96 @@ class Ingest(pb_grpc.HealthServiceServicer):
 
     # ---------------------------------------------------------------- background
 
+    def _queue(self, site: str, value: TargetHealth | None) -> None:
+        """Hand ``value`` (or _DELETE) to the writer; it replaces an older one not yet written."""
+        self._pending[site] = value
+        self._wake.set()
+
     async def _writer(self) -> None:
         backoff = 0.05
-        ttl = self.config.policy.silence_seconds
         while True:
             await self._wake.wait()
             self._wake.clear()
             batch, self._pending = self._pending, {}
-            puts = {record_key(site, self.replica): h for site, h in batch.items() if h is not _DELETE}
-            deletes = [record_key(site, self.replica) for site, h in batch.items() if h is _DELETE]
-            try:
-                await self.store.write_health_batch(puts, deletes, ttl=ttl)  # type: ignore[attr-defined]
-            except Exception as exc:  # etcd down or slow: keep the values, retry later
+            batch = {site: self._sized(site, h) for site, h in batch.items()}
+            unwritten, error = await self._write(batch)
+            if unwritten:  # etcd down or slow: keep the values, retry later
                 metrics.ETCD_ERRORS.labels(kind="health").inc()
-                log.warning("health write failed; will retry", sites=len(batch),
-                            error=str(exc) or type(exc).__name__)
-                for site, health in batch.items():
+                log.warning("health write failed; will retry", sites=len(unwritten),
+                            error=str(error) or type(error).__name__)
+                for site, health in unwritten.items():
                     self._pending.setdefault(site, health)  # a newer value that arrived meanwhile wins
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 self._wake.set()
                 continue
             backoff = 0.05
-            metrics.ETCD_WRITES.labels(kind="health").inc(len(puts))
-            metrics.ETCD_WRITES.labels(kind="health_delete").inc(len(deletes))
-            metrics.ETCD_REQUESTS.labels(kind="health").inc(-(-(len(puts) + len(deletes)) // 100))
+
+    def _sized(self, site: str, health: TargetHealth | None) -> TargetHealth | None:
+        """The record to write: one etcd would refuse for its size goes without its free text."""
+        if health is _DELETE or not healthwrite.too_large(health):
+            return health
+        metrics.HEALTH_WRITE_REJECTED.labels(reason="too_large").inc()
+        log.error("health record too large; writing it without its details", site=site,
+                  bytes=healthwrite.record_bytes(health), limit=limits.MAX_HEALTH_RECORD_BYTES)
+        return healthwrite.stripped(health, "details dropped: the record was too large")
+
+    async def _write(self, batch: dict[str, TargetHealth | None],
+                     ) -> tuple[dict[str, TargetHealth | None], BaseException | None]:
+        """Write ``batch``; return what is left to retry (etcd unreachable) and why.
+
+        A batch etcd refuses for its content is split in halves until the culprit is alone, so the
+        other sites' records are written; the culprit is written without its details, or dropped.
+        """
+        if not batch:
+            return {}, None
+        ttl = self.config.policy.silence_seconds
+        puts = {record_key(site, self.replica): h for site, h in batch.items() if h is not _DELETE}
+        deletes = [record_key(site, self.replica) for site, h in batch.items() if h is _DELETE]
+        try:
+            await self.store.write_health_batch(puts, deletes, ttl=ttl)  # type: ignore[attr-defined]
+        except Exception as exc:
+            if not healthwrite.refused_for_content(exc):
+                return batch, exc
+            if len(batch) > 1:
+                first, second = healthwrite.halves(batch)
+                left, error = await self._write(first)
+                if left:  # etcd went away meanwhile: do not wait on the second half too
+                    return {**left, **second}, error
+                return await self._write(second)
+            site, health = next(iter(batch.items()))
+            return await self._refused(site, health, exc)
+        metrics.ETCD_WRITES.labels(kind="health").inc(len(puts))
+        metrics.ETCD_WRITES.labels(kind="health_delete").inc(len(deletes))
+        metrics.ETCD_REQUESTS.labels(kind="health").inc(-(-(len(puts) + len(deletes)) // 100))
+        return {}, None
+
+    async def _refused(self, site: str, health: TargetHealth | None, exc: BaseException,
+                       ) -> tuple[dict[str, TargetHealth | None], BaseException | None]:
+        """etcd refused this one record: write it without its details, else drop it (both reported)."""
+        if health is not _DELETE:
+            bare = healthwrite.stripped(health, "details dropped: etcd refused the record")
+            if bare != health:
+                metrics.HEALTH_WRITE_REJECTED.labels(reason="refused").inc()
+                log.error("etcd refused a health record; writing it without its details", site=site,
+                          bytes=healthwrite.record_bytes(health), error=str(exc))
+                try:
+                    await self.store.write_health_batch(  # type: ignore[attr-defined]
+                        {record_key(site, self.replica): bare}, [], ttl=self.config.policy.silence_seconds)
+                except Exception as again:
+                    if not healthwrite.refused_for_content(again):
+                        return {site: bare}, again
+                    exc = again
+                else:
+                    metrics.ETCD_WRITES.labels(kind="health").inc()
+                    metrics.ETCD_REQUESTS.labels(kind="health").inc()
+                    return {}, None
+        metrics.HEALTH_WRITE_REJECTED.labels(reason="dropped").inc()
+        log.error("etcd refused a health record; dropped", site=site, error=str(exc))
+        entry = self.view.sites.get(site)
+        if entry is not None:
+            entry.queued = None  # the next report is written again, not compared with what never was
+        return {}, None
 
     async def _silence(self) -> None:
         interval = min(1.0, self.config.policy.silence_seconds / 4)
@@ -160,5 +303,4 @@ class Ingest(pb_grpc.HealthServiceServicer):
                 self.silenced_at[site] = heard.get(site, 0.0)
                 log.warning("site silent: no report within the silence timeout", site=site,
                             silence_seconds=self.config.policy.silence_seconds)
-                self._pending[site] = _DELETE
-                self._wake.set()
+                self._queue(site, _DELETE)

@@ -5,6 +5,12 @@ changes, plans with the previous table (so ramps and hysteresis work) and
 publishes in a transaction fenced by its leadership key. The moment the
 lease is lost (``leadership.lost``), planning stops and publishing would be
 refused by etcd anyway; the replica then campaigns again.
+
+A table is published when the routing changes, and after every operator
+action even if it does not (so steerctl can tell a leader has planned with
+it). Overrides the planner cannot use are left out, noted in the table and
+reported once each (``steering_controller_skipped_records_total``); one
+stored record never stops the leader publishing.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from steering import logs
 from steering.config import Config
 from steering.controller import metrics
 from steering.controller.healthmerge import merge
-from steering.model import Observed, Overrides, TargetHealth
+from steering.model import Observed, Overrides, Skipped, TargetHealth
+from steering.overridecheck import usable
 from steering.planner import plan
 from steering.table import RoutingTable
 
@@ -35,6 +42,7 @@ class Leader:
         self.leadership: object | None = None
         self.known = [r.id for r in config.regions] + [s.id for s in config.sites]
         self._stopping = False
+        self._skipped: set[Skipped] = set()  # records left out of the last plan, to report each once
 
     @property
     def is_leader(self) -> bool:
@@ -141,7 +149,9 @@ class Leader:
                 table, unchanged = await asyncio.to_thread(self._plan, health, overrides, previous, now)
                 metrics.PLAN_SECONDS.observe(time.perf_counter() - t0)
                 metrics.SILENT_SITES.set(sum(1 for h in health.values() if h.status == "silent"))
-                if unchanged:
+                if unchanged and not operator_change:
+                    # An operator action that changes no routing still gets a new version: it is how
+                    # steerctl knows a leader has planned with it (and does not say "done" otherwise).
                     continue
                 urgent = previous is None or operator_change or _has_emergency(previous, table)
                 if not urgent and now - last_step < policy.step_seconds:
@@ -165,8 +175,51 @@ class Leader:
 
     def _plan(self, health: dict[str, TargetHealth], overrides: Overrides, previous: RoutingTable | None,
               now: float) -> tuple[RoutingTable, bool]:
-        table = plan(self.config, Observed(health=health), overrides, previous, now, leader=self.replica)
+        observed = Observed(health=health)
+        overrides = usable(self.config, overrides)
+        try:
+            table = plan(self.config, observed, overrides, previous, now, leader=self.replica)
+        except Exception:
+            # No known record does this (``usable`` sets them aside); should one, it must not stop every
+            # plan: find the records that fail on their own and plan without them. Raises if that fails too.
+            log.exception("planning failed; looking for the override record that breaks it", replica=self.replica)
+            overrides = self._isolate(observed, overrides, previous, now)
+            table = plan(self.config, observed, overrides, previous, now, leader=self.replica)
+        self._report_skipped(overrides.skipped)
         return table, previous is not None and table.same_routing(previous)
+
+    def _isolate(self, observed: Observed, overrides: Overrides, previous: RoutingTable | None,
+                 now: float) -> Overrides:
+        """``overrides`` without each record that makes the planner raise when planned alone (skipped)."""
+        def fails(alone: Overrides) -> str | None:
+            try:
+                plan(self.config, observed, alone, previous, now)
+            except Exception as exc:
+                return f"the planner fails with it: {type(exc).__name__}: {exc}"
+            return None
+
+        kept: dict[str, list[object]] = {"evacuations": [], "restores": [], "pins": []}
+        skipped = list(overrides.skipped)
+        for field, kind, key in (("evacuations", "evacuation", lambda r: f"overrides/evacuations/{r.region}"),
+                                 ("restores", "restore", lambda r: f"overrides/restores/{r.region}"),
+                                 ("pins", "pin", lambda r: f"overrides/weights/{r.service}/{r.geo}")):
+            for record in getattr(overrides, field):
+                why = fails(Overrides(**{field: (record,)}))
+                if why is None:
+                    kept[field].append(record)
+                else:
+                    skipped.append(Skipped(key(record), kind, why[:300]))
+        return Overrides(evacuations=tuple(kept["evacuations"]), restores=tuple(kept["restores"]),  # type: ignore[arg-type]
+                         pins=tuple(kept["pins"]), skipped=tuple(skipped))  # type: ignore[arg-type]
+
+    def _report_skipped(self, skipped: tuple[Skipped, ...]) -> None:
+        """A log line and a count for each record newly left out of the plan (the table notes it too)."""
+        now = set(skipped)
+        for s in sorted(now - self._skipped, key=lambda s: s.key):
+            metrics.SKIPPED_RECORDS.labels(kind=s.kind).inc()
+            log.error("override record skipped: the plan leaves it out", key=s.key, kind=s.kind, problem=s.problem,
+                      replica=self.replica)
+        self._skipped = now
 
     def _tick(self, started: float, due: float) -> float:
         """How long to sleep without events: ramps, deferred steps and the start-up grace end on the clock."""

@@ -11,6 +11,10 @@ REJECTED = Counter("steering_reports_rejected_total", "Agent reports rejected", 
 ETCD_WRITES = Counter("steering_etcd_writes_total", "Writes to etcd", ["kind"])
 ETCD_REQUESTS = Counter("steering_etcd_write_requests_total", "Write requests (transactions) sent to etcd", ["kind"])
 ETCD_ERRORS = Counter("steering_etcd_errors_total", "Failed etcd operations", ["kind"])
+HEALTH_WRITE_REJECTED = Counter("steering_controller_health_write_rejected_total",
+                                "Health records not written as reported: too_large (written without their "
+                                "details), refused (etcd refused the record; details dropped) or dropped "
+                                "(refused even without details)", ["reason"])
 LEADER = Gauge("steering_leader", "1 while this replica is the leader")
 PLAN_SECONDS = Histogram("steering_plan_duration_seconds", "Time to compute one routing table",
                          buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
@@ -26,3 +30,6 @@ REGION_SERVING = Gauge("steering_region_serving", "1 while the region receives t
 REGION_UTILIZATION = Gauge("steering_region_planned_utilization", "Planned load / capacity", ["region"])
 EVACUATIONS = Gauge("steering_region_evacuated", "1 while an evacuation of the region is in force", ["region"])
 SILENT_SITES = Gauge("steering_silent_sites", "Sites with no report within the silence timeout")
+SKIPPED_RECORDS = Counter("steering_controller_skipped_records_total",
+                          "Stored override records the leader left out of its plan (unreadable or unusable)",
+                          ["kind"])

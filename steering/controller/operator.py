@@ -33,7 +33,7 @@ from typing import Any, NoReturn
 
 import grpc
 
-from steering import auth, logs
+from steering import auth, limits, logs
 from steering.config import TOTAL_WEIGHT
 from steering.controller import safety, sitestatus
 from steering.controller.convert import (
@@ -112,7 +112,7 @@ async def _guard(context: grpc.aio.ServicerContext, coro: Any) -> Any:
         await context.abort(exc.code, exc.message)
     except StoreError as exc:
         await context.abort(grpc.StatusCode.UNAVAILABLE, f"etcd: {exc}")
-    except ValueError as exc:  # a key component the store refuses
+    except ValueError as exc:  # a value outside ``steering.limits``, or a key component the store refuses
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 
 
@@ -134,31 +134,40 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
         _SEQ.set(seq)  # the write compares it: rules checked on this read still hold when it lands
         return safety.live_health(table), overrides, table
 
-    def _region(self, region: str) -> str:
+    def _region(self, region: str, field: str = "region") -> str:
         if not region:
-            _bad("region", "missing")
+            _bad(field, "missing")
+        limits.text(field, region, limits.MAX_ID)
         if region not in {r.id for r in self.config.regions}:
-            _bad("region", f"unknown region {region!r} (known: {', '.join(r.id for r in self.config.regions)})")
+            _bad(field, f"unknown region {region!r} (known: {', '.join(r.id for r in self.config.regions)})")
         return region
 
-    def _ramp(self, mode: int, ramp: pb.Ramp) -> tuple[str, float, float]:
-        """(mode, step, interval); unspecified means a ramp at the policy's pace."""
+    def _ramp(self, mode: int, ramp: pb.Ramp, field: str = "ramp") -> tuple[str, float, float]:
+        """(mode, step, interval); unspecified means a ramp at the policy's pace.
+
+        Numbers that are set are checked against ``limits`` in every mode (NaN, inf, 1e-9 and 1e12 are
+        refused, never stored: one stored NaN once stopped every plan); unset ones take the policy's pace,
+        brought within the same bounds so that what is stored always reads back."""
         policy = self.config.policy
-        if mode == pb.EVACUATION_MODE_NOW:
-            return "now", 1.0, policy.step_seconds
-        if mode not in (pb.EVACUATION_MODE_RAMP, pb.EVACUATION_MODE_UNSPECIFIED):
+        if mode not in (pb.EVACUATION_MODE_NOW, pb.EVACUATION_MODE_RAMP, pb.EVACUATION_MODE_UNSPECIFIED):
             _bad("mode", f"unknown mode {mode}")
-        step = ramp.step or policy.max_shift
-        interval = ramp.interval_seconds or policy.step_seconds
-        if not 0 < step <= 1:
-            _bad("ramp.step", f"{step} is outside (0, 1]")
-        if interval <= 0:
-            _bad("ramp.interval_seconds", f"{interval} must be positive")
+        # ``!= 0`` rather than truthiness: NaN is truthy but -0.0 is not, and both must be judged, not defaulted.
+        step = (limits.number(f"{field}.step", ramp.step, limits.RAMP_STEP) if ramp.step != 0
+                else _within(policy.max_shift, limits.RAMP_STEP))
+        interval = (limits.number(f"{field}.interval_seconds", ramp.interval_seconds, limits.RAMP_INTERVAL)
+                    if ramp.interval_seconds != 0 else _within(policy.step_seconds, limits.RAMP_INTERVAL))
+        if mode == pb.EVACUATION_MODE_NOW:
+            return "now", 1.0, interval
         return "ramp", step, interval
+
+    @staticmethod
+    def _reason(reason: str, field: str = "reason") -> str:
+        return limits.text(field, reason, limits.MAX_REASON).strip()
 
     def _request_id(self, rid: str) -> str:
         if not rid:
             return uuid.uuid4().hex
+        limits.text("request_id", rid, limits.MAX_REQUEST_ID)
         try:
             return check_component("request_id", rid)
         except ValueError as exc:
@@ -275,7 +284,7 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
 
     async def _evacuate(self, req: pb.EvacuateRequest) -> pb.EvacuateResponse:
         region = self._region(req.region)
-        if not req.reason.strip():
+        if not self._reason(req.reason):
             _bad("reason", "required: say why traffic leaves the region")
         mode, step, interval = self._ramp(req.mode, req.ramp)
         rid = self._request_id(req.request_id)
@@ -298,7 +307,7 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
         resp = pb.EvacuateResponse(dry_run=req.dry_run, preview=preview_to_pb(p), request_id=rid, warnings=warnings)
         if req.dry_run:
             return resp
-        restores = [f"overrides/restores/{region}"] if any(r.region == region for r in overrides.restores) else []
+        restores = [f"overrides/restores/{region}"] if _has_restore(overrides, region) else []
         applied, audit_id = await self._apply(
             rid, {f"overrides/evacuations/{region}": _json(evac.to_dict())}, restores,
             {"action": "evacuate", "region": region, "reason": evac.reason, "forced": req.force,
@@ -312,6 +321,7 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
 
     async def _restore(self, req: pb.RestoreRequest) -> pb.RestoreResponse:
         region = self._region(req.region)
+        reason = self._reason(req.reason) or "restore"
         mode, step, interval = self._ramp(req.mode, req.ramp)
         rid = self._request_id(req.request_id)
         if not req.dry_run:
@@ -320,13 +330,17 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
                 return pb.RestoreResponse(applied=True, duplicate=True, request_id=rid, audit_id=earlier)
         now = time.time()
         health, overrides, _ = await self._live()
-        if not any(e.region == region for e in overrides.evacuations):
+        evac_key = f"overrides/evacuations/{region}"
+        unusable = any(s.key == evac_key for s in overrides.skipped)
+        if not any(e.region == region for e in overrides.evacuations) and not unusable:
             conflict = safety.check_conflicts(overrides, region, now, action="restore")
             if conflict is not None:
                 raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, f"refused by {conflict}")
             raise _Abort(grpc.StatusCode.FAILED_PRECONDITION,
                          f"refused by not_evacuated: {region} has no evacuation to restore")
-        reason = req.reason.strip() or "restore"
+        if not any(e.region == region for e in overrides.evacuations):
+            # Only an evacuation record the planner skips (it never took effect): removing it is the restore.
+            mode = "now"
         after = safety.without_evacuation(overrides, region)
         puts: dict[str, bytes] = {}
         if mode == "ramp":
@@ -338,20 +352,22 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
         resp = pb.RestoreResponse(dry_run=req.dry_run, preview=preview_to_pb(p), request_id=rid)
         if req.dry_run:
             return resp
-        deletes = [f"overrides/evacuations/{region}"]
-        if mode == "now" and any(r.region == region for r in overrides.restores):
+        deletes = [evac_key]
+        if mode == "now" and _has_restore(overrides, region):
             deletes.append(f"overrides/restores/{region}")
         applied, audit_id = await self._apply(
             rid, puts, deletes,
             {"action": "restore", "region": region, "reason": reason, "forced": False,
              "before": summary(p.before), "after": summary(p.after),
-             "details": {"mode": mode, "step": step, "interval": interval}})
+             "details": {"mode": mode, "step": step, "interval": interval, "removed_unusable_record": unusable}})
         resp.applied, resp.duplicate, resp.audit_id = True, not applied, audit_id
         return resp
 
     # ------------------------------------------------------------------ pins
 
     def _service_geo(self, service: str, geo: str) -> tuple[str, str, list[str]]:
+        limits.text("service", service, limits.MAX_ID)
+        limits.text("geo", geo, limits.MAX_ID)
         try:
             svc = self.config.service(service)
         except (KeyError, ValueError):
@@ -371,13 +387,18 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
         service, geo, cands = self._service_geo(req.service, req.geo)
         if not req.weights:
             _bad("weights", "missing")
+        if len(req.weights) > limits.MAX_PIN_TARGETS:
+            _bad("weights", f"{len(req.weights)} targets; at most {limits.MAX_PIN_TARGETS}")
         known = {r.id for r in self.config.regions} | {s.id for s in self.config.sites}
-        for target in req.weights:
+        for target, w in req.weights.items():
+            limits.text("weights", target, limits.MAX_ID)
             if target not in known:
                 _bad(f"weights.{target}", f"unknown region or site {target!r}")
+            # uint32 on the wire, so never negative here; each is still bounded, and they are normalised below.
+            limits.integer(f"weights.{target}", w, limits.PIN_WEIGHT)
         if sum(req.weights.values()) <= 0:
             _bad("weights", "all zero")
-        reason = req.reason.strip()
+        reason = self._reason(req.reason)
         if not reason:
             _bad("reason", "required: say why these weights are pinned")
         rid = self._request_id(req.request_id)
@@ -419,19 +440,22 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
 
     async def _unpin(self, req: pb.UnpinWeightsRequest) -> pb.UnpinWeightsResponse:
         service, geo, _ = self._service_geo(req.service, req.geo)
+        reason = self._reason(req.reason) or "unpin"
         rid = self._request_id(req.request_id)
         earlier = await self._seen(rid)
         if earlier is not None:
             return pb.UnpinWeightsResponse(applied=True, duplicate=True, audit_id=earlier)
         health, overrides, _ = await self._live()
-        if not any((p.service, p.geo) == (service, geo) for p in overrides.pins):
+        pin_key = f"overrides/weights/{service}/{geo}"
+        if (not any((p.service, p.geo) == (service, geo) for p in overrides.pins)
+                and not any(s.key == pin_key for s in overrides.skipped)):  # an unusable pin record may go too
             raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, f"refused by not_pinned: {service} {geo} has no pin")
         after = Overrides(evacuations=overrides.evacuations, restores=overrides.restores,
                           pins=tuple(p for p in overrides.pins if (p.service, p.geo) != (service, geo)))
         p = safety.preview(self.config, health, overrides, after, time.time())
         applied, audit_id = await self._apply(
             rid, {}, [f"overrides/weights/{service}/{geo}"],
-            {"action": "unpin", "service": service, "geo": geo, "reason": req.reason.strip() or "unpin",
+            {"action": "unpin", "service": service, "geo": geo, "reason": reason,
              "forced": False, "before": summary(p.before), "after": summary(p.after), "details": {}})
         return pb.UnpinWeightsResponse(applied=True, duplicate=not applied, audit_id=audit_id)
 
@@ -441,20 +465,30 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
         return await _guard(context, self._plan(request))
 
     async def _plan(self, req: pb.PlanRequest) -> pb.PlanResponse:
+        for name, count in (("evacuations", len(req.evacuations)), ("restore", len(req.restore)),
+                            ("healthy", len(req.healthy))):
+            if count > limits.MAX_WHAT_IF:
+                _bad(name, f"{count} entries; at most {limits.MAX_WHAT_IF}")
+        for i, e in enumerate(req.evacuations):  # every field is checked, even those a what-if ignores
+            self._region(e.region, f"evacuations[{i}].region")
+            self._ramp(e.mode, e.ramp, f"evacuations[{i}].ramp")
+            self._reason(e.reason, f"evacuations[{i}].reason")
+            limits.text(f"evacuations[{i}].actor", e.actor, limits.MAX_ACTOR)
+            limits.text(f"evacuations[{i}].request_id", e.request_id, limits.MAX_REQUEST_ID)
+        for i, region in enumerate(req.restore):
+            self._region(region, f"restore[{i}]")
+        known = {r.id for r in self.config.regions} | {s.id for s in self.config.sites}
+        for site in req.healthy:
+            limits.text("healthy", site, limits.MAX_ID)
         now = time.time()
         health, overrides, _ = await self._live()
         after = overrides
-        for i, e in enumerate(req.evacuations):
-            if e.region not in {r.id for r in self.config.regions}:
-                _bad(f"evacuations[{i}].region", f"unknown region {e.region!r}")
+        for e in req.evacuations:
             after = safety.with_evacuation(after, Evacuation(region=e.region, started_at=now, reason=e.reason,
                                                              forced=True))
-        for i, region in enumerate(req.restore):
-            if region not in {r.id for r in self.config.regions}:
-                _bad(f"restore[{i}]", f"unknown region {region!r}")
+        for region in req.restore:
             after = safety.without_evacuation(after, region)
         what_if = dict(health)
-        known = {r.id for r in self.config.regions} | {s.id for s in self.config.sites}
         for site, ok in req.healthy.items():
             if site not in known:
                 _bad(f"healthy.{site}", f"unknown region or site {site!r}")
@@ -466,6 +500,16 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
             p2 = safety.preview(self.config, what_if, after, after, now)
             p = safety.Preview(*_merge_changes(p, p2))
         return pb.PlanResponse(table=table_to_pb(p.after), preview=preview_to_pb(p))
+
+
+def _within(value: float, bounds: tuple[float, float]) -> float:
+    return min(max(value, bounds[0]), bounds[1])
+
+
+def _has_restore(overrides: Overrides, region: str) -> bool:
+    """A restore record for ``region``, usable or not (an unusable one is replaced or removed with it)."""
+    key = f"overrides/restores/{region}"
+    return any(r.region == region for r in overrides.restores) or any(s.key == key for s in overrides.skipped)
 
 
 def _merge_changes(p: safety.Preview, what_if: safety.Preview) -> tuple[Any, ...]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from steering import limits
 from steering.config import Config
 from steering.model import MAX_CHECK_DETAIL, MAX_CHECKS, Check, TargetHealth
 from steering.v1 import steering_pb2 as pb
@@ -36,8 +37,32 @@ class Report:
     health: TargetHealth
 
 
+def _bounded(field: str, value: str, most: int) -> None:
+    if len(value) > most:
+        raise ReportError(field, f"{len(value)} characters; at most {most}")
+
+
+def check_sizes(report: pb.HealthReport) -> None:
+    """Every string and list within ``steering.limits``; first, so no later message echoes a huge value."""
+    _bounded("agent_id", report.agent_id, limits.MAX_AGENT_ID)
+    _bounded("site", report.site, limits.MAX_ID)
+    _bounded("region", report.region, limits.MAX_ID)
+    if len(report.checks) > limits.MAX_CHECKS:
+        raise ReportError("checks", f"{len(report.checks)} checks; at most {limits.MAX_CHECKS}")
+    for i, c in enumerate(report.checks):
+        _bounded(f"checks[{i}].name", c.name, limits.MAX_CHECK_NAME)
+        _bounded(f"checks[{i}].kind", c.kind, limits.MAX_CHECK_KIND)
+        _bounded(f"checks[{i}].detail", c.detail, limits.MAX_CHECK_DETAIL)
+    if len(report.geo_load) > limits.MAX_GEO_LOAD:
+        raise ReportError("geo_load", f"{len(report.geo_load)} entries; at most {limits.MAX_GEO_LOAD}")
+    for geo in report.geo_load:
+        if len(geo) > limits.MAX_ID:
+            raise ReportError("geo_load", f"a key of {len(geo)} characters; at most {limits.MAX_ID}")
+
+
 def validate(report: pb.HealthReport, config: Config, last_sequence: int | None, now: float) -> Report:
-    """Check ``report``; ``last_sequence`` is the agent's previous sequence on this stream or replica."""
+    """Check ``report``; ``last_sequence`` is the previous sequence on the same stream (None: its first report)."""
+    check_sizes(report)
     if not report.site:
         raise ReportError("site", "missing")
     if not report.region:
@@ -63,17 +88,22 @@ def validate(report: pb.HealthReport, config: Config, last_sequence: int | None,
     status = STATUS_NAMES.get(report.status)
     if status is None:
         raise ReportError("status", "must be HEALTH_STATUS_HEALTHY or HEALTH_STATUS_UNHEALTHY")
+    lo, hi = limits.RATE
     for name in ("capacity", "load"):
         value = getattr(report, name)
         if math.isnan(value) or math.isinf(value) or value < 0:
             raise ReportError(name, f"{value!r} is not a finite non-negative number")
+        if not lo <= value <= hi:
+            raise ReportError(name, f"{value:g} is outside [{lo:g}, {hi:g}]")
     for geo, value in report.geo_load.items():
         if math.isnan(value) or math.isinf(value) or value < 0:
             raise ReportError(f"geo_load.{geo}", f"{value!r} is not a finite non-negative number")
+        if not lo <= value <= hi:
+            raise ReportError(f"geo_load.{geo}", f"{value:g} is outside [{lo:g}, {hi:g}]")
     if report.sequence == 0:
         raise ReportError("sequence", "missing (must start at 1)")
     if last_sequence is not None and report.sequence <= last_sequence:
-        raise ReportError("sequence", f"{report.sequence} is not above the agent's previous {last_sequence}")
+        raise ReportError("sequence", f"{report.sequence} is not above the previous {last_sequence} on this stream")
     agent = report.agent_id or f"{report.site}-agent"
     failing = [c for c in report.checks if not c.ok]
     detail = "; ".join(f"{c.name}: {c.detail or 'failed'}" for c in failing)[:200]

@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from steering import logs
+from steering import limits, logs
 from steering.controller.convert import only_service, table_to_pb
 from steering.resolve import ResolveError, Topology, rank
 from steering.v1 import steering_pb2 as pb
@@ -28,6 +28,12 @@ class RoutingService(pb_grpc.RoutingServiceServicer):
         self.topology_json = self.topology.to_json()
 
     async def Resolve(self, request: pb.ResolveRequest, context: grpc.aio.ServicerContext) -> pb.ResolveResponse:
+        try:
+            # Bounded first: the refusals below quote the value, and a megabyte does not belong in one.
+            for field in ("service", "client_address", "geo"):
+                limits.text(field, getattr(request, field), limits.MAX_ID)
+        except limits.LimitError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         table = self.ctl.tables.current
         if table is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "no routing table yet: the controller is starting")
@@ -48,6 +54,9 @@ class RoutingService(pb_grpc.RoutingServiceServicer):
 
     async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchResponse]:
         service = ""
+        if len(request.service) > limits.MAX_ID:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"service: {len(request.service)} characters; at most {limits.MAX_ID}")
         if request.service:
             try:
                 service = self.topology.service_name(request.service)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 from steering.table import RoutingTable
+from steering.textsafe import printable
 
 
 def events(before: RoutingTable | None, after: RoutingTable) -> list[str]:
@@ -39,7 +41,7 @@ def render(table: RoutingTable | None, recent: list[str], dns_port: int, api_por
     if table is None:
         grid.add_row("waiting for the first routing table ...")
         return grid
-    head = f"routing table v{table.version}  leader {table.leader or '?'}"
+    head = f"routing table v{table.version}  leader {escape(printable(table.leader or '?'))}"
     if table.fail_open:
         head += "  [bold red]FAIL-OPEN[/]"
     if table.converging:
@@ -65,7 +67,7 @@ def render(table: RoutingTable | None, recent: list[str], dns_port: int, api_por
     if recent:
         grid.add_row("recent events:")
         for e in recent[-8:]:
-            grid.add_row(f"  {e}")
+            grid.add_row(f"  {escape(printable(e))}")  # notes can quote stored text
     grid.add_row(f"try: dig @127.0.0.1 -p {dns_port} api.example.test   |   "
                  f"steerctl --server 127.0.0.1:{api_port} status   |   steering demo break us-east-1")
     return grid

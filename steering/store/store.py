@@ -25,7 +25,7 @@ from etcd3aio import SortOrder, SortTarget
 
 from steering import logs
 from steering.config import Etcd
-from steering.model import Evacuation, Overrides, Pin, Restore, TargetHealth
+from steering.model import Evacuation, Overrides, Pin, Restore, Skipped, TargetHealth
 from steering.store import codec
 from steering.store.client import Backoff, Conn, LeaseNotFound, StoreError, StoreUnavailable
 from steering.store.election import Leadership, campaign
@@ -75,6 +75,7 @@ class Store:
         self._health_written: dict[str, tuple[bytes, int]] = {}  # site -> (value, ttl), to re-put after a lost lease
         self._leaderships: set[Leadership] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._skips_logged: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> None:
@@ -381,26 +382,21 @@ class Store:
 
     # ------------------------------------------------------------------ overrides
     def _decode_overrides(self, values: Mapping[bytes, bytes]) -> Overrides:
-        evacs: list[Evacuation] = []
-        restores: list[Restore] = []
-        pins: list[Pin] = []
-        for key, value in sorted(values.items()):
-            rel = self.keys.strip(key)
-            try:
-                data = json.loads(value)
-                if not isinstance(data, dict):
-                    raise ValueError("not a JSON object")
-                if rel.startswith("overrides/evacuations/"):
-                    evacs.append(Evacuation.from_dict(data))
-                elif rel.startswith("overrides/restores/"):
-                    restores.append(Restore.from_dict(data))
-                elif rel.startswith("overrides/weights/"):
-                    pins.append(Pin.from_dict(data))
-                else:
-                    log.warning("override_unknown_key", key=rel)
-            except (ValueError, TypeError, KeyError, AttributeError) as exc:
-                log.warning("override_record_unreadable", key=rel, error=str(exc))
-        return Overrides(evacuations=tuple(evacs), restores=tuple(restores), pins=tuple(pins))
+        overrides = decode_overrides({self._rel(k): v for k, v in values.items()})
+        if len(self._skips_logged) > 1000:
+            self._skips_logged.clear()
+        for s in overrides.skipped:
+            if (s.key, s.problem) not in self._skips_logged:  # once, not on every Status call
+                self._skips_logged.add((s.key, s.problem))
+                log.warning("override_record_unreadable", key=s.key, kind=s.kind, error=s.problem)
+        return overrides
+
+    def _rel(self, key: bytes) -> str:
+        """The key relative to the prefix; bytes that are not UTF-8 escaped (the record is then skipped)."""
+        try:
+            return self.keys.strip(key)
+        except ValueError:
+            return key.decode(errors="backslashreplace")
 
     async def get_overrides_versioned(self) -> tuple[Overrides, int]:
         """The overrides and the operator sequence they reflect, for ``apply_operator_action(expect_seq=)``.
@@ -562,8 +558,36 @@ class Store:
         return [k.id for k in self._health_leases.values() if k.alive]
 
 
+_OVERRIDE_KINDS = (("overrides/evacuations/", "evacuation", Evacuation.from_dict),
+                   ("overrides/restores/", "restore", Restore.from_dict),
+                   ("overrides/weights/", "pin", Pin.from_dict))
+
+
+def decode_overrides(values: Mapping[str, bytes]) -> Overrides:
+    """The override records under their keys (relative to the prefix); any record that does not parse, or
+    holds a value out of bounds, lands in ``skipped`` naming its key and the problem, never raises."""
+    evacs: list[Evacuation] = []
+    restores: list[Restore] = []
+    pins: list[Pin] = []
+    skipped: list[Skipped] = []
+    out: dict[str, list[Any]] = {"evacuation": evacs, "restore": restores, "pin": pins}
+    for rel, value in sorted(values.items()):
+        kind, parse = next(((k, p) for prefix, k, p in _OVERRIDE_KINDS if rel.startswith(prefix)), ("unknown", None))
+        try:
+            if parse is None:
+                raise ValueError("not an override key (overrides/evacuations|restores|weights/...)")
+            data = json.loads(value)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            out[kind].append(parse(data))
+        except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError, RecursionError) as exc:
+            problem = str(exc) or type(exc).__name__
+            skipped.append(Skipped(rel, kind, problem if len(problem) <= 300 else problem[:299] + "…"))
+    return Overrides(evacuations=tuple(evacs), restores=tuple(restores), pins=tuple(pins), skipped=tuple(skipped))
+
+
 class _Superseded(Exception):
     """The pointer we read names chunks that have since been cleaned up."""
 
 
-__all__ = ["Store", "Leadership", "StoreError", "StoreUnavailable", "Snapshot"]
+__all__ = ["Store", "Leadership", "StoreError", "StoreUnavailable", "Snapshot", "decode_overrides"]
