@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/dns_vs_knot.py [--seconds 8] [--repeat 3] [--subnets 250000] [--servers ours,knot]
 
-Method (DEPENDENCIES.md, "DNS speed"): each server is pinned to core 0 and
+Method (docs/dependencies.md, "DNS speed"): each server is pinned to core 0 and
 shares it with a busy loop, so the server, not the load generator, is the
 bottleneck; dnsperf runs on core 1. The server's CPU time (utime + stime
 from /proc) divided by the queries answered is its cost per query; 1e6 / that

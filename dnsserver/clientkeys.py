@@ -22,14 +22,15 @@ from dnsserver.geo import GeoMap
 
 ClientTuple = tuple[int, bytes, int]  # (geo index, subnet bytes hashed for the pick, ECS scope)
 # what an ECS option's fixed-size head says about the rest: see ``ClientKeys.shapes``
-Shape = tuple[int, int, "tuple[tuple[int, dict[bytes, int]], ...] | None", bytes, bytes, int, int, int]
+Shape = tuple[int, int, "tuple[tuple[int, dict[bytes, int]], ...] | None", bytes, bytes, int, int, int,
+              "tuple[int, dict[bytes, int]] | None"]
 
 _LEVELS = {4: (16, 24), 6: (32, 48, 56)}
 _MAX_BLOCKS = 1 << 17  # prefixes much shorter than a level would expand to too many blocks: stop there
 
 
 class _Family:
-    __slots__ = ("family", "width", "nbytes", "key_bits", "levels", "head", "pad")
+    __slots__ = ("family", "width", "nbytes", "key_bits", "levels", "inner", "head", "pad")
 
     def __init__(self, geomap: GeoMap, family: int) -> None:
         self.family = family
@@ -37,6 +38,11 @@ class _Family:
         self.nbytes = self.width // 8
         self.key_bits = min(geomap.key_bits[family], self.width)
         self.levels = _index(geomap, family, self.width)
+        # per level, for each refined block: the ECS scope of a source that ends exactly at it (the longest
+        # configured prefix inside, RFC 7871 7.2.1), so such sources need not go to GeoMap.key
+        self.inner = tuple({blk: geomap.scope(family, int.from_bytes(blk, "big") << (self.width - bits), bits)
+                            for blk, v in table.items() if v < 0}
+                           for bits, _nb, table in self.levels)
         # subnet = bytes((family, bits)) + address padded to the family's width, as GeoMap.key builds it
         self.head = tuple(bytes((family, b)) for b in range(self.width + 1))
         self.pad = tuple(b"\x00" * i for i in range(self.nbytes + 1))
@@ -100,13 +106,15 @@ class ClientKeys:
             return None  # address bits beyond the source prefix must be zero
         if src <= f.key_bits:
             geo = self.default
-            for bits, nb, table in f.levels:
+            for i, (bits, nb, table) in enumerate(f.levels):
                 if src < bits:
                     break  # prefixes between the last level and the source could match: the reference
                 v = table.get(addr[:nb], geo)
                 if v >= 0:  # nothing longer inside this block, so nothing inside the source's: scope = source
                     return v, f.head[src] + addr + f.pad[f.nbytes - n], src
                 geo = -2 - v
+                if src == bits:  # the source ends at this refined block: its fallback geo, a longer scope
+                    return geo, f.head[src] + addr + f.pad[f.nbytes - n], f.inner[i][addr[:nb]]
         k = self.geomap.key(f.family, addr, src)
         return k.geo, k.subnet, k.scope
 
@@ -115,10 +123,11 @@ def _shapes(fams: dict[int, _Family]) -> dict[bytes, Shape]:
     """Every valid OPT rdata head holding one ECS option and nothing else, keyed by its 10 bytes (OPT
     rdlen, option code and length, family, source, scope 0), with what ``ClientKeys.ecs`` would do for it:
     ``(address bytes, mask of the bits that must be zero in the last byte, levels or None for GeoMap.key,
-    subnet head, subnet padding, family, source, scope when a level decides)``. ``levels`` lists the
+    subnet head, subnet padding, family, source, scope when a level decides, and for a source that ends
+    exactly at the last level: that level's (bytes, {refined block: scope}))``. ``levels`` lists the
     ``(bytes, block table)`` levels ``ecs`` would consult for this source, in order; ``None`` when it would
-    go to ``GeoMap.key`` straight away; when every level says "refine", ``GeoMap.key`` decides (and gives
-    the scope). The hot path then does the same lookups inline."""
+    go to ``GeoMap.key`` straight away; when every level says "refine", the source's fallback geo and the
+    block's inner scope decide if the source ends at the last level, else ``GeoMap.key``. The hot path then does the same lookups inline."""
     out: dict[bytes, Shape] = {}
     for code, f in fams.items():
         for src in range(f.width + 1):
@@ -126,13 +135,15 @@ def _shapes(fams: dict[int, _Family]) -> dict[bytes, Shape]:
             head = bytes((0, nb + 8, 0, 8, 0, nb + 4, 0, code, src, 0))
             mask = 0xFF >> (src & 7) if src & 7 else 0
             levels: tuple[tuple[int, dict[bytes, int]], ...] | None = None
+            inner: tuple[int, dict[bytes, int]] | None = None
             if src <= f.key_bits:
                 usable = []
-                for bits, lnb, table in f.levels:
+                for i, (bits, lnb, table) in enumerate(f.levels):
                     if src < bits:
                         break
                     usable.append((lnb, table))
+                    inner = (lnb, f.inner[i]) if src == bits else None
                 levels = tuple(usable) or None
             out[head] = (nb, mask, levels, f.head[min(src, f.width)], f.pad[f.nbytes - nb], f.family, src,
-                         min(src, f.key_bits))
+                         min(src, f.key_bits), inner)
     return out

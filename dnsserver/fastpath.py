@@ -220,14 +220,14 @@ class FastPath:
             # level decides; GeoMap.key's scope replaces the last byte otherwise). The levels split into the
             # first and the rest: the first decides for most addresses.
             out = {flags + k: (v[0], v[1], v[2] and v[2][0], v[2] and v[2][1:], *v[3:7], opt + k[:9] + b"\x00",
-                               steered_opt(opt, k[:2], k[2:9] + bytes((v[7],)), stale))
+                               steered_opt(opt, k[:2], k[2:9] + bytes((v[7],)), stale), v[8])
                    for k, v in self.keys.shapes.items()
                    for flags, opt in ((b"\x00\x00\x00", _OPT_NO_DO), (b"\x00\x80\x00", _OPT_DO))}
             # an OPT without options (what most resolvers send): "-8 address bytes" makes the length check
             # mean rdlen 0
             for flags, opt in ((b"\x00\x00\x00", _OPT_NO_DO), (b"\x00\x80\x00", _OPT_DO)):
                 out[flags + b"\x00\x00"] = (-8, 0, None, None, b"", b"", 0, 0, opt + b"\x00\x00",
-                                             steered_opt(opt, b"\x00\x00", b"", stale))
+                                             steered_opt(opt, b"\x00\x00", b"", stale), None)
             return out
 
         fresh_shapes = make_shapes(False)
@@ -261,7 +261,7 @@ class FastPath:
                 shape = shape_of(q[qe + 6:qe + 19])
                 if shape is None or n != qe + 19 + shape[0] or q[qe:qe + 3] != opt_type:
                     return general(q, host, tcp)  # other options or flags, or not valid
-                nb, mask, first, levels, subhead, pad, family, src, echo, steered_echo = shape
+                nb, mask, first, levels, subhead, pad, family, src, echo, steered_echo, inner = shape
                 if nb < 0:
                     addr = b""
                     if seed is not None:
@@ -289,6 +289,10 @@ class FastPath:
                         if geo >= 0:
                             sub = subhead + addr + pad
                             echo = steered_echo
+                        elif inner is not None:  # the source ends at a refined block: its fallback, a longer scope
+                            geo = g
+                            sub = subhead + addr + pad
+                            echo = steered_echo[:-1] + scopes[inner[1][addr[:inner[0]]]]
                         else:
                             k = gkey(family, addr, src)
                             geo = k.geo

@@ -116,6 +116,8 @@ def packed(host: Host) -> bytes | None:
     return raw if len(raw) in (4, 16) else None
 
 
+_EXEMPT_FLOOR = 1 << 60  # a bucket of an exempt prefix counts up from here: never over a limit again this second
+
 class Exempt:
     """Membership in the configured prefixes: per prefix length, a set of masked addresses (no parsing per call)."""
 
@@ -146,6 +148,16 @@ class Exempt:
             if value >> shift in nets:
                 return True
         return False
+
+    def covers(self, host: Host, v4_bits: int, v6_bits: int) -> bool:
+        """Whether an exempt prefix holds the host's whole rate-limiting prefix, so its bucket is exempt
+        (an exempt /32 inside a /24 bucket is not: its neighbours share the bucket)."""
+        raw = packed(host)
+        if raw is None:
+            return False
+        value = int.from_bytes(raw, "big")
+        width, bits, nets = (32, v4_bits, self.v4) if len(raw) == 4 else (128, v6_bits, self.v6)
+        return any(width - shift <= bits and value >> shift in s for shift, s in nets)
 
 
 class _Window:
@@ -244,6 +256,7 @@ class RateLimiter:
         cap = cfg.max_buckets
         slip = cfg.slip
         m4 = v4_mask(cfg.ipv4_prefix)
+        v4_bits, v6_bits = cfg.ipv4_prefix, cfg.ipv6_prefix
         cur = self._win
         window = _Window
         pget = self._prefixes.get
@@ -258,9 +271,14 @@ class RateLimiter:
         by_cookie = stats.rrl_exempt["cookie"]
         table_full = stats.rrl_table_full
 
-        def limited(q: bytes, reply: bytes, host: Host, over: int, cls: int) -> bytes | None:
+        def limited(q: bytes, reply: bytes, host: Host, over: int, cls: int,
+                    cell: list[int] | None = None) -> bytes | None:
             if exempt is not None and host in exempt:
                 by_prefix[0] += 1
+                if cell is not None and exempt.covers(host, v4_bits, v6_bits):
+                    # decided once per bucket and second: the rest of this second's replies in the bucket
+                    # cost only the count (far below any limit), not this lookup again
+                    cell[0] = -_EXEMPT_FLOOR
                 return reply
             if cookie_ok is not None and len(q) > 11 and (q[10] or q[11]) and cookie_ok(q, host_text(host)):
                 by_cookie[0] += 1
@@ -285,7 +303,7 @@ class RateLimiter:
             n = cell[0] = cell[0] + 1
             if n <= limit:
                 return reply
-            return limited(q, reply, host, n - limit, cls)
+            return limited(q, reply, host, n - limit, cls, cell)
 
         def check(q: bytes, reply: bytes, host: Host, now: int) -> bytes | None:
             win = cur[0]
@@ -307,6 +325,6 @@ class RateLimiter:
             n = cell[0] = cell[0] + 1
             if n <= rps:
                 return reply
-            return limited(q, reply, host, n - rps, RESPONSES)
+            return limited(q, reply, host, n - rps, RESPONSES, cell)
 
         return check
