@@ -193,7 +193,7 @@ class Agent:
         started = time.monotonic()
         try:
             result = await asyncio.wait_for(run_probe(probe), limit)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             result = ProbeResult(probe.name, probe.kind, False, timeout_detail(limit),
                                  time.monotonic() - started, probe.critical)
         labels = (self.cfg.site, probe.name)
@@ -253,5 +253,5 @@ async def _sleep_until(stop: asyncio.Event, when: float) -> None:
         return
     try:
         await asyncio.wait_for(stop.wait(), delay)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass

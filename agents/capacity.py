@@ -111,9 +111,9 @@ class Readings:
             return {}
         urls = list(by_url)
         timeouts = [max(self._readings[n].timeout_seconds for n in by_url[u]) for u in urls]
-        bodies = await asyncio.gather(*(self._fetch(u, t) for u, t in zip(urls, timeouts)))
+        bodies = await asyncio.gather(*(self._fetch(u, t) for u, t in zip(urls, timeouts, strict=True)))
         errors: dict[str, str] = {}
-        for url, body in zip(urls, bodies):
+        for url, body in zip(urls, bodies, strict=True):
             for name in by_url[url]:
                 if isinstance(body, str):
                     errors[name] = body
@@ -129,7 +129,7 @@ class Readings:
     async def _fetch(url: str, timeout: float) -> bytes | str:
         try:
             response = await asyncio.wait_for(httpget.get(url), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return f"{url}: timeout after {timeout:g}s"
         except httpget.HttpError as exc:
             return f"{url}: {exc}"

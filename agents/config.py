@@ -36,7 +36,7 @@ def _check_http_url(value: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{value!r} is not an http:// or https:// URL")
     try:
-        parts.port
+        _ = parts.port  # read for its check: raises ValueError for a port that is not a number in range
     except ValueError as exc:
         raise ValueError(f"{value!r}: {exc}") from None
     return value

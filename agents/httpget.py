@@ -82,5 +82,5 @@ async def get(url: str, max_body: int = MAX_BODY, ssl_context: ssl.SSLContext | 
         writer.close()
         try:
             await asyncio.wait_for(writer.wait_closed(), 1.0)
-        except (OSError, asyncio.TimeoutError, ssl.SSLError):
+        except (TimeoutError, OSError, ssl.SSLError):
             pass

@@ -38,7 +38,7 @@ async def run_probe(probe: Probe) -> ProbeResult:
     started = time.monotonic()
     try:
         ok, detail = await asyncio.wait_for(_dispatch(probe), probe.timeout_seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         ok, detail = False, timeout_detail(probe.timeout_seconds)
     except Exception as exc:  # a probe must never take the agent down
         ok, detail = False, f"probe error: {type(exc).__name__}: {exc}"
@@ -77,7 +77,7 @@ async def tcp_check(probe: TcpProbe) -> tuple[bool, str]:
     writer.close()
     try:
         await asyncio.wait_for(writer.wait_closed(), 1.0)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         pass
     return True, "connected"
 

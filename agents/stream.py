@@ -125,7 +125,7 @@ class ReportStream:
                      next=self.endpoints[index], in_seconds=round(pause, 3), error=self.last_error)
             try:
                 await asyncio.wait_for(stop.wait(), pause)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _session(self, endpoint: str, stop: asyncio.Event) -> _Outcome:
@@ -143,7 +143,8 @@ class ReportStream:
                 outcome.code = "UNAVAILABLE"
                 metrics.STREAM_ERRORS.labels(self.site, outcome.code).inc()
                 return outcome
-            stub = steering_pb2_grpc.HealthServiceStub(channel)
+            # grpcio-tools generates steering_pb2_grpc without annotations
+            stub = steering_pb2_grpc.HealthServiceStub(channel)  # type: ignore[no-untyped-call]
             call = stub.Report(metadata=self.metadata or None)
             self._unacked_since = None
             self.connected = True
@@ -165,7 +166,7 @@ class ReportStream:
                 # Half-close politely so the controller sees a clean end, not an error.
                 try:
                     await asyncio.wait_for(call.done_writing(), 0.5)
-                except (asyncio.TimeoutError, grpc.aio.AioRpcError, grpc.aio.UsageError):
+                except (TimeoutError, grpc.aio.AioRpcError, grpc.aio.UsageError):
                     pass
             return outcome
         finally:
@@ -203,7 +204,7 @@ class ReportStream:
                 return f"not connected after {self.connect_timeout:g}s"
             try:
                 await asyncio.wait_for(channel.wait_for_state_change(state), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return f"not connected after {self.connect_timeout:g}s"
             state = channel.get_state(try_to_connect=True)
         return ""

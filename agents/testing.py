@@ -50,7 +50,7 @@ class RecordingHealthService(steering_pb2_grpc.HealthServiceServicer):
         self.silent = False  # accept reports but never ack (a hung controller)
         self.metadata: list[dict[str, Any]] = []  # invocation metadata of each stream
 
-    async def Report(self, request_iterator: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
+    async def Report(self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         self.streams += 1
         self.metadata.append(dict(context.invocation_metadata() or ()))
         async for report in request_iterator:
@@ -85,7 +85,8 @@ class FakeController:
 
     async def start(self) -> FakeController:
         server = grpc.aio.server()
-        steering_pb2_grpc.add_HealthServiceServicer_to_server(self.service, server)
+        # grpcio-tools generates steering_pb2_grpc without annotations
+        steering_pb2_grpc.add_HealthServiceServicer_to_server(self.service, server)  # type: ignore[no-untyped-call]
         if self.credentials is not None:
             server.add_secure_port(self.endpoint, self.credentials)
         else:
@@ -149,7 +150,7 @@ class HttpTarget:
         target = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 target.requests += 1
                 if target.hang:
                     target._release.wait(60)

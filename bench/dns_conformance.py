@@ -158,8 +158,8 @@ zone:
                            capture_output=True, text=True)
     if check.returncode != 0:
         raise RuntimeError(f"knot config rejected: {check.stdout}{check.stderr}")
-    log = open(work / "knotd.log", "wb")
-    proc = subprocess.Popen([knotd_path(), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+    with open(work / "knotd.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([knotd_path(), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
     try:
         _wait_answer(listens[0][0], listens[0][1], first, time.monotonic() + 20, proc)
     except Exception:
@@ -182,11 +182,11 @@ def start_ours(work: Path, listens: Sequence[tuple[str, int]], extra_zone: str =
                dns: Mapping[str, Any] | None = None) -> subprocess.Popen[bytes]:
     """``steering dns --no-etcd`` on ``listens``; answers before this returns."""
     config = ours_config(work, listens, extra_zone, dns)
-    log = open(work / "steering-dns.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-c", "from steering.cli.main import main; main()", "dns",
-                             "--config", str(config), "--no-etcd"],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    with open(work / "steering-dns.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen([sys.executable, "-c", "from steering.cli.main import main; main()", "dns",
+                                 "--config", str(config), "--no-etcd"],
+                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         for addr, port in listens:
             _wait_answer(addr, port, ZONE, time.monotonic() + 30, proc)

@@ -72,8 +72,8 @@ import dns.rcode  # noqa: E402
 import dns.rdataclass  # noqa: E402
 import dns.rdatatype  # noqa: E402
 import dns.zone  # noqa: E402
-
 from dns_conformance import ZONE, ensure_packages, knot_zone_text, start_knot, start_ours  # noqa: E402
+
 from dnsserver.testing import write_config  # noqa: E402
 from steering.config import load_config  # noqa: E402
 from steering.testing.etcd import free_port, stop_process  # noqa: E402
@@ -524,7 +524,7 @@ class Client:
             self.udp.settimeout(left)
             try:
                 resp = self.udp.recv(65535)
-            except socket.timeout:
+            except TimeoutError:
                 return "no response (udp)"
             except ConnectionRefusedError:
                 return "port unreachable"
@@ -548,7 +548,7 @@ class Client:
                 s.settimeout(left)
                 try:
                     chunk = s.recv(65535)
-                except socket.timeout:
+                except TimeoutError:
                     break
                 except ConnectionResetError:
                     return out or "connection reset (tcp)"
@@ -821,7 +821,7 @@ def run(args: argparse.Namespace) -> int:
                     c.dims[d][v] += 1
                 if len(c.examples) < args.examples:
                     c.examples.append((q, o, k, rest))
-            dead = [(name, p) for name, p in zip(("ours", "knot"), procs) if p.poll() is not None]
+            dead = [(name, p) for name, p in zip(("ours", "knot"), procs, strict=True) if p.poll() is not None]
             if dead:  # a finding in itself: report it as a class and stop sending
                 name, p = dead[0]
                 c = classes.setdefault(("server", f"{name} exited ({p.returncode})", ""),

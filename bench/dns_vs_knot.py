@@ -41,10 +41,10 @@ import ipaddress
 import os
 import random
 import re
-import statistics
-import struct
 import shutil
 import socket
+import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -309,7 +309,7 @@ def main() -> None:
     multi: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
     try:
         if args.workers and "ours" in servers:
-            for r in range(rounds):
+            for _ in range(rounds):
                 for n in (1, 2):
                     multi[n].append(run_workers(work, seconds, subnets, n))
     finally:

@@ -34,7 +34,6 @@ import dns.rdatatype  # noqa: E402
 import grpc  # noqa: E402
 import yaml  # noqa: E402
 
-
 from steering.demo.run import Demo, wait_ready  # noqa: E402
 from steering.demo.simtarget import write_state  # noqa: E402
 from steering.testing import EXAMPLE_CONFIG  # noqa: E402
@@ -66,7 +65,7 @@ async def until(cond, timeout: float, step: float = 0.01) -> float:  # type: ign
 
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 async def main(trials: int) -> int:

@@ -138,11 +138,12 @@ async def main(sites: int, seconds: float, interval: float, nworkers: int) -> in
     cfg_path = root / "steering.yaml"
     cfg_path.write_text(yaml.safe_dump(topology(sites, etcd.endpoints, root)))
     api, metrics = free_port(), free_port()
-    log = open(root / "controller.log", "wb")
     env = {**os.environ, "STEERING_LOG_LEVEL": "warning"}
-    ctl = subprocess.Popen([str(Path(sys.executable).parent / "steering"), "controller", "--config", str(cfg_path),
-                            "--listen", f"127.0.0.1:{api}", "--metrics-addr", f"127.0.0.1:{metrics}", "--id", "bench"],
-                           stdout=log, stderr=subprocess.STDOUT, env=env)
+    with open(root / "controller.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        ctl = subprocess.Popen([str(Path(sys.executable).parent / "steering"), "controller",
+                                "--config", str(cfg_path), "--listen", f"127.0.0.1:{api}",
+                                "--metrics-addr", f"127.0.0.1:{metrics}", "--id", "bench"],
+                               stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 30
         while True:

@@ -14,16 +14,15 @@ Two halves:
   with a ``choose`` callback for the weighted pick, so the fast path's
   pre-rendering and the slow path share it.
 
-A client's pick is ``pick(split, subnet, seed)``: a hash of the client subnet
-and the name mapped onto the cumulative weights. It leaves out the table
-version on purpose: a subnet keeps its answer across tables unless the
-weights around its hash value move, which keeps caches and sessions steady.
+A client's pick is ``pick(split, subnet, seed)``: ``steering.pick``, the one
+pick that ``RoutingService.Resolve`` and ``steering.client`` make too (a hash
+of the client subnet and the name mapped onto the cumulative weights, table
+version left out on purpose). Splits come from ``steering.pick.table_split``
+and, failing open, ``steering.topology.fail_open_targets``.
 """
 
 from __future__ import annotations
 
-import zlib
-from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -35,39 +34,18 @@ import dns.rrset
 
 from dnsserver.geo import GeoMap
 from dnsserver.zones import LoadedZone
+from steering import pick as shared
 from steering.config import Config, Service
+from steering.pick import Split, name_seed
 from steering.table import RoutingTable
+from steering.topology import fail_open_targets
 
 MAX_CNAME_CHAIN = 8
-_GOLDEN = 0x9E3779B1
-
-
-@dataclass(frozen=True)
-class Split:
-    """A geo's weighted choice: ``targets[i]`` is picked for hash values below ``cumulative[i]``."""
-
-    targets: tuple[str, ...]
-    cumulative: tuple[int, ...]
-    fallback: str = ""  # why the table was not used ("" when it was)
-
-    @property
-    def total(self) -> int:
-        return self.cumulative[-1]
-
-
-def name_seed(name: dns.name.Name) -> int:
-    """Per-name hash seed: the lower-case wire form, so every replica computes the same."""
-    return zlib.crc32(name.canonicalize().to_wire() or b"")
 
 
 def pick(split: Split, subnet: bytes, seed: int) -> int:
-    """Index into ``split.targets`` for a client subnet (stable: same inputs, same index)."""
-    if len(split.targets) == 1:
-        return 0
-    # crc32 is linear, so neighbouring subnets give related values; a
-    # multiplicative mix spreads them before scaling onto [0, total).
-    h = ((zlib.crc32(subnet, seed) * _GOLDEN) & 0xFFFFFFFF) * split.total >> 32
-    return bisect_right(split.cumulative, h)
+    """Index into ``split.targets`` for a client subnet: ``steering.pick.pick`` over the split."""
+    return shared.pick(split.cumulative, subnet, seed)
 
 
 @dataclass(frozen=True)
@@ -101,23 +79,6 @@ def _target_records(name: dns.name.Name, svc: Service) -> dict[str, dict[int, dn
     return out
 
 
-def _split(weights: Sequence[tuple[str, int]], fallback: str = "") -> Split:
-    cum: list[int] = []
-    acc = 0
-    for _, w in weights:
-        acc += w
-        cum.append(acc)
-    return Split(tuple(t for t, _ in weights), tuple(cum), fallback)
-
-
-def configured_targets(cfg: Config, svc: Service, geo_id: str) -> list[str]:
-    """What a geo may be sent to for a service, from the config alone (the fail-open set)."""
-    geo = cfg.geo(geo_id)
-    cands = list(geo.prefer) + (list(geo.prefer_sites) if svc.targets == "sites" else [])
-    out = [t for t in cands if t in svc.answers]
-    return out or list(svc.answers)
-
-
 def build_steering(cfg: Config, table: RoutingTable | None,
                    geomap: GeoMap) -> tuple[dict[dns.name.Name, SteeredName], list[Fallback]]:
     steered: dict[dns.name.Name, SteeredName] = {}
@@ -125,23 +86,12 @@ def build_steering(cfg: Config, table: RoutingTable | None,
     for svc in cfg.services:
         name = dns.name.from_text(svc.name)
         splits: list[Split] = []
-        route_svc = None if table is None else table.services.get(svc.name)
         for geo_id in geomap.ids:
-            reason = ""
-            if table is None:
-                reason = "no-table"
-            elif route_svc is None:
-                reason = "service-not-in-table"
-            elif geo_id not in route_svc.geos:
-                reason = "geo-not-in-table"
-            else:
-                usable = [(t, w) for t, w in route_svc.geos[geo_id].serving() if t in svc.answers]
-                if usable:
-                    splits.append(_split(usable))
-                    continue
-                reason = "no-answerable-target"
-            fallbacks.append(Fallback(svc.name, geo_id, reason))
-            splits.append(_split([(t, 1) for t in configured_targets(cfg, svc, geo_id)], reason))
+            split, reason = shared.table_split(table, svc.name, geo_id, svc.answers)
+            if split is None:
+                fallbacks.append(Fallback(svc.name, geo_id, reason))
+                split = shared.spread(fail_open_targets(cfg, svc, geo_id), reason)
+            splits.append(split)
         steered[name] = SteeredName(svc.name, name, svc.ttl, name_seed(name), _target_records(name, svc),
                                     tuple(splits))
     return steered, fallbacks
@@ -149,7 +99,7 @@ def build_steering(cfg: Config, table: RoutingTable | None,
 
 @dataclass
 class Resolution:
-    rcode: int
+    rcode: dns.rcode.Rcode
     answer: list[dns.rrset.RRset] = field(default_factory=list)
     authority: list[dns.rrset.RRset] = field(default_factory=list)
     # a referral's glue (required: ``required_glue``), or the addresses of NS/MX/SRV targets (optional)

@@ -30,7 +30,7 @@ _MAX_BLOCKS = 1 << 17  # prefixes much shorter than a level would expand to too 
 
 
 class _Family:
-    __slots__ = ("family", "width", "nbytes", "key_bits", "levels", "inner", "head", "pad")
+    __slots__ = ("family", "head", "inner", "key_bits", "levels", "nbytes", "pad", "width")
 
     def __init__(self, geomap: GeoMap, family: int) -> None:
         self.family = family
@@ -53,7 +53,7 @@ def _index(geomap: GeoMap, family: int, width: int) -> tuple[tuple[int, int, dic
     # GeoMap keeps {prefix length: {network int: geo}} per family; only the networks are needed
     # here: every entry's value comes from GeoMap.match, the reference
     nets = [(plen, net) for plen, by_net in geomap._tables[family] for net in by_net]
-    levels = []
+    levels: list[tuple[int, int, dict[bytes, int]]] = []
     prev = 0
     expanded = 0
     for bits in _LEVELS[family]:

@@ -25,6 +25,10 @@ Extended DNS Error 3 (Stale Answer) placed before the ECS option, so the
 pre-rendered OPT echo only swaps to another table of shapes and a query
 costs the same either way.
 
+The weighted pick is ``steering.pick.pick`` written out inline (a function
+call per query would cost more than the arithmetic); ``tests/test_pick.py``
+proves both paths pick as it does over random weights, seeds and clients.
+
 Every query does the same work: there is no cache of replies or of ECS
 subnets, because resolvers send many distinct subnets and such caches miss
 exactly when the load is high (``clientkeys`` makes the subnet cheap instead).
@@ -49,6 +53,7 @@ from dnsserver import ednsopts
 from dnsserver.clientkeys import ClientKeys, ClientTuple
 from dnsserver.geo import GeoMap
 from dnsserver.render import Snapshot
+from steering.pick import GOLDEN as _GOLDEN
 
 MAX_UDP_PAYLOAD = 1232  # what we advertise and cap UDP answers at (DNS flag day 2020)
 _OPT_DO = b"\x00\x00\x29" + MAX_UDP_PAYLOAD.to_bytes(2, "big") + b"\x00\x00\x80\x00"
@@ -61,7 +66,6 @@ ROUTED: tuple[frozenset[int], frozenset[int]] = (
     frozenset((ednsopts.COOKIE, ednsopts.NSID)), frozenset((ednsopts.COOKIE, ednsopts.NSID, ednsopts.KEEPALIVE)))
 _SCOPE = tuple(bytes((i,)) for i in range(256))
 _SRC_CACHE_MAX = 100_000
-_GOLDEN = 0x9E3779B1
 _COUNTS_PLAIN = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # bytes 4-12: one question, nothing else
 _COUNTS_OPT = b"\x00\x01\x00\x00\x00\x00\x00\x01"  # ... and one additional record (OPT)
 Host = str | bytes | int
@@ -397,9 +401,10 @@ class FastPath:
             if ecs is None:
                 key = self._src.get(host) or self.source_key(host)
             else:
-                key = self.keys.ecs(ecs)
-                if key is None:
+                ecs_key = self.keys.ecs(ecs)
+                if ecs_key is None:
                     return None
+                key = ecs_key
             total, cum, variants, cells, fb = data[key[0]]
             if len(variants) == 1:
                 i = 0

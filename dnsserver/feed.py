@@ -29,12 +29,14 @@ log = logs.get(__name__)
 PROBE_SECONDS = 1.0
 
 
-async def follow(store: Any, server: DnsServer, max_backoff: float = 5.0,
+async def follow(store: Any, server: DnsServer, max_backoff: float | None = None,
                  probe_seconds: float = PROBE_SECONDS) -> None:
-    """Run until cancelled: apply every table ``store.watch_table()`` yields; probe reachability beside it."""
+    """Run until cancelled: apply every table ``store.watch_table()`` yields; probe reachability beside it.
+
+    ``max_backoff`` defaults to ``etcd.reconnect_max_seconds``, the store's own bound."""
     probe = asyncio.create_task(watch_reachability(store, server, probe_seconds), name="dns-etcd-probe")
     try:
-        await _follow_tables(store, server, max_backoff)
+        await _follow_tables(store, server, store.cfg.reconnect_max_seconds if max_backoff is None else max_backoff)
     finally:
         probe.cancel()
         with contextlib.suppress(asyncio.CancelledError):

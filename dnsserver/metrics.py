@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-
 # A TCP connection's problems (a protocol callback raised; a zero-length frame or a frame cut short at EOF)
 TCP_ERROR_REASONS = ("exception", "framing")
 # Why an accepted TCP connection ended; each one ends once, so accepted = open + sum(closed)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import dns.flags
 import dns.message
@@ -37,14 +37,14 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from dnsserver.answers import Catalog, Fallback, Resolution, SteeredName, build_steering, resolve
+from dnsserver.answers import Catalog, Chooser, Fallback, Resolution, SteeredName, build_steering, resolve
 from dnsserver.geo import GeoMap
 from dnsserver.metrics import Stats
 from dnsserver.zones import LoadedZone
 from steering.config import Config
 from steering.table import RoutingTable
 
-PRERENDER_TYPES: tuple[int, ...] = (
+PRERENDER_TYPES: tuple[dns.rdatatype.RdataType, ...] = (
     dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.CNAME, dns.rdatatype.ANY, dns.rdatatype.MX,
     dns.rdatatype.TXT, dns.rdatatype.NS, dns.rdatatype.SOA, dns.rdatatype.SRV, dns.rdatatype.CAA,
     dns.rdatatype.HTTPS, dns.rdatatype.SVCB,
@@ -59,7 +59,8 @@ class _MultiplePicks(Exception):
     pass
 
 
-def message_for(qname: dns.name.Name, qtype: int, res: Resolution, query_id: int = 0) -> dns.message.Message:
+def message_for(qname: dns.name.Name, qtype: dns.rdatatype.RdataType, res: Resolution,
+                query_id: int = 0) -> dns.message.Message:
     msg = dns.message.Message(id=query_id)
     msg.flags = dns.flags.QR | (dns.flags.AA if res.authoritative else 0)
     msg.set_rcode(res.rcode)
@@ -70,9 +71,13 @@ def message_for(qname: dns.name.Name, qtype: int, res: Resolution, query_id: int
     return msg
 
 
-def _variant(qname: dns.name.Name, qtype: int, res: Resolution, stats: Stats) -> Variant:
+def _name_wire(name: dns.name.Name) -> bytes:
+    return cast(bytes, name.to_wire())  # without a file to write to, to_wire returns the bytes (never None)
+
+
+def _variant(qname: dns.name.Name, qtype: dns.rdatatype.RdataType, res: Resolution, stats: Stats) -> Variant:
     wire = message_for(qname, qtype, res).to_wire()
-    qlen = len(qname.to_wire()) + 4
+    qlen = len(_name_wire(qname)) + 4
     an, ns, ar = struct.unpack("!HHH", wire[6:12])
     qt = dns.rdatatype.to_text(qtype)
     rc = dns.rcode.to_text(res.rcode)
@@ -86,6 +91,10 @@ class Snapshot:
     entries: dict[bytes, tuple[Any, Any]]
     table: RoutingTable | None
     fallbacks: tuple[Fallback, ...]
+
+
+def _always(target: str) -> Chooser:
+    return lambda s: target
 
 
 def _probe(catalog: Catalog, qname: dns.name.Name, qtype: int) -> tuple[SteeredName | None, Resolution | None]:
@@ -111,7 +120,7 @@ def build_snapshot(cfg: Config, zones: Sequence[LoadedZone], geomap: GeoMap, tab
     catalog = Catalog(zones, steered)
     entries: dict[bytes, tuple[Any, Any]] = {}
     for qname in catalog.names():
-        key_name = qname.canonicalize().to_wire()
+        key_name = _name_wire(qname.canonicalize())
         for qtype in PRERENDER_TYPES:
             key = key_name + struct.pack("!HH", qtype, dns.rdataclass.IN)
             dep, res = _probe(catalog, qname, qtype)
@@ -127,7 +136,7 @@ def build_snapshot(cfg: Config, zones: Sequence[LoadedZone], geomap: GeoMap, tab
                 cells = []
                 for target in split.targets:
                     if target not in by_target:
-                        r = resolve(catalog, qname, qtype, lambda s, t=target: t)
+                        r = resolve(catalog, qname, qtype, _always(target))
                         by_target[target] = _variant(qname, qtype, r, stats)
                     variants.append(by_target[target])
                     cells.append(stats.answer_cell(dep.service, geomap.ids[gi], target))

@@ -176,9 +176,9 @@ class DnsServer:
             host, port = parse_hostport(addr)
             for _ in range(50):
                 sock = bind_udp(host, port)
-                bound = sock.getsockname()[1]
+                udp_port = sock.getsockname()[1]
                 try:
-                    tcp = await loop.create_server(lambda: _Tcp(self), host, bound, reuse_address=True)
+                    tcp = await loop.create_server(lambda: _Tcp(self), host, udp_port, reuse_address=True)
                 except OSError:
                     sock.close()
                     if port:
@@ -189,8 +189,8 @@ class DnsServer:
                 raise OSError(f"{addr}: no port free for both UDP and TCP")
             self._tcp.append(tcp)
             await self._serve_udp(sock)
-            self.addresses.append((host, bound))
-            log.info("dns.listening", host=host, port=bound)
+            self.addresses.append((host, udp_port))
+            log.info("dns.listening", host=host, port=udp_port)
         return self.addresses
 
     def _rate_limiter(self) -> RateLimiter | None:
@@ -299,12 +299,13 @@ class _Tcp(asyncio.Protocol):
     # ---- callbacks: each catches everything (a connection must never disturb the loop)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        stream = cast(asyncio.Transport, transport)  # a TCP server's connection: asyncio gives a Transport
         try:
-            self._open(cast(asyncio.Transport, transport))
+            self._open(stream)
         except Exception as exc:
             self._fail("connection_made", exc)
             if self.transport is None:
-                transport.abort()  # type: ignore[attr-defined]
+                stream.abort()
 
     def data_received(self, data: bytes) -> None:
         try:

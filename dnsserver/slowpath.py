@@ -44,6 +44,11 @@ def _bare(wire: bytes, rcode: int) -> bytes:
     return wire[:2] + struct.pack("!HHHHH", flags, 0, 0, 0, 0)
 
 
+def _option(code: int, data: bytes) -> dns.edns.Option:
+    # GenericOption's annotation asks for an OptionType; it converts the code with OptionType.make itself
+    return dns.edns.GenericOption(dns.edns.OptionType.make(code), data)
+
+
 WORKER_ENV = "STEERING_DNS_WORKER"  # the worker number, set by the supervisor; absent: a single process
 
 
@@ -59,7 +64,7 @@ def nsid_identity(configured: str | None = None) -> bytes:
 class _Options:
     """What a query's EDNS options ask for, once they are known to be well-formed."""
 
-    __slots__ = ("ecs", "cookie", "nsid", "keepalive")
+    __slots__ = ("cookie", "ecs", "keepalive", "nsid")
 
     def __init__(self) -> None:
         self.ecs: bytes | None = None  # the ECS option's data
@@ -117,7 +122,7 @@ class SlowPath:
                 out.keepalive = True
         return out
 
-    def _count(self, tcp: int, qtype: str, rcode: int) -> None:
+    def _count(self, tcp: int, qtype: str, rcode: dns.rcode.Rcode) -> None:
         self.stats.query_cell("tcp" if tcp else "udp", qtype, dns.rcode.to_text(rcode))[0] += 1
 
     def answer(self, snapshot: Snapshot, wire: bytes, host: str, tcp: int,
@@ -189,29 +194,29 @@ class SlowPath:
         if ede is None and steered and self.stale:
             ede = ednsopts.EDE_STALE_ANSWER
         if ede is not None:
-            out.append(dns.edns.GenericOption(ednsopts.EDE, ede.to_bytes(2, "big")))
+            out.append(_option(ednsopts.EDE, ede.to_bytes(2, "big")))
             self.stats.ede.setdefault(ede, [0])[0] += 1
         if opts.ecs is not None:
             # the echo is the query's option with our scope: the address bytes exactly as sent
-            out.append(dns.edns.GenericOption(ednsopts.ECS, opts.ecs[:3] + bytes((scope,)) + opts.ecs[4:]))
+            out.append(_option(ednsopts.ECS, opts.ecs[:3] + bytes((scope,)) + opts.ecs[4:]))
         if cookie is not None:
-            out.append(dns.edns.GenericOption(ednsopts.COOKIE, cookie))
+            out.append(_option(ednsopts.COOKIE, cookie))
         if opts.nsid and self.nsid is not None:
-            out.append(dns.edns.GenericOption(ednsopts.NSID, self.nsid))
+            out.append(_option(ednsopts.NSID, self.nsid))
             self.stats.nsid[0] += 1
         if opts.keepalive:
-            out.append(dns.edns.GenericOption(ednsopts.KEEPALIVE, self.keepalive))
+            out.append(_option(ednsopts.KEEPALIVE, self.keepalive))
         return out
 
     def _fill(self, snapshot: Snapshot, query: dns.message.Message, response: dns.message.Message, host: str,
-              source_key: ClientKey | None, ecs: bytes | None) -> tuple[int, int, bool, int | None]:
+              source_key: ClientKey | None, ecs: bytes | None) -> tuple[dns.rcode.Rcode, int, bool, int | None]:
         """(rcode, ECS scope, whether a steered pick decided the answer, Extended DNS Error info-code)."""
         if len(query.question) != 1:
             return dns.rcode.FORMERR, 0, False, None
         q = query.question[0]
-        if q.rdtype == dns.rdatatype.OPT or dns.rdatatype.is_metatype(q.rdtype) and q.rdtype not in (
+        if q.rdtype == dns.rdatatype.OPT or (dns.rdatatype.is_metatype(q.rdtype) and q.rdtype not in (
                 dns.rdatatype.ANY, dns.rdatatype.AXFR, dns.rdatatype.IXFR, dns.rdatatype.MAILA,
-                dns.rdatatype.MAILB):
+                dns.rdatatype.MAILB)):
             return dns.rcode.FORMERR, 0, False, None
         if q.rdclass != dns.rdataclass.IN:
             return dns.rcode.REFUSED, 0, False, ednsopts.EDE_NOT_AUTHORITATIVE

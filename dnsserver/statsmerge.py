@@ -20,13 +20,21 @@ shows. Pure data: no I/O, no Prometheus registry.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-# a family as plain data: {"name", "type", "help", "samples": [[sample name, {label: value}, value], ...]}
-Family = dict[str, Any]
+
+class Family(TypedDict):
+    """A family as plain data (it travels between processes as JSON)."""
+
+    name: str
+    type: str
+    help: str
+    samples: list[list[Any]]  # [sample name, {label: value}, value]: lists, as JSON gives them back
+
+
 _SampleKey = tuple[str, str, tuple[tuple[str, str], ...]]  # (family, sample name, sorted labels)
 
 SUMMED = frozenset({"counter", "histogram"})
@@ -135,8 +143,9 @@ class Merger:
 
 
 def _queries(families: list[Family]) -> float:
-    return sum(v for fam in families if fam["name"] == QUERIES
-               for name, _, v in fam["samples"] if name.endswith("_total"))
+    total: float = sum(v for fam in families if fam["name"] == QUERIES
+                       for name, _, v in fam["samples"] if name.endswith("_total"))
+    return total
 
 
 def to_metrics(families: Iterable[Family]) -> Iterator[Metric]:

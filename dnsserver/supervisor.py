@@ -80,7 +80,7 @@ def backoff(quick_failures: int) -> float:
     """Seconds before restarting a worker that died young ``quick_failures`` times in a row."""
     if quick_failures <= 0:
         return 0.0
-    return min(MAX_BACKOFF, 0.5 * 2 ** min(quick_failures - 1, 16))
+    return min(MAX_BACKOFF, 0.5 * 2.0 ** min(quick_failures - 1, 16))
 
 
 def describe_exit(returncode: int) -> str:
@@ -229,7 +229,7 @@ class Channel:
         try:
             self._writer.write(json.dumps({"op": op, "id": rid}).encode() + b"\n")
             return await asyncio.wait_for(fut, timeout)
-        except (OSError, asyncio.TimeoutError, asyncio.CancelledError):
+        except (TimeoutError, OSError, asyncio.CancelledError):
             return None
         finally:
             self._pending.pop(rid, None)
@@ -381,7 +381,7 @@ class Supervisor:
         live = [(s.index, s.key, s.channel) for s in self.slots
                 if s.channel is not None and s.channel.ready.is_set() and not s.channel.closed.is_set()]
         replies = await asyncio.gather(*(ch.request("stats", STATS_SECONDS) for _, _, ch in live))
-        for (index, key, _), reply in zip(live, replies):
+        for (index, key, _), reply in zip(live, replies, strict=True):
             if reply is not None:  # keyed by the process asked: a late reply from a dead one is dropped
                 self.merger.update(key, index, reply.get("families"))
         fams = self.merger.merged(s.index for s in self.slots)
@@ -405,7 +405,7 @@ class Supervisor:
         collector = _Collector(self, loop)
         REGISTRY.register(collector)
         try:
-            for slot, pairs in zip(self.slots, initial):
+            for slot, pairs in zip(self.slots, initial, strict=True):
                 await self.launch(slot, pairs)
             failed = await self._first_start(stop)
             if failed is not None:

@@ -3,7 +3,7 @@
 Each Python socket call costs a system call plus the socket module's wrapper
 around it; under load the queue holds many queries, and one ``recvmmsg``
 takes up to ``BATCH`` of them, one ``sendmmsg`` sends their replies. That is
-what knot does in C; here it saves about a µs per query (DEPENDENCIES.md,
+what knot does in C; here it saves about a µs per query (docs/dependencies.md,
 "DNS speed"). At low load a batch is one query, and the cost is close to the
 plain loop's.
 
@@ -86,12 +86,13 @@ class BatchUdpWorker(UdpWorker):
         recvmmsg = _libc.recvmmsg
         sendmmsg = _libc.sendmmsg
         fd = self.sock.fileno()
-        rbuf, raddr, rmv = _buffer(BATCH * SLOT)
-        names, naddr, nmv = _buffer(BATCH * _NAME)
+        # every buffer stays bound for the loop's life: the kernel reads and writes them through their addresses
+        _rbuf, raddr, rmv = _buffer(BATCH * SLOT)
+        _names, naddr, nmv = _buffer(BATCH * _NAME)
         rmsg, rmaddr, rmmv = _buffer(BATCH * _MSG)
         riov, riaddr, _ = _buffer(BATCH * 16)
-        smsg, smaddr, smmv = _buffer(BATCH * _MSG)
-        siov, siaddr, simv = _buffer(BATCH * 16)
+        smsg, smaddr, _smmv = _buffer(BATCH * _MSG)
+        _siov, siaddr, simv = _buffer(BATCH * 16)
         # a socket of one family always reports the same address length, so the reply to message i
         # goes out as message i to name slot i, with a fixed length: only its iovec changes per query
         namelen = 28 if self.v6 else 16

@@ -2,7 +2,7 @@
 
 Under an event loop every datagram pays for a readiness poll and the loop's
 bookkeeping around the callback; a thread that sits in ``recvfrom`` pays for
-the two system calls only (DEPENDENCIES.md, "DNS speed"). The GIL is released
+the two system calls only (docs/dependencies.md, "DNS speed"). The GIL is released
 while the thread waits, so the event loop (TCP, etcd, metrics) runs then; the
 answer functions are the same as over TCP, and read the server's tables
 through one reference, so a table swap on the loop thread is safe.
@@ -55,7 +55,8 @@ class UdpWorker:
         self.slow = slow
         self.limit = limit
         self._stop = [False]
-        name = "dns-udp-%s:%s" % sock.getsockname()[:2]
+        host, port = sock.getsockname()[:2]
+        name = f"dns-udp-{host}:{port}"
         self.thread = threading.Thread(target=self._serve, name=name, daemon=True)
 
     def start(self) -> None:

@@ -128,7 +128,7 @@ async def _feed(store: Any, server: DnsServer, follow: Any) -> None:
             server.set_control_plane_reachable(False)  # answers from an old table say so (EDE 3) meanwhile
             log.warning("dns.etcd.unavailable", error=f"{type(exc).__name__}: {exc}", retry_in=delay)
             await asyncio.sleep(delay)
-            delay = min(5.0, delay * 2)
+            delay = min(store.cfg.reconnect_max_seconds, delay * 2)  # bounded: back within seconds of etcd
     await follow(store, server)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import dns.name
 import dns.rdataclass
 import dns.rdatatype
+import dns.rdtypes.ANY.SOA
 import dns.rrset
 import dns.zone
 
@@ -53,7 +54,8 @@ class LoadedZone:
     @property
     def negative_ttl(self) -> int:
         """RFC 2308 §5: the lesser of the SOA's TTL and its MINIMUM field."""
-        return min(self.soa.ttl, self.soa[0].minimum)
+        soa: dns.rdtypes.ANY.SOA.SOA = self.soa[0]  # dnspython's Set.__getitem__ is unannotated
+        return min(self.soa.ttl, soa.minimum)
 
     def negative_soa(self) -> dns.rrset.RRset:
         rrset = dns.rrset.RRset(self.origin, dns.rdataclass.IN, dns.rdatatype.SOA)
@@ -87,7 +89,7 @@ def _from_file(zone: Zone, path: str) -> dict[dns.name.Name, dict[int, dns.rrset
             if rds.rdclass != dns.rdataclass.IN:
                 continue
             rrset = dns.rrset.RRset(owner, rds.rdclass, rds.rdtype)
-            rrset.update(rds)
+            rrset.update(rds)  # type: ignore[no-untyped-call]  # dnspython's Rdataset.update has no annotations
             rrset.update_ttl(rds.ttl)
             nodes.setdefault(owner, {})[rds.rdtype] = rrset
     return nodes

@@ -28,16 +28,15 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 import grpc
 import yaml
 
 from steering import logs
-
 from steering.config import Config, ConfigError
 
 ROLES = ("viewer", "operator", "agent")
@@ -178,14 +177,22 @@ def _bearer(metadata: Any) -> str | None:
     return None
 
 
+# Strings: grpc's classes are generic only in its stubs, not at runtime.
+_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+_Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+# What a handler's behaviour is under grpc.aio: a coroutine function (one response) or an async generator (a stream).
+_UnaryBehaviour: TypeAlias = Callable[[Any, _Context], Awaitable[Any]]
+_StreamBehaviour: TypeAlias = Callable[[Any, _Context], AsyncIterator[Any]]
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Checks the bearer token and the role before the handler runs; sets ``actor()`` inside it."""
 
     def __init__(self, tokens: Tokens) -> None:
         self.tokens = tokens
 
-    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-                                details: grpc.HandlerCallDetails) -> Any:
+    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
+                                details: grpc.HandlerCallDetails) -> _Handler | None:
         handler = await continuation(details)
         roles = allowed_roles(details.method)
         if handler is None or roles is None:
@@ -202,18 +209,18 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return _as_actor(handler, token)
 
 
-def _deny(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str, method: str) -> grpc.RpcMethodHandler:
-    def logged(context: grpc.aio.ServicerContext) -> None:
+def _deny(handler: _Handler, code: grpc.StatusCode, message: str, method: str) -> _Handler:
+    def logged(context: _Context) -> None:
         # The peer is known only here, inside the call. The message names the token's name at most, never
         # the secret (an invalid one is not echoed: it may be a real token with a typo).
         _log.warning("authentication failed" if code == grpc.StatusCode.UNAUTHENTICATED else "permission denied",
                      peer=context.peer(), method=method, code=code.name, error=message)
 
-    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def unary(request: Any, context: _Context) -> Any:
         logged(context)
         await context.abort(code, message)
 
-    async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def stream(request: Any, context: _Context) -> AsyncIterator[Any]:
         logged(context)
         await context.abort(code, message)
         yield  # pragma: no cover - makes this an async generator
@@ -221,24 +228,28 @@ def _deny(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str, m
     return _rebuild(handler, unary, stream)
 
 
-def _as_actor(handler: grpc.RpcMethodHandler, token: Token) -> grpc.RpcMethodHandler:
+def _as_actor(handler: _Handler, token: Token) -> _Handler:
     inner = (handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream)
+    # cast: grpc-stubs types these behaviours for the synchronous server (a plain return or an Iterator, taking a
+    # grpc.ServicerContext); under grpc.aio they are coroutine functions or async generators taking an aio context.
+    inner_unary = cast(_UnaryBehaviour, inner)
+    inner_stream = cast(_StreamBehaviour, inner)
 
-    async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def unary(request: Any, context: _Context) -> Any:
         _ACTOR.set(token.name)
         _CALLER.set(token)
-        return await inner(request, context)
+        return await inner_unary(request, context)
 
-    async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def stream(request: Any, context: _Context) -> AsyncIterator[Any]:
         _ACTOR.set(token.name)
         _CALLER.set(token)
-        async for item in inner(request, context):
+        async for item in inner_stream(request, context):
             yield item
 
     return _rebuild(handler, unary, stream)
 
 
-def _rebuild(handler: grpc.RpcMethodHandler, unary: Callable[..., Any], stream: Callable[..., Any]) -> Any:
+def _rebuild(handler: _Handler, unary: _UnaryBehaviour, stream: _StreamBehaviour) -> _Handler:
     args = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(unary, **args)

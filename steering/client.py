@@ -2,7 +2,8 @@
 
 No RPC per request: the client follows ``RoutingService.Watch`` on one of the
 controllers and answers from the last table it received (``resolve``,
-``choose``). When the controllers are unreachable it keeps that view and
+``choose``: ``steering.resolve``, so ``choose`` sends a client where the DNS
+server answers its subnet). When the controllers are unreachable it keeps that view and
 reconnects with exponential backoff, trying the servers in turn.
 
     import asyncio
@@ -20,15 +21,15 @@ reconnects with exponential backoff, trying the servers in turn.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from collections.abc import Sequence
 from types import TracebackType
 
 import grpc
 
 from steering import logs
-from steering.resolve import Target, Topology, choose, rank
+from steering.resolve import Target, choose, rank
 from steering.table import RoutingTable
+from steering.topology import Topology
 from steering.v1 import steering_pb2 as pb
 from steering.v1 import steering_pb2_grpc as pb_grpc
 
@@ -109,10 +110,11 @@ class SteeringClient:
                     max_targets=max_targets)[2]
 
     def choose(self, service: str, *, client_address: str = "", geo: str = "") -> Target | None:
-        """One target drawn by weight; the same client address gets the same target while weights hold."""
-        targets = self.resolve(service, client_address=client_address, geo=geo)
-        key = ipaddress.ip_address(client_address).packed if client_address else geo.encode()
-        return choose(targets, key=key)
+        """The target this client gets: by weight, the DNS server's pick for the client's subnet, so the
+        same subnet gets the same target while the weights hold; raises LookupError before the first table."""
+        if self.table is None or self.topology is None:
+            raise LookupError("no routing table yet: call wait_ready() first")
+        return choose(self.table, self.topology, service, client_address=client_address, geo=geo)
 
     # ------------------------------------------------------------------ the watch loop
 
@@ -129,7 +131,8 @@ class SteeringClient:
             i += 1
             try:
                 async with self._channel(server) as ch:
-                    stub = pb_grpc.RoutingServiceStub(ch)
+                    # grpcio-tools generates steering_pb2_grpc without annotations
+                    stub = pb_grpc.RoutingServiceStub(ch)  # type: ignore[no-untyped-call]
                     call = stub.Watch(pb.WatchRequest(service=self.service, since_version=self.version),
                                       metadata=self.metadata)
                     async for msg in call:

@@ -170,6 +170,14 @@ class Etcd(_Model):
     password: str | None = None
     tls: TlsFiles | None = None
     timeout_seconds: PositiveFloat = 5.0
+    # gRPC's own reconnect backoff grows to 120 s: a process then noticed a returned etcd up to two minutes
+    # late. This caps it, and every retry loop of the store, so everyone is back within seconds.
+    reconnect_max_seconds: float = Field(2.0, ge=0.1, le=60.0,
+                                         description="longest wait between two reconnect or retry attempts")
+    # Pings find a peer that stopped answering (a hung or partitioned member) while a watch sits idle.
+    # etcd answers pings more frequent than its --grpc-keepalive-min-time (5 s) with GOAWAY.
+    keepalive_seconds: float = Field(10.0, ge=6.0, le=3600.0,
+                                     description="ping the connection this often while streams are open")
 
 
 def _cidr_list(value: tuple[str, ...]) -> tuple[str, ...]:

@@ -108,11 +108,17 @@ class Evacuation:
     request_id: str = ""
 
     def remaining(self, now: float) -> float:
-        """Share of the region's normal traffic it still gets at ``now``, in [0, 1]."""
+        """Share of the region's normal traffic it still gets at ``now`` by the record's own clock, in [0, 1].
+
+        The leader does not use this: it counts steps from the table (``planner``), so a clock that
+        disagrees with the one that wrote ``started_at`` cannot move the ramp back or finish it early."""
         if self.mode == "now":
             return 0.0
-        steps = 1 + max(0, math.floor((now - self.started_at) / self.interval))
-        return max(0.0, 1.0 - self.step * steps)
+        return self.left(1 + max(0, math.floor((now - self.started_at) / self.interval)))
+
+    def left(self, steps: int) -> float:
+        """Share of the region's normal traffic it still gets after ``steps`` steps, in [0, 1]."""
+        return 0.0 if self.mode == "now" else max(0.0, 1.0 - self.step * steps)
 
     def describe(self) -> str:
         if self.mode == "now":
@@ -160,7 +166,11 @@ class Restore:
     actor: str = ""
 
     def restored(self, now: float) -> float:
-        steps = 1 + max(0, math.floor((now - self.started_at) / self.interval))
+        """Share back at ``now`` by the record's own clock (see ``Evacuation.remaining``)."""
+        return self.back(1 + max(0, math.floor((now - self.started_at) / self.interval)))
+
+    def back(self, steps: int) -> float:
+        """Share of its normal traffic the region has back after ``steps`` steps, in (0, 1]."""
         return min(1.0, self.step * steps)
 
     def to_dict(self) -> dict[str, Any]:
@@ -173,6 +183,20 @@ class Restore:
                    started_at=limits.number("started_at", data.get("started_at", 0.0), limits.STARTED_AT),
                    reason=limits.clip(data.get("reason", ""), limits.MAX_REASON),
                    actor=limits.clip(data.get("actor", ""), limits.MAX_ACTOR))
+
+
+def ramp_steps(step: float) -> int:
+    """How many steps a ramp of ``step`` takes: the least n with ``step * n >= 1`` as floats compute it, so
+    it agrees with ``Evacuation.left`` reaching 0 and ``Restore.back`` reaching 1."""
+    n = max(1, math.ceil(1.0 / step))
+    for _ in range(4):  # 1 / step is within a unit of the answer; this settles the rounding
+        if n > 1 and step * (n - 1) >= 1.0:
+            n -= 1
+        elif step * n < 1.0:
+            n += 1
+        else:
+            break
+    return n
 
 
 @dataclass(frozen=True)

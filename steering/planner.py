@@ -1,6 +1,6 @@
 """The planner: ``plan(config, observed, overrides, previous, now) -> RoutingTable``.
 
-Pure and deterministic (DESIGN.md §5): no I/O, no clock, no randomness. The
+Pure and deterministic (docs/architecture.md §5): no I/O, no clock, no randomness. The
 steps, per service:
 
 1. Decide what each target can take: live capacity (or the config's), zero
@@ -16,6 +16,11 @@ steps, per service:
 
 Overrides it cannot plan with (out of bounds, unknown region, service or
 geo) are left out first and named in the table's notes (``overridecheck``).
+
+Time: a ramp's step continues from the previous table's (``ramps``), by the
+seconds the caller measured since that table was planned (``elapsed``), so a
+leader whose wall clock is off neither steps back nor finishes early; and
+``generated_at`` is never older than the previous table's.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 
-from steering.config import TOTAL_WEIGHT, Config, Service
+from steering.config import TOTAL_WEIGHT, Config
 from steering.model import Evacuation, Observed, Overrides, Pin, Restore, TargetHealth
 from steering.overridecheck import usable
-from steering.table import GeoRoute, RoutingTable, ServiceRoute, TargetState
+from steering.ramps import progress
+from steering.table import GeoRoute, RampProgress, RoutingTable, ServiceRoute, TargetState
+from steering.topology import candidate_lists, site_regions
 from steering.waterfill import Fill, waterfill
 from steering.weights import apportion, apportion_values, distance, move_toward
 
@@ -36,8 +43,9 @@ _NO_REPORT = TargetHealth()
 
 
 @dataclass(frozen=True)
-class _Topology:
-    """What the planner derives from the config alone; built once per Config object."""
+class _Fleets:
+    """The config's candidate lists grouped into fleets, with what else the planner derives from the config
+    alone; built once per Config object. Candidates and site -> region come from ``steering.topology``."""
 
     geo_ids: tuple[str, ...]
     site_region: Mapping[str, str]
@@ -47,14 +55,14 @@ class _Topology:
     targets: tuple[tuple[str, ...], ...]  # per service: every candidate once, in first-seen order
 
 
-def _topology(config: Config) -> _Topology:
-    cands = tuple(_candidates(config, svc) for svc in config.services)
+def _fleets(config: Config) -> _Fleets:
+    cands = candidate_lists(config)
     fleets: dict[tuple[object, ...], int] = {}
     fleet = tuple(fleets.setdefault((svc.targets, tuple(c.items())), len(fleets))
-                  for svc, c in zip(config.services, cands))
-    return _Topology(
+                  for svc, c in zip(config.services, cands, strict=True))
+    return _Fleets(
         geo_ids=tuple(g.id for g in config.geos),
-        site_region={s.id: s.region for s in config.sites},
+        site_region=site_regions(config),
         config_cap={r.id: r.capacity for r in config.regions} | {s.id: s.capacity for s in config.sites},
         cands=cands,
         fleet=fleet,
@@ -78,6 +86,7 @@ class _Regions:
     evacuated: Mapping[str, str]  # region -> label, fully out
     ramps: tuple[_Ramp, ...]  # partially out, oldest first
     labels: Mapping[str, str]  # region -> evacuation column for status
+    progress: Mapping[str, RampProgress]  # region -> its ramp's progress, complete ones included
 
 
 def plan(
@@ -87,13 +96,16 @@ def plan(
     previous: RoutingTable | None,
     now: float,
     leader: str = "",
+    elapsed: float | None = None,
 ) -> RoutingTable:
+    """``elapsed``: seconds since ``previous`` was planned, on the caller's monotonic clock (the leader's);
+    None trusts ``now`` for it (see ``steering.ramps``)."""
     policy = config.policy
     health = observed.health
     # A stored record it cannot plan with (NaN interval, unknown region...) is left out and noted, never fatal.
     overrides = usable(config, overrides)
-    topo = config.derived("planner.topology", _topology)
-    regions = _region_decisions(config, health, overrides, now)
+    derived = config.derived("planner.fleets", _fleets)
+    regions = _region_decisions(config, health, overrides, previous, now, elapsed)
     demand = _demand(config, observed)
 
     evacuated = regions.evacuated
@@ -113,20 +125,20 @@ def plan(
     # At least one unit, or a tiny max_shift would never move anything.
     limit = max(1, math.floor(max(policy.max_shift, ramp_step) * TOTAL_WEIGHT + 1e-9))
     hysteresis = math.floor(policy.hysteresis * TOTAL_WEIGHT + 1e-9)
-    site_region = topo.site_region
+    site_region = derived.site_region
 
     services: dict[str, ServiceRoute] = {}
     peak: dict[str, float] = {}
     notes: list[str] = []
     fail_open = False
     converging = bool(regions.ramps)
-    config_cap = topo.config_cap
+    config_cap = derived.config_cap
     # Services that answer for the same targets share their water-filling, and,
     # given equal previous routes and no pins, their whole result: configs with
     # many services over one fleet plan each distinct fleet once.
     fills: dict[int, _Ideal] = {}
     routed: dict[int, tuple[ServiceRoute | None, _Routed]] = {}
-    for svc, cands, key, targets in zip(config.services, topo.cands, topo.fleet, topo.targets):
+    for svc, cands, key, targets in zip(config.services, derived.cands, derived.fleet, derived.targets, strict=True):
         ideal = fills.get(key)
         if ideal is None:
             ideal = fills[key] = _ideal(cands, targets, demand, region_cap, site_cap, site_region, regions,
@@ -137,7 +149,7 @@ def plan(
         if done is not None and not svc_pins and done[0] == prev_svc:
             result = done[1]
         else:
-            result = _route_service(topo.geo_ids, ideal, prev_svc, svc_pins, demand, config_cap, health,
+            result = _route_service(derived.geo_ids, ideal, prev_svc, svc_pins, demand, config_cap, health,
                                     site_region, regions, limit, hysteresis)
             if not svc_pins:
                 routed[key] = (prev_svc, result)
@@ -169,7 +181,8 @@ def plan(
     return RoutingTable(
         version=version,
         parent_version=previous.version if previous else 0,
-        generated_at=now,
+        # Never older than the table it follows, whatever this leader's clock says.
+        generated_at=max(now, previous.generated_at) if previous else now,
         services=services,
         regions=region_states,
         sites=site_states,
@@ -178,6 +191,7 @@ def plan(
         topology=config.fingerprint(),
         leader=leader,
         notes=tuple(notes),
+        ramps=dict(sorted(regions.progress.items())),
     )
 
 
@@ -231,7 +245,7 @@ def _ideal(cands: Mapping[str, tuple[str, ...]], targets: Sequence[str], demand:
                 continue  # nothing else can serve this geo: the ramp cannot take it away
             # Only candidates carry shares, so blending by candidate position is
             # blending over every key either side has.
-            ideal[g] = [f * a + rest * alt.get(t, 0.0) for a, t in zip(ideal[g], order)]
+            ideal[g] = [f * a + rest * alt.get(t, 0.0) for a, t in zip(ideal[g], order, strict=True)]
             ramp_reason[g][ramp.region] = ramp.label
     return _Ideal(cands=cands, capacity=capacity, fill=fill, shares=ideal, ramp_reason=ramp_reason)
 
@@ -279,20 +293,6 @@ def _route_service(geo_ids: Sequence[str], ideal: _Ideal, prev_svc: ServiceRoute
     return _Routed(geos=geos, planned=planned, fail_open=tuple(failed), converging=converging)
 
 
-def _candidates(config: Config, svc: Service) -> dict[str, tuple[str, ...]]:
-    """Per geo, the targets this service can send it to, in preference order."""
-    out: dict[str, tuple[str, ...]] = {}
-    answers = svc.answers
-    for geo in config.geos:
-        regions = tuple(r for r in geo.prefer if r in answers)
-        if svc.targets == "sites":
-            # Cache sites first; their regions' own answers are the fallback.
-            out[geo.id] = tuple(s for s in geo.prefer_sites if s in answers) + regions
-        else:
-            out[geo.id] = regions
-    return out
-
-
 def _demand(config: Config, observed: Observed) -> dict[str, float]:
     """Requests/s per geo: measured if given, else the configured shares of the total reported load."""
     if observed.demand is not None:
@@ -303,7 +303,7 @@ def _demand(config: Config, observed: Observed) -> dict[str, float]:
 
 
 def _region_decisions(config: Config, health: Mapping[str, TargetHealth], overrides: Overrides,
-                      now: float) -> _Regions:
+                      previous: RoutingTable | None, now: float, elapsed: float | None) -> _Regions:
     """Apply evacuations oldest first, refusing any (unforced) that would leave too few regions serving."""
     known = {r.id for r in config.regions}
     serving = {r.id for r in config.regions if health.get(r.id, TargetHealth()).can_serve}
@@ -311,6 +311,7 @@ def _region_decisions(config: Config, health: Mapping[str, TargetHealth], overri
     evacuated: dict[str, str] = {}
     ramps: list[_Ramp] = []
     labels: dict[str, str] = {}
+    ramped: dict[str, RampProgress] = {}
     restores: dict[str, Restore] = {r.region: r for r in overrides.restores if r.region in known}
     evacs: list[Evacuation] = sorted((e for e in overrides.evacuations if e.region in known),
                                      key=lambda e: (e.started_at, e.region))
@@ -325,7 +326,12 @@ def _region_decisions(config: Config, health: Mapping[str, TargetHealth], overri
             labels[e.region] = "blocked"
             continue
         serving = left
-        remaining = e.remaining(now)
+        if e.mode == "now":
+            remaining = 0.0
+        else:
+            at = ramped[e.region] = progress("evacuation", e.region, e.started_at, e.step, e.interval, previous,
+                                             now, elapsed)
+            remaining = e.left(at.steps)
         if remaining <= 0:
             evacuated[e.region] = f"evacuated ({e.describe()})"
             labels[e.region] = e.describe() + (" forced" if e.forced else "")
@@ -336,11 +342,12 @@ def _region_decisions(config: Config, health: Mapping[str, TargetHealth], overri
     for region, r in sorted(restores.items()):
         if region in evacuated or region in labels:
             continue  # an evacuation issued after the restore wins
-        done = r.restored(now)
+        at = ramped[region] = progress("restore", region, r.started_at, r.step, r.interval, previous, now, elapsed)
+        done = r.back(at.steps)
         if done < 1.0:
             ramps.append(_Ramp(region, done, r.step, f"restoring: {done:.0%} back"))
             labels[region] = f"restoring ({done:.0%})"
-    return _Regions(blocked=blocked, evacuated=evacuated, ramps=tuple(ramps), labels=labels)
+    return _Regions(blocked=blocked, evacuated=evacuated, ramps=tuple(ramps), labels=labels, progress=ramped)
 
 
 def _step(goal: dict[str, int], prev: GeoRoute | None, order: Sequence[str], capacity: Mapping[str, float],
@@ -383,7 +390,7 @@ def _pinned(pin: Pin, order: Sequence[str], capacity: Mapping[str, float]) -> Ge
 def _fail_open(order: Sequence[str], config_cap: Mapping[str, float],
                prev: GeoRoute | None) -> tuple[GeoRoute, str]:
     """Nothing can serve this geo: keep the last decision, or spread over every target by capacity."""
-    if prev is not None and not prev.pinned and set(prev.weights) <= set(order) and sum(prev.weights.values()):
+    if prev is not None and not prev.pinned and set(prev.weights) <= set(order) and sum(prev.weights.values()) != 0:
         weights = {t: prev.weights.get(t, 0) for t in order}
         what = "the previous weights"
     else:

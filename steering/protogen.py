@@ -18,7 +18,7 @@ GENERATED = ["steering_pb2.py", "steering_pb2.pyi", "steering_pb2_grpc.py"]
 
 def generate(out_dir: Path) -> list[Path]:
     """Run protoc for every proto file into ``out_dir``; return the files written."""
-    import grpc_tools
+    import grpc_tools  # type: ignore[import-untyped]  # grpcio-tools ships no type information
     from grpc_tools import protoc
 
     well_known = Path(grpc_tools.__file__).parent / "_proto"

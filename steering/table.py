@@ -90,6 +90,32 @@ class TargetState:
                    evacuation=str(data.get("evacuation", "")), reason=str(data.get("reason", "")))
 
 
+RAMP_KINDS = ("evacuation", "restore")
+
+
+@dataclass(frozen=True)
+class RampProgress:
+    """How far one evacuation or restore ramp has gone, as the table that applied it says.
+
+    The next plan (this leader's or the next one's) continues from it, so progress never rests on two
+    machines' wall clocks agreeing: ``steps`` never goes down, and ``waited`` holds the seconds a leader
+    measured on its monotonic clock towards the next step (never time it could not measure itself).
+    """
+
+    kind: str  # "evacuation" | "restore"
+    started_at: float  # the record's started_at: which ramp this is (a rewritten record starts over)
+    steps: int  # steps applied, >= 1; the step that completes the ramp is the last one counted
+    waited: float = 0.0  # seconds counted towards the next step, in [0, interval); 0 once complete
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "started_at": self.started_at, "steps": self.steps, "waited": self.waited}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RampProgress:
+        return cls(kind=str(data["kind"]), started_at=float(data["started_at"]), steps=int(data["steps"]),
+                   waited=float(data.get("waited", 0.0)))
+
+
 @dataclass(frozen=True)
 class RoutingTable:
     version: int
@@ -103,6 +129,10 @@ class RoutingTable:
     topology: str = ""  # config fingerprint the table was planned for
     leader: str = ""
     notes: tuple[str, ...] = ()  # loud, human-readable warnings (fail-open, blocked evacuations)
+    # Per region, the progress of its evacuation or restore ramp (complete ones too, while their record
+    # lasts). None: a table written before progress was kept (the JSON has no "ramps"); the planner
+    # then takes the old rule at that table's time as where the ramp was.
+    ramps: Mapping[str, RampProgress] | None = None
 
     def route(self, service: str, geo: str) -> GeoRoute | None:
         svc = self.services.get(service)
@@ -121,22 +151,26 @@ class RoutingTable:
             "services": {n: s.to_dict() for n, s in self.services.items()},
             "regions": {r: s.to_dict() for r, s in self.regions.items()},
             "sites": {r: s.to_dict() for r, s in self.sites.items()},
-        }
+        } | ({} if self.ramps is None else {"ramps": {r: p.to_dict() for r, p in self.ramps.items()}})
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
 
     def same_routing(self, other: RoutingTable) -> bool:
-        """Equal decisions (ignoring version, time and leader): nothing to publish. Cheaper than JSON."""
+        """Equal decisions (ignoring version, time, leader and ramp progress): nothing to publish. Cheaper
+        than JSON. Progress alone is bookkeeping: a step that moves nothing need not be published, and the
+        next plan, counting from the last published table, comes to the same step."""
         return (self.services == other.services and self.regions == other.regions and self.sites == other.sites
                 and self.fail_open == other.fail_open and self.converging == other.converging
                 and self.topology == other.topology and self.notes == other.notes)
 
     def routing_json(self) -> bytes:
-        """The routing decisions alone (no version, time or leader): equal bytes mean nothing to publish."""
+        """The routing decisions alone (no version, time, leader or ramp progress): equal bytes mean nothing
+        to publish (see ``same_routing``)."""
         d = self.to_dict()
         for key in ("version", "parent_version", "generated_at", "leader"):
             d.pop(key)
+        d.pop("ramps", None)
         return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
@@ -153,6 +187,8 @@ class RoutingTable:
             services={str(n): ServiceRoute.from_dict(s) for n, s in data["services"].items()},
             regions={str(r): TargetState.from_dict(s) for r, s in data.get("regions", {}).items()},
             sites={str(r): TargetState.from_dict(s) for r, s in data.get("sites", {}).items()},
+            ramps=(None if data.get("ramps") is None
+                   else {str(r): RampProgress.from_dict(p) for r, p in data["ramps"].items()}),
         )
 
     @classmethod
@@ -257,6 +293,31 @@ def _shape_problem(data: Any) -> str:
         for tid, state in states.items():
             if problem := _state_problem(state, f"{section}.{tid}."):
                 return problem
+    if "ramps" in data:  # absent in tables written before ramp progress was kept
+        ramps = data["ramps"]
+        if not isinstance(ramps, dict):
+            return "ramps: not an object"
+        for region, progress in ramps.items():
+            if problem := _ramp_problem(progress, f"ramps.{region}."):
+                return problem
+    return ""
+
+
+def _ramp_problem(progress: Any, where: str) -> str:
+    if not isinstance(progress, dict):
+        return f"{where[:-1]}: not an object"
+    for key in ("kind", "started_at", "steps"):
+        if key not in progress:
+            return f"{where}{key}: missing"
+    if progress["kind"] not in RAMP_KINDS:
+        return f"{where}kind: {_short(progress['kind'])} is not {' or '.join(RAMP_KINDS)}"
+    steps = progress["steps"]
+    if not _is_int(steps) or not 1 <= steps < _MAX_VERSION:
+        return f"{where}steps: {_short(steps)} is not an integer >= 1"
+    for key in ("started_at", "waited"):
+        value = progress.get(key, 0.0)
+        if not _is_number(value) or not math.isfinite(value) or value < 0:
+            return f"{where}{key}: {_short(value)} is not a finite number >= 0"
     return ""
 
 

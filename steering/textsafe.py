@@ -8,6 +8,7 @@ operator's screen (or hide a line). Human output passes them through
 
 from __future__ import annotations
 
+
 def _escape(ch: str) -> str:
     out = repr(ch)[1:-1]  # repr escapes exactly the characters str.isprintable() refuses
     return out if out != ch else f"\\u{ord(ch):04x}"

@@ -63,7 +63,7 @@ def waterfill(
             if len(geos) == 1:
                 g = geos[0]
                 want = left[g]
-                give = want if want < r else r  # noqa: FURB136 -- min() without the call, in the hottest loop
+                give = want if want < r else r  # min() without the call, in the hottest loop
                 # The general case's give * want / want, kept for identical rounding.
                 share = give * want / want
                 mine = alloc[g]
@@ -71,7 +71,7 @@ def waterfill(
                 left[g] = want - share
             else:
                 wanted = sum(left[g] for g in geos)
-                give = wanted if wanted < r else r  # noqa: FURB136
+                give = wanted if wanted < r else r
                 for g in geos:
                     share = give * left[g] / wanted
                     mine = alloc[g]

@@ -36,14 +36,14 @@ def apportion_values(values: list[float], total: int, order: Sequence[str]) -> d
         # Whatever the share, one key takes everything (the general path below agrees).
         return {order[0]: total}
     if len(set(order)) != n:
-        return _apportion_keyed(dict(zip(order, values)), total, order)
+        return _apportion_keyed(dict(zip(order, values, strict=True)), total, order)
     vals = values
     if min(vals) < 0.0:
         vals = [max(0.0, v) for v in vals]
     if vals.count(0.0) == n - 1 and sum(vals) > 0:
         # One positive share takes everything: the sum is that share exactly, its
         # quotient rounds to total or just below it, and then it has the largest remainder.
-        return {t: (total if v else 0) for t, v in zip(order, vals)}
+        return {t: (total if v else 0) for t, v in zip(order, vals, strict=True)}
     s = sum(vals)
     if s <= 0:
         return {t: (total if i == 0 else 0) for i, t in enumerate(order)}
@@ -53,10 +53,10 @@ def apportion_values(values: list[float], total: int, order: Sequence[str]) -> d
     if short:
         # Largest remainder first, ties by position: a stable sort on (floor - exact),
         # which is exactly -(exact - floor).
-        neg = [o - e for o, e in zip(out, exact)]
+        neg = [o - e for o, e in zip(out, exact, strict=True)]
         for i in sorted(range(n), key=neg.__getitem__)[:short]:
             out[i] += 1
-    return dict(zip(order, out))
+    return dict(zip(order, out, strict=True))
 
 
 def _apportion_keyed(shares: Mapping[str, float], total: int, order: Sequence[str]) -> dict[str, int]:

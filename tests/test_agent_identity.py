@@ -10,7 +10,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,8 @@ EAST, CACHE, ANY, OPERATOR = "east-secret-123", "cache-secret-123", "any-secret-
 class ControllerProcess:
     """``steering controller`` as a subprocess on a free loopback port, logging JSON lines to a file."""
 
-    def __init__(self, tmp_path: Path, config: Path, name: str = "c1", extra: Sequence[str] = ()) -> None:
+    def __init__(self, tmp_path: Path, config: Path, name: str = "c1", extra: Sequence[str] = (),
+                 env: Mapping[str, str] | None = None) -> None:
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
         self.log_path = tmp_path / f"controller-{name}.log"
@@ -44,7 +45,7 @@ class ControllerProcess:
             self.proc = subprocess.Popen(
                 [STEERING, "controller", "--config", str(config), "--listen", self.target, "--id", name, *extra],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "STEERING_LOG_FORMAT": "json"})
+                env={**os.environ, "STEERING_LOG_FORMAT": "json", **(env or {})})
 
     async def ready(self) -> None:
         async def serving() -> bool:

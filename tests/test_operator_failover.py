@@ -1,4 +1,4 @@
-"""A ramped evacuation keeps going when the leader dies halfway: its progress is a function of time in etcd."""
+"""A ramped evacuation keeps going when the leader dies halfway: the next leader continues the table's progress."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Hypothesis properties of the planner (DESIGN.md §5), over random but valid configurations.
+"""Hypothesis properties of the planner (docs/architecture.md §5), over random but valid configurations.
 
 Each property re-derives what it checks from the inputs (health, evacuations,
 demand) instead of trusting the table's own bookkeeping, so a planner that
@@ -8,6 +8,7 @@ mislabels a region cannot pass by agreeing with itself.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from steering.config import TOTAL_WEIGHT, Config, parse_config
-from steering.model import Evacuation, Observed, Overrides, Pin, Restore, TargetHealth
+from steering.model import Evacuation, Observed, Overrides, Pin, Restore, TargetHealth, ramp_steps
 from steering.planner import plan
 from steering.table import RoutingTable
 
@@ -373,3 +374,92 @@ def test_constant_inputs_converge_to_the_fresh_plan(s: Scenario) -> None:
             goal = fresh.services[name].geos[geo].weights
             moved = sum(abs(route.weights[t] - goal[t]) for t in goal) // 2
             assert moved <= hyst, (name, geo, route.weights, goal)
+
+
+# ---- time: ramps under skewed clocks and leader changes --------------------------------------------
+
+_EPOCH = 1_000_000.0  # real time 0 as a unix time, so every skewed clock stays positive
+_OFFSET = st.floats(-60, 60)  # how far a leader's (or the record writer's) wall clock is off
+
+
+def _shown(kind: str, label: str, describe: str) -> int | None:
+    """The share (in %) a table's evacuation label shows: left for an evacuation, back for a restore;
+    None when the region shows no such ramp."""
+    if kind == "evacuation":
+        if label == f"{describe} forced":
+            return 0
+        m = re.fullmatch(re.escape(describe) + r"(?: forced)? \((\d+)% left\)", label)
+    else:
+        if label == "":
+            return 100
+        m = re.fullmatch(r"restoring \((\d+)%\)", label)
+    return int(m.group(1)) if m else None
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(configs(), st.data())
+def test_ramps_never_step_back_nor_finish_early_whatever_the_leaders_clocks(config: Config,
+                                                                             data: st.DataObject) -> None:
+    """A chain of plans as leaders make them: each leader's wall clock ``now`` is up to ±60 s off (jumping
+    between plans, and at each leader change), ``elapsed`` is what that leader's monotonic clock measured
+    since the previous table was planned, or since it read the table when another leader wrote it. The
+    shown share never goes back, ``generated_at`` never goes back, and n steps of ``interval`` take at
+    least (n - 1) x interval of real time from the first table that shows the ramp; and it does finish."""
+    region = data.draw(st.sampled_from([r.id for r in config.regions]))
+    kind = data.draw(st.sampled_from(["evacuation", "restore"]))
+    step = data.draw(st.sampled_from([0.1, 0.25, 0.3, 0.5, 1.0]))
+    interval = data.draw(st.sampled_from([5.0, 30.0, 45.0]))
+    observed = data.draw(observations(config))
+    started_at = _EPOCH + data.draw(_OFFSET)  # written at real time 0 by a replica whose clock is off too
+    if kind == "evacuation":
+        evac = Evacuation(region=region, mode="ramp", step=step, interval=interval, started_at=started_at,
+                          forced=True)
+        overrides, describe = Overrides(evacuations=(evac,)), evac.describe()
+    else:
+        overrides, describe = Overrides(restores=(Restore(region, step, interval, started_at),)), ""
+    n = ramp_steps(step)
+    offset = data.draw(_OFFSET)
+    real = 0.0
+    previous = plan(config, observed, Overrides(), None, _EPOCH + offset, elapsed=0.0)
+    planned_at = real  # when the current leader planned (or read) ``previous``, real time
+    first: float | None = None  # real time of the first published table that shows the ramp
+
+    def check(table: RoutingTable, before: RoutingTable) -> int:
+        assert table.generated_at >= before.generated_at, (table.generated_at, before.generated_at)
+        shown = _shown(kind, table.regions[region].evacuation, describe)
+        assert shown is not None, table.regions[region].evacuation
+        was = _shown(kind, before.regions[region].evacuation, describe)
+        if was is not None and before.ramps and region in before.ramps:
+            assert (shown <= was) if kind == "evacuation" else (shown >= was), f"stepped back: {was}% -> {shown}%"
+        done = shown == (0 if kind == "evacuation" else 100)
+        anchor = real if first is None else first
+        # Never sooner than (n - 1) intervals of real time after the first table that showed the ramp.
+        steps_taken = table.ramps[region].steps if table.ramps and region in table.ramps else None
+        assert steps_taken is not None
+        assert (steps_taken - 1) * interval <= real - anchor + 1e-6, (steps_taken, real - anchor, interval)
+        if done:
+            assert real - anchor >= (n - 1) * interval - 1e-6, f"finished after {real - anchor}s; {n} x {interval}s"
+        return shown
+
+    for _ in range(data.draw(st.integers(1, 25))):
+        real += data.draw(st.sampled_from([0.0, 1.0, interval / 2, interval]) | st.floats(0, 1.5 * interval))
+        if data.draw(st.integers(0, 4)) == 0:  # a new leader, with its own clock, read the table meanwhile
+            offset = data.draw(_OFFSET)
+            planned_at = data.draw(st.floats(planned_at, real))
+        elif data.draw(st.integers(0, 4)) == 0:  # the same leader's clock was stepped
+            offset = data.draw(_OFFSET)
+        table = plan(config, observed, overrides, previous, _EPOCH + real + offset, elapsed=real - planned_at)
+        check(table, previous)
+        if data.draw(st.booleans()):  # published; otherwise the next plan starts from ``previous`` again
+            if first is None:
+                first = real
+            previous, planned_at = table, real
+    # And it does finish: one leader, planning and publishing every half interval.
+    if first is None:
+        first = real
+    for _ in range(2 * n + 2):
+        real += interval / 2
+        table = plan(config, observed, overrides, previous, _EPOCH + real + offset, elapsed=real - planned_at)
+        shown = check(table, previous)
+        previous, planned_at = table, real
+    assert shown == (0 if kind == "evacuation" else 100), f"not finished after {real - first}s"

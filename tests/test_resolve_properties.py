@@ -12,9 +12,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from steering import pick
 from steering.model import Overrides
 from steering.planner import plan
-from steering.resolve import ServiceInfo, Target, Topology, choose, rank
+from steering.resolve import ServiceInfo, Topology, choose, rank
 from tests.test_planner_properties import configs, observations
 
 Case = tuple[Any, ...]
@@ -52,34 +53,29 @@ def test_ranked_targets_are_the_geos_weights_highest_first(case: Case, data: st.
     assert rank(table, topology, svc.name, geo=geo.id, max_targets=cut)[2] == targets[:cut]
 
 
-def _targets(weights: list[int]) -> list[Target]:
-    return [Target(target=f"t{i}", kind="region", region=f"t{i}", weight=w, addresses=(), reason="")
-            for i, w in enumerate(weights)]
-
-
-WEIGHTS = st.lists(st.integers(0, 1000), min_size=1, max_size=8)
-
-
 @SETTINGS
-@given(WEIGHTS, st.binary(max_size=16), st.floats(0, 1, exclude_max=True))
-def test_choose_never_picks_a_zero_weight_target_and_is_stable_per_key(weights: list[int], key: bytes,
-                                                                       rand: float) -> None:
-    targets = _targets(weights)
-    by_key, by_rand = choose(targets, key=key), choose(targets, rand=rand)
-    assert by_key is not None and by_rand is not None
-    if any(weights):
-        assert by_key.weight > 0 and by_rand.weight > 0
-        # By rand: the target whose cumulative interval holds rand * total.
-        total, acc = sum(weights), 0
-        for t in targets:
-            if t.weight and acc <= rand * total < acc + t.weight:
-                assert by_rand == t
-                break
-            acc += t.weight
-    else:
-        assert by_key == targets[0]  # nothing to weigh: the first (fallback) target
-    assert all(choose(targets, key=key) == by_key for _ in range(3))
-    assert choose([], key=key) is None
+@given(planned(), st.data())
+def test_choose_is_the_dns_pick_over_the_serving_targets(case: Case, data: st.DataObject) -> None:
+    config, topology, table = case
+    svc = data.draw(st.sampled_from(config.services))
+    v4 = data.draw(st.booleans())
+    address = str(ipaddress.IPv4Address(data.draw(st.integers(0, 2**32 - 1))) if v4
+                  else ipaddress.IPv6Address(data.draw(st.integers(0, 2**128 - 1))))
+    got = choose(table, topology, svc.name, client_address=address)
+    geo = topology.geo_for(address)
+    route = table.route(svc.name, geo)
+    assert got is not None and route is not None
+    # The split the DNS server answers from, by hand: non-zero weights with answers, highest first.
+    serving = sorted(((t, w) for t, w in route.weights.items() if w > 0 and t in svc.answers),
+                     key=lambda tw: (-tw[1], list(route.weights).index(tw[0])))
+    cum = [sum(w for _, w in serving[: i + 1]) for i in range(len(serving))]
+    # The client key: the address cut to /24 (IPv4) or /56 (IPv6), or a longer configured prefix.
+    bits = topology.geomap.key_bits[4 if v4 else 6]
+    width = 32 if v4 else 128
+    ip = int(ipaddress.ip_address(address))
+    subnet = bytes((4 if v4 else 6, bits)) + (ip >> (width - bits) << (width - bits)).to_bytes(width // 8, "big")
+    assert got.target == serving[pick.pick(cum, subnet, pick.name_seed(svc.name))][0] and got.weight > 0
+    assert choose(table, topology, svc.name.upper(), client_address=address) == got
 
 
 @st.composite

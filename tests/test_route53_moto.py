@@ -64,7 +64,7 @@ class Env:
         return Route53Sink(config, retry=kw.pop("retry", FAST), **kw)
 
     def records(self) -> dict[RecordKey, Record]:
-        # Read moto directly in one page: its own pagination is broken (DEPENDENCIES.md).
+        # Read moto directly in one page: its own pagination is broken (docs/dependencies.md).
         out = self.boto.list_resource_record_sets(HostedZoneId=self.zone_id, MaxItems="100000")
         recs = [Record.from_api(r) for r in out["ResourceRecordSets"]]
         return {r.key: r for r in recs}

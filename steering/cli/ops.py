@@ -69,7 +69,7 @@ def parse_ramp(text: str) -> tuple[float, float]:
     return step, interval
 
 
-def _mode(now: bool, ramp: str | None) -> tuple[int, pb.Ramp]:
+def _mode(now: bool, ramp: str | None) -> tuple[pb.EvacuationMode, pb.Ramp]:
     if now and ramp:
         die("--now and --ramp exclude each other", EXIT_USAGE)
     if now:
@@ -143,10 +143,13 @@ def print_preview(p: pb.Preview, out: Console) -> None:
 
 def _refusal(err: grpc.RpcError, as_json: bool, region: str = "") -> None:
     """Print a refused action (with its preview when the server sent one) and exit."""
-    trailer = dict(err.trailing_metadata() or ())  # type: ignore[attr-defined]
-    preview = pb.Preview.FromString(trailer[PREVIEW_TRAILER]) if PREVIEW_TRAILER in trailer else None
+    # grpc-stubs types the items as an opaque _Metadatum; at runtime they are (key, value) pairs (grpc's own
+    # annotation: Optional[Sequence[tuple[str, str | bytes]]]), so dict() of them is what we want
+    trailer: dict[str, str | bytes] = dict(err.trailing_metadata() or ())  # type: ignore[arg-type]
+    raw = trailer.get(PREVIEW_TRAILER)
+    preview = pb.Preview.FromString(raw) if isinstance(raw, bytes) else None  # a -bin trailer is always bytes
     if as_json:
-        emit({"error": {"code": err.code().name, "message": describe(err)},  # type: ignore[attr-defined]
+        emit({"error": {"code": err.code().name, "message": describe(err)},
               "region": region, "preview": shapes.preview(preview) if preview else None})
     elif preview is not None:
         print_preview(preview, console())
@@ -244,8 +247,13 @@ def status(remote: Remote, as_json: bool) -> None:
         emit(data)
         return
     out = console()
+    if data["stale"]:
+        since = data["etcd_unreachable_since"] or time.time()
+        out.print(f"[bold yellow]etcd unreachable since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(since))} "
+                  f"({max(0.0, time.time() - since):.0f}s); showing this replica's last known state[/]")
     tbl = data["table"]
-    head = (f"leader {safe(data['leader'] or '-')}  (answered by {safe(data['replica'])}, "
+    head = (f"{'last seen leader' if data['stale'] else 'leader'} {safe(data['leader'] or '-')}  "
+            f"(answered by {safe(data['replica'])}, "
             f"{data['connected_agents']} agents)")
     if tbl:
         head += f"  table v{tbl['version']}, {tbl['age_seconds']:.1f}s old"
@@ -358,7 +366,7 @@ def _act(remote: Remote, method: str, req: Any, region: str, dry_run: bool, yes:
     try:
         preview = remote.call(OP, method, req)
     except grpc.RpcError as err:
-        if err.code() == grpc.StatusCode.FAILED_PRECONDITION:  # type: ignore[attr-defined]
+        if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
             _refusal(err, as_json, region)
         raise
     result = {"region": region, "applied": False, "dry_run": True, "duplicate": False, "request_id": req.request_id,
@@ -381,7 +389,7 @@ def _act(remote: Remote, method: str, req: Any, region: str, dry_run: bool, yes:
     try:
         resp = remote.call(OP, method, req)
     except grpc.RpcError as err:
-        if err.code() == grpc.StatusCode.FAILED_PRECONDITION:  # type: ignore[attr-defined]
+        if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
             _refusal(err, as_json, region)  # the state changed since the preview
         raise
     result.update(applied=resp.applied, dry_run=False, duplicate=resp.duplicate, audit_id=resp.audit_id)
@@ -436,7 +444,7 @@ def unpin(remote: Remote, service: str, geo: str, reason: str, as_json: bool) ->
         resp = remote.call(OP, "UnpinWeights", pb.UnpinWeightsRequest(service=service, geo=geo, reason=reason,
                                                                       request_id=uuid.uuid4().hex))
     except grpc.RpcError as err:
-        if err.code() == grpc.StatusCode.FAILED_PRECONDITION:  # type: ignore[attr-defined]
+        if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
             _refusal(err, as_json)
         raise
     if as_json:
@@ -527,4 +535,4 @@ def register(cli: click.Group) -> None:
         cli.add_command(cmd)
 
 
-__all__ = ["register", "plan_live", "parse_ramp"]
+__all__ = ["parse_ramp", "plan_live", "register"]

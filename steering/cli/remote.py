@@ -51,12 +51,12 @@ def die(message: str, code: int) -> NoReturn:
 
 
 def exit_code(err: grpc.RpcError) -> int:
-    return _EXIT_FOR.get(err.code(), EXIT_REFUSED)  # type: ignore[attr-defined]
+    return _EXIT_FOR.get(err.code(), EXIT_REFUSED)
 
 
 def describe(err: grpc.RpcError) -> str:
-    code = err.code()  # type: ignore[attr-defined]
-    details = (err.details() or "").splitlines()[0] if err.details() else code.name  # type: ignore[attr-defined]
+    code = err.code()
+    details = (err.details() or "").splitlines()[0] if err.details() else code.name
     details = printable(details, 2000)  # the server's words may quote stored text (a reason, a check detail)
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         return f"not authorized ({code.name}): {details}"
@@ -66,7 +66,7 @@ def describe(err: grpc.RpcError) -> str:
 def connection_hint(err: grpc.RpcError, tls: bool, client_cert: bool) -> str:
     """What a failed connection most likely means. gRPC reports a server that drops the TLS handshake (no
     client certificate, one it does not trust, or plaintext to a TLS port) only as "Socket closed"."""
-    details = err.details() or ""  # type: ignore[attr-defined]
+    details = err.details() or ""
     if "Socket closed" in details:
         if tls and not client_cert:
             return ("the server closed the connection during the TLS handshake: it probably requires a client "
@@ -138,7 +138,7 @@ class Remote:
             try:
                 return getattr(stub, method)(request, metadata=self.metadata, timeout=timeout or self.timeout)
             except grpc.RpcError as err:
-                if err.code() not in _FAILOVER:  # type: ignore[attr-defined]
+                if err.code() not in _FAILOVER:
                     raise
                 tried.append(self._failed(server, err))
         raise Unreachable("cannot reach any server: " + "; ".join(tried))
@@ -158,7 +158,7 @@ class Remote:
                     yield server, msg
                 return
             except grpc.RpcError as err:
-                if err.code() not in _FAILOVER:  # type: ignore[attr-defined]
+                if err.code() not in _FAILOVER:
                     raise
                 tried.append(self._failed(server, err))
         raise Unreachable("cannot reach any server: " + "; ".join(tried))
@@ -201,8 +201,9 @@ def connection_options(f: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             remote.close()
 
-    functools.update_wrapper(wrapper, f)  # keeps f's own click options (__click_params__)
-    del wrapper.__wrapped__  # click must see the wrapper's signature, not f's
+    updated = functools.update_wrapper(wrapper, f)  # keeps f's own click options (__click_params__); returns wrapper
+    del updated.__wrapped__  # click must see the wrapper's signature, not f's
+    command: Callable[..., Any] = updated
     for opt in reversed(options):
-        wrapper = opt(wrapper)
-    return wrapper
+        command = opt(command)
+    return command

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from steering.controller.convert import HEALTH_NAMES
 from steering.table import RoutingTable
 from steering.v1 import steering_pb2 as pb
 
 
-def _time(ts: Any) -> float:
+def _time(ts: Timestamp) -> float:
     return round(ts.seconds + ts.nanos / 1e9, 3)
 
 
@@ -55,10 +57,13 @@ def site_why(s: pb.SiteHealth) -> dict[str, Any]:
 def status(resp: pb.StatusResponse) -> dict[str, Any]:
     table = table_of(resp.table) if resp.HasField("table") else None
     whys = {s.site: site_why(s) for s in resp.sites}
-    blank = {"last_report": None, "last_report_local": False, "last_change": None, "heard_by": "", "detail": "",
-             "checks": []}
+    blank: dict[str, Any] = {"last_report": None, "last_report_local": False, "last_change": None, "heard_by": "",
+                             "detail": "", "checks": []}
     out: dict[str, Any] = {
         "replica": resp.replica, "leader": resp.leader, "connected_agents": resp.connected_agents,
+        # stale: etcd could not be reached, so this is the answering replica's last known state
+        "stale": resp.stale,
+        "etcd_unreachable_since": _time(resp.etcd_unreachable_since) if resp.stale else None,
         "table": None, "regions": [], "sites": [], "geos": {},
         "evacuations": [evacuation(e) for e in resp.evacuations],
         "route53": {"enabled": resp.route53.enabled, "last_sync": _time(resp.route53.last_sync) or None,
@@ -93,5 +98,5 @@ def audit(r: pb.AuditRecord) -> dict[str, Any]:
             "before": r.before, "after": r.after, "details": details}
 
 
-def health_name(value: int) -> str:
+def health_name(value: pb.HealthStatus) -> str:
     return HEALTH_NAMES.get(value, "unknown")

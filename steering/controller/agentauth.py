@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
@@ -86,11 +87,12 @@ def certificate_grant(auth_context: dict[str, list[bytes]]) -> Grant:
     return Grant(who=who, sites=sites, why=why)
 
 
-def grant_for(config: Config, context: grpc.aio.ServicerContext) -> Grant:
+def grant_for(config: Config, context: grpc.aio.ServicerContext[Any, Any]) -> Grant:
     """The sites this call's credentials allow, under the config's ``auth`` and ``tls`` sections."""
     grants = []
     if config.auth is not None:
         grants.append(token_grant(auth.caller()))
     if config.tls is not None and config.tls.client_ca is not None:
-        grants.append(certificate_grant(dict(context.auth_context())))
+        # gRPC documents the values as iterables of bytes (lists in practice); certificate_grant indexes them
+        grants.append(certificate_grant({k: list(v) for k, v in context.auth_context().items()}))
     return combine(grants)

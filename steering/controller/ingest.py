@@ -32,7 +32,8 @@ from steering.config import Config
 from steering.controller import agentauth, healthwrite, metrics
 from steering.controller.healthmerge import record_key
 from steering.controller.healthview import HealthView
-from steering.controller.reports import Report, ReportError, validate
+from steering.controller.reports import Report as ValidReport  # inside Ingest, `Report` is the RPC method
+from steering.controller.reports import ReportError, validate
 from steering.model import TargetHealth
 from steering.v1 import steering_pb2 as pb
 from steering.v1 import steering_pb2_grpc as pb_grpc
@@ -113,7 +114,7 @@ class Ingest(pb_grpc.HealthServiceServicer):
     # ---------------------------------------------------------------- the RPC
 
     async def Report(self, request_iterator: AsyncIterator[pb.HealthReport],
-                     context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ReportAck]:
+                     context: grpc.aio.ServicerContext[pb.HealthReport, pb.ReportAck]) -> AsyncIterator[pb.ReportAck]:
         self._streams += 1
         metrics.CONNECTED_AGENTS.set(self._streams)
         grant = agentauth.grant_for(self.config, context)
@@ -166,7 +167,7 @@ class Ingest(pb_grpc.HealthServiceServicer):
             if session.site:
                 log.info("agent stream closed", site=session.site, peer=session.peer)
 
-    def _accept(self, report: pb.HealthReport, session: Session, grant: agentauth.Grant, now: float) -> Report:
+    def _accept(self, report: pb.HealthReport, session: Session, grant: agentauth.Grant, now: float) -> ValidReport:
         """The validated report, or _Refused: the stream ends with its status."""
         try:
             r = validate(report, self.config, session.sequence, now)
@@ -209,7 +210,9 @@ class Ingest(pb_grpc.HealthServiceServicer):
         self._wake.set()
 
     async def _writer(self) -> None:
-        backoff = 0.05
+        # Capped at etcd.reconnect_max_seconds and woken when etcd reconnects: what agents reported during
+        # an outage reaches etcd as soon as it is back.
+        backoff = self.store.backoff()  # type: ignore[attr-defined]
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -222,11 +225,10 @@ class Ingest(pb_grpc.HealthServiceServicer):
                             error=str(error) or type(error).__name__)
                 for site, health in unwritten.items():
                     self._pending.setdefault(site, health)  # a newer value that arrived meanwhile wins
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                await backoff.sleep()
                 self._wake.set()
                 continue
-            backoff = 0.05
+            backoff.reset()
 
     def _sized(self, site: str, health: TargetHealth | None) -> TargetHealth | None:
         """The record to write: one etcd would refuse for its size goes without its free text."""

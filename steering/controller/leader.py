@@ -11,6 +11,13 @@ action even if it does not (so steerctl can tell a leader has planned with
 it). Overrides the planner cannot use are left out, noted in the table and
 reported once each (``steering_controller_skipped_records_total``); one
 stored record never stops the leader publishing.
+
+Time: intervals (ramp steps, step_seconds, the start-up grace) are measured on
+the monotonic clock, never the wall clock, whose only use is ``generated_at``
+(the planner keeps that from going backwards). Each plan is told the seconds
+since the previous table was planned, or since this leader read it if another
+leader wrote it: a leader whose clock is off neither steps a ramp back nor
+finishes it early (``steering.ramps``).
 """
 
 from __future__ import annotations
@@ -33,12 +40,13 @@ log = logs.get("steering.leader")
 
 class Leader:
     def __init__(self, config: Config, store: object, replica: str, clock: Callable[[], float] = time.time,
-                 route53: object | None = None) -> None:
+                 route53: object | None = None, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.route53 = route53  # a Route53Sink when the config has a route53 section; it runs only while leading
         self.store = store
         self.replica = replica
-        self.clock = clock
+        self.clock = clock  # wall time, for generated_at only
+        self.monotonic = monotonic  # for every interval
         self.leadership: object | None = None
         self.known = [r.id for r in config.regions] + [s.id for s in config.sites]
         self._stopping = False
@@ -59,7 +67,7 @@ class Leader:
             except Exception as exc:
                 log.warning("campaign failed; retrying", replica=self.replica, error=str(exc) or type(exc).__name__)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, self.config.etcd.reconnect_max_seconds)
                 continue
             backoff = 0.2
             self.leadership = leadership
@@ -91,8 +99,10 @@ class Leader:
 
     async def _lead(self, leadership: object) -> None:
         lost: asyncio.Event = leadership.lost  # type: ignore[attr-defined]
-        started = self.clock()
+        started = self.monotonic()
         previous = await self._read_previous(lost)
+        # Another leader's table counts as planned when read: the time before is not this leader's to measure.
+        planned_at = self.monotonic()
         records: dict[str, TargetHealth] = {}
         overrides = Overrides()
         ready = {"health": False, "overrides": False}
@@ -139,14 +149,15 @@ class Leader:
                 dirty.clear()
                 if not all(ready.values()):
                     continue  # never plan from a half-read state
-                now = self.clock()
+                now, mono = self.clock(), self.monotonic()
                 prev_health = {t: st.health for t, st in
                                [*(previous.regions.items() if previous else ()),
                                 *(previous.sites.items() if previous else ())]}
-                health = merge(records, self.known, now - started >= policy.silence_seconds, prev_health)
+                health = merge(records, self.known, mono - started >= policy.silence_seconds, prev_health)
                 t0 = time.perf_counter()
                 # Planning a large topology takes tens of ms: in a thread, so agent streams keep flowing.
-                table, unchanged = await asyncio.to_thread(self._plan, health, overrides, previous, now)
+                table, unchanged = await asyncio.to_thread(self._plan, health, overrides, previous, now,
+                                                           mono - planned_at)
                 metrics.PLAN_SECONDS.observe(time.perf_counter() - t0)
                 metrics.SILENT_SITES.set(sum(1 for h in health.values() if h.status == "silent"))
                 if unchanged and not operator_change:
@@ -154,7 +165,7 @@ class Leader:
                     # steerctl knows a leader has planned with it (and does not say "done" otherwise).
                     continue
                 urgent = previous is None or operator_change or _has_emergency(previous, table)
-                if not urgent and now - last_step < policy.step_seconds:
+                if not urgent and mono - last_step < policy.step_seconds:
                     # Non-emergency moves (ramps, spill, recovery) go one step per step_seconds.
                     due = last_step + policy.step_seconds
                     continue
@@ -165,7 +176,7 @@ class Leader:
                 if self.route53 is not None:
                     self.route53.notify(table)  # type: ignore[attr-defined]
                 previous = table
-                last_step = now
+                last_step = planned_at = mono
                 due = 0.0
         finally:
             sink_stop.set()
@@ -174,26 +185,27 @@ class Leader:
             await asyncio.gather(*followers, lost_wait, return_exceptions=True)
 
     def _plan(self, health: dict[str, TargetHealth], overrides: Overrides, previous: RoutingTable | None,
-              now: float) -> tuple[RoutingTable, bool]:
+              now: float, elapsed: float | None = None) -> tuple[RoutingTable, bool]:
+        """``elapsed``: monotonic seconds since ``previous`` was planned (None: ``now`` is trusted for it)."""
         observed = Observed(health=health)
         overrides = usable(self.config, overrides)
         try:
-            table = plan(self.config, observed, overrides, previous, now, leader=self.replica)
+            table = plan(self.config, observed, overrides, previous, now, leader=self.replica, elapsed=elapsed)
         except Exception:
             # No known record does this (``usable`` sets them aside); should one, it must not stop every
             # plan: find the records that fail on their own and plan without them. Raises if that fails too.
             log.exception("planning failed; looking for the override record that breaks it", replica=self.replica)
-            overrides = self._isolate(observed, overrides, previous, now)
-            table = plan(self.config, observed, overrides, previous, now, leader=self.replica)
+            overrides = self._isolate(observed, overrides, previous, now, elapsed)
+            table = plan(self.config, observed, overrides, previous, now, leader=self.replica, elapsed=elapsed)
         self._report_skipped(overrides.skipped)
         return table, previous is not None and table.same_routing(previous)
 
     def _isolate(self, observed: Observed, overrides: Overrides, previous: RoutingTable | None,
-                 now: float) -> Overrides:
+                 now: float, elapsed: float | None = None) -> Overrides:
         """``overrides`` without each record that makes the planner raise when planned alone (skipped)."""
         def fails(alone: Overrides) -> str | None:
             try:
-                plan(self.config, observed, alone, previous, now)
+                plan(self.config, observed, alone, previous, now, elapsed=elapsed)
             except Exception as exc:
                 return f"the planner fails with it: {type(exc).__name__}: {exc}"
             return None
@@ -224,7 +236,7 @@ class Leader:
     def _tick(self, started: float, due: float) -> float:
         """How long to sleep without events: ramps, deferred steps and the start-up grace end on the clock."""
         policy = self.config.policy
-        now = self.clock()
+        now = self.monotonic()
         tick = policy.step_seconds
         grace_left = started + policy.silence_seconds - now
         if grace_left > 0:
@@ -241,7 +253,7 @@ class Leader:
             except Exception as exc:
                 log.warning("cannot read the current table; retrying", error=str(exc) or type(exc).__name__)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                backoff = min(backoff * 2, self.config.etcd.reconnect_max_seconds)
         return None
 
     async def _publish(self, table: RoutingTable, leadership: object, lost: asyncio.Event) -> bool:
@@ -253,7 +265,7 @@ class Leader:
                 metrics.ETCD_ERRORS.labels(kind="table").inc()
                 log.warning("publish failed; retrying", version=table.version, error=str(exc) or type(exc).__name__)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                backoff = min(backoff * 2, self.config.etcd.reconnect_max_seconds)
                 continue
             if not ok:
                 log.warning("publish refused: no longer the leader", version=table.version, replica=self.replica)

@@ -4,6 +4,9 @@ Every replica answers: reads come from etcd and the table this replica
 follows; writes go to etcd through ``Store.apply_operator_action`` (one txn
 with the audit record, applied once per request id), and the leader —
 whichever replica it is — picks the change up from its overrides watch.
+While etcd cannot be reached, Status still answers, from what this replica
+knows (its table, the health records, leader and overrides it last read,
+its own agents), marked ``stale`` with the time etcd stopped answering.
 
 Order of an action: validate the request (INVALID_ARGUMENT naming the
 field); a request id seen before returns the earlier result (``duplicate``);
@@ -23,6 +26,7 @@ also refuses (and flags) any unforced evacuation that would leave fewer than
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import dataclasses
 import json
@@ -44,7 +48,7 @@ from steering.controller.convert import (
     timestamp,
 )
 from steering.model import Evacuation, Overrides, Pin, Restore, TargetHealth
-from steering.store.client import StoreError
+from steering.store.client import StoreError, StoreUnavailable
 from steering.store.store import OverridesChanged
 from steering.store.keys import check_component
 from steering.table import RoutingTable
@@ -84,6 +88,8 @@ def summary(table: RoutingTable) -> str:
 
 _SEQ: contextvars.ContextVar[int] = contextvars.ContextVar("operator_seq")
 _ATTEMPTS = 5
+# With etcd known to be away, Status tries it this long before answering from memory (etcd may be back).
+STALE_READ_SECONDS = 1.0
 
 
 async def _retrying(action: Callable[[], Awaitable[Any]]) -> Any:
@@ -215,13 +221,54 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
         return await _guard(context, self._status())
 
     async def _status(self) -> pb.StatusResponse:
-        resp = pb.StatusResponse(replica=self.ctl.replica, connected_agents=self.ctl.ingest.connected_agents)
-        resp.leader = await self.store.leader() or ""
+        """From etcd; if it cannot be reached, from what this replica knows, marked stale."""
+        try:
+            if getattr(self.store, "unreachable_since", None) is None:
+                return await self._status_live()  # each read gives up after etcd.timeout_seconds
+            async with asyncio.timeout(STALE_READ_SECONDS):
+                return await self._status_live()
+        except (StoreUnavailable, TimeoutError):
+            pass
+        since = getattr(self.store, "unreachable_since", None) or time.time()
+        log.warning("etcd unreachable: status answered from this replica's last known state",
+                    replica=self.ctl.replica, unreachable_since=since)
+        return self._status_known(since)
+
+    async def _status_live(self) -> pb.StatusResponse:
+        leader = await self.store.leader() or ""
         table = await self._table()
+        records = await self._health_records() if table is not None else {}
+        overrides = await self.store.get_overrides()
+        resp = self._status_response(leader, table, records, overrides)
+        if resp.route53.enabled and hasattr(self.store, "get_status"):
+            await self._route53_status(resp.route53)
+        return resp
+
+    def _status_known(self, since: float) -> pb.StatusResponse:
+        """Status without etcd: the table this replica follows, the health records and overrides it last
+        read, the leader it last saw (or the one that published its table, whichever it learnt later)."""
+        table = self.ctl.tables.current
+        leader = table.leader if table is not None else ""
+        seen = getattr(self.store, "last_leader", None)
+        if seen is not None and (table is None or seen[1] >= self.ctl.tables.received_at):
+            leader = seen[0] or ""
+        if self.ctl.leader.is_leader:
+            leader = self.ctl.replica
+        records = self._records_cache[1] if self._records_cache is not None else {}
+        known = getattr(self.store, "last_overrides", None)
+        resp = self._status_response(leader, table, records, known[0] if known is not None else Overrides())
+        resp.stale = True
+        resp.etcd_unreachable_since.CopyFrom(timestamp(since))
+        return resp
+
+    def _status_response(self, leader: str, table: RoutingTable | None, records: dict[str, TargetHealth],
+                         overrides: Overrides) -> pb.StatusResponse:
+        resp = pb.StatusResponse(replica=self.ctl.replica, connected_agents=self.ctl.ingest.connected_agents,
+                                 leader=leader)
         if table is not None:
             resp.table.CopyFrom(table_to_pb(table, with_json=True))
             resp.table_age_seconds = max(0.0, time.time() - table.generated_at)
-            newest = sitestatus.newest_records(await self._health_records())
+            newest = sitestatus.newest_records(records)
             silence = self.config.policy.silence_seconds
             for tid, st in [*table.regions.items(), *table.sites.items()]:
                 kind = pb.SITE_KIND_REGION if st.kind == "region" else pb.SITE_KIND_CACHE
@@ -236,14 +283,11 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
                     site.last_change.CopyFrom(timestamp(why.last_change))
                 for c in why.checks:
                     site.checks.add(name=c.name, kind=c.kind, ok=False, detail=c.detail)
-        overrides = await self.store.get_overrides()
         for e in overrides.evacuations:
             resp.evacuations.append(evacuation_to_pb(e))
         for r in overrides.restores:
             resp.evacuations.append(restore_to_pb(r))
         resp.route53.enabled = self.config.route53 is not None
-        if resp.route53.enabled and hasattr(self.store, "get_status"):
-            await self._route53_status(resp.route53)
         return resp
 
     async def _route53_status(self, out: pb.Route53Status) -> None:

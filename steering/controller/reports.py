@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from steering import limits
 from steering.config import Config
-from steering.model import MAX_CHECK_DETAIL, MAX_CHECKS, Check, TargetHealth
+from steering.model import MAX_CHECK_DETAIL, MAX_CHECKS, Check, Status, TargetHealth
 from steering.v1 import steering_pb2 as pb
 
 
@@ -21,7 +21,7 @@ class ReportError(ValueError):
         super().__init__(f"{field}: {problem}")
 
 
-STATUS_NAMES = {
+STATUS_NAMES: dict[pb.HealthStatus, Status] = {
     pb.HEALTH_STATUS_HEALTHY: "healthy",
     pb.HEALTH_STATUS_UNHEALTHY: "unhealthy",
 }
@@ -114,7 +114,7 @@ def validate(report: pb.HealthReport, config: Config, last_sequence: int | None,
         agent=agent,
         sequence=report.sequence,
         health=TargetHealth(
-            status=status,  # type: ignore[arg-type]
+            status=status,
             # A report of capacity 0 with a healthy status is "no capacity figure": keep the config's.
             capacity=report.capacity if report.capacity > 0 or status == "unhealthy" else None,
             load=report.load,

@@ -1,8 +1,10 @@
 """``RoutingService``: Resolve (where should this client go?) and Watch (the table as it changes).
 
 Both answer from the table this replica follows (``controller.tables``), never
-from etcd per call. Resolve ranks with ``steering.resolve.rank``, the same
-code ``steering.client`` runs in-process.
+from etcd per call. Resolve ranks with ``steering.resolve.rank`` and names the
+client's target with ``steering.resolve.choose_ranked`` (the DNS server's pick),
+the same code ``steering.client`` runs in-process. Watch sends every subscriber
+the same message per table version (``tablewire``).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from typing import Any
 import grpc
 
 from steering import limits, logs
-from steering.controller.convert import only_service, table_to_pb
-from steering.resolve import ResolveError, Topology, rank
+from steering.controller.tablewire import WatchMessages
+from steering.resolve import ResolveError, Topology, choose_ranked, rank
 from steering.v1 import steering_pb2 as pb
 from steering.v1 import steering_pb2_grpc as pb_grpc
 
@@ -26,8 +28,10 @@ class RoutingService(pb_grpc.RoutingServiceServicer):
         self.ctl = controller
         self.topology = Topology.from_config(controller.config)
         self.topology_json = self.topology.to_json()
+        self.messages = WatchMessages(self.topology_json)
 
-    async def Resolve(self, request: pb.ResolveRequest, context: grpc.aio.ServicerContext) -> pb.ResolveResponse:
+    async def Resolve(self, request: pb.ResolveRequest,
+                      context: grpc.aio.ServicerContext[pb.ResolveRequest, pb.ResolveResponse]) -> pb.ResolveResponse:
         try:
             # Bounded first: the refusals below quote the value, and a megabyte does not belong in one.
             for field in ("service", "client_address", "geo"):
@@ -38,10 +42,11 @@ class RoutingService(pb_grpc.RoutingServiceServicer):
         if table is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "no routing table yet: the controller is starting")
         which = request.WhichOneof("client")
+        address = request.client_address if which == "client_address" else ""
         try:
-            name, geo, targets = rank(table, self.topology, request.service,
-                                      client_address=request.client_address if which == "client_address" else "",
+            name, geo, targets = rank(table, self.topology, request.service, client_address=address,
                                       geo=request.geo if which == "geo" else "", max_targets=request.max_targets)
+            choice = choose_ranked(table, self.topology, name, geo, targets, address)
         except ResolveError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         route = table.route(name, geo)
@@ -50,9 +55,15 @@ class RoutingService(pb_grpc.RoutingServiceServicer):
         for t in targets:
             resp.targets.add(target=t.target, kind=t.kind, region=t.region, weight=t.weight,
                              addresses=list(t.addresses), reason=t.reason)
+        if choice is not None:
+            resp.choice.CopyFrom(pb.RankedTarget(target=choice.target, kind=choice.kind, region=choice.region,
+                                                  weight=choice.weight, addresses=list(choice.addresses),
+                                                  reason=choice.reason))
         return resp
 
-    async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchResponse]:
+    async def Watch(self, request: pb.WatchRequest,
+                    context: grpc.aio.ServicerContext[pb.WatchRequest, pb.WatchResponse],
+                    ) -> AsyncIterator[pb.WatchResponse]:
         service = ""
         if len(request.service) > limits.MAX_ID:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -68,15 +79,13 @@ class RoutingService(pb_grpc.RoutingServiceServicer):
             table = self.ctl.tables.current
             if table is None or table.version <= last:
                 if first:  # nothing to send yet: still hand the client its topology at once
-                    yield pb.WatchResponse(topology_json=self.topology_json)
+                    yield self.messages.topology_only()
                     first = False
                 table = await self.ctl.tables.wait_newer(last, timeout=30.0)
                 if table is None:
                     continue
             last = table.version
-            out = only_service(table, service) if service else table
-            msg = pb.WatchResponse(table=table_to_pb(out))
-            if first:
-                msg.topology_json = self.topology_json
-                first = False
+            # built once per version (and service filter) for every subscriber: never modify it here
+            msg = self.messages.response(table, service, first)
+            first = False
             yield msg

@@ -1,4 +1,4 @@
-"""Previews and the safety rules of DESIGN.md §6: pure functions over the live state.
+"""Previews and the safety rules of docs/architecture.md §6: pure functions over the live state.
 
 A preview compares two *settled* plans from the same live health: the one
 the current overrides lead to and the one the requested change leads to
@@ -28,9 +28,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from steering.config import TOTAL_WEIGHT, Config
-from steering.model import Evacuation, Observed, Overrides, TargetHealth
+from steering.model import Evacuation, Observed, Overrides, Status, TargetHealth
 from steering.planner import plan
 from steering.table import RoutingTable
+from steering.topology import candidates, region_of
 
 EPS = 1e-6
 
@@ -72,14 +73,17 @@ class Preview:
     after: RoutingTable
 
 
+_STATUSES: dict[str, Status] = {"healthy": "healthy", "unhealthy": "unhealthy", "silent": "silent", "unknown": "unknown"}
+
+
 def live_health(table: RoutingTable | None) -> dict[str, TargetHealth]:
     """The health the current table was planned with (any replica has it, leader or not)."""
     if table is None:
         return {}
     out: dict[str, TargetHealth] = {}
     for tid, st in [*table.regions.items(), *table.sites.items()]:
-        status = st.health if st.health in ("healthy", "unhealthy", "silent", "unknown") else "unknown"
-        out[tid] = TargetHealth(status=status, capacity=st.capacity, load=st.load, detail=st.reason)  # type: ignore[arg-type]
+        status = _STATUSES.get(st.health, "unknown")  # a table's health as a Status; anything else is unknown
+        out[tid] = TargetHealth(status=status, capacity=st.capacity, load=st.load, detail=st.reason)
     return out
 
 
@@ -183,7 +187,7 @@ def evacuation_refusals(config: Config, health: dict[str, TargetHealth], overrid
 
 
 def with_evacuation(overrides: Overrides, evac: Evacuation) -> Overrides:
-    return replace(overrides, evacuations=tuple(e for e in overrides.evacuations if e.region != evac.region) + (evac,),
+    return replace(overrides, evacuations=(*(e for e in overrides.evacuations if e.region != evac.region), evac),
                    restores=tuple(r for r in overrides.restores if r.region != evac.region))
 
 
@@ -193,12 +197,8 @@ def without_evacuation(overrides: Overrides, region: str) -> Overrides:
 
 
 def pin_candidates(config: Config, service: str, geo: str) -> list[str]:
-    """The targets the planner can weigh for (service, geo), in preference order (as ``planner._candidates``)."""
-    svc, g = config.service(service), config.geo(geo)
-    cands = [r for r in g.prefer if r in svc.answers]
-    if svc.targets == "sites":
-        cands = [s for s in g.prefer_sites if s in svc.answers] + cands
-    return cands
+    """The targets the planner can weigh for (service, geo), in its preference order (``topology.candidates``)."""
+    return list(candidates(config.service(service), config.geo(geo)))
 
 
 def check_pin_targets(config: Config, service: str, geo: str, weights: Mapping[str, int]) -> Refusal | None:
@@ -222,7 +222,7 @@ def check_pin_targets(config: Config, service: str, geo: str, weights: Mapping[s
 def cannot_serve(config: Config, health: Mapping[str, TargetHealth], overrides: Overrides,
                  target: str) -> str | None:
     """Why ``target`` (a region or cache site) cannot take traffic now, as the planner sees it; None if it can."""
-    region = next((s.region for s in config.sites if s.id == target), target)
+    region = region_of(config, target)
     h = health.get(target, TargetHealth())
     if not h.can_serve:
         return h.status + (f" ({h.detail})" if h.detail else "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -23,6 +24,9 @@ from steering.controller.tableview import TableView
 from steering.store import Store
 from steering.v1 import steering_pb2 as pb
 from steering.v1 import steering_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:  # imported only when route53 is configured (boto3 is optional)
+    from steering.route53 import SyncResult
 
 log = logs.get("steering.controller")
 
@@ -53,13 +57,14 @@ class Controller:
         self.port = 0
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def _share_route53_result(self, result: object) -> None:
+    async def _share_route53_result(self, result: SyncResult) -> None:
         import json
 
-        await self.store.put_status("route53", json.dumps(result.to_dict(), sort_keys=True).encode())  # type: ignore[attr-defined]
+        await self.store.put_status("route53", json.dumps(result.to_dict(), sort_keys=True).encode())
 
     def _add_api(self, server: grpc.aio.Server) -> None:
-        pb_grpc.add_HealthServiceServicer_to_server(self.ingest, server)
+        # grpcio-tools generates steering_pb2_grpc without annotations
+        pb_grpc.add_HealthServiceServicer_to_server(self.ingest, server)  # type: ignore[no-untyped-call]
         try:
             from steering.controller.api import add_api_services
         except ImportError:  # the routing/operator API lands separately

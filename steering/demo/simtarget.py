@@ -43,7 +43,7 @@ class SimTarget:
         sim = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:  # http.server's naming
                 state = read_state(sim.state_file)
                 if self.path == "/healthz":
                     broken = bool(state.get("broken"))
@@ -62,7 +62,7 @@ class SimTarget:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

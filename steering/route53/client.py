@@ -10,7 +10,7 @@ boto3 does not give us the way we want it:
   botocore's own retries are off so every attempt is visible and rate-limited;
 * complete reads: ListResourceRecordSets is followed by (name, type,
   identifier) and a token seen twice is an error, never an endless loop
-  (moto repeats tokens; DEPENDENCIES.md);
+  (moto repeats tokens; docs/dependencies.md);
 * a change counts as done only when GetChange says INSYNC;
 * a rejected batch (InvalidChangeBatch, InvalidInput, ...) raises
   ``ChangeRejected`` at once: retrying it cannot help.
@@ -125,7 +125,8 @@ class Route53Client:
             self.bucket.acquire()
             metrics.API_CALLS.labels(operation).inc()
             try:
-                return getattr(self._client, _snake(operation))(**params)  # type: ignore[no-any-return]
+                response: Mapping[str, Any] = getattr(self._client, _snake(operation))(**params)  # boto3: untyped
+                return response
             except botocore.exceptions.ClientError as exc:
                 err = exc.response.get("Error", {})
                 code = str(err.get("Code", "Unknown"))

@@ -1,6 +1,10 @@
 """The plan: desired records vs what Route 53 holds -> ordered, validated change batches (pure).
 
-Like ExternalDNS's ``plan``: no I/O, deterministic. Rules:
+Like ExternalDNS's ``plan``: no I/O, deterministic. ``compute_plan`` runs
+named steps, one function each: read the zone (``_read_zone``), keep what we
+may write (``_writable``), diff (``_diff``), validate (``_validated``), update
+the markers (``_marker_updates``), order per service (``_ordered``), then
+``pack`` into batches. Rules:
 
 * Ownership: a name is ours when its marker ``_steering.<name>`` TXT names our
   owner id; the marker lists the types we own there. Everything else is
@@ -26,7 +30,7 @@ Like ExternalDNS's ``plan``: no I/O, deterministic. Rules:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,24 +138,61 @@ def ownership(current: Iterable[Record], owner: str) -> _Ownership:
 
 def compute_plan(desired: Desired, current: Sequence[Record], owner: str, zone_name: str | None = None,
                  limits: Limits = Limits()) -> ChangePlan:
+    """The plan in named steps (like ExternalDNS's ``plan.Calculate``), each a function below."""
+    zone = _read_zone(current, owner)
+    want, conflicts = _writable(desired, zone)
+    group_of = _grouping(desired)
+    diff = _diff(want, zone, group_of)
+    units, invalid = _validated(diff.units, zone_name, limits)
+    markers = _marker_updates(zone, diff, group_of)
+    return ChangePlan(
+        batches=tuple(tuple(b) for b in pack(_ordered(units, markers, zone, owner, limits), limits)),
+        conflicts=tuple(conflicts),
+        invalid=tuple(invalid),
+        notes=tuple(desired.notes),
+        current_records=len(zone.records),
+        owned_records=sum(1 for r in zone.records.values() if zone.own.owns(r)),
+        desired_records=len(want),
+    )
+
+
+NameType = tuple[str, str]
+Phased = tuple[int, Unit]  # a unit and its order inside its service (``_phase``)
+MarkerUpdate = tuple[str, frozenset[str], frozenset[str]]  # (name, types claimed now, types to claim)
+
+
+@dataclass(frozen=True)
+class _Zone:
+    """What the zone holds, as the plan reads it."""
+
+    records: dict[RecordKey, Record]  # one per key: a broken paginator may repeat records; the first stands
+    own: _Ownership
+    by_nt: dict[NameType, list[Record]]
+
+
+def _read_zone(current: Sequence[Record], owner: str) -> _Zone:
+    """Step 0: index the current records and read the ownership markers."""
     cur: dict[RecordKey, Record] = {}
     for r in current:
-        cur.setdefault(r.key, r)  # a broken paginator may repeat records; the first copy stands
-    own = ownership(cur.values(), owner)
-    by_nt: dict[tuple[str, str], list[Record]] = defaultdict(list)
+        cur.setdefault(r.key, r)
+    by_nt: dict[NameType, list[Record]] = defaultdict(list)
     for r in cur.values():
         by_nt[(r.name, r.type)].append(r)
-    conflicts: list[str] = []
+    return _Zone(cur, ownership(cur.values(), owner), by_nt)
 
-    # 1. which desired (name, type) we may write
-    want_nt: dict[tuple[str, str], list[Record]] = defaultdict(list)
+
+def _writable(desired: Desired, zone: _Zone) -> tuple[dict[RecordKey, Record], list[str]]:
+    """Step 1: the desired records we may write, and a conflict line for each (name, type) we may not."""
+    own = zone.own
+    conflicts: list[str] = []
+    want_nt: dict[NameType, list[Record]] = defaultdict(list)
     for rec in desired.records.values():
         want_nt[(rec.name, rec.type)].append(rec)
-    kept: set[tuple[str, str]] = set()
+    kept: set[NameType] = set()
     for (name, rtype) in sorted(want_nt):
         why = own.blocked(name)
         if why is None:
-            there = by_nt.get((name, rtype), []) + by_nt.get((name, "CNAME"), [])
+            there = zone.by_nt.get((name, rtype), []) + zone.by_nt.get((name, "CNAME"), [])
             foreign = [r for r in there if not own.owns(r)]
             if foreign:
                 why = f"{len(foreign)} foreign record(s) there, e.g. {foreign[0].key}"
@@ -168,8 +209,12 @@ def compute_plan(desired: Desired, current: Sequence[Record], owner: str, zone_n
         r.key: r for nt in kept for r in want_nt[nt]
         if not (r.alias is not None and (r.alias[1], nt[1]) not in kept)
     }
+    return want, conflicts
 
-    # 2. diff every (name, type) we own now or will own
+
+def _grouping(desired: Desired) -> Callable[[str], str]:
+    """Which service a name belongs to (the longest service name it is or ends in; "" for none): the
+    changes of one service travel together."""
     services = sorted(set(desired.service_of.values()), key=lambda s: (-len(s), s))
 
     def group_of(name: str) -> str:
@@ -178,14 +223,28 @@ def compute_plan(desired: Desired, current: Sequence[Record], owner: str, zone_n
                 return s
         return ""
 
-    units: dict[str, list[tuple[int, Unit]]] = defaultdict(list)
-    owned_nt = {(r.name, r.type) for r in cur.values()
+    return group_of
+
+
+@dataclass(frozen=True)
+class _Diff:
+    units: dict[str, list[Phased]]  # per service: the changes, with their phase
+    owned_nt: set[NameType]  # (name, type)s we own now (markers aside)
+    new_types: dict[str, set[str]]  # name -> the types we will own there
+
+
+def _diff(want: Mapping[RecordKey, Record], zone: _Zone, group_of: Callable[[str], str]) -> _Diff:
+    """Step 2: diff every (name, type) we own now or will own: create, upsert, delete (a policy change is a
+    DELETE and a CREATE in one unit)."""
+    own = zone.own
+    units: dict[str, list[Phased]] = defaultdict(list)
+    owned_nt = {(r.name, r.type) for r in zone.records.values()
                 if own.owns(r) and not (r.type == "TXT" and marker_base(r.name) is not None)}
     new_types: dict[str, set[str]] = defaultdict(set)
     for key in want:
         new_types[key.name].add(key.type)
     for nt in sorted(owned_nt | {(k.name, k.type) for k in want}):
-        have = {r.key: r for r in by_nt.get(nt, ()) if own.owns(r)}
+        have = {r.key: r for r in zone.by_nt.get(nt, ()) if own.owns(r)}
         wanted = {k: r for k, r in want.items() if (k.name, k.type) == nt}
         for key in sorted(wanted):
             new = wanted[key]
@@ -203,12 +262,17 @@ def compute_plan(desired: Desired, current: Sequence[Record], owner: str, zone_n
         for key in sorted(set(have) - set(wanted)):
             old = have[key]
             units[group_of(key.name)].append((_phase(old, "DELETE"), (Change("DELETE", old, "not desired"),)))
+    return _Diff(units, owned_nt, new_types)
 
-    # 3. validate before anything is sent
+
+def _validated(units: Mapping[str, list[Phased]], zone_name: str | None,
+               limits: Limits) -> tuple[dict[str, list[Phased]], list[str]]:
+    """Step 3: validate before anything is sent; an invalid unit is dropped and reported."""
     invalid: list[str] = []
-    for group in list(units):
+    out: dict[str, list[Phased]] = {}
+    for group, phased in units.items():
         good = []
-        for phase, unit in units[group]:
+        for phase, unit in phased:
             problems = [f"{c.action} {c.record.key}: {p}" for c in unit if c.action != "DELETE"
                         for p in validate(c.record, zone_name)]
             r_cost = sum(c.cost()[0] for c in unit)
@@ -221,59 +285,65 @@ def compute_plan(desired: Desired, current: Sequence[Record], owner: str, zone_n
                 invalid.extend(problems)
             else:
                 good.append((phase, unit))
-        units[group] = good
+        out[group] = good
+    return out, invalid
 
-    # 4. markers: grow first, shrink last (one change when the group fits one batch)
-    names = sorted({n for n in new_types} | {n for (n, _t) in owned_nt} | {n for n in own.claims if own.ours(n)})
-    marker_units: dict[str, list[tuple[str, frozenset[str], frozenset[str]]]] = defaultdict(list)
+
+def _marker_updates(zone: _Zone, diff: _Diff, group_of: Callable[[str], str]) -> dict[str, list[MarkerUpdate]]:
+    """Step 4: per service, each marker's claimed types now and after the plan."""
+    own = zone.own
+    names = sorted({n for n in diff.new_types} | {n for (n, _t) in diff.owned_nt}
+                   | {n for n in own.claims if own.ours(n)})
+    updates: dict[str, list[MarkerUpdate]] = defaultdict(list)
     for name in names:
         if own.blocked(name):
             continue
-        old = own.ours(name) if name in own.claims else None
-        new = frozenset(new_types.get(name, ()))
-        if old is None and not new:
+        claimed = own.ours(name) if name in own.claims else None
+        wanted_types = frozenset(diff.new_types.get(name, ()))
+        if claimed is None and not wanted_types:
             continue
-        marker_units[group_of(name)].append((name, old if old is not None else frozenset(), new))
+        updates[group_of(name)].append((name, claimed if claimed is not None else frozenset(), wanted_types))
+    return updates
 
+
+def _ordered(units: Mapping[str, list[Phased]], markers: Mapping[str, list[MarkerUpdate]], zone: _Zone,
+             owner: str, limits: Limits) -> list[list[Unit]]:
+    """Step 5: per service (named ones first), markers that grow, the changes by phase, markers that shrink.
+    A service that fits one batch changes each marker once; a larger one grows it to the union first and
+    shrinks it last, so a crash between its batches never leaves a record of ours unclaimed."""
+    own = zone.own
     batches_in: list[list[Unit]] = []
-    for group in sorted(set(units) | set(marker_units), key=lambda g: (g == "", g)):
+    for group in sorted(set(units) | set(markers), key=lambda g: (g == "", g)):
         body = [u for _p, u in sorted(units.get(group, []), key=lambda pu: pu[0])]
         size_r = sum(c.cost()[0] for u in body for c in u)
         size_c = sum(c.cost()[1] for u in body for c in u)
         head: list[Unit] = []
         tail: list[Unit] = []
-        markers = [(name, old, new, cur.get(RecordKey(marker_name(name), "TXT")) if name in own.claims else None)
-                   for name, old, new in marker_units.get(group, [])]
-        singles = [(old, new, _marker_change(name, owner, old_rec, new)) for name, old, new, old_rec in markers]
+        with_old = [(name, old_set, new_set,
+                     zone.records.get(RecordKey(marker_name(name), "TXT")) if name in own.claims else None)
+                    for name, old_set, new_set in markers.get(group, [])]
+        singles = [(old_set, new_set, _marker_change(name, owner, old_rec, new_set))
+                   for name, old_set, new_set, old_rec in with_old]
         size_r += sum(ch.cost()[0] for _o, _n, ch in singles if ch is not None)
         size_c += sum(ch.cost()[1] for _o, _n, ch in singles if ch is not None)
         if size_r <= limits.records and size_c <= limits.chars:
-            for old, new, ch in singles:
+            for old_set, new_set, ch in singles:
                 if ch is not None:
-                    (head if new >= old else tail).append((ch,))
+                    (head if new_set >= old_set else tail).append((ch,))
         else:
-            for name, old, new, old_rec in markers:
-                union = old | new
+            for name, old_set, new_set, old_rec in with_old:
+                union = old_set | new_set
                 first = _marker_change(name, owner, old_rec, union)
                 if first is not None:
                     head.append((first,))
-                if new != union:
-                    last = _marker_change(name, owner, marker_record(name, owner, union), new)
+                if new_set != union:
+                    last = _marker_change(name, owner, marker_record(name, owner, union), new_set)
                     if last is not None:
                         tail.append((last,))
         group_units = head + body + tail
         if group_units:
             batches_in.append(group_units)
-
-    return ChangePlan(
-        batches=tuple(tuple(b) for b in pack(batches_in, limits)),
-        conflicts=tuple(conflicts),
-        invalid=tuple(invalid),
-        notes=tuple(desired.notes),
-        current_records=len(cur),
-        owned_records=sum(1 for r in cur.values() if own.owns(r)),
-        desired_records=len(want),
-    )
+    return batches_in
 
 
 def _marker_change(name: str, owner: str, old: Record | None, new_types: frozenset[str]) -> Change | None:
@@ -334,7 +404,7 @@ def pack(groups: Sequence[Sequence[Unit]], limits: Limits = Limits()) -> list[li
             used_c += gc
             continue
         flush()
-        for u, (ur, uc) in zip(group, costs):
+        for u, (ur, uc) in zip(group, costs, strict=True):
             if ur > limits.records or uc > limits.chars:
                 raise ValueError(f"{u[0].record.key}: a single change exceeds the batch limits")
             if used_r + ur > limits.records or used_c + uc > limits.chars:

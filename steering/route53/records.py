@@ -293,8 +293,8 @@ def desired_records(config: Config, table: RoutingTable, zone_id: str) -> Desire
             for rtype in STEERED_TYPES:
                 members = []
                 for target, weight in geo_route.weights.items():
-                    answer = svc.answers.get(target)
-                    values = tuple(sorted(getattr(answer, rtype))) if answer is not None else ()
+                    member = svc.answers.get(target)
+                    values = tuple(sorted(getattr(member, rtype))) if member is not None else ()
                     if values:
                         members.append(Record(name=set_name, type=rtype, set_id=target, ttl=svc.ttl, values=values,
                                               weight=scale_weight(weight)))
@@ -330,9 +330,8 @@ def validate(record: Record, zone_name: str | None = None) -> list[str]:
         problems.append(f"name outside the hosted zone {zone_name}")
     if record.type not in ("A", "AAAA", "TXT"):
         problems.append(f"type {record.type} is not one this sink writes")
-    if record.weight is not None or record.geo is not None:
-        if not record.set_id:
-            problems.append("weighted or geolocation record without SetIdentifier")
+    if (record.weight is not None or record.geo is not None) and not record.set_id:
+        problems.append("weighted or geolocation record without SetIdentifier")
     if record.set_id and len(record.set_id) > 128:
         problems.append("SetIdentifier longer than 128 characters")
     if record.set_id and record.weight is None and record.geo is None:

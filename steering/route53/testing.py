@@ -4,7 +4,7 @@ Both are real HTTP servers in threads of the test process, stopped through
 their APIs. Used by tests/test_route53*.py and handy for trying the sink by
 hand (``endpoint_url`` in the config's route53 section).
 
-moto 5.2.5 differs from AWS in ways that matter here (DEPENDENCIES.md):
+moto 5.2.5 differs from AWS in ways that matter here (docs/dependencies.md):
 GetChange is INSYNC at once and nothing is ever throttled — the proxy injects
 PENDING, Throttling, PriorRequestNotComplete and InvalidChangeBatch — and
 ListResourceRecordSets pages repeat themselves — the proxy paginates like AWS.
@@ -78,8 +78,9 @@ def _patch_moto() -> None:
         else:
             self.rrsets = [r for r in self.rrsets if r.set_identifier != set_identifier]
 
-    models.Route53Backend.change_resource_record_sets = change_resource_record_sets
-    models.FakeZone.delete_rrset_by_id = delete_rrset_by_id
+    # Replacing moto's methods is the point of this patch (moto ships types, which forbid it).
+    models.Route53Backend.change_resource_record_sets = change_resource_record_sets  # type: ignore[method-assign]
+    models.FakeZone.delete_rrset_by_id = delete_rrset_by_id  # type: ignore[method-assign]
     _patched = True
 
 
@@ -148,12 +149,11 @@ class FaultProxy:
             def _any(self) -> None:
                 proxy._handle(self)
 
-            do_GET = do_POST = do_DELETE = do_PUT = _any  # noqa: N815
+            do_GET = do_POST = do_DELETE = do_PUT = _any
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        host, port = self._server.server_address[:2]
-        self.url = f"http://{host}:{port}"
+        self.url = f"http://127.0.0.1:{self._server.server_port}"  # the address bound above
         self._thread = threading.Thread(target=self._server.serve_forever, name="route53-fault-proxy", daemon=True)
         self._thread.start()
         return self

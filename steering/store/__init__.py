@@ -1,4 +1,4 @@
-"""The etcd store: the keyspace of DESIGN.md §4 behind one small async API. See README.md."""
+"""The etcd store: the keyspace of docs/architecture.md §4 behind one small async API. See README.md."""
 
 from steering.store.client import StoreError, StoreUnavailable
 from steering.store.election import Leadership

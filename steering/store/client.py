@@ -6,6 +6,13 @@ store needs from it goes through this module: unary calls through
 including raw ``grpc.aio.AioRpcError``, to ``StoreError``/``StoreUnavailable``),
 streams through the raw stubs on the same channel (our own watch and lease
 keepalive loops: see watch.py and lease.py for why).
+
+Recovery after an outage is bounded: gRPC's reconnect backoff (which grows
+to 120 s by default) is capped at ``etcd.reconnect_max_seconds``, and so is
+every retry loop of the store (``Conn.backoff``); a loop waiting out its
+backoff is woken the moment the channel reconnects. ``Conn`` also tracks
+since when etcd has not answered (``unreachable_since``), so callers can
+answer from what they know instead of waiting on a dead etcd.
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ T = TypeVar("T")
 _TRANSIENT_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNKNOWN,
                     grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 TOKEN_REFRESH_SECONDS = 240.0  # etcd's simple tokens live 300 s by default
+KEEPALIVE_TIMEOUT_SECONDS = 5.0  # an unanswered ping drops the connection after this
+INITIAL_RECONNECT_MS = 100  # gRPC's floor; its default is 1 s
+MIN_CONNECT_TIMEOUT_MS = 1000
 
 
 class StoreError(Exception):
@@ -67,12 +77,41 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-class Backoff:
-    """Exponential backoff with full jitter, so replicas that lost etcd together do not return in lockstep."""
+def channel_options(cfg: Etcd) -> list[tuple[str, int]]:
+    """gRPC channel arguments for etcd: bounded reconnects, and pings that find a peer gone silent.
 
-    def __init__(self, first: float = 0.05, cap: float = 2.0) -> None:
-        self.first, self.cap = first, cap
+    gRPC's defaults reconnect after 1 s, then 1.6x more each time up to 120 s: after a minute of etcd
+    down, a process noticed its return up to a minute and a half late (issue 11)."""
+    cap_ms = max(INITIAL_RECONNECT_MS, int(cfg.reconnect_max_seconds * 1000))
+    return [
+        ("grpc.initial_reconnect_backoff_ms", INITIAL_RECONNECT_MS),
+        ("grpc.max_reconnect_backoff_ms", cap_ms),
+        # Also the timeout of one connection attempt (default 20 s): an attempt on a member that accepts
+        # TCP but never answers (stopped, overloaded) gives up and tries again instead of hanging that long.
+        ("grpc.min_reconnect_backoff_ms", max(MIN_CONNECT_TIMEOUT_MS, cap_ms)),
+        ("grpc.keepalive_time_ms", int(cfg.keepalive_seconds * 1000)),
+        ("grpc.keepalive_timeout_ms", int(KEEPALIVE_TIMEOUT_SECONDS * 1000)),
+        # Ping only while calls or streams are open: etcd answers pings on an idle connection with GOAWAY
+        # (its enforcement policy does not permit them without streams).
+        ("grpc.keepalive_permit_without_calls", 0),
+        # Keep pinging under a quiet watch: by default the client stops after two pings without data, and
+        # a hung member behind an idle watch went unnoticed.
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+class Backoff:
+    """Exponential backoff with full jitter, so replicas that lost etcd together do not return in lockstep.
+
+    With a ``conn``, a sleep ends early when the channel reconnects (and the next sleep after a reconnect
+    it did not witness is skipped): the wait is for etcd to come back, so try as soon as it has.
+    """
+
+    def __init__(self, first: float = 0.05, cap: float = 2.0, conn: Conn | None = None) -> None:
+        self.first, self.cap = first, max(first, cap)
         self._next = first
+        self._conn = conn
+        self._seen = conn.reconnects if conn is not None else 0
 
     def reset(self) -> None:
         self._next = self.first
@@ -80,7 +119,16 @@ class Backoff:
     async def sleep(self) -> None:
         delay = random.uniform(self._next / 2, self._next)
         self._next = min(self.cap, self._next * 2)
-        await asyncio.sleep(delay)
+        conn = self._conn
+        if conn is None:
+            await asyncio.sleep(delay)
+            return
+        if conn.reconnects != self._seen:  # reconnected since our last attempt: try again now
+            self._seen = conn.reconnects
+            await asyncio.sleep(0)
+            return
+        await conn.wait_reconnect(delay)
+        self._seen = conn.reconnects
 
 
 class Conn:
@@ -93,6 +141,11 @@ class Conn:
         self._token: str | None = None
         self._auth_task: asyncio.Task[None] | None = None
         self._auth_lock = asyncio.Lock()
+        self._state_task: asyncio.Task[None] | None = None
+        self.reconnects = 0  # times the channel became READY after not being so
+        self._reconnected = asyncio.Event()
+        # Wall-clock time of the first failure to reach etcd since it last answered; None while it answers.
+        self.unreachable_since: float | None = None
 
     # ---- lifecycle
     def _read(self, path: str | None) -> bytes | None:
@@ -119,17 +172,20 @@ class Conn:
             server_name = self.cfg.endpoints[0].rsplit(":", 1)[0]
         # One attempt per call inside the library: the retry policy is ours (Conn.call), with a deadline.
         self.client = Etcd3Client(list(self.cfg.endpoints), rpc_max_attempts=1, tls_server_name=server_name, **tls)
+        _set_channel_options(self.client, channel_options(self.cfg))
         await self.client.connect()
+        self._state_task = asyncio.create_task(self._follow_channel(), name="etcd-channel-state")
         if self.cfg.username:
             await self.call("Auth.Authenticate", self._authenticate)
             self._auth_task = asyncio.create_task(self._refresh_token(), name="etcd-token-refresh")
 
     async def close(self) -> None:
-        if self._auth_task is not None:
-            self._auth_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._auth_task
-            self._auth_task = None
+        for task in (self._auth_task, self._state_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._auth_task = self._state_task = None
         if self.client is not None:
             client, self.client = self.client, None
             await client.close()
@@ -153,6 +209,45 @@ class Conn:
     @property
     def closed(self) -> bool:
         return self.client is None
+
+    # ---- reachability
+    def backoff(self, first: float = 0.05) -> Backoff:
+        """A backoff capped at ``etcd.reconnect_max_seconds`` that wakes when the channel reconnects."""
+        return Backoff(first, self.cfg.reconnect_max_seconds, self)
+
+    async def wait_reconnect(self, timeout: float) -> None:
+        """Sleep up to ``timeout`` seconds; return early if the channel becomes READY meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._reconnected.wait()
+
+    def answered(self) -> None:
+        """etcd answered a call or a stream: it is reachable."""
+        if self.unreachable_since is not None:
+            log.info("etcd_reachable_again", down_seconds=round(time.time() - self.unreachable_since, 3))
+            self.unreachable_since = None
+
+    def failed(self, exc: BaseException | None = None) -> None:
+        """A call or stream could not reach etcd (not a refusal: those prove it is there)."""
+        if self.unreachable_since is None:
+            self.unreachable_since = time.time()
+            log.warning("etcd_unreachable", error=describe(exc) if exc is not None else "")
+
+    async def _follow_channel(self) -> None:
+        """Count reconnections (READY after anything else) and wake the loops waiting for one."""
+        channel = self._channel()
+        state = channel.get_state(try_to_connect=False)
+        while True:
+            await channel.wait_for_state_change(state)
+            new = channel.get_state(try_to_connect=False)
+            log.debug("etcd_channel_state", state=new.name)
+            if new == grpc.ChannelConnectivity.READY and state != grpc.ChannelConnectivity.READY:
+                self.reconnects += 1
+                self._reconnected.set()
+                self._reconnected = asyncio.Event()  # for the next reconnection; current waiters are woken
+            elif new == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                self.failed()
+            state = new
 
     # ---- raw access for streams
     @property
@@ -199,7 +294,7 @@ class Conn:
         """
         budget = self.cfg.timeout_seconds if deadline is None else deadline
         end = time.monotonic() + budget
-        backoff = Backoff()
+        backoff = self.backoff()
         reauthed = False
         last: BaseException | None = None
         while True:
@@ -210,7 +305,9 @@ class Conn:
                 # One attempt may not eat the whole budget: a hung member must leave time to try another.
                 attempt = min(remaining, max(1.0, budget / 2))
                 async with asyncio.timeout(attempt):
-                    return await fn(*args, timeout=attempt, **kwargs)
+                    result = await fn(*args, timeout=attempt, **kwargs)
+                self.answered()
+                return result
             except EtcdUnauthenticatedError as exc:
                 if self.cfg.username and not reauthed:
                     reauthed = True  # an expired token: log in again once, then retry
@@ -220,18 +317,37 @@ class Conn:
                     continue
                 raise StoreError(f"etcd {op}: not authenticated ({exc})") from exc
             except EtcdPermissionDeniedError as exc:
+                self.answered()
                 raise StoreError(f"etcd {op}: permission denied ({exc})") from exc
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.NOT_FOUND and "lease" in (exc.details() or ""):
+                    self.answered()
                     raise LeaseNotFound(f"etcd {op}: {exc.details()}") from exc
                 if not is_transient(exc):
                     raise StoreError(f"etcd {op}: {describe(exc)}") from exc
                 last = exc
+                self.failed(exc)
             except (EtcdError, TimeoutError) as exc:
                 if not is_transient(exc):
                     raise StoreError(f"etcd {op}: {describe(exc)}") from exc
                 last = exc
+                self.failed(exc)
             if end - time.monotonic() <= 0:
                 continue
             log.debug("etcd_retry", op=op, error=describe(last) if last else "")
             await backoff.sleep()
+
+
+def _set_channel_options(client: Etcd3Client, options: list[tuple[str, int]]) -> None:
+    """Give etcd3aio's channel our options before it is built.
+
+    etcd3aio 0.3.0 takes no channel options: its ``ConnectionManager`` keeps a list (round robin, its own
+    keepalive) that ``connect()`` passes to the channel. Ours replace same-named entries and join the rest.
+    The pinned version is checked by tests/test_store_recovery.py; a newer one without it fails loudly here.
+    """
+    manager = getattr(client, "_manager", None)
+    current = getattr(manager, "grpc_options", None)
+    if not isinstance(current, list):
+        raise StoreError("etcd3aio: cannot set the channel options (ConnectionManager.grpc_options is gone)")
+    names = {name for name, _ in options}
+    manager.grpc_options = [o for o in current if o[0] not in names] + list(options)  # type: ignore[union-attr]

@@ -5,15 +5,23 @@ gone: resigned, or its lease expired because the leader died or was cut off.
 The others watch the key and try again when it is deleted. A ``Leadership``
 remembers the key's create_revision; the store's fenced writes compare it, so
 a leader that has lost the key can never write even before it notices.
+
+After an outage the key may still be held by our own earlier term: the
+leader gave up when no keepalive was acknowledged within the TTL, but etcd
+restarts the countdown of every lease it reloads, so the key would outlive
+the outage by a whole TTL with nobody leading. A campaign that finds the key
+on a lease this process has already given up (``stale_leases``) revokes it
+and campaigns at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Collection
 
 from steering import logs
-from steering.store.client import Backoff, Conn, LeaseNotFound, StoreError
+from steering.store.client import Conn, LeaseNotFound, StoreError
 from steering.store.lease import LeaseKeeper
 from steering.store.watch import watch_range
 
@@ -93,9 +101,13 @@ class Leadership:
         await self.keeper.stop()
 
 
-async def campaign(conn: Conn, key: bytes, identity: str, ttl: float) -> Leadership:
-    """Block until ``identity`` holds ``key``; the lease is kept alive in the background."""
-    backoff = Backoff(0.05, 2.0)
+async def campaign(conn: Conn, key: bytes, identity: str, ttl: float,
+                   stale_leases: Callable[[], Collection[int]] = frozenset) -> Leadership:
+    """Block until ``identity`` holds ``key``; the lease is kept alive in the background.
+
+    ``stale_leases``: ids of leases this process held for earlier terms and has given up; a key found on
+    one of them is ours from before and is released at once rather than left to expire."""
+    backoff = conn.backoff()
     keeper: LeaseKeeper | None = None
     kv = conn.kv
     try:
@@ -133,7 +145,13 @@ async def campaign(conn: Conn, key: bytes, identity: str, ttl: float) -> Leaders
                     # An earlier attempt of ours went through although its reply was lost.
                     create_revision = int(holder.create_revision)
                 else:
-                    if holder is not None:
+                    if holder is not None and holder.lease and holder.lease in stale_leases():
+                        try:
+                            await _release_stale(conn, int(holder.lease), identity)
+                        except StoreError as exc:
+                            log.warning("campaign_release_failed", identity=identity, error=str(exc))
+                            await backoff.sleep()
+                    elif holder is not None:
                         log.info("campaign_waiting", identity=identity, leader=holder.value.decode(errors="replace"))
                         await _wait_until_gone(conn, key, keeper)
                     continue
@@ -146,6 +164,13 @@ async def campaign(conn: Conn, key: bytes, identity: str, ttl: float) -> Leaders
         if keeper is not None:  # cancelled while campaigning: let our lease go at once
             with contextlib.suppress(Exception):
                 await asyncio.shield(keeper.revoke())
+
+
+async def _release_stale(conn: Conn, lease: int, identity: str) -> None:
+    """Revoke a lease of our own earlier term (its keys go with it). We stopped leading when we lost it."""
+    log.info("campaign_releasing_own_stale_term", identity=identity, lease=lease)
+    with contextlib.suppress(LeaseNotFound):  # expired meanwhile: the key is gone already
+        await conn.call("Lease.Revoke", conn.lease.revoke, lease)
 
 
 async def _wait_until_gone(conn: Conn, key: bytes, keeper: LeaseKeeper) -> None:

@@ -1,4 +1,4 @@
-"""The etcd keyspace of DESIGN.md §4, under a configurable prefix. Pure: no I/O.
+"""The etcd keyspace of docs/architecture.md §4, under a configurable prefix. Pure: no I/O.
 
 Every key the store touches is built here, so the layout lives in one place.
 Components that end up inside a key (site, region, service, geo, request id)

@@ -19,7 +19,7 @@ import grpc.aio
 from etcd3aio._protobuf import LeaseKeepAliveRequest
 
 from steering import logs
-from steering.store.client import Backoff, Conn, LeaseNotFound, StoreError, describe
+from steering.store.client import Backoff, Conn, LeaseNotFound, StoreError, describe, is_transient
 
 log = logs.get(__name__)
 
@@ -84,7 +84,7 @@ class LeaseKeeper:
                 log.exception("lease_lost_callback_failed", purpose=self.purpose)
 
     async def _run(self) -> None:
-        backoff = Backoff(0.05, 1.0)
+        backoff = Backoff(0.05, min(1.0, self.conn.cfg.reconnect_max_seconds), self.conn)
         interval = max(0.3, self.ttl / 3)
         while not self.lost.is_set():
             stream = None
@@ -104,6 +104,7 @@ class LeaseKeeper:
                         self._set_lost("revoked or expired (server reports TTL 0)")
                         return
                     self._expires = sent + resp.TTL
+                    self.conn.answered()
                     backoff.reset()
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(interval):
@@ -113,6 +114,8 @@ class LeaseKeeper:
                 raise
             except (grpc.aio.AioRpcError, TimeoutError, ConnectionError, StoreError, asyncio.InvalidStateError) as exc:
                 # InvalidStateError: grpc.aio refuses a write on a stream the server already ended.
+                if not isinstance(exc, grpc.aio.AioRpcError) or is_transient(exc):
+                    self.conn.failed(exc)
                 log.info("lease_keepalive_retry", purpose=self.purpose, lease=self.id, error=describe(exc))
             except Exception:  # never die silently: a dead keepalive loop would lose the lease unnoticed
                 log.exception("lease_keepalive_error", purpose=self.purpose, lease=self.id)

@@ -1,4 +1,4 @@
-"""``Store``: the project's whole view of etcd (DESIGN.md §4), over one ``Conn``.
+"""``Store``: the project's whole view of etcd (docs/architecture.md §4), over one ``Conn``.
 
 Records are JSON with sorted keys. Reads that find a malformed record log it
 (naming the key) and skip it: one bad value written by hand must not take a
@@ -74,6 +74,9 @@ class Store:
         self._health_lock = asyncio.Lock()
         self._health_written: dict[str, tuple[bytes, int]] = {}  # site -> (value, ttl), to re-put after a lost lease
         self._leaderships: set[Leadership] = set()
+        # What etcd last said, with the wall-clock time it said it: for answering while it is away.
+        self.last_leader: tuple[str | None, float] | None = None
+        self.last_overrides: tuple[Overrides, float] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._skips_logged: set[tuple[str, str]] = set()
 
@@ -104,6 +107,15 @@ class Store:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         await self.close()
+
+    def backoff(self, first: float = 0.05) -> Backoff:
+        """For callers' own retry loops: capped at ``etcd.reconnect_max_seconds``, woken when etcd reconnects."""
+        return self.conn.backoff(first)
+
+    @property
+    def unreachable_since(self) -> float | None:
+        """Since when (unix time) etcd has not answered; None while it answers."""
+        return self.conn.unreachable_since
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -225,7 +237,7 @@ class Store:
             yield table
 
     async def _load_for_watch(self, value: bytes) -> RoutingTable | None:
-        backoff = Backoff(0.05, 2.0)
+        backoff = self.conn.backoff()
         while not self.conn.closed:
             try:
                 return await self._load_table(value)
@@ -315,7 +327,7 @@ class Store:
         await self._delete(self.keys.health(site))
 
     async def _recover_health(self, lost: LeaseKeeper) -> None:
-        backoff = Backoff(0.1, 2.0)
+        backoff = self.conn.backoff(0.1)
         kv = self.conn.kv
         while not self.conn.closed:
             try:
@@ -383,6 +395,7 @@ class Store:
     # ------------------------------------------------------------------ overrides
     def _decode_overrides(self, values: Mapping[bytes, bytes]) -> Overrides:
         overrides = decode_overrides({self._rel(k): v for k, v in values.items()})
+        self.last_overrides = (overrides, time.time())
         if len(self._skips_logged) > 1000:
             self._skips_logged.clear()
         for s in overrides.skipped:
@@ -538,13 +551,20 @@ class Store:
         """Block until ``identity`` leads; the lease (``ttl``, default ``election_ttl``) is kept alive."""
         if not identity:
             raise ValueError("identity: empty")
-        leadership = await campaign(self.conn, self.keys.leader, identity, ttl or self.election_ttl)
+        leadership = await campaign(self.conn, self.keys.leader, identity, ttl or self.election_ttl,
+                                    self._stale_leases)
         self._leaderships.add(leadership)
         return leadership
 
+    def _stale_leases(self) -> set[int]:
+        """Leases of our own terms that are over (we stopped leading)."""
+        return {lead.lease_id for lead in self._leaderships if lead.lost.is_set() and lead.lease_id}
+
     async def leader(self) -> str | None:
         resp = await self._get(self.keys.leader)
-        return resp.kvs[0].value.decode(errors="replace") if resp.kvs else None
+        name = resp.kvs[0].value.decode(errors="replace") if resp.kvs else None
+        self.last_leader = (name, time.time())
+        return name
 
     # ------------------------------------------------------------------ for tests and tools
     async def compact(self) -> int:

@@ -21,7 +21,7 @@ import grpc.aio
 from etcd3aio._protobuf import WatchCreateRequest, WatchRequest
 
 from steering import logs
-from steering.store.client import Backoff, Conn, StoreError, describe
+from steering.store.client import Conn, StoreError, describe, is_transient
 
 log = logs.get(__name__)
 
@@ -78,7 +78,7 @@ async def watch_range(conn: Conn, key: bytes, end: bytes, name: str) -> AsyncIte
 
     Never raises on connectivity loss: it logs, backs off and re-lists. Ends only when the consumer stops.
     """
-    backoff = Backoff(0.05, 2.0)
+    backoff = conn.backoff()
     last: dict[bytes, bytes] | None = None
     while not conn.closed:
         try:
@@ -97,6 +97,7 @@ async def watch_range(conn: Conn, key: bytes, end: bytes, name: str) -> AsyncIte
             yield Snapshot(revision, dict(items))
         try:
             async for batch in _events(conn, key, end, revision + 1):
+                conn.answered()
                 backoff.reset()
                 for ev in batch.events:  # type: ignore[attr-defined]
                     if ev.type == DELETE:
@@ -114,6 +115,9 @@ async def watch_range(conn: Conn, key: bytes, end: bytes, name: str) -> AsyncIte
         except (grpc.aio.AioRpcError, StoreError, TimeoutError, ConnectionError, asyncio.InvalidStateError) as exc:
             if conn.closed:
                 return
+            if not isinstance(exc, (grpc.aio.AioRpcError, StoreError)) or (
+                    isinstance(exc, grpc.aio.AioRpcError) and is_transient(exc)):
+                conn.failed(exc)
             log.warning("etcd_watch_broken", watch=name, error=describe(exc))
             await backoff.sleep()
         except Exception:  # a bug or a surprise from the client must not end a daemon's watch

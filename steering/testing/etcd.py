@@ -68,34 +68,35 @@ class EtcdMember:
         if self.proc is not None and self.proc.poll() is None:
             return
         self.log_path = self.data_dir.parent / f"{self.name}.log"
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [
-                etcd_binary(),
-                "--name", self.name,
-                "--data-dir", str(self.data_dir),
-                "--listen-client-urls", f"http://127.0.0.1:{self.client_port}",
-                "--advertise-client-urls", f"http://127.0.0.1:{self.client_port}",
-                "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
-                "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
-                "--initial-cluster", self.initial_cluster,
-                "--initial-cluster-state", self.cluster_state,
-                "--initial-cluster-token", "steering-test",
-                "--heartbeat-interval", "50",
-                "--election-timeout", "500",
-                "--log-level", "warn",
-                "--logger", "zap",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a Ctrl-C in the parent's terminal is ours to forward
-        )
-        log.close()
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [
+                    etcd_binary(),
+                    "--name", self.name,
+                    "--data-dir", str(self.data_dir),
+                    "--listen-client-urls", f"http://127.0.0.1:{self.client_port}",
+                    "--advertise-client-urls", f"http://127.0.0.1:{self.client_port}",
+                    "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
+                    "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
+                    "--initial-cluster", self.initial_cluster,
+                    "--initial-cluster-state", self.cluster_state,
+                    "--initial-cluster-token", "steering-test",
+                    "--heartbeat-interval", "50",
+                    "--election-timeout", "500",
+                    "--log-level", "warn",
+                    "--logger", "zap",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C in the parent's terminal is ours to forward
+            )
         # A member restarted with its data joins the existing cluster.
         self.cluster_state = "existing"
 
     def stop(self, timeout: float = 3.0) -> None:
         proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)  # a paused member would hold SIGTERM until killed
         stop_process(proc, timeout)
 
     def kill(self) -> None:
@@ -103,6 +104,16 @@ class EtcdMember:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+    def pause(self) -> None:
+        """SIGSTOP: the process keeps its sockets (connections stay open, nothing answers), as a hung host."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after ``pause``."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
 
     @property
     def running(self) -> bool:

@@ -225,20 +225,22 @@ class RankedTarget(_message.Message):
     def __init__(self, target: _Optional[str] = ..., kind: _Optional[str] = ..., region: _Optional[str] = ..., weight: _Optional[int] = ..., addresses: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ResolveResponse(_message.Message):
-    __slots__ = ("service", "geo", "targets", "table_version", "fail_open", "ttl")
+    __slots__ = ("service", "geo", "targets", "table_version", "fail_open", "ttl", "choice")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     GEO_FIELD_NUMBER: _ClassVar[int]
     TARGETS_FIELD_NUMBER: _ClassVar[int]
     TABLE_VERSION_FIELD_NUMBER: _ClassVar[int]
     FAIL_OPEN_FIELD_NUMBER: _ClassVar[int]
     TTL_FIELD_NUMBER: _ClassVar[int]
+    CHOICE_FIELD_NUMBER: _ClassVar[int]
     service: str
     geo: str
     targets: _containers.RepeatedCompositeFieldContainer[RankedTarget]
     table_version: int
     fail_open: bool
     ttl: int
-    def __init__(self, service: _Optional[str] = ..., geo: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[RankedTarget, _Mapping]]] = ..., table_version: _Optional[int] = ..., fail_open: _Optional[bool] = ..., ttl: _Optional[int] = ...) -> None: ...
+    choice: RankedTarget
+    def __init__(self, service: _Optional[str] = ..., geo: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[RankedTarget, _Mapping]]] = ..., table_version: _Optional[int] = ..., fail_open: _Optional[bool] = ..., ttl: _Optional[int] = ..., choice: _Optional[_Union[RankedTarget, _Mapping]] = ...) -> None: ...
 
 class WatchRequest(_message.Message):
     __slots__ = ("service", "since_version")
@@ -520,7 +522,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("leader", "replica", "table", "table_age_seconds", "sites", "evacuations", "route53", "connected_agents")
+    __slots__ = ("leader", "replica", "table", "table_age_seconds", "sites", "evacuations", "route53", "connected_agents", "stale", "etcd_unreachable_since")
     LEADER_FIELD_NUMBER: _ClassVar[int]
     REPLICA_FIELD_NUMBER: _ClassVar[int]
     TABLE_FIELD_NUMBER: _ClassVar[int]
@@ -529,6 +531,8 @@ class StatusResponse(_message.Message):
     EVACUATIONS_FIELD_NUMBER: _ClassVar[int]
     ROUTE53_FIELD_NUMBER: _ClassVar[int]
     CONNECTED_AGENTS_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    ETCD_UNREACHABLE_SINCE_FIELD_NUMBER: _ClassVar[int]
     leader: str
     replica: str
     table: RoutingTable
@@ -537,7 +541,9 @@ class StatusResponse(_message.Message):
     evacuations: _containers.RepeatedCompositeFieldContainer[Evacuation]
     route53: Route53Status
     connected_agents: int
-    def __init__(self, leader: _Optional[str] = ..., replica: _Optional[str] = ..., table: _Optional[_Union[RoutingTable, _Mapping]] = ..., table_age_seconds: _Optional[float] = ..., sites: _Optional[_Iterable[_Union[SiteHealth, _Mapping]]] = ..., evacuations: _Optional[_Iterable[_Union[Evacuation, _Mapping]]] = ..., route53: _Optional[_Union[Route53Status, _Mapping]] = ..., connected_agents: _Optional[int] = ...) -> None: ...
+    stale: bool
+    etcd_unreachable_since: _timestamp_pb2.Timestamp
+    def __init__(self, leader: _Optional[str] = ..., replica: _Optional[str] = ..., table: _Optional[_Union[RoutingTable, _Mapping]] = ..., table_age_seconds: _Optional[float] = ..., sites: _Optional[_Iterable[_Union[SiteHealth, _Mapping]]] = ..., evacuations: _Optional[_Iterable[_Union[Evacuation, _Mapping]]] = ..., route53: _Optional[_Union[Route53Status, _Mapping]] = ..., connected_agents: _Optional[int] = ..., stale: _Optional[bool] = ..., etcd_unreachable_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class AuditRecord(_message.Message):
     __slots__ = ("id", "time", "actor", "action", "region", "service", "geo", "reason", "request_id", "forced", "before", "after", "details_json")
