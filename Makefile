@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all venv demo test proto bench bench-dns bench-conformance clean
+.PHONY: all venv demo test lint proto bench bench-dns bench-conformance clean
 
 all: test
 
@@ -24,6 +24,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
+
+lint: $(STAMP)   # mypy strict and ruff, configured in pyproject.toml
+	$(BIN)/mypy steering agents dnsserver
+	$(BIN)/ruff check steering agents dnsserver tests bench
 
 proto: $(STAMP)
 	$(BIN)/python -m steering.protogen

@@ -244,7 +244,7 @@ def run_workers(work: Path, seconds: float, qfile: Path, workers: int) -> dict[s
     try:
         before_q = worker_queries(mport) if workers > 1 else {}
         before = family_cpu(ours.pid)
-        answered, qps = dnsperf(port, qfile, seconds, "subnets", pin=False, clients=8)
+        answered, qps = dnsperf(port, qfile, seconds, "subnets", pin=False, clients=32)
         used = family_cpu(ours.pid) - before
         after_q = worker_queries(mport) if workers > 1 else {}
         per = {w: after_q[w] - before_q.get(w, 0.0) for w in after_q}

@@ -39,7 +39,7 @@ class ConfigError(Exception):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # NaN passes no bound check
 
 
 PositiveFloat = Annotated[float, Field(gt=0)]
