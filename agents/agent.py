@@ -54,7 +54,7 @@ class Sequencer:
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class ProbeRound:
     healthy: bool
     checks: tuple[ProbeResult, ...]
     capacity: float
@@ -90,7 +90,7 @@ class Agent:
             {"capacity": cfg.capacity, "load": cfg.load, **{f"geo_load.{g}": r for g, r in cfg.geo_load.items()}}
         )
         self.sequencer = Sequencer()
-        self.snapshot: Snapshot | None = None
+        self.snapshot: ProbeRound | None = None
         self.rounds = 0
         self._probe_ok: dict[str, bool] = {}
         self._reading_errors: dict[str, str] = {}
@@ -159,7 +159,7 @@ class Agent:
 
     # ------------------------------------------------------------ one round
 
-    async def probe_round(self) -> Snapshot:
+    async def probe_round(self) -> ProbeRound:
         results, reading_errors = await asyncio.gather(
             asyncio.gather(*(self._guarded(p) for p in self.cfg.probes)),
             self.readings.refresh(),
@@ -175,7 +175,7 @@ class Agent:
             )
         metrics.HEALTHY.labels(self.cfg.site).set(1 if self.state.healthy else 0)
         r = self.readings
-        self.snapshot = Snapshot(
+        self.snapshot = ProbeRound(
             healthy=self.state.healthy,
             checks=tuple(results),
             capacity=r.get("capacity") or 0.0,

@@ -4,7 +4,7 @@
 
 Both servers serve ``deploy/examples/example.test.zone`` (zone ``example.test``)
 unchanged; ours runs ``steering dns --no-etcd`` from
-``deploy/examples/steering.yaml`` (via ``dnsserver.testing.write_config``,
+``deploy/examples/steering.yaml`` (via ``tests/support/dns_server.py``'s ``write_config``,
 listen addresses replaced, every other dns setting as shipped: RRL, cookies
 and NSID on; ``--dns JSON`` sets more) with a persisted table, and knot gets the
 steered names as the fixed records that table gives these clients (the
@@ -52,9 +52,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dnsserver.persist import save_table  # noqa: E402
-from dnsserver.testing import EXAMPLES, table_with, write_config  # noqa: E402
 from steering.config import Config, load_config  # noqa: E402
-from steering.testing.etcd import stop_process  # noqa: E402
+from tests.support import EXAMPLES, stop_process  # noqa: E402
+from tests.support.dns_server import table_with, write_config  # noqa: E402
 
 ZONE = "example.test."
 FAKE_ROOT = "127.0.0.4"

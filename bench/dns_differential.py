@@ -74,9 +74,9 @@ import dns.rdatatype  # noqa: E402
 import dns.zone  # noqa: E402
 from dns_conformance import ZONE, ensure_packages, knot_zone_text, start_knot, start_ours  # noqa: E402
 
-from dnsserver.testing import write_config  # noqa: E402
 from steering.config import load_config  # noqa: E402
-from steering.testing.etcd import free_port, stop_process  # noqa: E402
+from tests.support import free_port, stop_process  # noqa: E402
+from tests.support.dns_server import write_config  # noqa: E402
 
 # Extra static data both servers load (names chosen not to collide with the example zone's).
 EXTRA_ZONE = "\n".join([

@@ -42,7 +42,6 @@ import os
 import random
 import re
 import shutil
-import socket
 import statistics
 import struct
 import subprocess
@@ -57,9 +56,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dnsserver.persist import save_table  # noqa: E402
-from dnsserver.testing import table_with, write_config  # noqa: E402
 from steering.config import load_config  # noqa: E402
-from steering.testing.etcd import stop_process  # noqa: E402
+from tests.support import free_port, stop_process  # noqa: E402
+from tests.support.dns_server import table_with, write_config  # noqa: E402
 
 CLK = os.sysconf("SC_CLK_TCK")
 ECS_OPTION = "8:00011800c63364"  # ECS 198.51.100.0/24: family 1, source 24, scope 0
@@ -73,12 +72,6 @@ def ensure_tools() -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
     subprocess.run(["apt-get", "install", "-y", "-qq", "dnsperf", "knot"], check=True, env=env)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:

@@ -36,10 +36,9 @@ import yaml  # noqa: E402
 
 from steering.demo.run import Demo, wait_ready  # noqa: E402
 from steering.demo.simtarget import write_state  # noqa: E402
-from steering.testing import EXAMPLE_CONFIG  # noqa: E402
-from steering.testing.etcd import free_port  # noqa: E402
 from steering.v1 import steering_pb2 as pb  # noqa: E402
 from steering.v1 import steering_pb2_grpc as pb_grpc  # noqa: E402
+from tests.support import EXAMPLE_CONFIG, free_port  # noqa: E402
 
 REGION, GEO = "us-east-1", "na-east"
 

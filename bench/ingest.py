@@ -33,9 +33,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from steering.testing.etcd import EtcdCluster, free_port  # noqa: E402
+from steering.etcdproc import EtcdCluster  # noqa: E402
 from steering.v1 import steering_pb2 as pb  # noqa: E402
 from steering.v1 import steering_pb2_grpc as pb_grpc  # noqa: E402
+from tests.support import free_port  # noqa: E402
 
 REGIONS = ["us-east-1", "us-west-2", "eu-west-1"]
 FLIP = float(os.environ.get("INGEST_FLIP", "0.001"))  # chance per report that a site changes status

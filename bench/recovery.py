@@ -47,8 +47,7 @@ from steering.demo.run import Demo, wait_ready  # noqa: E402
 from steering.demo.simtarget import write_state  # noqa: E402
 from steering.store import Store  # noqa: E402
 from steering.table import RoutingTable  # noqa: E402
-from steering.testing import EXAMPLE_CONFIG  # noqa: E402
-from steering.testing.etcd import free_port  # noqa: E402
+from tests.support import EXAMPLE_CONFIG, free_port  # noqa: E402
 
 REGION, GEO = "eu-west-1", "europe"
 T = TypeVar("T")

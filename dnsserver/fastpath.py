@@ -52,7 +52,7 @@ from typing import Any
 from dnsserver import ednsopts
 from dnsserver.clientkeys import ClientKeys, ClientTuple
 from dnsserver.geo import GeoMap
-from dnsserver.render import Snapshot
+from dnsserver.render import RenderedAnswers
 from steering.pick import GOLDEN as _GOLDEN
 
 MAX_UDP_PAYLOAD = 1232  # what we advertise and cap UDP answers at (DNS flag day 2020)
@@ -154,7 +154,7 @@ class FastPath:
     hands every other shape to ``answer_general``, the complete version, which gives the same bytes
     (a Hypothesis property checks it)."""
 
-    def __init__(self, geomap: GeoMap, snapshot: Snapshot,
+    def __init__(self, geomap: GeoMap, snapshot: RenderedAnswers,
                  routed: tuple[frozenset[int], frozenset[int]] = ROUTED) -> None:
         self.geomap = geomap
         self.keys = ClientKeys(geomap)
@@ -178,7 +178,7 @@ class FastPath:
     def entries(self) -> dict[bytes, tuple[Any, Any]]:
         return self._cur[0].entries
 
-    def install(self, snapshot: Snapshot) -> None:
+    def install(self, snapshot: RenderedAnswers) -> None:
         self._cur[0] = _Tables(snapshot.entries)  # one reference swap: see the module docstring
 
     def source_key(self, host: Host) -> ClientTuple:

@@ -1,6 +1,6 @@
 """Pre-rendering: when a table or zone arrives, render every answer the fast path may send.
 
-A ``Snapshot`` is immutable once built and swapped in whole, so a query
+A ``RenderedAnswers`` is immutable once built and swapped in whole, so a query
 sees either the old answers or the new ones, never a mix. An entry is keyed
 by the lower-case wire name plus the raw qtype/qclass bytes, and holds the
 response *after* the question: header counts and the answer, authority and
@@ -86,7 +86,7 @@ def _variant(qname: dns.name.Name, qtype: dns.rdatatype.RdataType, res: Resoluti
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class RenderedAnswers:
     catalog: Catalog
     entries: dict[bytes, tuple[Any, Any]]
     table: RoutingTable | None
@@ -115,7 +115,7 @@ def _probe(catalog: Catalog, qname: dns.name.Name, qtype: int) -> tuple[SteeredN
 
 
 def build_snapshot(cfg: Config, zones: Sequence[LoadedZone], geomap: GeoMap, table: RoutingTable | None,
-                   stats: Stats) -> Snapshot:
+                   stats: Stats) -> RenderedAnswers:
     steered, fallbacks = build_steering(cfg, table, geomap)
     catalog = Catalog(zones, steered)
     entries: dict[bytes, tuple[Any, Any]] = {}
@@ -143,4 +143,4 @@ def build_snapshot(cfg: Config, zones: Sequence[LoadedZone], geomap: GeoMap, tab
                 fb = stats.fallback_cell(dep.service, geomap.ids[gi], split.fallback) if split.fallback else None
                 splits.append((split.total, split.cumulative, tuple(variants), tuple(cells), fb))
             entries[key] = (dep.seed, tuple(splits))
-    return Snapshot(catalog, entries, table, tuple(fallbacks))
+    return RenderedAnswers(catalog, entries, table, tuple(fallbacks))

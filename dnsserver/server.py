@@ -1,6 +1,6 @@
 """Sockets: UDP and TCP listeners around the fast and slow paths, and the table swap.
 
-``DnsServer`` owns the current ``Snapshot``. ``apply_table`` renders a new one
+``DnsServer`` owns the current ``RenderedAnswers``. ``apply_table`` renders a new one
 off the event loop, swaps it in with one assignment, then persists the table,
 so queries never wait for a render and never see half of one.
 
@@ -26,7 +26,7 @@ from dnsserver.fastpath import FastPath
 from dnsserver.geo import GeoMap
 from dnsserver.metrics import Stats
 from dnsserver.persist import save_table
-from dnsserver.render import Snapshot, build_snapshot
+from dnsserver.render import RenderedAnswers, build_snapshot
 from dnsserver.rrl import RateLimiter
 from dnsserver.slowpath import SlowPath, slow_path_for
 from dnsserver.udpbatch import BatchUdpWorker, batch_available
@@ -55,7 +55,7 @@ class DnsServer:
         self.slow: SlowPath = slow_path_for(cfg, self.geomap, self.stats)  # EDNS options: dns.nsid, dns.cookies
         self.cookies = self.slow.cookies  # None when dns.cookies.enabled is false
         self.control_plane_reachable = True  # until the feed says otherwise (see set_control_plane_reachable)
-        self.snapshot: Snapshot = self._render(table)
+        self.snapshot: RenderedAnswers = self._render(table)
         self.fast = FastPath(self.geomap, self.snapshot, self.slow.routed)
         self.rrl = self._rate_limiter()  # UDP only; None when dns.rrl.enabled is false
         self._note(self.snapshot)
@@ -67,10 +67,10 @@ class DnsServer:
 
     # ---- tables
 
-    def _render(self, table: RoutingTable | None) -> Snapshot:
+    def _render(self, table: RoutingTable | None) -> RenderedAnswers:
         return build_snapshot(self.cfg, self.zones, self.geomap, table, self.stats)
 
-    def _note(self, snap: Snapshot) -> None:
+    def _note(self, snap: RenderedAnswers) -> None:
         table = snap.table
         self.stats.table_version = -1 if table is None else table.version
         self.stats.table_generated_at = 0.0 if table is None else table.generated_at
@@ -86,7 +86,7 @@ class DnsServer:
             log.warning("dns.fallback.fail_open", service=service, reason=reason, geos=geos[:20],
                         geo_count=len(geos), version=self.stats.table_version)
 
-    def install(self, snap: Snapshot) -> None:
+    def install(self, snap: RenderedAnswers) -> None:
         self.snapshot = snap
         self.fast.install(snap)
         self._note(snap)
@@ -206,10 +206,18 @@ class DnsServer:
         cookies = self.cookies
         return cookies is not None and cookies.query_has_valid_server_cookie(wire, host)
 
+    @property
+    def udp_mode(self) -> str:
+        """How UDP is served: ``batch`` (a thread per socket, recvmmsg/sendmmsg), ``thread`` (a thread per
+        socket, a datagram per call: asked for, or batches unavailable here) or ``loop`` (the event loop)."""
+        if not self.udp_threads:
+            return "loop"
+        return "batch" if self.udp_batch and batch_available() else "thread"
+
     async def _serve_udp(self, sock: socket.socket) -> None:
         limit = self.rrl.check if self.rrl is not None else None
         if self.udp_threads:
-            kind = BatchUdpWorker if self.udp_batch and batch_available() else UdpWorker
+            kind = BatchUdpWorker if self.udp_mode == "batch" else UdpWorker
             worker = kind(sock, self.fast.answer, self.handle_slow, limit)
             worker.start()
             self._workers.append(worker)

@@ -34,7 +34,7 @@ from dnsserver.cookies import Cookies, packed_address
 from dnsserver.fastpath import MAX_UDP_PAYLOAD
 from dnsserver.geo import ClientKey, GeoMap
 from dnsserver.metrics import Stats
-from dnsserver.render import Snapshot
+from dnsserver.render import RenderedAnswers
 from steering.config import Config
 
 
@@ -125,7 +125,7 @@ class SlowPath:
     def _count(self, tcp: int, qtype: str, rcode: dns.rcode.Rcode) -> None:
         self.stats.query_cell("tcp" if tcp else "udp", qtype, dns.rcode.to_text(rcode))[0] += 1
 
-    def answer(self, snapshot: Snapshot, wire: bytes, host: str, tcp: int,
+    def answer(self, snapshot: RenderedAnswers, wire: bytes, host: str, tcp: int,
                source_key: ClientKey | None = None) -> bytes | None:
         """The reply's wire form, or None for a packet that gets no reply (too short, or a response)."""
         self.stats.slow_path[0] += 1
@@ -208,7 +208,7 @@ class SlowPath:
             out.append(_option(ednsopts.KEEPALIVE, self.keepalive))
         return out
 
-    def _fill(self, snapshot: Snapshot, query: dns.message.Message, response: dns.message.Message, host: str,
+    def _fill(self, snapshot: RenderedAnswers, query: dns.message.Message, response: dns.message.Message, host: str,
               source_key: ClientKey | None, ecs: bytes | None) -> tuple[dns.rcode.Rcode, int, bool, int | None]:
         """(rcode, ECS scope, whether a steered pick decided the answer, Extended DNS Error info-code)."""
         if len(query.question) != 1:

@@ -16,7 +16,7 @@ import ipaddress
 import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
 import dns.name
 import yaml
@@ -267,6 +267,15 @@ class Controller(_Model):
 _TOPOLOGY_FIELDS = ("policy", "regions", "sites", "geos", "services", "zones")
 
 
+class _Index(NamedTuple):
+    """Lookups by id, built once per (frozen) config."""
+
+    regions: dict[str, Region]
+    sites: dict[str, Site]
+    geos: dict[str, Geo]
+    services: dict[str, Service]
+
+
 class Config(_Model):
     policy: Policy = Policy()
     regions: tuple[Region, ...] = Field(min_length=1)
@@ -286,27 +295,27 @@ class Config(_Model):
     # (report validation, planning) look up thousands of sites per second.
 
     @functools.cached_property
-    def _index(self) -> dict[str, dict[str, Any]]:
-        return {"regions": {r.id: r for r in self.regions}, "sites": {s.id: s for s in self.sites},
-                "geos": {g.id: g for g in self.geos}, "services": {s.name: s for s in self.services}}
+    def _index(self) -> _Index:
+        return _Index({r.id: r for r in self.regions}, {s.id: s for s in self.sites}, {g.id: g for g in self.geos},
+                      {s.name: s for s in self.services})
 
     def region(self, region_id: str) -> Region:
-        return self._index["regions"][region_id]  # type: ignore[no-any-return]
+        return self._index.regions[region_id]
 
     def site(self, site_id: str) -> Site:
-        return self._index["sites"][site_id]  # type: ignore[no-any-return]
+        return self._index.sites[site_id]
 
     def service(self, name: str) -> Service:
-        services = self._index["services"]
+        services = self._index.services
         if name in services:
-            return services[name]  # type: ignore[no-any-return]
+            return services[name]
         try:
-            return services[_normalise_name(name)]  # type: ignore[no-any-return]
+            return services[_normalise_name(name)]
         except (KeyError, ValueError):
             raise KeyError(name) from None
 
     def geo(self, geo_id: str) -> Geo:
-        return self._index["geos"][geo_id]  # type: ignore[no-any-return]
+        return self._index.geos[geo_id]
 
     @property
     def default_geo(self) -> Geo:
@@ -434,9 +443,9 @@ def _cross_check(cfg: Config) -> list[str]:
                 problems.append(f"geos[{i}].prefer[{j}]: unknown region {r!r}")
         for dup in _duplicates(list(g.prefer)):
             problems.append(f"geos[{i}].prefer: region {dup!r} listed twice")
-        for j, s in enumerate(g.prefer_sites):
-            if s not in sites:
-                problems.append(f"geos[{i}].prefer_sites[{j}]: unknown site {s!r}")
+        for j, site_id in enumerate(g.prefer_sites):
+            if site_id not in sites:
+                problems.append(f"geos[{i}].prefer_sites[{j}]: unknown site {site_id!r}")
         for j, p in enumerate(g.prefixes):
             if p in prefix_owner:
                 problems.append(f"geos[{i}].prefixes[{j}]: {p} already belongs to geo {prefix_owner[p]!r}")
@@ -460,7 +469,7 @@ def _cross_check(cfg: Config) -> list[str]:
                 problems.append(f"services[{i}].answers.{target}: CNAME cannot stand beside A/AAAA")
         if not svc.answers:
             problems.append(f"services[{i}].answers: empty; a service needs answers for at least one target")
-        for j, g in enumerate(cfg.geos):
+        for g in cfg.geos:
             reachable = [r for r in g.prefer if r in svc.answers]
             if svc.targets == "sites":
                 reachable += [s for s in g.prefer_sites if s in svc.answers]

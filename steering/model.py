@@ -78,7 +78,7 @@ class TargetHealth:
         if status not in STATUSES:
             raise ValueError(f"status: {status!r} is not one of {', '.join(STATUSES)}")
         return cls(
-            status=status,  # type: ignore[arg-type]
+            status=status,  # type: ignore[arg-type]  # checked against STATUSES just above; mypy cannot narrow str to the Literal
             capacity=_opt_number(data, "capacity"),
             load=_opt_number(data, "load"),
             updated_at=limits.number("updated_at", data.get("updated_at", 0.0), limits.STARTED_AT),

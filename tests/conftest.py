@@ -1,35 +1,14 @@
-"""Shared fixtures: real etcd servers on free loopback ports, stopped by PID."""
+"""Fixtures for every test, from the test support package (tests/support): real etcd members on free
+loopback ports and moto's Route 53, stopped by PID or through their APIs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from steering.testing.etcd import EtcdCluster
+# Plain asserts in the support modules report their values as the tests' own do.
+pytest.register_assert_rewrite("tests.support")
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE_CONFIG = ROOT / "deploy" / "examples" / "steering.yaml"
+from tests.support.etcd import etcd, etcd3  # noqa: E402
+from tests.support.route53 import moto  # noqa: E402
 
-
-@pytest.fixture
-def etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
-    """A single-member etcd, fresh per test."""
-    cluster = EtcdCluster.create(1, root=tmp_path / "etcd")
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.close()
-
-
-@pytest.fixture
-def etcd3(tmp_path: Path) -> Iterator[EtcdCluster]:
-    """A three-member etcd cluster, for member-loss tests."""
-    cluster = EtcdCluster.create(3, root=tmp_path / "etcd3")
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.close()
+__all__ = ["etcd", "etcd3", "moto"]

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from agents.testing import FakeController, HttpTarget, TcpTarget, free_port, wait_for
+from tests.support import ROOT, eventually, free_port, stop_process
+from tests.support.agent_targets import FakeController, HttpTarget, TcpTarget
+from tests.support.paths import AGENT_EXAMPLE
 
-ROOT = Path(__file__).resolve().parent.parent
 
 def steering(*args: str) -> list[str]:
     return [sys.executable, "-c", "from steering.cli.main import main; main()", *args]
@@ -36,12 +37,6 @@ def write_config(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(5)
-
-
 async def test_sigterm_exits_zero_promptly_and_metrics_are_served(tmp_path: Path, web: HttpTarget) -> None:
     controller = await FakeController("c1").start()
     tcp = TcpTarget()
@@ -57,8 +52,8 @@ async def test_sigterm_exits_zero_promptly_and_metrics_are_served(tmp_path: Path
     proc = subprocess.Popen(steering("agent", "--config", str(cfg), "--metrics-addr", f"127.0.0.1:{metrics_port}"),
                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
-        await wait_for(lambda: len(controller.reports) >= 3 or proc.poll() is not None, timeout=20,
-                       what="reports from the agent process")
+        await eventually(lambda: len(controller.reports) >= 3 or proc.poll() is not None, timeout=20,
+                         what="reports from the agent process")
         assert proc.poll() is None, (tmp_path / "agent.log").read_text()
         assert controller.reports[-1].agent_id == "cli-agent"
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
@@ -68,12 +63,12 @@ async def test_sigterm_exits_zero_promptly_and_metrics_are_served(tmp_path: Path
         assert 'steering_agent_connected{site="us-east-1"} 1.0' in text
         proc.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
-        await wait_for(lambda: proc.poll() is not None, timeout=5, what="exit after SIGTERM")
+        await eventually(lambda: proc.poll() is not None, timeout=5, what="exit after SIGTERM")
         print(f"agent exited {time.monotonic() - signalled:.3f}s after SIGTERM")
         assert proc.returncode == 0, (tmp_path / "agent.log").read_text()
         assert "agent stopped" in (tmp_path / "agent.log").read_text()
     finally:
-        stop_process(proc)
+        stop_process(proc, 5)
         log.close()
         tcp.close()
         await controller.stop()
@@ -96,7 +91,7 @@ def test_sigint_also_stops_cleanly(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(10) == 0
     finally:
-        stop_process(proc)
+        stop_process(proc, 5)
         if proc.stderr is not None:
             proc.stderr.close()
 
@@ -129,5 +124,5 @@ def test_missing_config_exits_2(tmp_path: Path) -> None:
 def test_example_config_is_valid() -> None:
     from agents.config import load_agent_config
 
-    cfg = load_agent_config(ROOT / "deploy" / "examples" / "agent.yaml")
+    cfg = load_agent_config(AGENT_EXAMPLE)
     assert cfg.region == "us-east-1"

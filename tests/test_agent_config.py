@@ -10,9 +10,7 @@ import yaml
 
 from agents.config import AgentConfig, load_agent_config, parse_agent_config
 from steering.config import ConfigError
-
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "deploy" / "examples" / "agent.yaml"
+from tests.support.paths import AGENT_EXAMPLE
 
 
 def minimal(**over: Any) -> dict[str, Any]:
@@ -34,7 +32,7 @@ def problems(data: Any) -> list[str]:
 
 
 def test_example_loads() -> None:
-    cfg = load_agent_config(EXAMPLE)
+    cfg = load_agent_config(AGENT_EXAMPLE)
     assert cfg.site == cfg.region == "us-east-1"
     assert {p.kind for p in cfg.probes} >= {"http", "tcp"}
     assert cfg.capacity.url and cfg.capacity.json_path

@@ -6,93 +6,26 @@ clients over real sockets; the mTLS case runs the controller in-process with rea
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
 import yaml
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from steering.auth import load_tokens
 from steering.config import ConfigError
 from steering.controller.agentauth import sites_of_uris
+from steering.etcdproc import EtcdCluster
 from steering.store import Store
-from steering.testing.etcd import EtcdCluster, free_port, stop_process
 from steering.v1 import steering_pb2 as pb
-from steering.v1 import steering_pb2_grpc as pb_grpc
-from tests.operator_helpers import eventually, make_config, start_controller, write_config
-from tests.test_operator_auth import make_pki
+from tests.support import eventually
+from tests.support.controller import ControllerProcess, make_config, start_controller, write_config
+from tests.support.paths import STEERING
+from tests.support.pki import make_pki
+from tests.support.reporters import report, send, send_refused
 
-STEERING = str(Path(sys.executable).parent / "steering")
 EAST, CACHE, ANY, OPERATOR = "east-secret-123", "cache-secret-123", "any-secret-123", "op-secret-123"
-
-
-class ControllerProcess:
-    """``steering controller`` as a subprocess on a free loopback port, logging JSON lines to a file."""
-
-    def __init__(self, tmp_path: Path, config: Path, name: str = "c1", extra: Sequence[str] = (),
-                 env: Mapping[str, str] | None = None) -> None:
-        self.port = free_port()
-        self.target = f"127.0.0.1:{self.port}"
-        self.log_path = tmp_path / f"controller-{name}.log"
-        with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen(
-                [STEERING, "controller", "--config", str(config), "--listen", self.target, "--id", name, *extra],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "STEERING_LOG_FORMAT": "json", **(env or {})})
-
-    async def ready(self) -> None:
-        async def serving() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"controller exited {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
-            async with grpc.aio.insecure_channel(self.target) as ch:
-                try:
-                    r = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
-                except grpc.aio.AioRpcError:
-                    return False
-                return r.status == health_pb2.HealthCheckResponse.SERVING
-
-        await eventually(serving, timeout=20, what="the controller to serve")
-
-    def logs(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-        return out
-
-    def stop(self) -> None:
-        stop_process(self.proc, 5)
-
-
-def report(site: str, region: str | None = None, sequence: int = 1, agent: str = "agent-1",
-           status: int = pb.HEALTH_STATUS_HEALTHY, **kw: Any) -> pb.HealthReport:
-    kind = pb.SITE_KIND_REGION if region is None else pb.SITE_KIND_CACHE
-    return pb.HealthReport(site=site, region=region or site, kind=kind, status=status, sequence=sequence,
-                           agent_id=agent, **kw)
-
-
-async def send(target: str, reports: Sequence[pb.HealthReport], token: str | None = None,
-               credentials: grpc.ChannelCredentials | None = None) -> list[pb.ReportAck]:
-    """One Report stream carrying ``reports``, then half-closed; the acks (raises the stream's error)."""
-    md = (("authorization", f"Bearer {token}"),) if token else None
-    ch = grpc.aio.secure_channel(target, credentials) if credentials else grpc.aio.insecure_channel(target)
-    async with ch:
-        return [a async for a in pb_grpc.HealthServiceStub(ch).Report(iter(reports), metadata=md, timeout=10)]
-
-
-async def refused(target: str, reports: Sequence[pb.HealthReport], **kw: Any) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await send(target, reports, **kw)
-    return info.value
 
 
 def write_tokens(path: Path) -> Path:
@@ -148,17 +81,17 @@ async def test_a_token_reports_only_the_sites_it_names(etcd: EtcdCluster, tmp_pa
         assert (await send(ctl.target, [report("us-east-1")], token=EAST))[0].sequence == 1
         # The us-east-1 agent's token reporting another region, or a cache site: refused, nothing stored.
         spoof = [report("eu-west-1", status=pb.HEALTH_STATUS_UNHEALTHY, agent="agent-east-1")]
-        err = await refused(ctl.target, spoof, token=EAST)
+        err = await send_refused(ctl.target, spoof, token=EAST)
         assert err.code() == grpc.StatusCode.PERMISSION_DENIED
         assert err.details() == "site: token agent-east may not report 'eu-west-1'"
-        err = await refused(ctl.target, [report("oc-nyc-1", "us-east-1", status=pb.HEALTH_STATUS_UNHEALTHY)],
-                            token=EAST)
+        err = await send_refused(ctl.target, [report("oc-nyc-1", "us-east-1", status=pb.HEALTH_STATUS_UNHEALTHY)],
+                                 token=EAST)
         assert err.code() == grpc.StatusCode.PERMISSION_DENIED
         # A stream that starts with its own site cannot switch to another either (one site per stream).
-        err = await refused(ctl.target, [report("us-east-1", sequence=5), report("eu-west-1", sequence=6)],
-                            token=EAST)
+        err = await send_refused(ctl.target, [report("us-east-1", sequence=5), report("eu-west-1", sequence=6)],
+                                 token=EAST)
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "one site per stream" in (err.details() or "")
-        assert (await refused(ctl.target, spoof)).code() == grpc.StatusCode.UNAUTHENTICATED
+        assert (await send_refused(ctl.target, spoof)).code() == grpc.StatusCode.UNAUTHENTICATED
         # What a token names, it may report; "*" and an operator token may report any site.
         assert await send(ctl.target, [report("oc-lon-1", "eu-west-1")], token=CACHE)
         assert await send(ctl.target, [report("eu-west-1", agent="agent-any")], token=ANY)
@@ -196,11 +129,11 @@ async def test_a_client_certificate_reports_only_the_sites_it_names(etcd: EtcdCl
 
     try:
         assert await send(run.target, [report("oc-nyc-1", "us-east-1")], credentials=creds("nyc"))
-        err = await refused(run.target, [report("us-east-1", status=pb.HEALTH_STATUS_UNHEALTHY)],
-                            credentials=creds("nyc"))
+        err = await send_refused(run.target, [report("us-east-1", status=pb.HEALTH_STATUS_UNHEALTHY)],
+                                 credentials=creds("nyc"))
         assert err.code() == grpc.StatusCode.PERMISSION_DENIED
         assert err.details() == "site: certificate nyc may not report 'us-east-1'"
-        err = await refused(run.target, [report("us-east-1")], credentials=creds("plain"))
+        err = await send_refused(run.target, [report("us-east-1")], credentials=creds("plain"))
         assert err.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "names no site (URI SAN .../site/<id>)" in (err.details() or "")
         assert await send(run.target, [report("eu-west-1")], credentials=creds("any"))
@@ -221,7 +154,7 @@ async def test_token_and_certificate_must_both_allow_the_site(etcd: EtcdCluster,
     try:
         assert await send(run.target, [report("oc-nyc-1", "us-east-1")], token=CACHE, credentials=nyc)
         # The token allows oc-lon-1, the certificate does not.
-        err = await refused(run.target, [report("oc-lon-1", "eu-west-1")], token=CACHE, credentials=nyc)
+        err = await send_refused(run.target, [report("oc-lon-1", "eu-west-1")], token=CACHE, credentials=nyc)
         assert err.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "token agent-cache + certificate nyc" in (err.details() or "")
     finally:

@@ -8,7 +8,8 @@ import pytest
 
 from agents.config import GrpcProbe, HttpProbe, TcpProbe
 from agents.probes import run_probe
-from agents.testing import BlackHoleTarget, GrpcHealthTarget, HttpTarget, TcpTarget, free_port
+from tests.support import free_port
+from tests.support.agent_targets import BlackHoleTarget, GrpcHealthTarget, HttpTarget, TcpTarget
 
 
 @pytest.fixture

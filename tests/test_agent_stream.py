@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 from collections.abc import AsyncIterator, Iterator
@@ -17,8 +18,9 @@ from agents import backoff
 from agents.agent import Agent, Sequencer
 from agents.config import Backoff, parse_agent_config
 from agents.stream import MAX_INTERVAL, ReportStream
-from agents.testing import FakeController, HttpTarget, TcpTarget, free_port, wait_for
 from steering.v1 import steering_pb2
+from tests.support import eventually, free_port
+from tests.support.agent_targets import FakeController, HttpTarget, TcpTarget
 
 FAST_BACKOFF = {"initial_seconds": 0.05, "max_seconds": 0.4, "multiplier": 2}
 
@@ -97,7 +99,7 @@ def sequences(reports: list[steering_pb2.HealthReport]) -> list[int]:
 
 
 def strictly_increasing(values: list[int]) -> bool:
-    return all(a < b for a, b in zip(values, values[1:]))
+    return all(a < b for a, b in itertools.pairwise(values))
 
 
 # ---------------------------------------------------------------- pure parts
@@ -126,11 +128,21 @@ def test_sequencer_is_strictly_increasing_and_restart_safe() -> None:
     assert seq.next() == first[-1] + 1
 
 
-def test_mailbox_keeps_only_the_newest() -> None:
-    stream = ReportStream(["127.0.0.1:1"], site="s", policy=Backoff())
+async def test_mailbox_keeps_only_the_newest() -> None:
+    """Reports offered before the stream is up: only the newest goes out (and only once)."""
+    controller = await FakeController().start()
+    stream = ReportStream([controller.endpoint], site="s", policy=Backoff())
     for n in (1, 2, 3):
         stream.offer(steering_pb2.HealthReport(sequence=n))
-    assert stream._pending is not None and stream._pending.sequence == 3
+    stop = asyncio.Event()
+    runner = asyncio.create_task(stream.run(stop))
+    try:
+        await eventually(lambda: stream.acks >= 1, what="the first ack")
+        assert [r.sequence for r in controller.reports] == [3] and stream.sent == 1
+    finally:
+        stop.set()
+        await asyncio.wait_for(runner, 10)
+        await controller.stop()
 
 
 # ---------------------------------------------------------------- end to end
@@ -140,9 +152,9 @@ async def test_reports_carry_identity_checks_capacity(web: HttpTarget, tcp: TcpT
                                                       controller: FakeController) -> None:
     cfg = agent_config(web, tcp, [controller.endpoint])
     async with Running(Agent(cfg)) as agent:
-        await wait_for(lambda: any(r.status == steering_pb2.HEALTH_STATUS_HEALTHY for r in controller.reports),
-                       what="a healthy report")
-        await wait_for(lambda: agent.stream.acks >= 3, what="acks")
+        await eventually(lambda: any(r.status == steering_pb2.HEALTH_STATUS_HEALTHY for r in controller.reports),
+                         what="a healthy report")
+        await eventually(lambda: agent.stream.acks >= 3, what="acks")
     reports = controller.reports
     first = reports[0]
     # initial: unhealthy, rise 2: the first report cannot claim health yet.
@@ -162,14 +174,14 @@ async def test_target_going_bad_after_fall_and_back_after_rise(web: HttpTarget, 
     cfg = agent_config(web, tcp, [controller.endpoint], initial="healthy")
     healthy, unhealthy = steering_pb2.HEALTH_STATUS_HEALTHY, steering_pb2.HEALTH_STATUS_UNHEALTHY
     async with Running(Agent(cfg)) as agent:
-        await wait_for(lambda: len(controller.reports) >= 2, what="reports")
+        await eventually(lambda: len(controller.reports) >= 2, what="reports")
         web.set("/healthz", status=503, body="down")
-        await wait_for(lambda: controller.reports[-1].status == unhealthy, what="unhealthy")
+        await eventually(lambda: controller.reports[-1].status == unhealthy, what="unhealthy")
         bad = next(r for r in reversed(controller.reports) if r.status == unhealthy)
         assert {c.name: c.detail for c in bad.checks if not c.ok} == {"web": "status 503, expected 200"}
         assert agent.state.healthy is False
         web.set("/healthz", body="ok")
-        await wait_for(lambda: controller.reports[-1].status == healthy, what="healthy again")
+        await eventually(lambda: controller.reports[-1].status == healthy, what="healthy again")
     # Status is driven by whole rounds: between the flips, the failing rounds numbered at least `fall`.
     statuses = [r.status for r in controller.reports]
     assert statuses.index(unhealthy) > 0
@@ -199,11 +211,11 @@ async def test_hanging_probe_does_not_stall_reports(web: HttpTarget, tcp: TcpTar
         {"name": "db", "kind": "tcp", "address": tcp.address},
     ])
     async with Running(Agent(cfg)) as agent:
-        await wait_for(lambda: len(controller.reports) >= 2, what="first reports")
+        await eventually(lambda: len(controller.reports) >= 2, what="first reports")
         web.hang = True
         rounds_before = agent.rounds
         count = len(controller.reports)
-        await wait_for(lambda: len(controller.reports) >= count + 10, timeout=4.5, what="reports during the hang")
+        await eventually(lambda: len(controller.reports) >= count + 10, timeout=4.5, what="reports during the hang")
         # At most the round already in flight finished: a round is stuck on the
         # hanging target, and reports kept flowing meanwhile.
         assert agent.rounds <= rounds_before + 1
@@ -216,17 +228,17 @@ async def test_reconnects_with_backoff_and_sequence_keeps_increasing(web: HttpTa
     try:
         cfg = agent_config(web, tcp, [controller.endpoint])
         async with Running(Agent(cfg)) as agent:
-            await wait_for(lambda: agent.stream.acks >= 3, what="acks")
+            await eventually(lambda: agent.stream.acks >= 3, what="acks")
             await controller.stop()
             before = len(controller.reports)
-            await wait_for(lambda: len(agent.stream.pauses) >= 4, what="retries while down")
+            await eventually(lambda: len(agent.stream.pauses) >= 4, what="retries while down")
             # While the controller is down, each retry waits at least half of a
             # doubling delay: never a busy loop.
             policy = cfg.backoff
             for i, pause in enumerate(agent.stream.pauses[1:4], start=1):
                 assert pause >= min(policy.max_seconds, policy.initial_seconds * policy.multiplier ** i) / 2
             await controller.start()
-            await wait_for(lambda: len(controller.reports) >= before + 3, what="reports after restart")
+            await eventually(lambda: len(controller.reports) >= before + 3, what="reports after restart")
             assert controller.service.streams >= 2
     finally:
         await controller.stop()
@@ -239,12 +251,12 @@ async def test_failover_to_the_second_endpoint(web: HttpTarget, tcp: TcpTarget) 
     try:
         cfg = agent_config(web, tcp, [first.endpoint, second.endpoint])
         async with Running(Agent(cfg)) as agent:
-            await wait_for(lambda: len(second.reports) >= 3, what="reports at the second controller")
+            await eventually(lambda: len(second.reports) >= 3, what="reports at the second controller")
             assert agent.stream.last_ack is not None and agent.stream.last_ack.controller_id == "c2"
             # And back: the second dies, the first comes up.
             await first.start()
             await second.stop()
-            await wait_for(lambda: len(first.reports) >= 3, what="reports at the first controller")
+            await eventually(lambda: len(first.reports) >= 3, what="reports at the first controller")
     finally:
         await first.stop()
         await second.stop()
@@ -259,7 +271,7 @@ async def test_hung_controller_is_left_after_ack_timeout(web: HttpTarget, tcp: T
         cfg = agent_config(web, tcp, [hung.endpoint, good.endpoint], ack_timeout_seconds=0.5)
         with capture_logs() as logs:
             async with Running(Agent(cfg)) as agent:
-                await wait_for(lambda: len(good.reports) >= 2, what="reports at the good controller")
+                await eventually(lambda: len(good.reports) >= 2, what="reports at the good controller")
         assert len(hung.reports) >= 1  # it was tried first, and took reports without acking
         assert agent.stream.last_ack is not None and agent.stream.last_ack.controller_id == "good"
         retries = [e for e in logs if e["event"] == "controller stream retry"]
@@ -277,7 +289,7 @@ async def test_invalid_argument_is_logged_and_backed_off(web: HttpTarget, tcp: T
                        backoff={"initial_seconds": 0.05, "max_seconds": 1, "multiplier": 2})
     with capture_logs() as logs:
         async with Running(Agent(cfg)) as agent:
-            await wait_for(lambda: len(agent.stream.pauses) >= 4, timeout=10, what="retries after rejection")
+            await eventually(lambda: len(agent.stream.pauses) >= 4, timeout=10, what="retries after rejection")
     rejected = [e for e in logs if e["event"] == "controller rejected report"]
     assert rejected and rejected[0]["message"] == "region: rejected by test"
     assert rejected[0]["log_level"] == "error" and rejected[0]["site"] == "us-east-1"
@@ -292,9 +304,9 @@ async def test_controller_can_change_the_report_interval(web: HttpTarget, tcp: T
     controller.service.report_interval = 0.25
     cfg = agent_config(web, tcp, [controller.endpoint])
     async with Running(Agent(cfg)) as agent:
-        await wait_for(lambda: agent.report_interval == 0.25, what="interval from ack")
+        await eventually(lambda: agent.report_interval == 0.25, what="interval from ack")
         controller.service.report_interval = 1e9  # insane: clamped
-        await wait_for(lambda: agent.report_interval == MAX_INTERVAL, what="clamped interval")
+        await eventually(lambda: agent.report_interval == MAX_INTERVAL, what="clamped interval")
 
 
 async def test_cache_site_and_geo_load(web: HttpTarget, tcp: TcpTarget, controller: FakeController) -> None:
@@ -302,7 +314,7 @@ async def test_cache_site_and_geo_load(web: HttpTarget, tcp: TcpTarget, controll
                        capacity=4000, load=10, geo_load={"na-east": 7, "world": {"url": web.url("/stats"),
                                                                                   "json_path": "load"}})
     async with Running(Agent(cfg)):
-        await wait_for(lambda: len(controller.reports) >= 1, what="a report")
+        await eventually(lambda: len(controller.reports) >= 1, what="a report")
     r = controller.reports[0]
     assert (r.site, r.region, r.kind) == ("oc-nyc-1", "us-east-1", steering_pb2.SITE_KIND_CACHE)
     assert (r.capacity, r.load, dict(r.geo_load)) == (4000, 10, {"na-east": 7, "world": 1200})
@@ -311,23 +323,23 @@ async def test_cache_site_and_geo_load(web: HttpTarget, tcp: TcpTarget, controll
 async def test_unreachable_controllers_do_not_stop_probing(web: HttpTarget, tcp: TcpTarget) -> None:
     cfg = agent_config(web, tcp, [f"127.0.0.1:{free_port()}"])
     async with Running(Agent(cfg)) as agent:
-        await wait_for(lambda: agent.rounds >= 5 and agent.stream.attempts >= 2, what="rounds while alone")
+        await eventually(lambda: agent.rounds >= 5 and agent.stream.attempts >= 2, what="rounds while alone")
         assert agent.state.healthy
         assert agent.stream.sent == 0
 
 
 async def test_stop_while_connecting_to_a_black_hole_is_prompt(web: HttpTarget, tcp: TcpTarget) -> None:
-    from agents.testing import BlackHoleTarget
+    from tests.support.agent_targets import BlackHoleTarget
 
     hole = BlackHoleTarget()
     try:
         cfg = agent_config(web, tcp, [hole.address], connect_timeout_seconds=30)
         runner = Running(Agent(cfg))
         agent = await runner.__aenter__()
-        await wait_for(lambda: agent.stream.attempts >= 1 and agent.rounds >= 1, what="connecting")
+        await eventually(lambda: agent.stream.attempts >= 1 and agent.rounds >= 1, what="connecting")
         stop_task = asyncio.create_task(runner.__aexit__())
         # Well inside the 30 s connect timeout and the 1.5 s cancel backstop of Agent.run.
-        await wait_for(stop_task.done, timeout=1.3, what="stop while connecting")
+        await eventually(stop_task.done, timeout=1.3, what="stop while connecting")
         await stop_task
     finally:
         hole.close()

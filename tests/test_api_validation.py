@@ -11,12 +11,12 @@ import grpc
 import pytest
 
 from steering import limits
+from steering.etcdproc import EtcdCluster
 from steering.model import Evacuation, Pin, Restore, TargetHealth
 from steering.store import Store
 from steering.table import RoutingTable
-from steering.testing.etcd import EtcdCluster
 from steering.v1 import steering_pb2 as pb
-from tests.operator_helpers import API, make_config, refused, start_controller, stubs
+from tests.support.controller import API, make_config, refused, start_controller, stubs
 
 MB = 1024 * 1024
 RAMP = pb.EVACUATION_MODE_RAMP
@@ -137,11 +137,11 @@ def test_stored_evacuations_out_of_bounds_do_not_parse(record: dict[str, object]
 
 
 def test_stored_restores_pins_and_health_out_of_bounds_do_not_parse() -> None:
-    with pytest.raises(ValueError, match="^interval: "):
+    with pytest.raises(ValueError, match=r"^interval: "):
         Restore.from_dict({"region": "eu-west-1", "step": 0.5, "interval": math.nan})
     with pytest.raises(ValueError, match=r"^weights\.eu-west-1: -5 must be >= 0$"):
         Pin.from_dict({"service": API, "geo": "europe", "weights": {"eu-west-1": -5, "us-east-1": 1005}})
-    with pytest.raises(ValueError, match="^capacity: "):
+    with pytest.raises(ValueError, match=r"^capacity: "):
         TargetHealth.from_dict({"status": "healthy", "capacity": 1e300})
     # Text that only explains is cut on read, not refused: a record stored before the limit still plans.
     long = Evacuation.from_dict({"region": "eu-west-1", "mode": "now", "reason": "x" * 500_000})

@@ -6,10 +6,11 @@ import grpc
 import pytest
 
 from steering.client import SteeringClient
+from steering.etcdproc import EtcdCluster
 from steering.resolve import ResolveError
-from steering.testing.etcd import EtcdCluster
 from steering.v1 import steering_pb2 as pb
-from tests.operator_helpers import API, eventually, make_config, start_controller, stubs
+from tests.support import eventually
+from tests.support.controller import API, make_config, start_controller, stubs
 
 EUROPE_CLIENT = "198.51.100.130"  # in europe's 198.51.100.128/26
 

@@ -23,13 +23,14 @@ from pathlib import Path
 
 import pytest
 
+from steering.etcdproc import EtcdCluster
 from steering.model import ramp_steps
 from steering.store import Store
 from steering.table import RoutingTable
-from steering.testing.etcd import EtcdCluster
 from steering.v1 import steering_pb2 as pb
-from tests.operator_helpers import REGIONS, eventually, make_config, region_share, start_agents, stubs, write_config
-from tests.test_agent_identity import ControllerProcess
+from tests.support import eventually
+from tests.support.controller import ControllerProcess, make_config, region_share, stubs, write_config
+from tests.support.reporters import REGIONS, start_agents
 
 REGION = "eu-west-1"
 STEP, INTERVAL = 0.1, 2.0  # ten steps: most of them after the takeover (the old leader's lease runs 5 s)

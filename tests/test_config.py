@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from steering.config import ConfigError, load_config, parse_config
-
-from steering.testing import EXAMPLE_CONFIG
+from tests.support import EXAMPLE_CONFIG
 
 
 def example() -> dict[str, Any]:
@@ -39,7 +39,7 @@ def test_example_config_loads() -> None:
 
 def test_config_is_immutable() -> None:
     cfg = load_config(EXAMPLE_CONFIG)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         cfg.regions[0].capacity = 1  # type: ignore[misc]
 
 

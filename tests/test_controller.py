@@ -7,27 +7,25 @@ real: etcd, the controller's server, election, planning and publishing.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 import pytest
 import yaml
+from prometheus_client import REGISTRY
 
 from steering.config import Config, parse_config
 from steering.controller.server import Controller
+from steering.etcdproc import EtcdCluster
 from steering.store import Store
 from steering.table import RoutingTable
-from steering.testing import EXAMPLE_CONFIG
-from steering.testing.etcd import EtcdCluster
 from steering.v1 import steering_pb2 as pb
 from steering.v1 import steering_pb2_grpc as pb_grpc
-
-REGIONS = ("us-east-1", "us-west-2", "eu-west-1")
-SITES = {"oc-nyc-1": "us-east-1", "oc-lon-1": "eu-west-1"}
+from tests.support import EXAMPLE_CONFIG, eventually
+from tests.support.reporters import REGIONS, FakeAgent, start_agents
 
 
 def make_config(endpoints: list[str], **policy: Any) -> Config:
@@ -36,75 +34,6 @@ def make_config(endpoints: list[str], **policy: Any) -> Config:
     data["policy"].update({"silence_seconds": 2.0, "step_seconds": 0.3, "max_shift": 0.5, **policy})
     data["controller"] = {"listen": "127.0.0.1:0", "debounce_seconds": 0.05}
     return parse_config(data, "test", EXAMPLE_CONFIG.parent)
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
-
-
-class FakeAgent:
-    """A real gRPC client that streams reports for one site, as the agent does."""
-
-    def __init__(self, port: int, site: str, region: str, kind: int) -> None:
-        self.port, self.site, self.region, self.kind = port, site, region, kind
-        self.status = pb.HEALTH_STATUS_HEALTHY
-        self.capacity, self.load = 0.0, 100.0
-        self.sequence = 0
-        self.acks: list[pb.ReportAck] = []
-        self.error: grpc.aio.AioRpcError | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def _reports(self) -> AsyncIterator[pb.HealthReport]:
-        while True:
-            self.sequence += 1
-            yield pb.HealthReport(site=self.site, region=self.region, kind=self.kind, status=self.status,
-                                  capacity=self.capacity, load=self.load, sequence=self.sequence,
-                                  agent_id=f"agent-{self.site}")
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), 0.2)
-            except TimeoutError:
-                pass
-
-    async def _run(self) -> None:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.port}") as ch:
-            stub = pb_grpc.HealthServiceStub(ch)
-            try:
-                async for ack in stub.Report(self._reports()):
-                    self.acks.append(ack)
-            except grpc.aio.AioRpcError as exc:
-                self.error = exc
-
-    def set(self, **kw: Any) -> None:
-        for k, v in kw.items():
-            setattr(self, k, v)
-        self._wake.set()
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-
-async def start_agents(port: int) -> dict[str, FakeAgent]:
-    agents = {r: FakeAgent(port, r, r, pb.SITE_KIND_REGION) for r in REGIONS}
-    agents.update({s: FakeAgent(port, s, r, pb.SITE_KIND_CACHE) for s, r in SITES.items()})
-    for a in agents.values():
-        a.start()
-    return agents
 
 
 async def table_of(store: Store) -> RoutingTable | None:
@@ -235,13 +164,12 @@ async def test_bad_reports_are_rejected_and_not_stored(cluster: tuple[Config, St
 
 
 async def test_steady_reports_cause_no_etcd_writes(cluster: tuple[Config, Store]) -> None:
-    config, store = cluster
-    async with running(config) as (ctl, agents):
+    config, _store = cluster
+    async with running(config) as (_ctl, agents):
         await eventually(lambda: all(len(a.acks) >= 3 for a in agents.values()), what="reports flowing")
-        from steering.controller import metrics
 
         def writes() -> float:
-            return metrics.ETCD_WRITES.labels(kind="health")._value.get()
+            return REGISTRY.get_sample_value("steering_etcd_writes_total", {"kind": "health"}) or 0.0
 
         before = writes()
         acks_before = sum(len(a.acks) for a in agents.values())
@@ -254,7 +182,7 @@ async def test_steady_reports_cause_no_etcd_writes(cluster: tuple[Config, Store]
 
 async def test_silent_site_expires_and_is_distinct_from_unhealthy(cluster: tuple[Config, Store]) -> None:
     config, store = cluster
-    async with running(config) as (ctl, agents):
+    async with running(config) as (_ctl, agents):
         await eventually(lambda: all_healthy_table(store), what="all healthy")
         await agents["eu-west-1"].stop()
         agents["us-west-2"].set(status=pb.HEALTH_STATUS_UNHEALTHY)

@@ -3,7 +3,6 @@ secrets from a file and from the environment, and every rule again over real UDP
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import os
 import time
@@ -17,8 +16,9 @@ import pytest
 
 from dnsserver import cookies as ck
 from dnsserver.cookies import Cookies, packed_address, server_cookie
-from dnsserver.testing import load, serving, table_with
 from steering.config import ConfigError
+from tests.support import eventually
+from tests.support.dns_server import load, serving, table_with
 
 SECRET = bytes.fromhex("e5e973e5a6b2a43f48e7dc849e37bfcf")
 V1 = b"\x01\x00\x00\x00"
@@ -294,13 +294,11 @@ async def test_secret_file_rotation_over_sockets(tmp_path: Path) -> None:
         tmp = tmp_path / "cookie.secrets.new"
         tmp.write_text(f"{second.hex()}\n{first.hex()}\n")
         tmp.replace(secrets)  # the way to rotate: write aside, rename over
-        deadline = time.monotonic() + 10
-        while True:
-            renewed = reply_cookie(await send(port, query("api.example.test", issued), True))
-            if renewed != issued:
-                break
-            assert time.monotonic() < deadline, "the new secret file was not picked up"
-            await asyncio.sleep(0.05)
+        async def renewed_cookie() -> bytes | None:
+            cookie = reply_cookie(await send(port, query("api.example.test", issued), True))
+            return cookie if cookie != issued else None
+
+        renewed = await eventually(renewed_cookie, 10, "the new secret file to be picked up")
         # the old cookie was still accepted (valid, counted so) and replaced by one signed with the new secret
         assert Cookies([second]).answer(renewed, ip("127.0.0.1"))[0] == "valid"
         assert server.stats.cookies["invalid"][0] == 0

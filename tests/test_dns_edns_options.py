@@ -23,9 +23,10 @@ import pytest
 from dnsserver.feed import follow
 from dnsserver.server import DnsServer
 from dnsserver.slowpath import WORKER_ENV, nsid_identity
-from dnsserver.testing import load, serving, table_with
+from steering.etcdproc import EtcdCluster
 from steering.store import Store
-from steering.testing.etcd import EtcdCluster
+from tests.support import eventually
+from tests.support.dns_server import load, serving, table_with
 
 KEEPALIVE = 11
 EDE = 15
@@ -202,11 +203,11 @@ async def test_a_fresh_table_goes_stale_only_after_its_age_passes(tmp_path: Path
         server.set_control_plane_reachable(False)
         r = await send(port, q("api.example.test"), False)
         assert not ede_codes(r)  # unreachable, but the table is younger than dns.stale_answer_seconds
-        deadline = time.monotonic() + 10
-        while not ede_codes(await send(port, q("api.example.test"), False)):
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
+        async def stale() -> bool:
             server.set_control_plane_reachable(False)  # what the feed does after every probe
+            return bool(ede_codes(await send(port, q("api.example.test"), False)))
+
+        await eventually(stale, 10, "the stale-answer EDE once the table is older than its age")
 
 
 async def test_stale_ede_follows_a_real_etcd(etcd: EtcdCluster, tmp_path: Path) -> None:
@@ -220,26 +221,21 @@ async def test_stale_ede_follows_a_real_etcd(etcd: EtcdCluster, tmp_path: Path) 
         await writer.put_table(table_with(cfg, 5, {}, generated_at=time.time() - 3600))  # an old table
     task = asyncio.create_task(follow(reader, server, probe_seconds=0.1))
 
-    async def wait_for(want: list[int], within: float) -> None:
-        deadline = time.monotonic() + within
-        while True:
+    async def answered_with(want: list[int], within: float) -> None:
+        async def seen() -> bool:
             r = await send(port, q("api.example.test"), False)
-            if ede_codes(r) == want and r.answer:
-                return
-            assert time.monotonic() < deadline, f"EDE {want} not seen within {within}s"
-            await asyncio.sleep(0.05)
+            return ede_codes(r) == want and bool(r.answer)
+
+        await eventually(seen, within, f"an answer with EDE {want}")
 
     try:
-        deadline = time.monotonic() + 10
-        while server.stats.table_version != 5:
-            assert time.monotonic() < deadline, "table not received"
-            await asyncio.sleep(0.02)
-        await wait_for([], 5)  # etcd is there: the old table is what the controller last published
+        await eventually(lambda: server.stats.table_version == 5, 10, "the table from etcd")
+        await answered_with([], 5)  # etcd is there: the old table is what the controller last published
         etcd.stop()
-        await wait_for([3], 30)  # the probe gives up after etcd.timeout_seconds
+        await answered_with([3], 30)  # the probe gives up after etcd.timeout_seconds
         assert server.stats.control_plane_reachable[0] == 0
         etcd.start()
-        await wait_for([], 30)
+        await answered_with([], 30)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

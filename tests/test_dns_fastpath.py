@@ -27,50 +27,12 @@ from dnsserver.clientkeys import ClientKeys
 from dnsserver.fastpath import FastPath
 from dnsserver.geo import GeoMap
 from dnsserver.server import DnsServer
-from dnsserver.testing import load, table_with
 from steering.config import Geo
+from tests.support.dns_server import load, table_with
+from tests.support.strategies import ecs_options, geomaps
 
 WEIGHTS = {"api.example.test.": {g: {"us-east-1": 500, "us-west-2": 300, "eu-west-1": 200}
                                  for g in ("na-east", "na-west", "europe", "south-america", "asia-pacific", "world")}}
-
-
-@st.composite
-def v4_net(draw: st.DrawFn) -> str:
-    plen = draw(st.sampled_from([8, 12, 15, 16, 17, 20, 23, 24, 25, 26, 30, 32]))
-    base = draw(st.sampled_from([0x0A000000, 0xC6336400, 0x7F010000, 0xCB007100])) ^ draw(st.integers(0, 0xFFFF))
-    return str(ipaddress.ip_network((base >> (32 - plen) << (32 - plen), plen)))
-
-
-@st.composite
-def v6_net(draw: st.DrawFn) -> str:
-    plen = draw(st.sampled_from([24, 32, 40, 44, 48, 52, 56, 60, 64]))
-    base = (0x20010DB8 << 96) ^ (draw(st.integers(0, 0xFFFF)) << 80) ^ (draw(st.integers(0, 3)) << 100)
-    return str(ipaddress.ip_network((base >> (128 - plen) << (128 - plen), plen)))
-
-
-@st.composite
-def geomaps(draw: st.DrawFn) -> GeoMap:
-    geos = []
-    for i in range(draw(st.integers(1, 4))):
-        nets = draw(st.lists(st.one_of(v4_net(), v6_net()), max_size=6))
-        geos.append(Geo(id=f"g{i}", prefixes=tuple(dict.fromkeys(nets)), prefer=("r",)))
-    geos.append(Geo(id="world", prefer=("r",), default=True))
-    return GeoMap(geos, "world")
-
-
-@st.composite
-def ecs_options(draw: st.DrawFn, geomap: GeoMap) -> bytes:
-    family = draw(st.sampled_from([1, 2]))
-    width = 32 if family == 1 else 128
-    src = draw(st.one_of(st.sampled_from([0, 8, 16, 20, 24, 25, 26, 32, 48, 56, 64]), st.integers(0, width)))
-    src = min(src, width)
-    # addresses near the configured networks, so the interesting blocks are hit
-    nets = [n for t in geomap._tables[4 if family == 1 else 6] for n in t[1]]
-    base = draw(st.sampled_from(nets)) if nets and draw(st.booleans()) else draw(st.integers(0, (1 << width) - 1))
-    addr = (base ^ draw(st.integers(0, 0xFFFF)) << draw(st.sampled_from([0, 4, 8, 16]))) & ((1 << width) - 1)
-    addr = addr >> (width - src) << (width - src) if src else 0
-    raw = addr.to_bytes(width // 8, "big")[:(src + 7) // 8]
-    return bytes((0, family, src, 0)) + raw
 
 
 @settings(max_examples=120, deadline=None)
@@ -99,7 +61,7 @@ def test_scope_is_the_longest_configured_prefix_inside_the_source(data: st.DataO
         network = ipaddress.IPv4Network if family == 4 else ipaddress.IPv6Network
         block = network((int.from_bytes(raw.ljust(width // 8, b"\0"), "big") >> (width - bits) << (width - bits),
                          bits))
-        inside = [plen for plen, table in geomap._tables[family] for net in table
+        inside = [plen for plen, net in geomap.networks[family]
                   if plen > bits and network((net, plen)).subnet_of(block)]  # type: ignore[arg-type]
         assert geomap.key(family, raw, src).scope == max([bits, *inside]), opt.hex()
 

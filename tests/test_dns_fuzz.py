@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dnsserver.server import DnsServer
-from dnsserver.testing import load, table_with
+from tests.support.dns_server import load, table_with
 
 VALID = [
     dns.message.make_query("api.example.test", "A").to_wire(),
@@ -107,7 +107,7 @@ SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 @SETTINGS
 @given(st.binary(min_size=0, max_size=600))
 def test_random_bytes_over_udp(server, wire: bytes) -> None:
-    srv, port = server
+    _srv, port = server
     want = expects_reply(wire)
     reply = udp_exchange(port, wire, want)
     if want:
@@ -119,7 +119,7 @@ def test_random_bytes_over_udp(server, wire: bytes) -> None:
 @SETTINGS
 @given(mutated())
 def test_mutated_queries_over_udp(server, wire: bytes) -> None:
-    srv, port = server
+    _srv, port = server
     want = expects_reply(wire)
     reply = udp_exchange(port, wire, want)
     if want:
@@ -131,7 +131,7 @@ def test_mutated_queries_over_udp(server, wire: bytes) -> None:
 @SETTINGS
 @given(st.lists(st.one_of(st.binary(max_size=300), mutated()), min_size=1, max_size=4))
 def test_mutated_and_random_over_tcp(server, wires: list[bytes]) -> None:
-    srv, port = server
+    _srv, port = server
     # a frame shorter than a DNS header is no DNS message: the server answers what came before it, then
     # closes gracefully (dnsserver/README.md, TCP), so nothing after it is answered
     cut = next((i for i, w in enumerate(wires) if len(w) < 12), len(wires))

@@ -22,10 +22,22 @@ from dnsserver.geo import GeoMap
 from dnsserver.metrics import Stats
 from dnsserver.persist import KEEP_BAD, load_table, save_table, set_aside_files
 from dnsserver.render import build_snapshot
-from dnsserver.testing import load, table_with, write_config
 from dnsserver.zones import load_zones
 from steering.table import RoutingTable
-from tests.test_dns_workers import EAST, EU, SPLIT, WEST, Daemon, addresses, ask_tcp, ask_udp, wait_until
+from tests.support import eventually_sync
+from tests.support.dns_server import (
+    EAST,
+    EU,
+    SPLIT,
+    WEST,
+    DnsProcess,
+    addresses,
+    ask_tcp,
+    ask_udp,
+    load,
+    table_with,
+    write_config,
+)
 
 DEEP = 100_000
 
@@ -177,17 +189,17 @@ KINDS = ["truncated", "empty", "not-json", "nested-array", "nested-object", "lis
          "version-digits", "version-infinite"]
 
 
-def _start_with_bad_file(tmp_path: Path, kind: str, workers: int) -> tuple[Daemon, Path, bytes]:
+def _start_with_bad_file(tmp_path: Path, kind: str, workers: int) -> tuple[DnsProcess, Path, bytes]:
     blob = _bad_files(tmp_path)[kind]
     config = write_config(tmp_path)
     state = tmp_path / "dns-table.json"
     state.write_bytes(blob)
-    d = Daemon(config, "--workers", str(workers), "--no-etcd", "--listen", "127.0.0.1:0", metrics=False)
+    d = DnsProcess(config, "--workers", str(workers), "--no-etcd", "--listen", "127.0.0.1:0", metrics=False)
     return d, state, blob
 
 
-def _check_started_fail_open(d: Daemon, state: Path, blob: bytes) -> None:
-    port = d.port()
+def _check_started_fail_open(d: DnsProcess, state: Path, blob: bytes) -> None:
+    port = d.port
     seen = _fail_open_answers(port)
     assert seen <= {EAST, WEST, EU} and len(seen) >= 2, seen  # the configured targets, not one table pick
     assert d.named("dns.fallback.fail_open", reason="no-table")
@@ -223,11 +235,11 @@ def test_second_start_after_a_bad_file_is_clean(tmp_path: Path) -> None:
     """The file set aside, the next start finds none: no second warning, no crash loop."""
     d, state, _ = _start_with_bad_file(tmp_path, "truncated", workers=1)
     with d:
-        d.port()
+        d.wait_event("dns.listening")
         assert d.stop() == 0
-    d2 = Daemon(tmp_path / "steering.yaml", "--workers", "1", "--no-etcd", "--listen", "127.0.0.1:0", metrics=False)
+    d2 = DnsProcess(tmp_path / "steering.yaml", "--workers", "1", "--no-etcd", "--listen", "127.0.0.1:0", metrics=False)
     with d2:
-        wait_until(lambda: ask_udp(d2.port()).rcode() == dns.rcode.NOERROR, 20, "an answer")
+        eventually_sync(lambda: ask_udp(d2.port).rcode() == dns.rcode.NOERROR, 20, "an answer")
         assert d2.named("dns.state.none", path=str(state)) and not d2.named("dns.state.unusable")
         assert d2.stop() == 0
     assert len(set_aside_files(state)) == 1 and os.path.exists(tmp_path / "steering.yaml")

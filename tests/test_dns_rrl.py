@@ -4,7 +4,6 @@ sockets (every UDP loop limited, TCP never, other prefixes and exempt ones untou
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import socket
 import sys
@@ -24,8 +23,9 @@ from dnsserver.cookies import Cookies, packed_address, server_cookie
 from dnsserver.metrics import RRL_CLASSES, Stats, StatsCollector
 from dnsserver.rrl import ERRORS, NXDOMAIN, REFERRALS, RESPONSES, Exempt, RateLimiter, host_text, truncated
 from dnsserver.server import DnsServer
-from dnsserver.testing import load, serving
 from steering.config import Rrl
+from tests.support import eventually
+from tests.support.dns_server import load, serving
 
 ZONE = b"\x07example\x04test\x00"
 MODES = [("batch", True, True), ("thread", True, False), ("loop", False, False)]
@@ -258,14 +258,6 @@ def test_host_text() -> None:
 # ---- the server over real sockets
 
 
-async def until(cond: Callable[[], bool], what: str, seconds: float = 15.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.002)
-
-
 def dropped(stats: Stats) -> int:
     return sum(stats.rrl_limited[(c, "dropped")][0] for c in RRL_CLASSES)
 
@@ -295,9 +287,12 @@ async def burst(server: DnsServer, port: int, wire: bytes, n: int, source: str =
                 s.sendto(wire, ("127.0.0.1", port))
             sent += k
             answered = base + sent
-            await until(lambda: stats.total_queries() >= answered, "the server to answer the chunk")  # noqa: B023
+            # polled every 2 ms: the whole burst must stay within the second its rate is counted in
+            await eventually(lambda: stats.total_queries() >= answered,  # noqa: B023 (awaited at once)
+                             15, "the server to answer the chunk", interval=0.002)
             want = sent - (dropped(stats) - base_dropped)
-            await until(lambda: drain(s, replies) >= want, f"{want} replies")  # noqa: B023 (awaited at once)
+            await eventually(lambda: drain(s, replies) >= want, 15, f"{want} replies",  # noqa: B023 (awaited at once)
+                             interval=0.002)
     return replies
 
 

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from dnsserver.rrl import RateLimiter
 from dnsserver.server import DnsServer
-from dnsserver.testing import load
 from steering.config import Rrl
+from tests.support.dns_server import load
 
 ZONE = b"\x07example\x04test\x00"
 QUERIES = [("www.example.test", "A"), ("WWW.Example.test", "A"), ("www.example.test", "AAAA"),
@@ -106,7 +106,7 @@ def test_ipv4_prefix_keys_match_networks(a: int, b: int, same: int, prefix: int)
         b = (a >> (32 - same) << (32 - same)) | (b & ((1 << (32 - same)) - 1))
     lim = RateLimiter(Rrl(ipv4_prefix=prefix))
     ta, tb = str(ipaddress.IPv4Address(a)), str(ipaddress.IPv4Address(b))
-    keys_a = {lim.prefix(f) for f in forms(ta) + [f"::ffff:{ta}", socket.inet_aton(ta)]}
+    keys_a = {lim.prefix(f) for f in [*forms(ta), f"::ffff:{ta}", socket.inet_aton(ta)]}
     assert len(keys_a) == 1  # every form of one address, one bucket
     same_net = ipaddress.ip_network(f"{ta}/{prefix}", strict=False) == ipaddress.ip_network(f"{tb}/{prefix}",
                                                                                             strict=False)

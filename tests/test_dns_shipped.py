@@ -11,11 +11,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-import subprocess
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +28,12 @@ import dns.rdatatype
 import pytest
 import structlog
 import uvloop
-from prometheus_client.parser import text_string_to_metric_families
 
 from dnsserver.persist import save_table
-from dnsserver.testing import serving, table_with, write_config
 from steering.config import load_config
-from steering.demo.run import bin_path
-from steering.testing.etcd import free_port, stop_process
+from tests.support import eventually_sync
+from tests.support.dns_server import DnsProcess, serving, table_with, write_config
+from tests.support.ports import dual_free_port
 
 BIG_TXT = "\n".join(f'big IN TXT "{"x" * 200}{i}"' for i in range(4))  # ~860 bytes of answer
 CHAIN = "c1 IN CNAME c2\nc2 IN CNAME www"  # c1 -> c2 -> www -> api (steered)
@@ -59,57 +55,17 @@ NO_RRL = {"rrl": {"enabled": False}}
 VIAS = [("udp", "v4"), ("udp", "v6"), ("tcp", "v4"), ("tcp", "v6")]
 
 
-@dataclass
-class Daemon:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
-    metrics_port: int | None = None
-
-    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        assert self.metrics_port is not None
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for fam in text_string_to_metric_families(text) for s in fam.samples}
-
-    def metric(self, name: str, **labels: str) -> float:
-        """The sum over the samples with these labels (several workers report gauges per ``worker``)."""
-        want = set(labels.items())
-        return sum(v for (n, have), v in self.metrics().items() if n == name and want <= set(have))
-
-
-def dual_free_port() -> int:
-    """A port free for UDP and TCP on both 127.0.0.1 and ::1 (probed by binding all four)."""
-    for _ in range(50):
-        port = free_port()
-        probes = []
-        try:
-            for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
-                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-                    s = socket.socket(family, kind)
-                    probes.append(s)
-                    s.bind((host, port))
-            return port
-        except OSError:
-            continue
-        finally:
-            for s in probes:
-                s.close()
-    raise RuntimeError("no port free for UDP and TCP on both loopback families")
-
-
 def query(name: str = "api.example.test", qtype: str = "A", **kw: Any) -> dns.message.QueryMessage:
     return dns.message.make_query(name, qtype, **kw)
 
 
-def ask(d: Daemon, q: dns.message.Message, transport: str = "udp", family: str = "v4",
+def ask(d: DnsProcess, q: dns.message.Message, transport: str = "udp", family: str = "v4",
         source: str | None = None) -> dns.message.Message:
     send = dns.query.udp if transport == "udp" else dns.query.tcp
     return send(q, HOSTS[family], port=d.port, timeout=3, source=source)
 
 
-def connect(d: Daemon, family: str = "v4") -> socket.socket:
+def connect(d: DnsProcess, family: str = "v4") -> socket.socket:
     sock = socket.create_connection((HOSTS[family], d.port), timeout=5)
     sock.settimeout(5)
     return sock
@@ -144,7 +100,7 @@ def read_replies(sock: socket.socket, limit: int = 50) -> tuple[list[bytes], boo
     return got, False
 
 
-def raw(d: Daemon, wire: bytes, transport: str, family: str) -> bytes:
+def raw(d: DnsProcess, wire: bytes, transport: str, family: str) -> bytes:
     """One message sent as is (no parsing on our side), the reply's bytes."""
     if transport == "udp":
         with socket.socket(socket.AF_INET if family == "v4" else socket.AF_INET6, socket.SOCK_DGRAM) as s:
@@ -166,61 +122,45 @@ def ecs_query(addr: str, plen: int, name: str = "api.example.test") -> dns.messa
     return query(name, use_edns=0, options=[dns.edns.ECSOption(addr, plen)])
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def start(directory: Path, dns_cfg: dict[str, Any], table_weights: dict[str, Any] | None,
-          metrics: bool) -> Iterator[Daemon]:
+          metrics: bool) -> Iterator[DnsProcess]:
     cfg_path = write_config(directory, dns=dns_cfg, extra_zone=BIG_TXT + "\n" + CHAIN)
     cfg = load_config(cfg_path)
     if table_weights is not None:
         assert cfg.dns.state_file
         save_table(cfg.dns.state_file, table_with(cfg, 7, table_weights))
     port = dual_free_port()
-    metrics_port = free_port() if metrics else None
-    argv = [bin_path("steering"), "dns", "--config", str(cfg_path), "--no-etcd",
-            "--listen", f"127.0.0.1:{port}", "--listen", f"[::1]:{port}"]
-    if metrics_port:
-        argv += ["--metrics-addr", f"127.0.0.1:{metrics_port}"]
-    log = directory / "dns.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    d = Daemon(proc, port, log, metrics_port)
-    try:
+    with DnsProcess(cfg_path, "--no-etcd", "--listen", f"127.0.0.1:{port}", "--listen", f"[::1]:{port}",
+                    metrics=metrics) as d:
         def answering() -> bool:
-            assert proc.poll() is None, f"steering dns exited {proc.returncode}:\n{log.read_text()}"
+            assert d.proc.poll() is None, f"steering dns exited {d.proc.returncode}:\n{d.log()}"
             try:
                 for transport, family in VIAS:
                     q = query("example.test", "SOA")
                     send = dns.query.udp if transport == "udp" else dns.query.tcp
                     send(q, HOSTS[family], port=port, timeout=0.3)
-                if metrics_port:
+                if metrics:
                     d.metrics()
             except (OSError, dns.exception.DNSException):
                 return False
             return True
 
-        wait_until(answering, 30, "steering dns to answer on UDP and TCP, IPv4 and IPv6")
+        eventually_sync(answering, 30, "steering dns to answer on UDP and TCP, IPv4 and IPv6")
         yield d
-    finally:
-        stop_process(proc, 5)
-    text = log.read_text()
+        code = d.stop(5)
+    text = d.log()
     assert "Traceback" not in text, text[-3000:]  # exceptions are counted and logged as one line
-    assert proc.returncode == 0, text[-3000:]  # SIGTERM: a clean exit
+    assert code == 0, text[-3000:]  # SIGTERM: a clean exit
 
 
 @pytest.fixture(scope="module")
-def main(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def main(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsProcess]:
     dns_cfg = {"tcp_idle_seconds": IDLE, "tcp_max_queries_per_connection": QUERY_LIMIT, **NO_RRL}
     yield from start(tmp_path_factory.mktemp("dns-main"), dns_cfg, WEIGHTS, metrics=True)
 
 
 @pytest.fixture(scope="module")
-def limits(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+def limits(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsProcess]:
     # one worker, so one process sees every connection the cap counts; idle long enough for the cap test
     dns_cfg = {"workers": 1, "tcp_idle_seconds": 5.0, "tcp_max_connections": CAP,
                "tcp_max_queries_per_connection": QUERY_LIMIT, **NO_RRL}
@@ -235,7 +175,7 @@ families = pytest.mark.parametrize("family", ["v4", "v6"])
 
 
 @via
-def test_authoritative_answer_flags(main: Daemon, transport: str, family: str) -> None:
+def test_authoritative_answer_flags(main: DnsProcess, transport: str, family: str) -> None:
     q = query()
     q.flags |= dns.flags.RD
     r = ask(main, q, transport, family)
@@ -246,13 +186,13 @@ def test_authoritative_answer_flags(main: Daemon, transport: str, family: str) -
 
 
 @via
-def test_refused_outside_our_zones(main: Daemon, transport: str, family: str) -> None:
+def test_refused_outside_our_zones(main: DnsProcess, transport: str, family: str) -> None:
     r = ask(main, query("www.example.com"), transport, family)
     assert r.rcode() == dns.rcode.REFUSED and not r.flags & dns.flags.AA and not r.answer
 
 
 @via
-def test_nxdomain_and_nodata_carry_the_soa_at_the_negative_ttl(main: Daemon, transport: str, family: str) -> None:
+def test_nxdomain_and_nodata_carry_the_soa_at_the_negative_ttl(main: DnsProcess, transport: str, family: str) -> None:
     r = ask(main, query("missing.example.test"), transport, family)
     assert r.rcode() == dns.rcode.NXDOMAIN and r.flags & dns.flags.AA and not r.answer
     assert r.authority[0].rdtype == dns.rdatatype.SOA and r.authority[0].ttl == 60  # min(SOA TTL 300, MINIMUM 60)
@@ -263,7 +203,7 @@ def test_nxdomain_and_nodata_carry_the_soa_at_the_negative_ttl(main: Daemon, tra
 
 
 @via
-def test_formerr_for_malformed_queries(main: Daemon, transport: str, family: str) -> None:
+def test_formerr_for_malformed_queries(main: DnsProcess, transport: str, family: str) -> None:
     good = query().to_wire()
     for bad in (good[:-3], good[:4] + b"\x00\x02" + good[6:], good + b"\xff\xff"):
         reply = raw(main, bad, transport, family)
@@ -272,7 +212,7 @@ def test_formerr_for_malformed_queries(main: Daemon, transport: str, family: str
 
 
 @via
-def test_notimp_for_other_opcodes(main: Daemon, transport: str, family: str) -> None:
+def test_notimp_for_other_opcodes(main: DnsProcess, transport: str, family: str) -> None:
     q = query("example.test", "SOA")
     q.set_opcode(dns.opcode.NOTIFY)
     r = dns.message.from_wire(raw(main, q.to_wire(), transport, family))
@@ -280,7 +220,7 @@ def test_notimp_for_other_opcodes(main: Daemon, transport: str, family: str) -> 
 
 
 @via
-def test_edns_payload_opt_echo_do_and_badvers(main: Daemon, transport: str, family: str) -> None:
+def test_edns_payload_opt_echo_do_and_badvers(main: DnsProcess, transport: str, family: str) -> None:
     r = ask(main, query(use_edns=0, payload=4096, want_dnssec=True), transport, family)
     assert r.edns == 0 and r.payload == 1232 and r.ednsflags & dns.flags.DO and r.answer
     r = ask(main, query(use_edns=0), transport, family)
@@ -291,7 +231,7 @@ def test_edns_payload_opt_echo_do_and_badvers(main: Daemon, transport: str, fami
 
 
 @families
-def test_truncation_on_udp_full_answer_on_tcp(main: Daemon, family: str) -> None:
+def test_truncation_on_udp_full_answer_on_tcp(main: DnsProcess, family: str) -> None:
     r = ask(main, query("big.example.test", "TXT"), "udp", family)  # no EDNS: 512 bytes
     assert r.flags & dns.flags.TC and not r.answer
     r = ask(main, query("big.example.test", "TXT", use_edns=0, payload=600), "udp", family)
@@ -303,7 +243,7 @@ def test_truncation_on_udp_full_answer_on_tcp(main: Daemon, family: str) -> None
 
 
 @via
-def test_query_case_is_echoed(main: Daemon, transport: str, family: str) -> None:
+def test_query_case_is_echoed(main: DnsProcess, transport: str, family: str) -> None:
     for name in ("ApI.eXaMpLe.TeSt.", "MiSsInG.example.TEST.", "BIG.example.test."):
         r = ask(main, query(name, "TXT" if name.startswith("BIG") else "A", use_edns=0), transport, family)
         assert r.question[0].name.to_text() == name
@@ -312,14 +252,14 @@ def test_query_case_is_echoed(main: Daemon, transport: str, family: str) -> None
 
 
 @via
-def test_any_gets_one_rrset(main: Daemon, transport: str, family: str) -> None:
+def test_any_gets_one_rrset(main: DnsProcess, transport: str, family: str) -> None:
     for name in ("example.test", "api.example.test"):
         r = ask(main, query(name, "ANY"), transport, family)
         assert r.rcode() == dns.rcode.NOERROR and len(r.answer) == 1, name
 
 
 @via
-def test_cname_chain_is_followed(main: Daemon, transport: str, family: str) -> None:
+def test_cname_chain_is_followed(main: DnsProcess, transport: str, family: str) -> None:
     r = ask(main, query("c1.example.test"), transport, family)
     assert r.rcode() == dns.rcode.NOERROR and r.flags & dns.flags.AA
     assert [(rr.name.to_text(), dns.rdatatype.to_text(rr.rdtype)) for rr in r.answer] == [
@@ -332,7 +272,7 @@ def test_cname_chain_is_followed(main: Daemon, transport: str, family: str) -> N
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
-def test_geo_by_source_address(main: Daemon, transport: str) -> None:
+def test_geo_by_source_address(main: DnsProcess, transport: str) -> None:
     # 127.2/16 is na-west, 127.5/16 asia-pacific in the example config; others fall to the default geo
     assert regions(ask(main, query(), transport, source="127.2.0.9")) == {"eu-west-1"}
     assert regions(ask(main, query(), transport, source="127.5.0.9")) == {"us-west-2"}
@@ -341,7 +281,7 @@ def test_geo_by_source_address(main: Daemon, transport: str) -> None:
 
 
 @via
-def test_geo_by_ecs_with_scope(main: Daemon, transport: str, family: str) -> None:
+def test_geo_by_ecs_with_scope(main: DnsProcess, transport: str, family: str) -> None:
     for (addr, plen), region, scope in [(("198.51.100.70", 32), "eu-west-1", 26),  # na-west
                                         (("2001:db8:5:1::", 64), "us-west-2", 56),  # asia-pacific
                                         (("10.1.2.0", 24), "us-east-1", 24)]:  # world
@@ -351,14 +291,14 @@ def test_geo_by_ecs_with_scope(main: Daemon, transport: str, family: str) -> Non
         assert (opt.address, opt.srclen, opt.scopelen) == (addr, plen, scope)
 
 
-def test_state_file_is_loaded_at_start(main: Daemon) -> None:
+def test_state_file_is_loaded_at_start(main: DnsProcess) -> None:
     # na-west's first preference is us-west-2; fail-open would share all three: only the table says eu-west-1
     subnets = [f"2001:db8:2:{i:x}00::" for i in range(40)]
     assert {r for s in subnets for r in regions(ask(main, ecs_query(s, 56)))} == {"eu-west-1"}
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
-def test_weighted_pick_splits_and_is_stable(main: Daemon, transport: str) -> None:
+def test_weighted_pick_splits_and_is_stable(main: DnsProcess, transport: str) -> None:
     subnets = [f"2001:db8:3:{i:x}00::" for i in range(48)]  # europe: eu-west-1 and us-east-1 at 500 each
     first = {s: regions(ask(main, ecs_query(s, 56), transport)) for s in subnets}
     assert all(len(v) == 1 for v in first.values())
@@ -367,7 +307,7 @@ def test_weighted_pick_splits_and_is_stable(main: Daemon, transport: str) -> Non
         assert regions(ask(main, ecs_query(s, 56), transport, "v6")) == first[s]
 
 
-def test_fail_open_without_a_table(limits: Daemon) -> None:
+def test_fail_open_without_a_table(limits: DnsProcess) -> None:
     # no state file, no etcd: every geo's configured targets share the answers
     seen = set()
     for i in range(60):
@@ -383,7 +323,7 @@ def test_fail_open_without_a_table(limits: Daemon) -> None:
 
 
 @families
-def test_tcp_pipelining(main: Daemon, family: str) -> None:
+def test_tcp_pipelining(main: DnsProcess, family: str) -> None:
     queries = [query("api.example.test"), query("www.example.test"), query("missing.example.test"),
                query("big.example.test", "TXT")]
     with connect(main, family) as sock:
@@ -405,7 +345,7 @@ def test_tcp_pipelining(main: Daemon, family: str) -> None:
 
 
 @families
-def test_tcp_idle_connection_is_closed(main: Daemon, family: str) -> None:
+def test_tcp_idle_connection_is_closed(main: DnsProcess, family: str) -> None:
     idle = main.metric("steering_dns_tcp_closed_total", reason="idle")
     with connect(main, family) as sock:
         sock.settimeout(IDLE + 10)  # the deadline; the close comes after IDLE seconds without a query
@@ -414,12 +354,12 @@ def test_tcp_idle_connection_is_closed(main: Daemon, family: str) -> None:
         replies, closed = read_replies(sock)
         assert closed and [dns.message.from_wire(w).id for w in replies] == [q.id]
     # counted by whichever worker held it, summed over the workers
-    wait_until(lambda: main.metric("steering_dns_tcp_closed_total", reason="idle") == idle + 1, 10,
-               "the idle close to be counted")
+    eventually_sync(lambda: main.metric("steering_dns_tcp_closed_total", reason="idle") == idle + 1, 10,
+                    "the idle close to be counted")
 
 
 @families
-def test_tcp_query_limit_closes_gracefully_after_the_last_answer(main: Daemon, family: str) -> None:
+def test_tcp_query_limit_closes_gracefully_after_the_last_answer(main: DnsProcess, family: str) -> None:
     queries = [query(f"n{i}.example.test") for i in range(QUERY_LIMIT + 3)]
     with connect(main, family) as sock:
         sock.sendall(framed(*(q.to_wire() for q in queries)))
@@ -429,18 +369,18 @@ def test_tcp_query_limit_closes_gracefully_after_the_last_answer(main: Daemon, f
         assert len(ids) == QUERY_LIMIT and set(ids) <= {q.id for q in queries}
 
 
-def test_tcp_limits_are_counted(limits: Daemon) -> None:
+def test_tcp_limits_are_counted(limits: DnsProcess) -> None:
     before = limits.metric("steering_dns_tcp_closed_total", reason="query_limit")
     with connect(limits, "v6") as sock:
         sock.sendall(framed(*(query().to_wire() for _ in range(QUERY_LIMIT + 1))))
         replies, closed = read_replies(sock)
         assert closed and len(replies) == QUERY_LIMIT
-    wait_until(lambda: limits.metric("steering_dns_tcp_closed_total", reason="query_limit") == before + 1, 10,
-               "the query-limit close to be counted")
+    eventually_sync(lambda: limits.metric("steering_dns_tcp_closed_total", reason="query_limit") == before + 1, 10,
+                    "the query-limit close to be counted")
 
 
-def test_tcp_connection_cap(limits: Daemon) -> None:
-    wait_until(lambda: limits.metric("steering_dns_tcp_open_connections") == 0, 10, "earlier connections to close")
+def test_tcp_connection_cap(limits: DnsProcess) -> None:
+    eventually_sync(lambda: limits.metric("steering_dns_tcp_open_connections") == 0, 10, "earlier connections to close")
     refused = limits.metric("steering_dns_tcp_refused_total")
     held = [connect(limits, "v4" if i % 2 else "v6") for i in range(CAP)]
     try:
@@ -456,16 +396,17 @@ def test_tcp_connection_cap(limits: Daemon) -> None:
             except ConnectionResetError:
                 data = b""
             assert data == b""  # closed at once, unanswered
-        wait_until(lambda: limits.metric("steering_dns_tcp_refused_total") == refused + 1, 10,
-                   "the refused connection to be counted")
+        eventually_sync(lambda: limits.metric("steering_dns_tcp_refused_total") == refused + 1, 10,
+                        "the refused connection to be counted")
     finally:
         for sock in held:
             sock.close()
-    wait_until(lambda: limits.metric("steering_dns_tcp_open_connections") == 0, 10, "the held connections to close")
+    eventually_sync(lambda: limits.metric("steering_dns_tcp_open_connections") == 0, 10,
+                    "the held connections to close")
     assert ask(limits, query(), "tcp").answer  # room again
 
 
-def test_tcp_framing_errors_are_counted_and_never_stop_the_server(limits: Daemon) -> None:
+def test_tcp_framing_errors_are_counted_and_never_stop_the_server(limits: DnsProcess) -> None:
     framing = limits.metric("steering_dns_tcp_errors_total", reason="framing")
     q = query()
     with connect(limits) as sock:  # an answer, then a zero-length frame: the answer comes, then the close
@@ -480,28 +421,28 @@ def test_tcp_framing_errors_are_counted_and_never_stop_the_server(limits: Daemon
         sock.sendall(b"\x00\x40" + q.to_wire()[:10])
         sock.shutdown(socket.SHUT_WR)
         assert read_replies(sock) == ([], True)
-    wait_until(lambda: limits.metric("steering_dns_tcp_errors_total", reason="framing") == framing + 3, 10,
-               "the three framing errors to be counted")
+    eventually_sync(lambda: limits.metric("steering_dns_tcp_errors_total", reason="framing") == framing + 3, 10,
+                    "the three framing errors to be counted")
     assert limits.metric("steering_dns_tcp_errors_total", reason="exception") == 0
     for transport, family in VIAS:
         assert ask(limits, query(), transport, family).answer
 
 
-def test_tcp_reset_by_the_client_is_counted_quietly(limits: Daemon) -> None:
+def test_tcp_reset_by_the_client_is_counted_quietly(limits: DnsProcess) -> None:
     resets = limits.metric("steering_dns_tcp_closed_total", reason="reset")
     sock = connect(limits, "v6")
     sock.sendall(framed(query().to_wire()) + b"\x00\x40partial")  # an answer, then half a frame pending
     assert len(read_replies(sock, limit=1)[0]) == 1
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()  # linger 0: RST instead of FIN
-    wait_until(lambda: limits.metric("steering_dns_tcp_closed_total", reason="reset") == resets + 1, 10,
-               "the reset to be counted")
+    eventually_sync(lambda: limits.metric("steering_dns_tcp_closed_total", reason="reset") == resets + 1, 10,
+                    "the reset to be counted")
     assert limits.metric("steering_dns_tcp_errors_total", reason="exception") == 0  # and no traceback (teardown)
 
-def test_tcp_connections_are_accounted(limits: Daemon) -> None:
+def test_tcp_connections_are_accounted(limits: DnsProcess) -> None:
     for family in ("v4", "v6"):
         assert ask(limits, query(), "tcp", family).answer  # closed by the client: reason peer
-    wait_until(lambda: limits.metric("steering_dns_tcp_open_connections") == 0, 10, "connections to close")
+    eventually_sync(lambda: limits.metric("steering_dns_tcp_open_connections") == 0, 10, "connections to close")
     m = limits.metrics()
     closed = sum(v for (name, _), v in m.items() if name == "steering_dns_tcp_closed_total")
     assert m[("steering_dns_tcp_connections_total", ())] == closed > 0

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from dnsserver.answers import Split, pick
 from dnsserver.geo import GeoMap
-from dnsserver.testing import load, serving, table_with
+from tests.support.dns_server import load, serving, table_with
 
 ADDR = {"us-east-1": {"192.0.2.10", "192.0.2.11"}, "us-west-2": {"192.0.2.20"}, "eu-west-1": {"192.0.2.30"}}
 

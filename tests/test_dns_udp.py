@@ -4,11 +4,8 @@ table swaps under load are clean, and SIGTERM stops the daemon with its threads.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,20 +21,17 @@ import pytest
 
 from dnsserver.persist import save_table
 from dnsserver.server import DnsServer
-from dnsserver.testing import load, table_with, write_config
-from dnsserver.udpbatch import BatchUdpWorker, batch_available
-from dnsserver.udpthread import UdpWorker
+from dnsserver.udpbatch import batch_available
+from tests.support import eventually_sync, free_port
+from tests.support.dns_server import EAST, SPLIT, WEST, DnsProcess, addresses, load, table_with, write_config
 
-ROOT = Path(__file__).resolve().parent.parent
-EAST = {"192.0.2.10", "192.0.2.11"}
-WEST = {"192.0.2.20"}
-SPLIT = {"api.example.test.": {g: {"us-east-1": 500, "us-west-2": 500}
-                               for g in ("na-east", "na-west", "europe", "south-america", "asia-pacific", "world")}}
 MODES = [("batch", True, True), ("thread", True, False), ("loop", False, False)]
 
 
-def addresses(r: dns.message.Message) -> set[str]:
-    return {rd.address for rd in r.answer[0]} if r.answer else set()
+def udp_threads(server: DnsServer) -> int:
+    """The live UDP worker threads of ``server`` (each is named for the address it serves)."""
+    names = {f"dns-udp-{host}:{port}" for host, port in server.addresses}
+    return sum(1 for t in threading.enumerate() if t.name in names and t.is_alive())
 
 
 @pytest.mark.parametrize("mode,threads,batch", MODES)
@@ -47,8 +41,9 @@ async def test_workers_answer_alike(tmp_path: Path, mode: str, threads: bool, ba
     hosts = ["127.0.0.1", "::1"]  # IPv6 is part of the contract: no quiet fallback to IPv4 only
     await server.start([f"[{h}]:0" if ":" in h else f"{h}:0" for h in hosts])
     try:
-        want = {"batch": BatchUdpWorker if batch_available() else UdpWorker, "thread": UdpWorker}.get(mode)
-        assert [type(w) for w in server._workers] == ([want] * len(hosts) if want else [])
+        assert server.udp_mode == ("thread" if mode == "batch" and not batch_available() else mode)
+        # a thread per socket, named for its address, in both thread modes; none on the event loop
+        assert udp_threads(server) == (len(hosts) if threads else 0)
         for host, port in server.addresses:
             # many subnets over ECS: each answer is the one the slow path computes for that subnet
             picks = set()
@@ -77,7 +72,7 @@ async def test_workers_answer_alike(tmp_path: Path, mode: str, threads: bool, ba
             assert reply[:2] == bad[:2] and reply[3] & 0x0F == dns.rcode.FORMERR
     finally:
         await server.close()
-    assert all(not w.thread.is_alive() for w in server._workers)
+    assert udp_threads(server) == 0  # close() stopped them
 
 
 async def test_table_swaps_under_load_are_clean(tmp_path: Path) -> None:
@@ -127,29 +122,21 @@ def test_sigterm_stops_daemon_and_threads(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     cfg = load(tmp_path)
     save_table(tmp_path / "dns-table.json", table_with(cfg, 1, SPLIT))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-c", "from steering.cli.main import main; main()", "dns",
-                             "--config", str(config), "--listen", f"127.0.0.1:{port}", "--no-etcd"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
+    port = free_port()
+    with DnsProcess(config, "--listen", f"127.0.0.1:{port}", "--no-etcd", metrics=False) as d:
         q = dns.message.make_query("api.example.test", "A")
-        deadline = time.monotonic() + 20
-        answered = None
-        while time.monotonic() < deadline and answered is None:
+
+        def answer() -> dns.message.Message | None:
+            assert d.proc.poll() is None, d.log()
             try:
-                answered = dns.query.udp(q, "127.0.0.1", port=port, timeout=0.3)
+                return dns.query.udp(q, "127.0.0.1", port=port, timeout=0.3)
             except (dns.exception.Timeout, OSError):
-                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-        assert answered is not None and addresses(answered) in (EAST, WEST)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
+                return None
+
+        answered = eventually_sync(answer, 20, "an answer")
+        assert addresses(answered) in (EAST, WEST)
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.wait(15) == 0, d.log()
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])

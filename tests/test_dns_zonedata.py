@@ -22,8 +22,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dnsserver.server import DnsServer
-from dnsserver.testing import load, serving, table_with, write_config
 from steering.config import ConfigError, load_config
+from tests.support.dns_server import load, serving, table_with, write_config
 
 BIG_NS = 8  # servers of big.example.test, each with 4 A and 4 AAAA: the glue cannot fit in 1232 bytes
 MANY_MX = 10  # exchanges of mx-many, each with 4 AAAA: the answer fits in 512 bytes, the addresses do not

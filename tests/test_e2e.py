@@ -15,8 +15,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
+from typing import Any
 
 import dns.asyncquery
 import dns.edns
@@ -24,40 +25,22 @@ import dns.message
 import dns.rdatatype
 import pytest
 
-from steering.demo.run import STATE_FILE, Demo, pid_alive, wait_ready
+from steering.demo.run import STATE_FILE, Demo, wait_ready
 from steering.demo.simtarget import write_state
-from steering.testing import EXAMPLE_CONFIG
-from steering.testing.etcd import free_port
+from tests.support import EXAMPLE_CONFIG, ROOT, eventually, eventually_sync
+from tests.support.paths import STEERCTL, STEERING
+from tests.support.ports import free_port_block
+from tests.support.procs import gone
 
 SERVICE = "api.example.test."
+RESTARTING = (Exception,)  # a query may fail while a process restarts: keep waiting
 HOME_OF_US_EAST = ("na-east", "south-america", "world")
-
-
-def free_ports(n: int) -> int:
-    """A base port with n consecutive free TCP ports and a free UDP port at the base."""
-    import socket
-
-    for _ in range(50):
-        base = free_port()
-        if base + n > 65000:
-            continue
-        ok = True
-        for p in range(base, base + n):
-            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-                with socket.socket(socket.AF_INET, kind) as s:
-                    try:
-                        s.bind(("127.0.0.1", p))
-                    except OSError:
-                        ok = False
-        if ok:
-            return base
-    raise RuntimeError("no free port range")
 
 
 @pytest.fixture
 async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
-    d = Demo(config_path=EXAMPLE_CONFIG, state_dir=tmp_path / "demo", dns_port=free_ports(1),
-             api_port=free_ports(2))
+    d = Demo(config_path=EXAMPLE_CONFIG, state_dir=tmp_path / "demo", dns_port=free_port_block(1),
+             api_port=free_port_block(2))
     try:
         d.start()
         await wait_ready(d, timeout=60)
@@ -80,14 +63,14 @@ async def settled(demo: Demo) -> None:
             return t is not None and not t.converging and all(
                 st.health == "healthy" for st in [*t.regions.values(), *t.sites.values()])
 
-        await wait_for(ready, 60, "every target healthy in the table")
+        await eventually(ready, 60, "every target healthy in the table", ignoring=RESTARTING)
     finally:
         await store.close()
 
     async def home() -> bool:
         return await answered_regions(demo, "na-east") == {"us-east-1"}
 
-    await wait_for(home, 10, "DNS to answer from the settled table")
+    await eventually(home, 10, "DNS to answer from the settled table", ignoring=RESTARTING)
 
 
 def region_of_address(demo: Demo) -> dict[str, str]:
@@ -118,19 +101,11 @@ async def answered_regions(demo: Demo, geo: str, clients: int = 4) -> set[str]:
     return regions
 
 
-async def wait_for(check: object, timeout: float, what: str) -> float:
-    """Poll ``check`` (async, returning truthy) until it holds; return the seconds it took."""
+async def seconds(waiting: Awaitable[object]) -> float:
+    """How long ``waiting`` (an ``eventually``) took: printed, never asserted."""
     t0 = time.monotonic()
-    last = None
-    while time.monotonic() - t0 < timeout:
-        try:
-            last = await check()  # type: ignore[operator]
-        except Exception as exc:  # a query may time out while a process restarts
-            last = exc
-        if last and not isinstance(last, Exception):
-            return time.monotonic() - t0
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+    await waiting
+    return time.monotonic() - t0
 
 
 async def east_everywhere_absent(demo: Demo) -> bool:
@@ -144,14 +119,15 @@ async def test_break_and_heal_a_region(demo: Demo) -> None:
     for geo in HOME_OF_US_EAST:
         assert await answered_regions(demo, geo) == {"us-east-1"}, geo
     write_state(demo.sims["us-east-1"].state_file, broken=True)
-    took = await wait_for(lambda: east_everywhere_absent(demo), 30, "us-east-1 to leave every geo")
+    took = await seconds(eventually(lambda: east_everywhere_absent(demo), 30, "us-east-1 to leave every geo",
+                                    ignoring=RESTARTING))
     print(f"break -> no DNS answer names us-east-1: {took:.2f}s")
     write_state(demo.sims["us-east-1"].state_file, broken=False)
 
     async def back() -> bool:
         return "us-east-1" in await answered_regions(demo, "na-east", clients=16)
 
-    took = await wait_for(back, 60, "us-east-1 to come back")
+    took = await seconds(eventually(back, 60, "us-east-1 to come back", ignoring=RESTARTING))
     print(f"heal -> us-east-1 answered again: {took:.2f}s")
 
 
@@ -171,10 +147,11 @@ async def test_leader_killed_the_other_takes_over(demo: Demo) -> None:
         async def new_leader() -> bool:
             return (await store.leader()) not in (None, leader)
 
-        took = await wait_for(new_leader, 30, "another controller to lead")
+        took = await seconds(eventually(new_leader, 30, "another controller to lead", ignoring=RESTARTING))
         print(f"leader killed -> new leader: {took:.2f}s")
         write_state(demo.sims["us-east-1"].state_file, broken=True)
-        await wait_for(lambda: east_everywhere_absent(demo), 30, "a break to converge under the new leader")
+        await eventually(lambda: east_everywhere_absent(demo), 30, "a break to converge under the new leader",
+                         ignoring=RESTARTING)
     finally:
         await store.close()
 
@@ -193,37 +170,35 @@ async def test_etcd_down_dns_keeps_answering_then_converges(demo: Demo) -> None:
     async def europe_moved() -> bool:
         return "eu-west-1" not in await answered_regions(demo, "europe")
 
-    took = await wait_for(europe_moved, 60, "the system to converge after etcd returned")
+    took = await seconds(eventually(europe_moved, 60, "the system to converge after etcd returned",
+                                    ignoring=RESTARTING))
     print(f"etcd back + break -> converged: {took:.2f}s")
 
 
 def test_demo_stops_cleanly_and_refuses_a_second_instance(tmp_path: Path) -> None:
-    dns_port, api_port = free_ports(1), free_ports(2)
+    dns_port, api_port = free_port_block(1), free_port_block(2)
     state = tmp_path / "demo"
-    steering = str(Path(sys.executable).parent / "steering")
-    args = [steering, "demo", "--dns-port", str(dns_port), "--api-port", str(api_port), "--state-dir", str(state)]
+    args = [STEERING, "demo", "--dns-port", str(dns_port), "--api-port", str(api_port), "--state-dir", str(state)]
     first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        info = None
-        while time.monotonic() < deadline:
+        def state_file() -> dict[str, Any] | None:
+            assert first.poll() is None, first.stdout.read().decode() if first.stdout else ""
             try:
-                info = json.loads((state / STATE_FILE).read_text())
-                break
+                return json.loads((state / STATE_FILE).read_text())  # type: ignore[no-any-return]
             except (OSError, ValueError):
-                assert first.poll() is None, first.stdout.read().decode() if first.stdout else ""
-                time.sleep(0.1)
-        assert info is not None, "demo never wrote its state file"
+                return None
+
+        info = eventually_sync(state_file, 60, "the demo's state file")
         second = subprocess.run(args, capture_output=True, text=True, timeout=60)
         assert second.returncode != 0
         assert "already running" in second.stderr or "already in use" in second.stderr, second.stderr
         assert "Traceback" not in second.stderr
         # break/heal from a second terminal talk to the running demo through its state dir
-        broke = subprocess.run([steering, "demo", "--state-dir", str(state), "break", "us-west-2"],
+        broke = subprocess.run([STEERING, "demo", "--state-dir", str(state), "break", "us-west-2"],
                                capture_output=True, text=True, timeout=30)
         assert broke.returncode == 0 and "broken" in broke.stdout
         assert json.loads(Path(info["targets"]["us-west-2"]["state_file"]).read_text())["broken"] is True
-        bad = subprocess.run([steering, "demo", "--state-dir", str(state), "break", "mars-1"],
+        bad = subprocess.run([STEERING, "demo", "--state-dir", str(state), "break", "mars-1"],
                              capture_output=True, text=True, timeout=30)
         assert bad.returncode == 2 and "unknown region or site 'mars-1'" in bad.stderr
     finally:
@@ -232,15 +207,12 @@ def test_demo_stops_cleanly_and_refuses_a_second_instance(tmp_path: Path) -> Non
     assert first.returncode == 0, out.decode()[-2000:]
     pids = [p for p in info["pids"].values() if p]
     assert len(pids) >= 9  # etcd, 2 controllers, dns, 5 agents
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
-        time.sleep(0.1)
-    assert not [p for p in pids if pid_alive(p)], "processes left behind"
+    eventually_sync(lambda: all(gone(p) for p in pids), 10, "every process of the demo to be gone")
     assert not (state / STATE_FILE).exists()
 
 
 def steerctl(demo: Demo, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [str(Path(sys.executable).parent / "steerctl"), "--server", f"127.0.0.1:{demo.api_port}", *args]
+    cmd = [STEERCTL, "--server", f"127.0.0.1:{demo.api_port}", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
 
@@ -259,7 +231,7 @@ async def test_steerctl_evacuate_restore_and_a_refused_evacuation(demo: Demo) ->
         async def europe_moved() -> bool:
             return "eu-west-1" not in await answered_regions(demo, "europe")
 
-        took = await wait_for(europe_moved, 10, "DNS answers to leave eu-west-1")
+        took = await seconds(eventually(europe_moved, 10, "DNS answers to leave eu-west-1", ignoring=RESTARTING))
         print(f"steerctl evacuate --now returned after {proc and time.monotonic() - t0:.2f}s; DNS moved "
               f"{took:.2f}s after it returned")
 
@@ -267,7 +239,7 @@ async def test_steerctl_evacuate_restore_and_a_refused_evacuation(demo: Demo) ->
             chosen = steer.choose(SERVICE, client_address=client)
             return chosen is not None and chosen.target != "eu-west-1"
 
-        await wait_for(client_moved, 10, "steering.client to follow the evacuation")
+        await eventually(client_moved, 10, "steering.client to follow the evacuation", ignoring=RESTARTING)
 
         # A second evacuation would leave one region serving: refused by min_serving_regions, nothing written.
         status_before = json.loads((await asyncio.to_thread(steerctl, demo, "status", "--json")).stdout)
@@ -286,13 +258,13 @@ async def test_steerctl_evacuate_restore_and_a_refused_evacuation(demo: Demo) ->
         async def europe_back() -> bool:
             return await answered_regions(demo, "europe") == {"eu-west-1"}
 
-        await wait_for(europe_back, 10, "DNS answers back on eu-west-1")
+        await eventually(europe_back, 10, "DNS answers back on eu-west-1", ignoring=RESTARTING)
 
         async def client_back() -> bool:
             chosen = steer.choose(SERVICE, client_address=client)
             return chosen is not None and chosen.target == "eu-west-1"
 
-        await wait_for(client_back, 10, "steering.client back on eu-west-1")
+        await eventually(client_back, 10, "steering.client back on eu-west-1", ignoring=RESTARTING)
         history = json.loads((await asyncio.to_thread(steerctl, demo, "history", "--json")).stdout)
         actions = [r["action"] for r in (history["records"] if isinstance(history, dict) else history)]
         assert actions[:2] == ["restore", "evacuate"], actions
@@ -302,7 +274,7 @@ class ServiceProcess:
     """A real service process embedding steering.client; its latest line says where it sends a client."""
 
     def __init__(self, demo: Demo, client: str) -> None:
-        script = Path(__file__).parent / "service_process.py"
+        script = ROOT / "tests" / "support" / "service_process.py"
         self.proc = subprocess.Popen(
             [sys.executable, str(script), "--server", f"127.0.0.1:{demo.api_port}",
              "--server", f"127.0.0.1:{demo.api_port + 1}", "--service", SERVICE, "--client", client],
@@ -340,19 +312,20 @@ async def test_a_service_process_with_steering_client_follows_everything(demo: D
             target = await svc.target()
             return target is not None and target != where
 
-        await wait_for(lambda: goes("us-east-1"), 30, "the service to send na-east to us-east-1")
+        await eventually(lambda: goes("us-east-1"), 30, "the service to send na-east to us-east-1", ignoring=RESTARTING)
         write_state(demo.sims["us-east-1"].state_file, broken=True)
-        took = await wait_for(lambda: avoids("us-east-1"), 30, "the service to leave a broken us-east-1")
+        took = await seconds(eventually(lambda: avoids("us-east-1"), 30, "the service to leave a broken us-east-1",
+                                        ignoring=RESTARTING))
         print(f"service process: break -> moved in {took:.2f}s")
         write_state(demo.sims["us-east-1"].state_file, broken=False)
-        await wait_for(lambda: goes("us-east-1"), 60, "the service back on a healed us-east-1")
+        await eventually(lambda: goes("us-east-1"), 60, "the service back on a healed us-east-1", ignoring=RESTARTING)
 
         proc = await asyncio.to_thread(steerctl, demo, "evacuate", "us-east-1", "--reason", "e2e", "--now", "--yes")
         assert proc.returncode == 0, proc.stderr
-        await wait_for(lambda: avoids("us-east-1"), 10, "the service to follow an evacuation")
+        await eventually(lambda: avoids("us-east-1"), 10, "the service to follow an evacuation", ignoring=RESTARTING)
         proc = await asyncio.to_thread(steerctl, demo, "restore", "us-east-1", "--now", "--yes")
         assert proc.returncode == 0, proc.stderr
-        await wait_for(lambda: goes("us-east-1"), 30, "the service to follow a restore")
+        await eventually(lambda: goes("us-east-1"), 30, "the service to follow a restore", ignoring=RESTARTING)
 
         info = json.loads((demo.state_dir / STATE_FILE).read_text())
         from steering.store import Store
@@ -365,7 +338,8 @@ async def test_a_service_process_with_steering_client_follows_everything(demo: D
             await store.close()
         os.kill(info["pids"]["controller-1" if leader == "ctl-1" else "controller-2"], signal.SIGKILL)
         write_state(demo.sims["us-east-1"].state_file, broken=True)
-        await wait_for(lambda: avoids("us-east-1"), 30, "the service to follow a break after the leader died")
+        await eventually(lambda: avoids("us-east-1"), 30, "the service to follow a break after the leader died",
+                         ignoring=RESTARTING)
 
         demo.etcd.stop()
         for _ in range(10):  # the control plane's store is gone: the service keeps its last view
@@ -373,6 +347,7 @@ async def test_a_service_process_with_steering_client_follows_everything(demo: D
             await asyncio.sleep(0.1)
         demo.etcd.start()
         write_state(demo.sims["us-east-1"].state_file, broken=False)
-        await wait_for(lambda: goes("us-east-1"), 60, "the service to converge after etcd returned")
+        await eventually(lambda: goes("us-east-1"), 60, "the service to converge after etcd returned",
+                         ignoring=RESTARTING)
     finally:
         svc.stop()

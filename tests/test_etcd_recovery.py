@@ -37,15 +37,15 @@ import pytest
 from dnsserver.feed import follow
 from dnsserver.server import DnsServer
 from steering.config import Config, Etcd, load_config
+from steering.etcdproc import EtcdCluster
 from steering.store import Store, StoreError
 from steering.store.client import Conn, channel_options
 from steering.table import RoutingTable
-from steering.testing.etcd import EtcdCluster
 from steering.v1 import steering_pb2 as pb
-from tests.operator_helpers import make_config, start_agents, start_controller, write_config
-from tests.test_agent_identity import ControllerProcess
-from tests.test_controller import FakeAgent, eventually
-from tests.test_steerctl_remote import steerctl
+from tests.support import eventually
+from tests.support.cli import steerctl
+from tests.support.controller import ControllerProcess, make_config, start_controller, write_config
+from tests.support.reporters import FakeAgent, start_agents
 
 OUTAGE = 20.0  # seconds etcd is away (the bench uses 60)
 BOUND = 15.0  # generous: the goal is 5 s, measured and printed

@@ -6,7 +6,6 @@ or in-process where the test looks at its memory; etcd is real everywhere.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import grpc
@@ -15,14 +14,14 @@ from prometheus_client import REGISTRY
 
 from steering import limits
 from steering.controller.ingest import Ingest
+from steering.etcdproc import EtcdCluster
 from steering.model import Check, TargetHealth
 from steering.store import Store
-from steering.testing.etcd import EtcdCluster
 from steering.v1 import steering_pb2 as pb
 from steering.v1 import steering_pb2_grpc as pb_grpc
-from tests.operator_helpers import eventually, make_config, start_controller, write_config
-from tests.test_agent_identity import ControllerProcess, refused, report, send
-from tests.test_controller import FakeAgent, start_agents
+from tests.support import eventually
+from tests.support.controller import ControllerProcess, make_config, start_controller, write_config
+from tests.support.reporters import FakeAgent, report, send, send_refused, start_agents
 
 SITES = ("us-east-1", "us-west-2", "eu-west-1", "oc-nyc-1", "oc-lon-1")
 
@@ -83,15 +82,15 @@ async def test_oversized_fields_are_refused_and_other_sites_still_written(etcd: 
             ([pb.CheckResult(name=f"c{i}", ok=True) for i in range(limits.MAX_CHECKS + 1)], {}, "checks: 65 checks"),
         ]
         for checks, extra, expected in cases:
-            err = await refused(ctl.target, [report("oc-lon-1", "eu-west-1", status=pb.HEALTH_STATUS_UNHEALTHY,
-                                                    checks=checks, **extra)])
+            err = await send_refused(ctl.target, [report("oc-lon-1", "eu-west-1", status=pb.HEALTH_STATUS_UNHEALTHY,
+                                                         checks=checks, **extra)])
             assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert (err.details() or "").startswith(expected), err.details()
         for bad, field in ((report("us-east-1", agent="a" * (1 << 20)), "agent_id"),
                            (report("x" * 1000), "site"),
                            (report("us-east-1", geo_load={f"g{i}": 1.0 for i in range(300)}), "geo_load"),
                            (report("us-east-1", load=1e300), "load")):
-            err = await refused(ctl.target, [bad])
+            err = await send_refused(ctl.target, [bad])
             assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and (err.details() or "").startswith(f"{field}: ")
             assert len(err.details() or "") < 200, "the refusal echoed the oversized value"
 
@@ -128,9 +127,10 @@ async def test_sequence_state_lives_with_the_stream(etcd: EtcdCluster) -> None:
         assert set(ingest.view.sites) == {"us-east-1"}  # keyed by configured site, not by agent
 
         # Within one stream the sequence must climb, and the agent may not change.
-        err = await refused(run.target, [report("us-east-1", sequence=5), report("us-east-1", sequence=5)])
+        err = await send_refused(run.target, [report("us-east-1", sequence=5), report("us-east-1", sequence=5)])
         assert (err.details() or "") == "sequence: 5 is not above the previous 5 on this stream"
-        err = await refused(run.target, [report("us-east-1", sequence=1), report("us-east-1", sequence=2, agent="b")])
+        err = await send_refused(run.target, [report("us-east-1", sequence=1),
+                                              report("us-east-1", sequence=2, agent="b")])
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "one agent per stream" in (err.details() or "")
 
         # A stream that stops reporting is closed and its session pruned.
@@ -152,7 +152,7 @@ def _queue(ingest: Ingest, records: dict[str, TargetHealth]) -> None:
     # The writer's input, as reports and the silence timer hand it over (no valid report can carry a
     # record this large, which is the point: the writer must cope on its own).
     for site, health in records.items():
-        ingest._queue(site, health)
+        ingest.submit(site, health)
 
 
 async def test_a_record_etcd_refuses_does_not_block_the_others(etcd: EtcdCluster,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import grpc
 
 from steering.controller.operator import PREVIEW_TRAILER
+from steering.etcdproc import EtcdCluster
 from steering.store import Store
-from steering.testing.etcd import EtcdCluster
 from steering.v1 import steering_pb2 as pb
-from tests.operator_helpers import API, eventually, make_config, refused, region_share, start_controller, stubs
+from tests.support import eventually
+from tests.support.controller import API, make_config, refused, region_share, start_controller, stubs
 
 
 async def test_evacuate_ramp_done_restore_cycle_in_routing_current(etcd: EtcdCluster) -> None:

@@ -2,38 +2,20 @@
 
 from __future__ import annotations
 
-import datetime
-import hashlib
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType
 
 import grpc
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from steering.auth import load_tokens
 from steering.config import ConfigError
+from steering.etcdproc import EtcdCluster
 from steering.store import Store
-from steering.testing.etcd import EtcdCluster
 from steering.v1 import steering_pb2 as pb
 from steering.v1 import steering_pb2_grpc as pb_grpc
-from tests.operator_helpers import make_config, start_controller, stubs
-
-OPERATOR, VIEWER, AGENT = "op-secret-123", "view-secret-123", "agent-secret-123"
-
-
-def tokens_file(path: Path) -> Path:
-    path.write_text(yaml.safe_dump({"tokens": [
-        {"name": "alice", "role": "operator", "token": OPERATOR},
-        {"name": "grafana", "role": "viewer", "sha256": hashlib.sha256(VIEWER.encode()).hexdigest()},
-        {"name": "agent-1", "role": "agent", "token": AGENT, "sites": ["us-east-1"]},
-    ]}))
-    return path
+from tests.support.controller import make_config, start_controller, stubs
+from tests.support.pki import AGENT, OPERATOR, VIEWER, make_pki, tokens_file
 
 
 def test_tokens_file_problems_are_named(tmp_path: Path) -> None:
@@ -76,7 +58,7 @@ async def test_roles_and_audit_actor(etcd: EtcdCluster, tmp_path: Path) -> None:
         assert await call(AGENT, "Status", pb.StatusRequest()) == grpc.StatusCode.PERMISSION_DENIED
         assert await call(OPERATOR, "Evacuate", evac) == grpc.StatusCode.OK
 
-        ch, op, routing, md = stubs(run.target, VIEWER)
+        ch, _op, routing, md = stubs(run.target, VIEWER)
         channels.append(ch)
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stubs(run.target, None)[2].Resolve(pb.ResolveRequest(service="api.example.test.", geo="europe"))
@@ -111,45 +93,6 @@ async def test_roles_and_audit_actor(etcd: EtcdCluster, tmp_path: Path) -> None:
             await ch.close()
         await store.close()
         await run.stop()
-
-
-def _cert(name: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
-          ca: bool = False, uris: Sequence[str] = ()) -> x509.Certificate:
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    issuer_name, issuer_key = issuer or (subject, key)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name).public_key(key.public_key())
-         .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-         .not_valid_after(now + datetime.timedelta(days=1))
-         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if not ca:
-        import ipaddress
-
-        b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                                         *map(x509.UniformResourceIdentifier, uris)]),
-                            critical=False)
-    return b.sign(issuer_key, hashes.SHA256())
-
-
-def make_pki(d: Path, clients: Mapping[str, Sequence[str]] = MappingProxyType({"client": ()})) -> dict[str, Path]:
-    """A CA, a server certificate and one client certificate per entry of ``clients`` (name -> its URI SANs):
-    ``ca``, ``server_cert``/``server_key``, ``<name>_cert``/``<name>_key``."""
-    def pem_key(k: ec.EllipticCurvePrivateKey) -> bytes:
-        return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                               serialization.NoEncryption())
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _cert("test-ca", ca_key, None, ca=True)
-    out = {"ca": d / "ca.pem"}
-    out["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    for who, uris in {"server": (), **clients}.items():
-        k = ec.generate_private_key(ec.SECP256R1())
-        c = _cert(who, k, (ca.subject, ca_key), uris=uris)
-        out[f"{who}_cert"], out[f"{who}_key"] = d / f"{who}.pem", d / f"{who}.key"
-        out[f"{who}_cert"].write_bytes(c.public_bytes(serialization.Encoding.PEM))
-        out[f"{who}_key"].write_bytes(pem_key(k))
-    return out
 
 
 async def test_tls_with_client_certificates(etcd: EtcdCluster, tmp_path: Path) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from steering.etcdproc import EtcdCluster
 from steering.store import Store
-from steering.testing.etcd import EtcdCluster
 from steering.v1 import steering_pb2 as pb
-from tests.operator_helpers import eventually, make_config, region_share, start_controller, stubs
+from tests.support import eventually
+from tests.support.controller import make_config, region_share, start_controller, stubs
 
 
 async def test_ramp_survives_a_leader_change(etcd: EtcdCluster) -> None:

@@ -13,14 +13,15 @@ from pathlib import Path
 
 import grpc
 
+from steering.etcdproc import EtcdCluster
 from steering.store import Store
-from steering.testing.etcd import EtcdCluster
 from steering.v1 import steering_pb2 as pb
 from steering.v1 import steering_pb2_grpc as pb_grpc
-from tests.operator_helpers import eventually, make_config, start_controller, stubs, write_config
-from tests.test_agent_identity import STEERING, ControllerProcess
-from tests.test_operator_auth import OPERATOR, VIEWER, make_pki, tokens_file
-from tests.test_steerctl_remote import steerctl
+from tests.support import eventually
+from tests.support.cli import steerctl
+from tests.support.controller import ControllerProcess, make_config, start_controller, stubs, write_config
+from tests.support.paths import STEERING
+from tests.support.pki import OPERATOR, VIEWER, make_pki, tokens_file
 
 
 async def test_restore_does_not_say_done_while_no_leader_publishes(etcd: EtcdCluster) -> None:
@@ -129,6 +130,6 @@ def test_auth_without_tls_beyond_loopback_is_refused_unless_insecure(etcd: EtcdC
 
 
 async def test_a_negative_pin_weight_is_named() -> None:
-    rc, out, err = await steerctl("pin", "api.example.test.", "europe", "eu-west-1=1005", "us-east-1=-5",
+    rc, _out, err = await steerctl("pin", "api.example.test.", "europe", "eu-west-1=1005", "us-east-1=-5",
                                   "--reason", "x", env={"STEERCTL_SERVER": "127.0.0.1:1"})
     assert rc == 2 and err.strip() == "steerctl: weights[us-east-1]: -5 must be >= 0", err

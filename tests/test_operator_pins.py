@@ -7,11 +7,12 @@ import json
 import grpc
 
 from steering.controller.operator import PREVIEW_TRAILER
+from steering.etcdproc import EtcdCluster
 from steering.store import Store
-from steering.testing.etcd import EtcdCluster
 from steering.v1 import steering_pb2 as pb
-from tests.operator_helpers import API, eventually, make_config, refused, start_controller, stubs
-from tests.test_steerctl_remote import steerctl
+from tests.support import eventually
+from tests.support.cli import steerctl
+from tests.support.controller import API, make_config, refused, start_controller, stubs
 
 VIDEO = "video.example.test."
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import time
 
+from steering.etcdproc import EtcdCluster
 from steering.model import Check
 from steering.store import Store
-from steering.testing.etcd import EtcdCluster
 from steering.v1 import steering_pb2 as pb
-from tests.operator_helpers import eventually, make_config, start_controller, stubs
-from tests.test_steerctl_remote import steerctl
+from tests.support import eventually
+from tests.support.cli import steerctl
+from tests.support.controller import make_config, start_controller, stubs
 
 
 def _site(resp: pb.StatusResponse, site: str) -> pb.SiteHealth:
@@ -51,10 +52,10 @@ async def test_status_shows_failing_checks_and_last_heard(etcd: EtcdCluster) -> 
         record = (await store.get_health())["eu-west-1@c1"]
         assert record.status == "unhealthy" and record.checks == (Check("web", "http", "status 503"),)
         assert record.updated_at >= t_set
-        rev = (await store._get(key)).kvs[0].mod_revision
+        rev = (await store.kv.get(key)).kvs[0].mod_revision
         acks = len(eu.acks)
         await eventually(lambda: len(eu.acks) >= acks + 5, what="five more reports acknowledged")
-        assert (await store._get(key)).kvs[0].mod_revision == rev, "a steady report was written to etcd"
+        assert (await store.kv.get(key)).kvs[0].mod_revision == rev, "a steady report was written to etcd"
 
         # c1 hears the agent: last_report is its own, newer than the record's change.
         async def local_newer() -> pb.SiteHealth | None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 
+from steering.etcdproc import EtcdCluster
 from steering.textsafe import printable
-from steering.testing.etcd import EtcdCluster
 from steering.v1 import steering_pb2 as pb
-from tests.operator_helpers import eventually, make_config, start_controller, stubs
-from tests.test_steerctl_remote import steerctl
+from tests.support import eventually
+from tests.support.cli import steerctl
+from tests.support.controller import make_config, start_controller, stubs
 
 # Clear the screen, turn red, set the terminal title, ring the bell; and rich markup that must stay text.
 REASON = "\x1b[2J\x1b[31mowned\x1b]0;title\x07[bold]x[/bold]"

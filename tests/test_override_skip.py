@@ -19,18 +19,18 @@ from hypothesis import strategies as st
 
 from steering.config import TOTAL_WEIGHT, load_config
 from steering.controller.leader import Leader
+from steering.etcdproc import EtcdCluster
 from steering.model import Evacuation, Observed, Overrides, Pin, Restore, TargetHealth
 from steering.overridecheck import usable
 from steering.planner import plan
 from steering.store import Store
 from steering.store.store import decode_overrides
 from steering.table import RoutingTable
-from steering.testing import EXAMPLE_CONFIG
-from steering.testing.etcd import EtcdCluster, free_port
 from steering.v1 import steering_pb2 as pb
-from tests.operator_helpers import API, eventually, refused, region_share, start_agents, stubs, write_config
-from tests.test_agent_identity import ControllerProcess
-from tests.test_steerctl_remote import steerctl
+from tests.support import EXAMPLE_CONFIG, eventually, free_port
+from tests.support.cli import steerctl
+from tests.support.controller import API, ControllerProcess, refused, region_share, stubs, write_config
+from tests.support.reporters import start_agents
 
 CONFIG = load_config(EXAMPLE_CONFIG)
 REGIONS = [r.id for r in CONFIG.regions]
@@ -191,7 +191,7 @@ async def test_nan_evacuation_refused_by_the_api_and_skipped_when_forced_into_et
         # 2. The same record forced into etcd by hand: skipped and reported; the table is still published.
         record = {"region": "eu-west-1", "mode": "ramp", "step": 0.25, "interval": math.nan,
                   "started_at": 1.7e9, "reason": "forced by hand"}
-        await store._put(store.keys.evacuation("eu-west-1"), json.dumps(record).encode())
+        await store.kv.put(store.keys.evacuation("eu-west-1"), json.dumps(record).encode())
         note = "SKIPPED overrides/evacuations/eu-west-1: interval: nan is not a finite number"
 
         async def noted() -> RoutingTable | None:

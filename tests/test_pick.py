@@ -25,15 +25,16 @@ from hypothesis import strategies as st
 
 from dnsserver.answers import build_steering
 from dnsserver.fastpath import FastPath
-from dnsserver.testing import load, serving
 from steering import pick
 from steering.client import SteeringClient
 from steering.config import Config
-from steering.testing.etcd import EtcdCluster
+from steering.etcdproc import EtcdCluster
 from steering.topology import GeoMap
 from steering.v1 import steering_pb2 as pb
-from tests.operator_helpers import API, eventually, make_config, start_controller, stubs
-from tests.test_dns_fastpath import ecs_options, geomaps
+from tests.support import eventually
+from tests.support.controller import API, make_config, start_controller, stubs
+from tests.support.dns_server import load, serving
+from tests.support.strategies import ecs_options, geomaps
 
 WEIGHTS = st.lists(st.integers(0, 1000), min_size=1, max_size=8).filter(any)
 SEEDS = st.integers(0, 2**32 - 1)

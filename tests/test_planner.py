@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from steering.config import TOTAL_WEIGHT, Config, load_config, parse_config
 from steering.model import Evacuation, Observed, Overrides, Pin, Restore, TargetHealth
 from steering.planner import plan
 from steering.table import RoutingTable
-from steering.testing import EXAMPLE_CONFIG
+from tests.support import EXAMPLE_CONFIG
 
 API = "api.example.test."
 VIDEO = "video.example.test."
@@ -145,7 +146,7 @@ def test_ramped_evacuation_drains_monotonically_over_steps(config: Config) -> No
         shares.append(weights(table, "europe")["eu-west-1"])
     # 1000 → 750 → 500 → 250 → 0: a quarter per interval, 0 after 1/step intervals, never back up.
     assert shares == [1000, 750, 500, 250, 0, 0]
-    assert all(a >= b for a, b in zip(shares, shares[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(shares))
     assert not table.converging and table.regions["eu-west-1"].evacuation.startswith("ramp")
 
 

@@ -8,7 +8,7 @@ keep every digest: a change here is a change of semantics, not of speed.
 The cases: the example configuration in many states (failures, shortfall,
 evacuations now and ramped over several steps, restores, pins, min-serving
 refusals, hysteresis noise, fail-open); random configurations drawn from the
-Hypothesis strategies of ``test_planner_properties``; and the benchmark's
+Hypothesis strategies of ``tests/support/strategies.py``; and the benchmark's
 synthetic topology (3 and 20 regions, shared and distinct fleets).
 
 Below them, properties check the planner's fast paths against the plain
@@ -38,11 +38,10 @@ from steering.config import TOTAL_WEIGHT, Config, load_config, parse_config
 from steering.model import Evacuation, Observed, Overrides, Pin, Restore, TargetHealth
 from steering.planner import _state, plan
 from steering.table import RoutingTable, TargetState
-from steering.testing import EXAMPLE_CONFIG
 from steering.weights import _apportion_keyed, apportion, apportion_values
+from tests.support import EXAMPLE_CONFIG, ROOT
 
 FIXTURE = Path(__file__).parent / "data" / "planner_golden.json"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 # ---- (de)serialising the inputs ------------------------------------------------------------------
@@ -255,8 +254,7 @@ def _example_cases() -> list[dict[str, Any]]:
 def _hypothesis_cases(count: int) -> list[dict[str, Any]]:
     from hypothesis import HealthCheck, Phase
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_planner_properties import Scenario, observations, scenarios
+    from tests.support.strategies import Scenario, observations, scenarios
 
     drawn: list[tuple[Scenario, Observed, float]] = []
 

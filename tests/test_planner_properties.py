@@ -9,129 +9,17 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
-from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from steering.config import TOTAL_WEIGHT, Config, parse_config
-from steering.model import Evacuation, Observed, Overrides, Pin, Restore, TargetHealth, ramp_steps
+from steering.model import Evacuation, Observed, Overrides, Restore, TargetHealth, ramp_steps
 from steering.planner import plan
 from steering.table import RoutingTable
+from tests.support.strategies import Scenario, configs, observations, scenarios
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-STATUS = st.sampled_from(["healthy", "healthy", "healthy", "unknown", "unhealthy", "silent"])
-CAPACITY = st.floats(1, 20000, allow_nan=False)
-
-
-@dataclass(frozen=True)
-class Scenario:
-    config: Config
-    observed: Observed
-    overrides: Overrides
-    now: float
-
-    def describe(self) -> str:
-        return f"{self.config.model_dump(mode='json')}\n{self.observed}\n{self.overrides}\nnow={self.now}"
-
-
-@st.composite
-def configs(draw: st.DrawFn) -> Config:
-    regions = [f"r{i}" for i in range(draw(st.integers(1, 6)))]
-    sites = [f"s{i}" for i in range(draw(st.integers(0, 4)))]
-    geos: list[dict[str, Any]] = []
-    for i in range(draw(st.integers(1, 8))):
-        prefer = draw(st.permutations(regions))[: draw(st.integers(1, len(regions)))]
-        prefer_sites = draw(st.permutations(sites))[: draw(st.integers(0, len(sites)))] if sites else []
-        demand = draw(st.floats(0.01, 1)) if i == 0 else draw(st.sampled_from([0.0, 0.05, 0.1, 0.3, 0.5]))
-        geos.append({"id": f"g{i}", "prefer": prefer, "prefer_sites": prefer_sites, "demand": demand,
-                     "default": i == 0})
-    services: list[dict[str, Any]] = []
-    for i in range(draw(st.integers(1, 3))):
-        kind = draw(st.sampled_from(["regions", "sites"])) if sites else "regions"
-        answered = set(draw(st.sets(st.sampled_from(regions))))
-        if kind == "sites":
-            answered |= set(draw(st.sets(st.sampled_from(sites))))
-        for g in geos:  # every geo must reach at least one target (the config insists)
-            reach = set(g["prefer"]) | (set(g["prefer_sites"]) if kind == "sites" else set())
-            if not reach & answered:
-                answered.add(g["prefer"][0])
-        answers = {t: {"A": [f"192.0.2.{n + 1}"]} for n, t in enumerate(sorted(answered))}
-        services.append({"name": f"svc{i}.example.test.", "targets": kind, "answers": answers})
-    policy = {
-        "watermark": draw(st.sampled_from([0.5, 0.8, 1.0]) | st.floats(0.05, 1)),
-        "min_serving_regions": draw(st.integers(1, 4)),
-        "max_shift": draw(st.sampled_from([0.1, 0.25, 0.5, 1.0]) | st.floats(0.02, 1)),
-        "hysteresis": draw(st.sampled_from([0.0, 0.02, 0.05])),
-    }
-    data = {
-        "policy": policy,
-        "regions": [{"id": r, "capacity": draw(CAPACITY)} for r in regions],
-        "sites": [{"id": s, "region": draw(st.sampled_from(regions)), "capacity": draw(CAPACITY)} for s in sites],
-        "geos": geos,
-        "services": services,
-        "zones": [{"origin": "example.test."}],
-    }
-    return parse_config(data)
-
-
-def _health(draw: st.DrawFn, ids: list[str]) -> dict[str, TargetHealth]:
-    out = {}
-    for t in ids:
-        if draw(st.booleans()):
-            out[t] = TargetHealth(status=draw(STATUS),
-                                  capacity=draw(st.none() | st.just(0.0) | CAPACITY),
-                                  load=draw(st.none() | st.floats(0, 20000)))
-    return out
-
-
-@st.composite
-def observations(draw: st.DrawFn, config: Config) -> Observed:
-    health = _health(draw, [r.id for r in config.regions] + [s.id for s in config.sites])
-    demand = None
-    if draw(st.booleans()):
-        demand = {g.id: draw(st.sampled_from([0.0, 10.0]) | st.floats(0, 30000)) for g in config.geos}
-    return Observed(health=health, demand=demand)
-
-
-@st.composite
-def override_sets(draw: st.DrawFn, config: Config, ramps: bool = True, pins: bool = True,
-                  forced: bool = True) -> Overrides:
-    regions = [r.id for r in config.regions]
-    evacs = []
-    # One evacuation per region at most: etcd holds them under overrides/evacuations/<region>.
-    for region in draw(st.lists(st.sampled_from(regions), unique=True, max_size=3)):
-        mode = draw(st.sampled_from(["now", "ramp"])) if ramps else "now"
-        evacs.append(Evacuation(region=region, mode=mode,
-                                step=draw(st.sampled_from([0.1, 0.25, 0.5])) if mode == "ramp" else 1.0,
-                                interval=30.0, started_at=draw(st.sampled_from([0.0, 50.0, 90.0])),
-                                forced=draw(st.booleans()) if forced else False))
-    restores = []
-    if ramps:
-        for region in draw(st.lists(st.sampled_from(regions), unique=True, max_size=2)):
-            restores.append(Restore(region=region, step=draw(st.sampled_from([0.25, 0.5])), interval=30.0,
-                                    started_at=draw(st.sampled_from([0.0, 60.0]))))
-    pin_list = []
-    if pins:
-        for _ in range(draw(st.integers(0, 2))):
-            svc = draw(st.sampled_from(config.services))
-            geo = draw(st.sampled_from(config.geos))
-            targets = sorted(set(svc.answers) | {"nowhere"})
-            chosen = draw(st.lists(st.sampled_from(targets), unique=True, min_size=1, max_size=3))
-            weights = {t: draw(st.integers(0, 5)) for t in chosen}
-            weights[chosen[0]] += 1
-            pin_list.append(Pin(service=svc.name, geo=geo.id, weights=weights))
-    return Overrides(evacuations=tuple(evacs), restores=tuple(restores), pins=tuple(pin_list))
-
-
-@st.composite
-def scenarios(draw: st.DrawFn, ramps: bool = True, pins: bool = True, forced: bool = True) -> Scenario:
-    config = draw(configs())
-    return Scenario(config=config, observed=draw(observations(config)),
-                    overrides=draw(override_sets(config, ramps=ramps, pins=pins, forced=forced)),
-                    now=draw(st.sampled_from([0.0, 45.0, 100.0, 200.0])))
 
 
 # ---- independent re-derivations -------------------------------------------------------------

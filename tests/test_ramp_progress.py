@@ -13,13 +13,13 @@ import pytest
 
 from steering.config import load_config
 from steering.controller.api import clean_finished_restores
+from steering.etcdproc import EtcdCluster
 from steering.model import Evacuation, Observed, Overrides, Restore, TargetHealth
 from steering.planner import plan
 from steering.store import Store
 from steering.table import RoutingTable
-from steering.testing import EXAMPLE_CONFIG
-from steering.testing.etcd import EtcdCluster
-from tests.operator_helpers import make_config
+from tests.support import EXAMPLE_CONFIG
+from tests.support.controller import make_config
 
 CONFIG = load_config(EXAMPLE_CONFIG)
 HEALTH = Observed(health={r.id: TargetHealth(status="healthy", load=1000.0) for r in CONFIG.regions})

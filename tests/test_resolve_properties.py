@@ -16,7 +16,7 @@ from steering import pick
 from steering.model import Overrides
 from steering.planner import plan
 from steering.resolve import ServiceInfo, Topology, choose, rank
-from tests.test_planner_properties import configs, observations
+from tests.support.strategies import configs, observations
 
 Case = tuple[Any, ...]
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

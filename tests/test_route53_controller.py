@@ -10,26 +10,26 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from test_controller import REGIONS, eventually, make_config, start_agents
-from test_route53_moto import Env, moto  # noqa: F401  (the moto fixture)
-
 from steering.config import parse_config
 from steering.controller.server import Controller
+from steering.etcdproc import EtcdCluster
 from steering.model import Evacuation
 from steering.store import Store
-from steering.testing import EXAMPLE_CONFIG
-from steering.testing.etcd import EtcdCluster
+from tests.support import EXAMPLE_CONFIG, eventually
+from tests.support.controller import make_config
+from tests.support.paths import STEERCTL
+from tests.support.reporters import REGIONS, start_agents
+from tests.support.route53 import MotoRoute53, Route53Env
 
 
-async def test_leader_syncs_route53_and_evacuation_zeroes_the_region(etcd: EtcdCluster, moto: Any,  # noqa: F811
+async def test_leader_syncs_route53_and_evacuation_zeroes_the_region(etcd: EtcdCluster, moto: MotoRoute53,
                                                                      tmp_path: Path) -> None:
-    env = Env(moto)
+    env = Route53Env(moto)
     try:
         base = make_config(etcd.endpoints)
         data = base.model_dump(mode="json", exclude_none=True)
@@ -59,6 +59,7 @@ async def test_leader_syncs_route53_and_evacuation_zeroes_the_region(etcd: EtcdC
                 return bool(w) and all(x == 0 for x in w)
 
             await eventually(evacuated, timeout=20, what="us-east-1 weight 0 in every geo in Route 53")
+
             async def shared_status() -> dict[str, Any] | None:
                 status = json.loads(await store.get_status("route53") or b"{}")
                 return status if status.get("table_version", 0) >= 2 else None
@@ -77,8 +78,8 @@ async def test_leader_syncs_route53_and_evacuation_zeroes_the_region(etcd: EtcdC
 
             async def plan_json() -> dict[str, Any]:
                 proc = await asyncio.to_thread(
-                    subprocess.run, [str(Path(sys.executable).parent / "steerctl"), "route53", "plan", "--config",
-                                     str(cfg_file), "--server", f"127.0.0.1:{port}", "--json"],
+                    subprocess.run, [STEERCTL, "route53", "plan", "--config", str(cfg_file),
+                                     "--server", f"127.0.0.1:{port}", "--json"],
                     capture_output=True, text=True, timeout=60)
                 assert proc.returncode == 0, proc.stderr
                 return json.loads(proc.stdout)
@@ -99,4 +100,4 @@ async def test_leader_syncs_route53_and_evacuation_zeroes_the_region(etcd: EtcdC
             await ctl.stop()
             await store.close()
     finally:
-        env.proxy.stop()
+        env.close()

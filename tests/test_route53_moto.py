@@ -1,6 +1,6 @@
 """The Route 53 sink against moto's Route 53 in server mode, over real HTTP on loopback.
 
-A fault-injecting proxy (steering.route53.testing.FaultProxy) sits between the
+A fault-injecting proxy (``FaultProxy`` in tests/support/route53.py) sits between the
 sink and moto: it answers Throttling, PriorRequestNotComplete and
 InvalidChangeBatch, and PENDING from GetChange, which moto never does.
 """
@@ -8,8 +8,6 @@ InvalidChangeBatch, and PENDING from GetChange, which moto never does.
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,73 +19,27 @@ from steering.model import Evacuation, Observed, Overrides, Restore
 from steering.planner import plan as plan_table
 from steering.route53.client import RetryPolicy
 from steering.route53.records import Record, RecordKey, desired_records
-from steering.route53.sink import Route53Sink
-from steering.route53.testing import FaultProxy, MotoRoute53, make_boto3_client
 from steering.table import RoutingTable
-
-from pathlib import Path
-
-EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "examples" / "steering.yaml"
-
-FAST = RetryPolicy(attempts=8, base_seconds=0.002, max_seconds=0.02, insync_timeout_seconds=10, poll_seconds=0.005)
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoRoute53]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        mp.setenv("AWS_SESSION_TOKEN", "testing")
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        mp.delenv("AWS_PROFILE", raising=False)
-        server = MotoRoute53().start()
-        try:
-            yield server
-        finally:
-            server.stop()
-
-
-class Env:
-    def __init__(self, moto: MotoRoute53) -> None:
-        self.boto = make_boto3_client(moto.url)
-        self.zone_id = self.boto.create_hosted_zone(
-            Name="example.test", CallerReference=str(uuid.uuid4()))["HostedZone"]["Id"]
-        self.proxy = FaultProxy(upstream=moto.url).start()
-
-    def config(self, data: dict[str, Any] | None = None, **route53: Any) -> Config:
-        data = dict(data if data is not None else load_yaml(EXAMPLE_CONFIG))
-        data["route53"] = {"hosted_zone_id": self.zone_id, "endpoint_url": self.proxy.url,
-                           "max_requests_per_second": 500, "sync_interval": 60, **route53}
-        return parse_config(data, "test", EXAMPLE_CONFIG.parent)
-
-    def sink(self, config: Config, **kw: Any) -> Route53Sink:
-        return Route53Sink(config, retry=kw.pop("retry", FAST), **kw)
-
-    def records(self) -> dict[RecordKey, Record]:
-        # Read moto directly in one page: its own pagination is broken (docs/dependencies.md).
-        out = self.boto.list_resource_record_sets(HostedZoneId=self.zone_id, MaxItems="100000")
-        recs = [Record.from_api(r) for r in out["ResourceRecordSets"]]
-        return {r.key: r for r in recs}
-
-    def change(self, *changes: dict[str, Any]) -> None:
-        self.boto.change_resource_record_sets(HostedZoneId=self.zone_id, ChangeBatch={"Changes": list(changes)})
+from tests.support import EXAMPLE_CONFIG, eventually
+from tests.support.route53 import MotoRoute53, Route53Env
 
 
 @pytest.fixture
-def env(moto: MotoRoute53) -> Iterator[Env]:
-    e = Env(moto)
+def env(moto: MotoRoute53) -> Iterator[Route53Env]:
+    """A fresh hosted zone behind a fault proxy (the moto server is the module's: tests/support/route53.py)."""
+    e = Route53Env(moto)
     try:
         yield e
     finally:
-        e.proxy.stop()
+        e.close()
 
 
-def table_for(config: Config, overrides: Overrides = Overrides(), previous: RoutingTable | None = None,
+def table_for(config: Config, overrides: Overrides | None = None, previous: RoutingTable | None = None,
               now: float = 0.0) -> RoutingTable:
-    return plan_table(config, Observed(), overrides, previous, now)
+    return plan_table(config, Observed(), Overrides() if overrides is None else overrides, previous, now)
 
 
-def ours(env: Env, config: Config) -> dict[RecordKey, Record]:
+def ours(env: Route53Env, config: Config) -> dict[RecordKey, Record]:
     return {k: r for k, r in env.records().items() if k.name.endswith(("api.example.test.", "video.example.test."))}
 
 
@@ -95,7 +47,7 @@ def expected(config: Config, table: RoutingTable, zone_id: str) -> dict[RecordKe
     return dict(desired_records(config, table, zone_id).records)
 
 
-def assert_matches(env: Env, config: Config, table: RoutingTable) -> None:
+def assert_matches(env: Route53Env, config: Config, table: RoutingTable) -> None:
     have = env.records()
     want = expected(config, table, env.zone_id)
     for key, rec in want.items():
@@ -109,14 +61,14 @@ def metric(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def weights_of(env: Env, target: str) -> list[int]:
+def weights_of(env: Route53Env, target: str) -> list[int]:
     return [r.weight for k, r in env.records().items() if k.set_id == target and r.weight is not None]
 
 
 # ---- create / update / delete
 
 
-async def test_create_update_delete_cycle(env: Env) -> None:
+async def test_create_update_delete_cycle(env: Route53Env) -> None:
     config = env.config()
     sink = env.sink(config)
     t0 = table_for(config)
@@ -165,7 +117,7 @@ async def test_create_update_delete_cycle(env: Env) -> None:
     assert_matches(env, smaller, t2)
 
 
-async def test_evacuation_drives_weight_to_zero_and_restore_brings_it_back(env: Env) -> None:
+async def test_evacuation_drives_weight_to_zero_and_restore_brings_it_back(env: Route53Env) -> None:
     config = env.config()
     sink = env.sink(config)
     t0 = table_for(config)
@@ -205,7 +157,7 @@ async def test_evacuation_drives_weight_to_zero_and_restore_brings_it_back(env: 
 # ---- batching
 
 
-def many_geos_config(env: Env, n: int) -> Config:
+def many_geos_config(env: Route53Env, n: int) -> Config:
     letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
     codes = [a + b for a in letters for b in letters][:n]
     data = load_yaml(EXAMPLE_CONFIG)
@@ -218,7 +170,7 @@ def many_geos_config(env: Env, n: int) -> Config:
     return env.config(data)
 
 
-async def test_more_than_1000_changes_are_split_into_batches(env: Env) -> None:
+async def test_more_than_1000_changes_are_split_into_batches(env: Route53Env) -> None:
     config = many_geos_config(env, 300)
     sink = env.sink(config)
     t0 = table_for(config)
@@ -263,7 +215,7 @@ def foreign_changes(zone_id: str) -> list[dict[str, Any]]:
     ]
 
 
-async def test_foreign_records_are_never_touched(env: Env) -> None:
+async def test_foreign_records_are_never_touched(env: Route53Env) -> None:
     config = env.config()
     env.change(*foreign_changes(env.zone_id))
     foreign = {k: r for k, r in env.records().items() if k.type in ("A", "TXT")}
@@ -291,7 +243,7 @@ async def test_foreign_records_are_never_touched(env: Env) -> None:
     assert not [k for k in have if "video" in k.name and k not in foreign]
 
 
-async def test_another_owner_name_is_left_alone(env: Env) -> None:
+async def test_another_owner_name_is_left_alone(env: Route53Env) -> None:
     config = env.config()
     env.change({"Action": "CREATE", "ResourceRecordSet": {
         "Name": "_steering.europe.api.example.test.", "Type": "TXT", "TTL": 300,
@@ -307,7 +259,7 @@ async def test_another_owner_name_is_left_alone(env: Env) -> None:
 # ---- faults
 
 
-async def test_throttling_and_prior_request_not_complete_are_retried(env: Env) -> None:
+async def test_throttling_and_prior_request_not_complete_are_retried(env: Route53Env) -> None:
     config = env.config()
     sink = env.sink(config)
     throttles = metric("steering_route53_throttles_total")
@@ -327,7 +279,7 @@ async def test_throttling_and_prior_request_not_complete_are_retried(env: Env) -
     assert metric("steering_route53_throttles_total") - throttles == 4
 
 
-async def test_retries_give_up_and_report(env: Env) -> None:
+async def test_retries_give_up_and_report(env: Route53Env) -> None:
     config = env.config()
     sink = env.sink(config, retry=RetryPolicy(attempts=3, base_seconds=0.001, max_seconds=0.005))
     env.proxy.inject("ChangeResourceRecordSets", "Throttling", times=10)
@@ -337,7 +289,7 @@ async def test_retries_give_up_and_report(env: Env) -> None:
     assert not [k for k in env.records() if k.type == "A"]
 
 
-async def test_rejected_batch_leaves_old_state_is_reported_and_held(env: Env) -> None:
+async def test_rejected_batch_leaves_old_state_is_reported_and_held(env: Route53Env) -> None:
     now = [1000.0]
     config = env.config(sync_interval=30)
     sink = env.sink(config, clock=lambda: now[0])
@@ -365,7 +317,7 @@ async def test_rejected_batch_leaves_old_state_is_reported_and_held(env: Env) ->
     assert_matches(env, config, t1)
 
 
-async def test_invalid_records_are_not_sent(env: Env) -> None:
+async def test_invalid_records_are_not_sent(env: Route53Env) -> None:
     """moto would accept a weight of 300; we refuse it before sending."""
     from steering.route53 import plan as plan_mod
     config = env.config()
@@ -385,7 +337,7 @@ async def test_invalid_records_are_not_sent(env: Env) -> None:
 # ---- drift
 
 
-async def test_periodic_compare_repairs_drift(env: Env) -> None:
+async def test_periodic_compare_repairs_drift(env: Route53Env) -> None:
     config = env.config(sync_interval=0.2)
     sink = env.sink(config)
     t0 = table_for(config)
@@ -393,7 +345,7 @@ async def test_periodic_compare_repairs_drift(env: Env) -> None:
     runner = asyncio.create_task(sink.run(stop))
     try:
         sink.notify(t0)
-        await wait_for(lambda: sink.last_result is not None and sink.last_result.ok, 10)
+        await eventually(lambda: sink.last_result is not None and sink.last_result.ok, 10, "a good sync")
         assert_matches(env, config, t0)
         key = RecordKey("europe.api.example.test.", "A", "eu-west-1")
         alias = env.records()[RecordKey("api.example.test.", "A", "continent-EU")]
@@ -404,20 +356,17 @@ async def test_periodic_compare_repairs_drift(env: Env) -> None:
             {"Action": "DELETE", "ResourceRecordSet": alias.to_api()},
         )
         assert env.records()[key].weight == 7
-        await wait_for(lambda: env.records().get(key) == expected(config, t0, env.zone_id)[key]
-                       and RecordKey("api.example.test.", "A", "continent-EU") in env.records(), 10)
+        def repaired() -> bool:
+            records = env.records()
+            return (records.get(key) == expected(config, t0, env.zone_id)[key]
+                    and RecordKey("api.example.test.", "A", "continent-EU") in records)
+
+        # boto3 blocks: read the zone off the loop, where the sink's periodic compare runs
+        await eventually(lambda: asyncio.to_thread(repaired), 10, "the drift repaired")
         assert_matches(env, config, t0)
     finally:
         stop.set()
         await asyncio.wait_for(runner, 10)
-
-
-async def wait_for(cond: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not await asyncio.to_thread(cond):
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.02)
 
 
 def test_load_config_with_route53_section(tmp_path: Any) -> None:
@@ -429,7 +378,7 @@ def test_load_config_with_route53_section(tmp_path: Any) -> None:
     assert load_config(EXAMPLE_CONFIG).route53 is None
 
 
-async def test_broken_pagination_is_detected_and_nothing_is_written(env: Env) -> None:
+async def test_broken_pagination_is_detected_and_nothing_is_written(env: Route53Env) -> None:
     """Without the proxy's correct pages, moto repeats a token once a (name, type) has >300 records."""
     config = many_geos_config(env, 305)
     sink = env.sink(config)

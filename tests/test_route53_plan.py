@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -29,16 +28,16 @@ from steering.route53.records import (
     validate,
 )
 from steering.route53.render import plan_to_dict, render_plan_json, render_plan_text
+from tests.support import EXAMPLE_CONFIG
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "examples" / "steering.yaml"
 ZONE = "/hostedzone/ZTEST"
 
 
 def config(**changes: Any):  # type: ignore[no-untyped-def]
-    data = load_yaml(EXAMPLE)
+    data = load_yaml(EXAMPLE_CONFIG)
     data.update(changes)
     data["route53"] = {"hosted_zone_id": ZONE}
-    return parse_config(data, "test", EXAMPLE.parent)
+    return parse_config(data, "test", EXAMPLE_CONFIG.parent)
 
 
 CFG = config()
@@ -71,11 +70,11 @@ def test_scale_weight_examples() -> None:
 
 
 def test_locations_first_geo_wins_and_default_takes_star() -> None:
-    data = load_yaml(EXAMPLE)
+    data = load_yaml(EXAMPLE_CONFIG)
     data["geos"].append({"id": "europe-2", "continent": "EU", "demand": 0.1, "prefer": ["eu-west-1"]})
     data["geos"].append({"id": "nowhere", "demand": 0.1, "prefer": ["eu-west-1"]})
     data["route53"] = {"hosted_zone_id": ZONE}
-    cfg = parse_config(data, "t", EXAMPLE.parent)
+    cfg = parse_config(data, "t", EXAMPLE_CONFIG.parent)
     chosen, notes = locations(cfg)
     assert chosen[("continent", "EU")] == "europe"
     assert chosen[("country", "*")] == "world"  # the default geo, though "nowhere" also has no location
@@ -83,10 +82,10 @@ def test_locations_first_geo_wins_and_default_takes_star() -> None:
 
 
 def test_default_geo_gets_star_when_nobody_maps_there() -> None:
-    data = load_yaml(EXAMPLE)
+    data = load_yaml(EXAMPLE_CONFIG)
     data["geos"][-1]["continent"] = "OC"
     data["route53"] = {"hosted_zone_id": ZONE}
-    chosen, _ = locations(parse_config(data, "t", EXAMPLE.parent))
+    chosen, _ = locations(parse_config(data, "t", EXAMPLE_CONFIG.parent))
     assert chosen[("country", "*")] == "world" and chosen[("continent", "OC")] == "world"
 
 
@@ -102,12 +101,12 @@ def test_desired_records_shape() -> None:
 
 
 def test_all_zero_type_is_not_published() -> None:
-    data = load_yaml(EXAMPLE)
+    data = load_yaml(EXAMPLE_CONFIG)
     # only us-east-1 has AAAA; when it is evacuated the AAAA sets would be all zero
     for target in ("us-west-2", "eu-west-1"):
         data["services"][0]["answers"][target].pop("AAAA")
     data["route53"] = {"hosted_zone_id": ZONE}
-    cfg = parse_config(data, "t", EXAMPLE.parent)
+    cfg = parse_config(data, "t", EXAMPLE_CONFIG.parent)
     t0 = plan_table(cfg, Observed(), Overrides(), None, 0.0)
     t1 = plan_table(cfg, Observed(), Overrides(evacuations=(Evacuation(region="us-east-1"),)), t0, 1.0)
     recs = desired_records(cfg, t1, ZONE).records
@@ -348,7 +347,7 @@ def test_backoff_is_exponential_with_jitter_and_capped() -> None:
         assert client.zone_name() == "example.test."
     assert len(sleeps) == 5
     caps = [min(0.5, 0.1 * 2 ** a) for a in range(1, 6)]
-    assert all(0 <= s <= cap for s, cap in zip(sleeps, caps))
+    assert all(0 <= s <= cap for s, cap in zip(sleeps, caps, strict=True))
 
 
 def test_rejected_change_is_not_retried() -> None:

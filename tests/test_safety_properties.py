@@ -15,27 +15,12 @@ from hypothesis import strategies as st
 from steering.config import Config
 from steering.controller import safety
 from steering.model import Evacuation, Overrides, Pin, TargetHealth
-from tests.test_planner_properties import configs, override_sets
+from tests.support.strategies import configs, live_health, override_sets
 
 Case = tuple[Any, ...]
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 RULES = {"min_serving_regions", "hard_limit", "conflicting_evacuation", "cannot_serve", "no_answers",
          "not_a_candidate"}
-# Agents never report a healthy site with capacity 0 (the ingest reads that as "no figure"), so neither do we.
-STATUS = st.sampled_from(["healthy", "healthy", "healthy", "unknown", "unhealthy", "silent"])
-
-
-@st.composite
-def live_health(draw: st.DrawFn, config: Config) -> dict[str, TargetHealth]:
-    out = {}
-    for t in [r.id for r in config.regions] + [s.id for s in config.sites]:
-        if draw(st.booleans()):
-            status = draw(STATUS)
-            cap = draw(st.none() | st.floats(1, 20000))
-            if status == "unhealthy" and draw(st.booleans()):
-                cap = 0.0
-            out[t] = TargetHealth(status=status, capacity=cap, load=draw(st.none() | st.floats(0, 20000)))
-    return out
 
 
 @st.composite

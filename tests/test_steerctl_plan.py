@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
-from steering.testing import EXAMPLE_CONFIG, EXAMPLES
+from tests.support import EXAMPLE_CONFIG, EXAMPLES
+from tests.support.paths import STEERCTL
 
-STEERCTL = str(Path(sys.executable).parent / "steerctl")
 STATE = EXAMPLES / "state.yaml"
 
 

@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 
 import yaml
 
+from steering.etcdproc import EtcdCluster
 from steering.store import Store
-from steering.testing.etcd import EtcdCluster
-from tests.operator_helpers import make_config, region_share, start_controller
-
-STEERCTL = str(Path(sys.executable).parent / "steerctl")
-
-
-async def steerctl(*args: str, env: dict[str, str] | None = None, stdin: str = "") -> tuple[int, str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("STEERCTL_")}
-    base["STEERCTL_TOKEN_FILE"] = "/nonexistent"  # never pick up a developer's token
-    proc = await asyncio.create_subprocess_exec(STEERCTL, *args, stdin=asyncio.subprocess.PIPE,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                                                env={**base, **(env or {})})
-    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), 60)
-    assert proc.returncode is not None
-    assert "Traceback" not in err.decode(), err.decode()
-    return proc.returncode, out.decode(), err.decode()
+from tests.support.cli import steerctl
+from tests.support.controller import make_config, region_share, start_controller
 
 
 async def test_status_evacuate_history_restore_and_exit_codes(etcd: EtcdCluster) -> None:
@@ -118,7 +102,7 @@ async def test_tokens_and_roles_from_the_command_line(etcd: EtcdCluster, tmp_pat
         rc, _, err = await steerctl("evacuate", "eu-west-1", "--reason", "x", "--yes", "--now",
                                     env={**env, "STEERCTL_TOKEN": "view-secret-1"})
         assert rc == 3 and "PERMISSION_DENIED" in err and "operator" in err
-        rc, out, err = await steerctl("evacuate", "eu-west-1", "--reason", "x", "--now", "--dry-run",
+        rc, _out, err = await steerctl("evacuate", "eu-west-1", "--reason", "x", "--now", "--dry-run",
                                       "--token", "op-secret-1", env=env)
         assert rc == 0, err
     finally:

@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from steering.etcdproc import EtcdCluster
 from steering.model import Evacuation, Pin, Restore, TargetHealth
 from steering.store import Store
-from steering.testing.etcd import EtcdCluster
-from tests.test_store_helpers import Follower, etcd_cfg, eventually, make_table
+from tests.support import eventually
+from tests.support.store import Follower, etcd_cfg, make_table
 
 
 @pytest.fixture
@@ -139,7 +140,7 @@ async def test_old_versions_cleaned_up(etcd: EtcdCluster) -> None:
     async with Store(etcd_cfg(etcd.endpoints), keep_versions=2) as s:
         for v in range(1, 7):
             await s.put_table(make_table(v))
-        versions = await s._versions()
+        versions = await s.table_versions()
         assert max(versions) == 6 and len(versions) <= 3  # the current one and two before it
         assert (await s.get_table()).version == 6  # type: ignore[union-attr]
 
@@ -298,7 +299,7 @@ async def test_request_ids_expire_after_their_ttl(etcd: EtcdCluster) -> None:
         assert applied and not again and same == first
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            resp = await store._get(store.keys.request("req-1"))
+            resp = await store.kv.get(store.keys.request("req-1"))
             if not resp.kvs:
                 break
             await asyncio.sleep(0.2)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from steering.store import codec
 from steering.store.keys import Keys, check_component, range_end
-from tests.test_store_helpers import make_table
+from tests.support.store import make_table
 
 
 @settings(max_examples=40, deadline=None)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+from steering.etcdproc import EtcdCluster
 from steering.model import TargetHealth
 from steering.store import Store, StoreError
 from steering.table import RoutingTable
-from steering.testing.etcd import EtcdCluster
-from tests.test_store_helpers import Follower, etcd_cfg, make_table
+from tests.support import eventually
+from tests.support.store import Follower, etcd_cfg, make_table
 
 
 async def _retry_put(store: Store, table: RoutingTable, timeout: float = 20.0) -> None:
@@ -137,7 +138,6 @@ async def test_password_auth_covers_watches_and_leases(etcd: EtcdCluster) -> Non
 
 
 async def test_outage_longer_than_ttl_loses_leadership_and_health_comes_back(etcd: EtcdCluster) -> None:
-    from tests.test_store_helpers import eventually
 
     async with Store(etcd_cfg(etcd.endpoints, timeout=1.0), election_ttl=2) as store:
         await store.put_health("site-a", TargetHealth(status="healthy", load=7.0), ttl=2)

@@ -9,7 +9,6 @@ from types import SimpleNamespace
 
 import grpc
 
-from dnsserver.testing import load, table_with
 from steering.controller.routing_api import RoutingService
 from steering.controller.tableview import TableView
 from steering.controller.tablewire import WatchMessages
@@ -17,6 +16,7 @@ from steering.table import RoutingTable
 from steering.topology import Topology
 from steering.v1 import steering_pb2 as pb
 from steering.v1 import steering_pb2_grpc as pb_grpc
+from tests.support.dns_server import load, table_with
 
 API = "api.example.test."
 

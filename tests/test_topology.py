@@ -14,7 +14,7 @@ from steering import topology
 from steering.controller import safety
 from steering.model import Overrides
 from steering.planner import plan
-from tests.test_planner_properties import configs, observations
+from tests.support.strategies import configs, observations
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -46,7 +46,7 @@ def test_every_consumer_uses_the_same_candidates(data: st.DataObject) -> None:
 
 def test_a_topology_from_json_spreads_like_its_config() -> None:
     from steering.config import load_config
-    from steering.testing import EXAMPLE_CONFIG
+    from tests.support import EXAMPLE_CONFIG
 
     config = load_config(EXAMPLE_CONFIG)
     again = topology.Topology.from_json(topology.Topology.from_config(config).to_json())

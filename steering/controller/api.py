@@ -11,63 +11,78 @@ the record's value, so a newer restore written meanwhile stays.
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import grpc
 
 from steering import logs
+from steering.config import Config
 from steering.controller.operator import OperatorService
 from steering.controller.routing_api import RoutingService
-from steering.model import Restore
+from steering.ports import AgentSessions, ApiStore, FollowedTable, RestoreRecords
+from steering.store.overrides import StoredRestore
 from steering.table import RoutingTable
 from steering.v1 import steering_pb2_grpc as pb_grpc
 
 log = logs.get("steering.api")
 
 
-def add_api_services(controller: Any, server: grpc.aio.Server) -> None:
+@dataclass(frozen=True)
+class _RoutingParts:
+    """What ``RoutingService`` reads: the config and the followed table."""
+
+    config: Config
+    tables: FollowedTable
+
+
+def add_api_services(server: grpc.aio.Server, *, config: Config, store: ApiStore, tables: FollowedTable,
+                     agents: AgentSessions, replica: str, is_leader: Callable[[], bool]) -> asyncio.Task[None]:
+    """Register both services on ``server``; returns the restore janitor's task, which the caller owns."""
+    routing = RoutingService(_RoutingParts(config, tables))
+    operator = OperatorService(config, store, tables, agents, replica, is_leader)
     # grpcio-tools generates steering_pb2_grpc without annotations (both calls)
-    pb_grpc.add_RoutingServiceServicer_to_server(RoutingService(controller), server)  # type: ignore[no-untyped-call]
-    pb_grpc.add_OperatorServiceServicer_to_server(OperatorService(controller), server)  # type: ignore[no-untyped-call]
-    controller._tasks.append(asyncio.create_task(restore_janitor(controller), name="restore-janitor"))
+    pb_grpc.add_RoutingServiceServicer_to_server(routing, server)  # type: ignore[no-untyped-call]
+    pb_grpc.add_OperatorServiceServicer_to_server(operator, server)  # type: ignore[no-untyped-call]
+    interval = max(0.1, min(config.policy.step_seconds, 5.0))
+    return asyncio.create_task(restore_janitor(store, tables, is_leader, interval), name="restore-janitor")
 
 
-async def restore_janitor(controller: Any) -> None:
-    interval = max(0.1, min(controller.config.policy.step_seconds, 5.0))
+async def restore_janitor(store: RestoreRecords, tables: FollowedTable, is_leader: Callable[[], bool],
+                          interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
-        if not controller.leader.is_leader:
+        if not is_leader():
             continue
         try:
-            await clean_finished_restores(controller.store, controller.tables.current)
+            await clean_finished_restores(store, tables.current)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # etcd away: try again next round
             log.warning("restore janitor failed; retrying", error=str(exc) or type(exc).__name__)
 
 
-async def clean_finished_restores(store: Any, table: RoutingTable | None) -> list[str]:
-    """Delete Restore records whose ramp ``table`` shows complete; returns their regions."""
-    from steering.store.keys import range_end
-
+def finished_restores(table: RoutingTable | None, stored: list[StoredRestore]) -> list[StoredRestore]:
+    """The restore records whose ramp ``table`` shows complete (pure: the table decides, not a clock)."""
     if table is None or not table.ramps:
         return []  # no table, or one from before ramp progress was kept: nothing is known to be complete
-
-    prefix = store.keys.overrides_prefix + b"restores/"
-    resp = await store._get(prefix, range_end(prefix))
-    kv = store.conn.kv
     done = []
-    for item in resp.kvs:
-        try:
-            r = Restore.from_dict(json.loads(item.value))
-        except (ValueError, TypeError, KeyError, AttributeError):
-            continue  # the store logs unreadable records
+    for s in stored:
+        r = s.restore
         at = table.ramps.get(r.region)
         if at is None or at.kind != "restore" or at.started_at != r.started_at or r.back(at.steps) < 1.0:
             continue
-        txn = await store._txn([kv.txn_compare_value(item.key, item.value)], [kv.txn_op_delete(item.key)])
-        if txn.succeeded:
-            done.append(r.region)
-            log.info("restore complete; record removed", region=r.region)
+        done.append(s)
     return done
+
+
+async def clean_finished_restores(store: RestoreRecords, table: RoutingTable | None) -> list[str]:
+    """Delete Restore records whose ramp ``table`` shows complete; returns their regions."""
+    if table is None or not table.ramps:
+        return []  # nothing can be complete: not even a read
+    removed = []
+    for s in finished_restores(table, await store.get_restores()):
+        if await store.delete_restore_if_unchanged(s):
+            removed.append(s.restore.region)
+            log.info("restore complete; record removed", region=s.restore.region)
+    return removed

@@ -10,7 +10,7 @@ import click
 
 from steering import logs
 from steering.addr import is_loopback, parse_hostport
-from steering.config import ConfigError, load_config
+from steering.config import Config, ConfigError, load_config
 
 
 @click.command(name="controller")
@@ -80,11 +80,11 @@ def command(config_path: str, listen: str | None, metrics_addr: str | None, repl
     sys.exit(uvloop.run(_run(config, address, replica or default_replica_id())))
 
 
-async def _run(config: object, address: str, replica: str) -> int:
+async def _run(config: Config, address: str, replica: str) -> int:
     from steering.controller.server import Controller
 
     log = logs.get("steering.controller")
-    ctl = Controller(config, replica, address)  # type: ignore[arg-type]
+    ctl = Controller(config, replica, address)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -35,6 +35,7 @@ from steering.controller.healthview import HealthView
 from steering.controller.reports import Report as ValidReport  # inside Ingest, `Report` is the RPC method
 from steering.controller.reports import ReportError, validate
 from steering.model import TargetHealth
+from steering.ports import HealthWriter
 from steering.v1 import steering_pb2 as pb
 from steering.v1 import steering_pb2_grpc as pb_grpc
 
@@ -73,7 +74,7 @@ def _clip(text: str, most: int = limits.MAX_ID) -> str:
 
 
 class Ingest(pb_grpc.HealthServiceServicer):
-    def __init__(self, config: Config, store: object, replica: str, is_leader: Callable[[], bool],
+    def __init__(self, config: Config, store: HealthWriter, replica: str, is_leader: Callable[[], bool],
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.store = store
@@ -204,6 +205,11 @@ class Ingest(pb_grpc.HealthServiceServicer):
 
     # ---------------------------------------------------------------- background
 
+    def submit(self, site: str, health: TargetHealth) -> None:
+        """Hand ``health`` to the health writer as a report or the silence timer does: what is bounded from
+        here on is the writer's (record size, splitting batches etcd refuses), not a report's validation."""
+        self._queue(site, health)
+
     def _queue(self, site: str, value: TargetHealth | None) -> None:
         """Hand ``value`` (or _DELETE) to the writer; it replaces an older one not yet written."""
         self._pending[site] = value
@@ -212,7 +218,7 @@ class Ingest(pb_grpc.HealthServiceServicer):
     async def _writer(self) -> None:
         # Capped at etcd.reconnect_max_seconds and woken when etcd reconnects: what agents reported during
         # an outage reaches etcd as soon as it is back.
-        backoff = self.store.backoff()  # type: ignore[attr-defined]
+        backoff = self.store.backoff()
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -252,7 +258,7 @@ class Ingest(pb_grpc.HealthServiceServicer):
         puts = {record_key(site, self.replica): h for site, h in batch.items() if h is not _DELETE}
         deletes = [record_key(site, self.replica) for site, h in batch.items() if h is _DELETE]
         try:
-            await self.store.write_health_batch(puts, deletes, ttl=ttl)  # type: ignore[attr-defined]
+            await self.store.write_health_batch(puts, deletes, ttl=ttl)
         except Exception as exc:
             if not healthwrite.refused_for_content(exc):
                 return batch, exc
@@ -279,7 +285,7 @@ class Ingest(pb_grpc.HealthServiceServicer):
                 log.error("etcd refused a health record; writing it without its details", site=site,
                           bytes=healthwrite.record_bytes(health), error=str(exc))
                 try:
-                    await self.store.write_health_batch(  # type: ignore[attr-defined]
+                    await self.store.write_health_batch(
                         {record_key(site, self.replica): bare}, [], ttl=self.config.policy.silence_seconds)
                 except Exception as again:
                     if not healthwrite.refused_for_content(again):

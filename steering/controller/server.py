@@ -18,15 +18,17 @@ from grpc_reflection.v1alpha import reflection
 
 from steering import logs
 from steering.config import Config
+from steering.controller.api import add_api_services
 from steering.controller.ingest import Ingest
 from steering.controller.leader import Leader
+from steering.controller.sinks import TableSink, share_status
 from steering.controller.tableview import TableView
+from steering.ports import Sink
 from steering.store import Store
-from steering.v1 import steering_pb2 as pb
 from steering.v1 import steering_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:  # imported only when route53 is configured (boto3 is optional)
-    from steering.route53 import SyncResult
+    from steering.route53 import Route53Sink
 
 log = logs.get("steering.controller")
 
@@ -43,13 +45,16 @@ class Controller:
         self.replica = replica
         self.listen = listen
         self.store = Store(config.etcd, base_dir=config.base_dir)
-        self.route53 = None
+        # The leader's sinks, walked in this order for every table: etcd (fenced), then Route 53.
+        sinks: list[Sink] = [TableSink(self.store, replica, retry_max_seconds=config.etcd.reconnect_max_seconds)]
+        self.route53: Route53Sink | None = None
         if config.route53 is not None:
             from steering.route53 import Route53Sink
 
             self.route53 = Route53Sink(config)
-            self.route53.on_result = self._share_route53_result
-        self.leader = Leader(config, self.store, replica, route53=self.route53)
+            self.route53.on_status = share_status(self.store)  # status/route53, for every replica's Status
+            sinks.append(self.route53)
+        self.leader = Leader(config, self.store, replica, sinks=sinks)
         self.ingest = Ingest(config, self.store, replica, lambda: self.leader.is_leader)
         self.tables = TableView(self.store)
         self.health = health.aio.HealthServicer()
@@ -57,19 +62,12 @@ class Controller:
         self.port = 0
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def _share_route53_result(self, result: SyncResult) -> None:
-        import json
-
-        await self.store.put_status("route53", json.dumps(result.to_dict(), sort_keys=True).encode())
-
     def _add_api(self, server: grpc.aio.Server) -> None:
         # grpcio-tools generates steering_pb2_grpc without annotations
         pb_grpc.add_HealthServiceServicer_to_server(self.ingest, server)  # type: ignore[no-untyped-call]
-        try:
-            from steering.controller.api import add_api_services
-        except ImportError:  # the routing/operator API lands separately
-            return
-        add_api_services(self, server)
+        self._tasks.append(add_api_services(server, config=self.config, store=self.store, tables=self.tables,
+                                            agents=self.ingest, replica=self.replica,
+                                            is_leader=lambda: self.leader.is_leader))
 
     async def start(self, server_credentials: grpc.ServerCredentials | None = None,
                     interceptors: list[grpc.aio.ServerInterceptor] | None = None) -> int:
@@ -97,7 +95,7 @@ class Controller:
             raise OSError(f"cannot listen on {self.listen}")
         await self.server.start()
         self.ingest.start()
-        self._tasks += [  # the API may have added its own background tasks
+        self._tasks += [  # after the API's restore janitor (_add_api)
             asyncio.create_task(self.leader.run(), name="leader"),
             asyncio.create_task(self._follow_tables(), name="tables"),
         ]
@@ -130,7 +128,3 @@ class Controller:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.store.close()
         log.info("controller stopped", replica=self.replica)
-
-    @property
-    def table(self) -> pb.RoutingTable | None:
-        return None

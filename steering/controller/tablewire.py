@@ -4,9 +4,10 @@
 consumers that read protobuf, like ``steerctl watch``) and the canonical
 JSON (``RoutingTable.to_json``) that ``steering.client`` parses, the same
 bytes etcd holds compressed. Building it walks every service, geo and site
-and serialises the table: at 10,000 sites that is the cost of a plan, so it
-is done once per (table, service filter) and the message object is handed to
-every stream; gRPC serialises the shared message on each send.
+in Python and serialises the table to JSON (megabytes at benchmark scale),
+so it is done once per (table, service filter) and the message object is
+handed to every stream; gRPC serialises the shared message (in C) on each
+send.
 
 The first response of a stream also carries the topology JSON; that variant
 is cached beside the plain one. Messages are never modified once built.

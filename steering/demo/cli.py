@@ -12,9 +12,8 @@ from pathlib import Path
 import click
 
 from steering.config import ConfigError
-from steering.demo.run import STATE_FILE, Demo, DemoError, default_state_dir, wait_ready
+from steering.demo.run import EXAMPLE_CONFIG, STATE_FILE, Demo, DemoError, default_state_dir, wait_ready
 from steering.demo.simtarget import write_state
-from steering.testing import EXAMPLE_CONFIG
 
 NEXT_STEPS = """\
 The demo is up. From another terminal:

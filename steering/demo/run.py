@@ -25,10 +25,12 @@ import yaml
 
 from steering.config import Config, load_config
 from steering.demo.simtarget import SimTarget
-from steering.testing.etcd import EtcdCluster, stop_process
+from steering.etcdproc import EtcdCluster, stop_process
 
 DEFAULT_LOAD = {"us-east-1": 6000.0, "us-west-2": 4000.0, "eu-west-1": 5000.0}
 STATE_FILE = "demo.json"
+# The demo's default config: the example deployment of the source tree (the demo runs from a checkout).
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "steering.yaml"
 
 
 class DemoError(Exception):

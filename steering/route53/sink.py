@@ -5,7 +5,10 @@
 it never raises. ``sink.plan(table)`` only reads and plans (for ``steerctl
 route53 plan``). ``sink.notify(table)`` + ``await sink.run(stop)`` is the
 leader's loop: sync after every new table, and every ``sync_interval`` anyway,
-which is the periodic full compare that finds and repairs drift.
+which is the periodic full compare that finds and repairs drift. As one of the
+leader's sinks (``steering.ports.Sink``) that is ``serve(current, stop)`` and
+``publish(table, leadership)``; ``on_status`` shares each result
+(``steering.controller.sinks.share_status``).
 
 A rejected batch stops the sync there (the batches before it are applied and
 INSYNC; Route 53 applies a batch all or nothing, so the rejected one left the
@@ -22,15 +25,19 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from steering import logs
 from steering.config import Config
+from steering.ports import SinkStatus
 from steering.route53 import metrics
 from steering.route53.client import ChangeRejected, RetryPolicy, Route53Client
 from steering.route53.plan import ACTIONS, Change, ChangePlan, compute_plan
 from steering.route53.records import Record, desired_records
 from steering.table import RoutingTable
+
+if TYPE_CHECKING:
+    from steering.store.election import Leadership
 
 log = logs.get(__name__)
 
@@ -92,6 +99,8 @@ def retry_policy(config: Config) -> RetryPolicy:
 
 
 class Route53Sink:
+    name = "route53"
+
     def __init__(self, config: Config, client: Route53Client | None = None, *, retry: RetryPolicy | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         if config.route53 is None:
@@ -109,7 +118,7 @@ class Route53Sink:
         self._wake: asyncio.Event | None = None
         self.last_result: SyncResult | None = None
         # Called after every sync (the leader shares the result through etcd for every replica's status).
-        self.on_result: Callable[[SyncResult], Awaitable[None]] | None = None
+        self.on_status: Callable[[SinkStatus], Awaitable[None]] | None = None
 
     # ---- planning (reads only)
 
@@ -126,9 +135,9 @@ class Route53Sink:
         async with self._lock:
             result = await asyncio.to_thread(self.sync_blocking, table)
         self.last_result = result
-        if self.on_result is not None:
+        if self.on_status is not None:
             try:
-                await self.on_result(result)
+                await self.on_status(SinkStatus.from_record(self.name, result.to_dict()))
             except Exception as exc:  # sharing the status must never break syncing
                 log.warning("route53 status not shared", error=str(exc) or type(exc).__name__)
         return result
@@ -195,6 +204,23 @@ class Route53Sink:
         log.info("route53.sync", outcome=outcome, version=table.version, duration=round(duration, 3),
                  batches=batches_done, **{a.lower(): n for a, n in applied.items()}, zone=self.client.zone_id)
         return result
+
+    # ---- the leader's sink (steering.ports.Sink)
+
+    async def serve(self, current: RoutingTable | None, stop: asyncio.Event) -> None:
+        """While leading: bring Route 53 to ``current`` at once, then ``run``."""
+        if current is not None:
+            self.notify(current)
+        await self.run(stop)
+
+    async def publish(self, table: RoutingTable, leadership: Leadership) -> bool:
+        """Sync soon (the loop in ``serve`` does it); Route 53 never refuses a table."""
+        self.notify(table)
+        return True
+
+    def status(self) -> SinkStatus | None:
+        result = self.last_result
+        return None if result is None else SinkStatus.from_record(self.name, result.to_dict())
 
     # ---- the leader's loop
 

@@ -264,7 +264,7 @@ class Conn:
 
     def _channel(self) -> grpc.aio.Channel:
         # etcd3aio does not expose its channel; the streams share it (pinned 0.3.0, checked in tests).
-        channel = getattr(self.client, "_channel", None)
+        channel: grpc.aio.Channel | None = getattr(self.client, "_channel", None)
         if channel is None:
             raise StoreError("etcd store is not open")
         return channel
@@ -350,4 +350,5 @@ def _set_channel_options(client: Etcd3Client, options: list[tuple[str, int]]) ->
     if not isinstance(current, list):
         raise StoreError("etcd3aio: cannot set the channel options (ConnectionManager.grpc_options is gone)")
     names = {name for name, _ in options}
+    # etcd3aio 0.3.0 declares the manager Optional and no public setter: checked present just above
     manager.grpc_options = [o for o in current if o[0] not in names] + list(options)  # type: ignore[union-attr]

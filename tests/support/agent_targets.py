@@ -1,4 +1,5 @@
-"""Real parts for agent tests: a recording controller, HTTP targets, a TCP listener, a gRPC health server.
+"""What an agent under test talks to: a recording controller, HTTP targets, a TCP listener, a gRPC health
+server, a black hole. Moved here from ``agents/testing.py`` (test-only; nothing in the product uses it).
 
 Everything binds to 127.0.0.1 on a free port and is stopped by the test that
 started it.
@@ -6,11 +7,8 @@ started it.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
-import time
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -18,22 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from steering.v1 import steering_pb2, steering_pb2_grpc
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll ``condition`` until true; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)
-
+from tests.support.ports import free_port
 
 # ---------------------------------------------------------------- controller
 
@@ -210,7 +193,6 @@ class TcpTarget:
             self._sock = None
 
 
-
 class BlackHoleTarget:
     """A port whose connects hang: a listener with a full accept queue drops new SYNs."""
 
@@ -219,7 +201,7 @@ class BlackHoleTarget:
         self._sock.bind(("127.0.0.1", 0))
         self._sock.listen(0)
         self.port = int(self._sock.getsockname()[1])
-        self._fillers = []
+        self._fillers: list[socket.socket] = []
         for _ in range(4):
             c = socket.socket()
             c.setblocking(False)

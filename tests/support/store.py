@@ -1,10 +1,11 @@
-"""Helpers shared by the store tests: table factories and deadline-bounded waits (no fixed sleeps)."""
+"""For the store tests: an etcd section, table factories, and ``Follower`` (an async iterator read in a task,
+waited on for a matching item with a deadline). Moved here from tests/test_store_helpers.py."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from steering.config import TOTAL_WEIGHT, Etcd
@@ -41,15 +42,6 @@ def make_table(version: int, n_services: int = 2, n_geos: int = 3, n_regions: in
     return RoutingTable(version=version, parent_version=version - 1 if parent is None else parent,
                         generated_at=1_700_000_000.0 + version, services=services, regions=states, sites=sites,
                         topology="abc123", leader="test")
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{what} not reached within {timeout}s")
 
 
 class Follower:

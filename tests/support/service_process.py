@@ -1,7 +1,7 @@
 """A stand-in service process for the end-to-end tests: it embeds steering.client and, every 50 ms,
 prints as one JSON line where it would send one client (target, table version, connection state).
 
-    python tests/service_process.py --server H:P [--server H:P] --service NAME --client ADDR
+    python tests/support/service_process.py --server H:P [--server H:P] --service NAME --client ADDR
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""Test helpers: moto's Route 53 in server mode on loopback, and a fault-injecting HTTP proxy.
+"""Route 53 for tests: moto's Route 53 in server mode on loopback (patched), a fault-injecting HTTP proxy,
+the ``moto`` fixture, and ``Route53Env`` (a fresh hosted zone behind the proxy).
 
-Both are real HTTP servers in threads of the test process, stopped through
-their APIs. Used by tests/test_route53*.py and handy for trying the sink by
-hand (``endpoint_url`` in the config's route53 section).
+Moved here from ``steering/route53/testing.py``: test-only. Both servers are real HTTP servers in threads
+of the test process, stopped through their APIs. Used by tests/test_route53*.py; for trying the sink by
+hand, start ``MotoRoute53`` from a Python shell in the repository and put its URL in the config's
+``route53.endpoint_url``.
 
 moto 5.2.5 differs from AWS in ways that matter here (docs/dependencies.md):
 GetChange is INSYNC at once and nothing is ever throttled — the proxy injects
@@ -24,8 +26,17 @@ import threading
 import urllib.parse
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+import pytest
+
+from steering.config import Config, load_yaml, parse_config
+from steering.route53.client import RetryPolicy
+from steering.route53.records import Record, RecordKey
+from steering.route53.sink import Route53Sink
+from tests.support.paths import EXAMPLE_CONFIG
 
 _patched = False
 _NS = "{https://route53.amazonaws.com/doc/2013-04-01/}"
@@ -300,3 +311,58 @@ def make_boto3_client(endpoint_url: str) -> Any:
 
     return boto3.session.Session().client("route53", region_name="us-east-1", endpoint_url=endpoint_url)
 
+
+
+# ---- fixtures
+
+# Retries and GetChange polls in milliseconds: the proxy's faults are answered at once.
+FAST = RetryPolicy(attempts=8, base_seconds=0.002, max_seconds=0.02, insync_timeout_seconds=10, poll_seconds=0.005)
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoRoute53]:
+    """moto's server for a test module, with dummy AWS credentials in the environment meanwhile."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        mp.setenv("AWS_SESSION_TOKEN", "testing")
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        mp.delenv("AWS_PROFILE", raising=False)
+        server = MotoRoute53().start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+class Route53Env:
+    """A fresh hosted zone in moto, a ``FaultProxy`` in front of it, and a boto3 client to look behind it."""
+
+    def __init__(self, moto: MotoRoute53) -> None:
+        self.boto = make_boto3_client(moto.url)
+        self.zone_id = self.boto.create_hosted_zone(
+            Name="example.test", CallerReference=str(uuid.uuid4()))["HostedZone"]["Id"]
+        self.proxy = FaultProxy(upstream=moto.url).start()
+
+    def config(self, data: dict[str, Any] | None = None, **route53: Any) -> Config:
+        """The example config (or ``data``) with a route53 section pointing at the proxy."""
+        data = dict(data if data is not None else load_yaml(EXAMPLE_CONFIG))
+        data["route53"] = {"hosted_zone_id": self.zone_id, "endpoint_url": self.proxy.url,
+                           "max_requests_per_second": 500, "sync_interval": 60, **route53}
+        return parse_config(data, "test", EXAMPLE_CONFIG.parent)
+
+    def sink(self, config: Config, **kw: Any) -> Route53Sink:
+        return Route53Sink(config, retry=kw.pop("retry", FAST), **kw)
+
+    def records(self) -> dict[RecordKey, Record]:
+        """The zone as moto holds it, read in one page (its own pagination is broken: docs/dependencies.md)."""
+        out = self.boto.list_resource_record_sets(HostedZoneId=self.zone_id, MaxItems="100000")
+        recs = [Record.from_api(r) for r in out["ResourceRecordSets"]]
+        return {r.key: r for r in recs}
+
+    def change(self, *changes: dict[str, Any]) -> None:
+        """Change the zone behind the sink's back (foreign records, drift)."""
+        self.boto.change_resource_record_sets(HostedZoneId=self.zone_id, ChangeBatch={"Changes": list(changes)})
+
+    def close(self) -> None:
+        self.proxy.stop()

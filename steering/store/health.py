@@ -1,0 +1,183 @@
+"""``HealthRecords``: ``health/<site>@<replica>`` records on this process's leases (docs/architecture.md §4).
+
+One lease per TTL (rounded up to whole seconds), kept alive while the store
+is open; if the process dies the keys expire with it. If a lease is lost
+while we live, a new one is taken and what we last wrote is put back where
+the key is gone or still ours (never over another replica's newer write).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+from collections.abc import AsyncIterator, Coroutine, Mapping
+from typing import Any
+
+from steering import logs
+from steering.model import TargetHealth
+from steering.store.client import LeaseNotFound, StoreError, StoreUnavailable
+from steering.store.codec import record_bytes
+from steering.store.keys import Keys, range_end
+from steering.store.kv import KV
+from steering.store.lease import LeaseKeeper
+from steering.store.watch import watch_range
+
+log = logs.get(__name__)
+
+
+class HealthRecords:
+    def __init__(self, kv: KV, keys: Keys) -> None:
+        self.kv = kv
+        self.keys = keys
+        self._leases: dict[int, LeaseKeeper] = {}
+        self._lock = asyncio.Lock()
+        self._written: dict[str, tuple[bytes, int]] = {}  # site -> (value, ttl), to re-put after a lost lease
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        """Stop the recoveries and keepalives; the leases are not revoked (the keys expire after their TTL)."""
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for keeper in list(self._leases.values()):
+            await keeper.stop()
+        self._leases.clear()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _lease(self, ttl: float) -> LeaseKeeper:
+        key = max(1, math.ceil(ttl))
+        async with self._lock:
+            keeper = self._leases.get(key)
+            if keeper is not None and keeper.alive:
+                return keeper
+            keeper = LeaseKeeper(self.kv.conn, key, f"health-{key}s")
+            await keeper.grant()
+            keeper.on_lost(lambda k: self._spawn(self._recover(k), f"health-recover-{key}s"))
+            self._leases[key] = keeper
+            return keeper
+
+    async def put(self, site: str, health: TargetHealth, ttl: float) -> None:
+        """Write ``health/<site>`` bound to a shared lease of ~``ttl`` seconds (see ``Store.put_health``)."""
+        key = self.keys.health(site)
+        value = record_bytes(health.to_dict())
+        for _ in range(3):
+            keeper = await self._lease(ttl)
+            try:
+                await self.kv.put(key, value, lease=keeper.id)
+            except LeaseNotFound:
+                keeper._set_lost("lease not found on write")
+                continue
+            self._written[site] = (value, keeper.ttl)
+            return
+        raise StoreUnavailable(f"etcd health/{site}: could not obtain a live lease")
+
+    async def write_batch(self, puts: Mapping[str, TargetHealth], deletes: list[str], ttl: float,
+                          max_ops: int = 100) -> None:
+        """Many puts and deletes in transactions of up to ``max_ops`` (see ``Store.write_health_batch``)."""
+        ops = self.kv.ops
+        work: list[tuple[str, bytes | None]] = [(site, record_bytes(h.to_dict())) for site, h in puts.items()]
+        work += [(site, None) for site in deletes]
+        for start in range(0, len(work), max_ops):
+            chunk = work[start:start + max_ops]
+            for _ in range(3):
+                keeper = await self._lease(ttl)
+                txn = [ops.txn_op_put(self.keys.health(site), value, lease=keeper.id) if value is not None
+                       else ops.txn_op_delete(self.keys.health(site)) for site, value in chunk]
+                try:
+                    await self.kv.txn([], txn)
+                except LeaseNotFound:
+                    keeper._set_lost("lease not found on write")
+                    continue
+                for site, value in chunk:
+                    if value is None:
+                        self._written.pop(site, None)
+                    else:
+                        self._written[site] = (value, keeper.ttl)
+                break
+            else:
+                raise StoreUnavailable("etcd health: could not obtain a live lease")
+
+    async def refresh_lease(self, timeout: float = 5.0) -> bool:
+        """Keep-alive every lease now and wait for the acknowledgements; False if one is lost."""
+        keepers = [k for k in self._leases.values() if k.alive]
+        results = await asyncio.gather(*(k.refresh(timeout) for k in keepers))
+        return all(results)
+
+    async def delete(self, site: str) -> None:
+        self._written.pop(site, None)
+        await self.kv.delete(self.keys.health(site))
+
+    async def _recover(self, lost: LeaseKeeper) -> None:
+        conn = self.kv.conn
+        backoff = conn.backoff(0.1)
+        ops = self.kv.ops
+        while not conn.closed:
+            try:
+                keeper = await self._lease(lost.ttl)
+                restored = 0
+                for site, (value, ttl) in list(self._written.items()):
+                    if ttl != lost.ttl:
+                        continue
+                    key = self.keys.health(site)
+                    # Only if the key is gone or still ours on the dead lease: another replica may own it now.
+                    resp = await self.kv.txn([ops.txn_compare_create_revision(key, 0)],
+                                             [ops.txn_op_put(key, value, lease=keeper.id)])
+                    if not resp.succeeded:
+                        cur = await self.kv.get(key)
+                        if cur.kvs and cur.kvs[0].lease == lost.id and cur.kvs[0].value == value:
+                            await self.kv.put(key, value, lease=keeper.id)
+                        else:
+                            continue
+                    restored += 1
+                log.warning("health_lease_recovered", old_lease=lost.id, new_lease=keeper.id, restored=restored)
+                return
+            except StoreError as exc:
+                log.warning("health_lease_recover_retry", error=str(exc))
+                await backoff.sleep()
+
+    def _decode_one(self, key: bytes, value: bytes) -> tuple[str, TargetHealth | None]:
+        site = self.keys.strip(key)[len("health/"):]
+        try:
+            return site, TargetHealth.from_dict(json.loads(value))
+        except (ValueError, TypeError, AttributeError) as exc:
+            log.warning("health_record_unreadable", site=site, error=str(exc))
+            return site, None
+
+    async def get(self) -> dict[str, TargetHealth]:
+        p = self.keys.health_prefix
+        resp = await self.kv.get(p, range_end(p))
+        out: dict[str, TargetHealth] = {}
+        for kv in resp.kvs:
+            site, health = self._decode_one(kv.key, kv.value)
+            if health is not None:
+                out[site] = health
+        return dict(sorted(out.items()))
+
+    async def watch(self) -> AsyncIterator[dict[str, TargetHealth]]:
+        """The full health map now, then after every change (expiry deletes included)."""
+        p = self.keys.health_prefix
+        # Thousands of sites, a few changing per second: decode only records whose revision moved.
+        memo: dict[bytes, tuple[int, str, TargetHealth | None]] = {}
+        async for snap in watch_range(self.kv.conn, p, range_end(p), "health"):
+            fresh: dict[bytes, tuple[int, str, TargetHealth | None]] = {}
+            out: dict[str, TargetHealth] = {}
+            for key, item in snap.items.items():
+                entry = memo.get(key)
+                if entry is None or entry[0] != item.mod_revision:
+                    entry = (item.mod_revision, *self._decode_one(key, item.value))
+                fresh[key] = entry
+                if entry[2] is not None:
+                    out[entry[1]] = entry[2]
+            memo = fresh
+            yield out
+
+    def lease_ids(self) -> list[int]:
+        return [k.id for k in self._leases.values() if k.alive]

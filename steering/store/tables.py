@@ -1,0 +1,159 @@
+"""``TableRecords``: the routing table in etcd (docs/architecture.md §4): read, watch, write, fenced publish.
+
+``routing/current`` holds a pointer to content-addressed chunks under
+``routing/v<N>/<blob>/<i>`` (``codec.py``); a flip of the pointer is one txn
+that also deletes all but the newest ``keep_versions`` older versions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from etcd3aio import SortOrder, SortTarget
+
+from steering import logs
+from steering.store import codec
+from steering.store.client import StoreError
+from steering.store.election import Leadership
+from steering.store.keys import Keys, range_end
+from steering.store.kv import KV
+from steering.store.watch import watch_range
+from steering.table import RoutingTable
+
+log = logs.get(__name__)
+
+INLINE_TXN_BYTES_DEFAULT = 1024 * 1024  # chunks up to this size go into the flip txn itself (etcd's limit is 1.5 MiB)
+
+
+class Superseded(Exception):
+    """The pointer we read names chunks that have since been cleaned up."""
+
+
+class TableRecords:
+    def __init__(self, kv: KV, keys: Keys, *, chunk_bytes: int = codec.CHUNK_BYTES, keep_versions: int = 3,
+                 inline_txn_bytes: int = INLINE_TXN_BYTES_DEFAULT) -> None:
+        self.kv = kv
+        self.keys = keys
+        self.chunk_bytes = chunk_bytes
+        self.keep_versions = max(1, keep_versions)
+        self.inline_txn_bytes = inline_txn_bytes
+
+    async def get(self) -> RoutingTable | None:
+        """The current table, or None when there is none or it is unreadable (logged)."""
+        for _ in range(3):
+            resp = await self.kv.get(self.keys.routing_current)
+            if not resp.kvs:
+                return None
+            try:
+                return await self._load(resp.kvs[0].value)
+            except Superseded:
+                continue  # cleaned up under our feet: the pointer has moved, read it again
+            except ValueError as exc:
+                log.warning("routing_table_unreadable", key="routing/current", error=str(exc))
+                return None
+        return None
+
+    async def _load(self, pointer_value: bytes) -> RoutingTable:
+        pointer = codec.parse_pointer(pointer_value)
+        if isinstance(pointer, RoutingTable):
+            return pointer
+        prefix = self.keys.routing_version(pointer.version) + f"{pointer.blob}/".encode()
+        # Chunk keys are content-addressed (blob = hash), so reading them at the latest revision is exact.
+        resp = await self.kv.get(prefix, range_end(prefix), sort_order=SortOrder.ASCEND, sort_target=SortTarget.KEY)
+        if not resp.kvs:
+            raise Superseded(f"routing v{pointer.version} chunks are gone")
+        # Decompressing and parsing a large table takes tens of ms: off the event loop, which serves agents.
+        return await asyncio.to_thread(codec.decode_table, pointer, [kv.value for kv in resp.kvs])
+
+    def _ops(self, table: RoutingTable, existing_versions: set[int]) -> tuple[codec.Encoded, list[Any], list[Any]]:
+        """Encode; return (encoded, chunk put ops, flip+cleanup ops)."""
+        ops = self.kv.ops
+        enc = codec.encode_table(table, self.chunk_bytes)
+        chunk_ops = [ops.txn_op_put(self.keys.routing_chunk(table.version, enc.pointer.blob, i), c)
+                     for i, c in enumerate(enc.chunks)]
+        flip = [ops.txn_op_put(self.keys.routing_current, enc.pointer.to_json())]
+        older = sorted((v for v in existing_versions if v < table.version), reverse=True)
+        if len(older) > self.keep_versions:
+            cutoff = older[self.keep_versions - 1]  # keep this one and the ones above it
+            flip.append(ops.txn_op_delete(self.keys.routing_versions_prefix,
+                                          range_end=self.keys.routing_version(cutoff)))
+        return enc, chunk_ops, flip
+
+    async def versions(self) -> set[int]:
+        """The versions that have chunks in etcd."""
+        p = self.keys.routing_versions_prefix
+        resp = await self.kv.get(p, range_end(p), keys_only=True)
+        found = {self.keys.version_of(kv.key) for kv in resp.kvs}
+        return {v for v in found if v is not None}
+
+    async def _write(self, table: RoutingTable, compare: list[Any]) -> bool:
+        versions = await self.versions()
+        enc, chunk_ops, flip = await asyncio.to_thread(self._ops, table, versions)
+        if enc.total_bytes <= self.inline_txn_bytes:
+            resp = await self.kv.txn(compare, chunk_ops + flip)
+            ok = bool(resp.succeeded)
+        else:
+            # Too big for one request: write the chunks first (invisible until the pointer names them),
+            # then flip the pointer in the fenced txn. Content-addressed keys make this safe to repeat.
+            for op in chunk_ops:
+                await self.kv.put(op.request_put.key, op.request_put.value)
+            resp = await self.kv.txn(compare, flip)
+            ok = bool(resp.succeeded)
+            if not ok:
+                prefix = self.keys.routing_version(table.version) + f"{enc.pointer.blob}/".encode()
+                with contextlib.suppress(StoreError):
+                    current = await self.kv.get(self.keys.routing_current)
+                    if not (current.kvs and enc.pointer.blob.encode() in current.kvs[0].value):
+                        await self.kv.delete_range(prefix, range_end(prefix))
+        if ok:
+            log.info("routing_table_written", version=table.version, bytes=enc.pointer.size,
+                     stored_bytes=enc.total_bytes, chunks=enc.pointer.chunks)
+        return ok
+
+    async def put(self, table: RoutingTable) -> None:
+        """Write ``table`` as current without fencing (tests and tools)."""
+        await self._write(table, [])
+
+    async def publish(self, table: RoutingTable, leadership: Leadership) -> bool:
+        """Write ``table`` only if ``leadership`` still holds the leader key; False (nothing written) if not."""
+        if leadership.lost.is_set():
+            return False
+        ops = self.kv.ops
+        compare = [ops.txn_compare_value(self.keys.leader, leadership.identity.encode()),
+                   ops.txn_compare_create_revision(self.keys.leader, leadership.create_revision)]
+        ok = await self._write(table, compare)
+        if not ok:
+            log.warning("routing_publish_fenced", version=table.version, identity=leadership.identity)
+        return ok
+
+    async def watch(self) -> AsyncIterator[RoutingTable]:
+        """The current table, then each newer version; never a version <= one already yielded."""
+        last = -1
+        async for snap in watch_range(self.kv.conn, self.keys.routing_current, b"", "routing"):
+            item = snap.items.get(self.keys.routing_current)
+            if item is None:
+                continue
+            table = await self._load_for_watch(item.value)
+            if table is None or table.version <= last:
+                continue
+            last = table.version
+            yield table
+
+    async def _load_for_watch(self, value: bytes) -> RoutingTable | None:
+        conn = self.kv.conn
+        backoff = conn.backoff()
+        while not conn.closed:
+            try:
+                return await self._load(value)
+            except Superseded:
+                return None  # a newer pointer exists; the watch brings it
+            except ValueError as exc:
+                log.warning("routing_table_unreadable", key="routing/current", error=str(exc))
+                return None
+            except StoreError as exc:
+                log.warning("routing_table_load_retry", error=str(exc))
+                await backoff.sleep()
+        return None
