@@ -61,16 +61,13 @@ def first_log_time(proc: ControllerProcess) -> float:
     raise AssertionError(f"no log line from {proc.log_path}")
 
 
-# Known intermittent failure (about 1 run in 7 under a busy loop, seen at -30 s): right after the takeover
-# one table gave the restoring region every geo's whole weight (6000) before the ramp resumed at its step.
-# Not understood yet; issue 11 stays open for it. Not strict: a pass shows as XPASS, a failure does not
-# block CI, and the assertions are unchanged so the run still reports which way it went.
-@pytest.mark.xfail(strict=False, reason="intermittent takeover table with the restoring region at full weight; "
-                                        "under investigation (issue 11)")
 @pytest.mark.parametrize("offset", [-30, 60])
 async def test_a_skewed_leader_continues_a_restore_without_stepping_back_or_finishing_early(
         etcd: EtcdCluster, tmp_path: Path, offset: int) -> None:
-    path = write_config(tmp_path / "steering.yaml", etcd.endpoints)
+    # A 10 s silence timeout, not the suite's 3 s: under a loaded CI machine b's event loop once stalled for
+    # over 3 s, its 3 s health lease expired and the sites went silent for a table or two (traffic left them,
+    # then came back paced, as it should). That is the silence rule at work, not the clock skew tested here.
+    path = write_config(tmp_path / "steering.yaml", etcd.endpoints, silence_seconds=10.0)
     store = Store(make_config(etcd.endpoints).etcd)
     await store.open()
     seen: list[tuple[float, RoutingTable]] = []  # (our monotonic time, table) for every version published
@@ -149,9 +146,11 @@ async def test_a_skewed_leader_continues_a_restore_without_stepping_back_or_fini
     done = next(i for i in range(start, len(tables)) if restored(tables[i]) == 100)
     ramp = tables[start:done + 1]
     shown = [(t.leader, restored(t), region_share(t, REGION)) for t in ramp]
+    unwell = [(t.version, sorted(r for r, st in [*t.regions.items(), *t.sites.items()] if st.health != "healthy"))
+              for t in ramp]
     assert all(s is not None for _, s, _ in shown), shown
-    assert [s for _, s, _ in shown] == sorted(s for _, s, _ in shown), f"the restore stepped back: {shown}"
-    assert [w for _, _, w in shown] == sorted(w for _, _, w in shown), f"the region's weight went back: {shown}"
+    assert [s for _, s, _ in shown] == sorted(s for _, s, _ in shown), f"the restore stepped back: {shown}; not healthy: {unwell}"
+    assert [w for _, _, w in shown] == sorted(w for _, _, w in shown), f"the region's weight went back: {shown}; not healthy: {unwell}"
     steps = [t.ramps[REGION].steps for t in ramp if t.ramps and REGION in t.ramps]
     assert steps == sorted(steps) and len(steps) == len(ramp), steps
     assert any(leader == "b" and 0 < s < 100 for leader, s, _ in shown), f"b took no step of its own: {shown}"

@@ -33,6 +33,7 @@ import dns.edns
 import dns.message
 import dns.rdatatype
 import pytest
+from prometheus_client import REGISTRY
 
 from dnsserver.feed import follow
 from dnsserver.server import DnsServer
@@ -189,6 +190,7 @@ async def test_steerctl_status_answers_from_the_replica_while_etcd_is_down(etcd:
         assert rc == 0, err
         live = json.loads(out)
         assert live["stale"] is False and live["etcd_unreachable_since"] is None
+        assert REGISTRY.get_sample_value("steering_etcd_reachable") == 1.0
         version = live["table"]["version"]
 
         killed = time.time()
@@ -204,6 +206,7 @@ async def test_steerctl_status_answers_from_the_replica_while_etcd_is_down(etcd:
         data = await eventually(stale, 30, what="status marked stale")
         print(f"steerctl status with etcd down answered (stale) in {time.monotonic() - t0:.2f}s")
         assert killed - 1 <= data["etcd_unreachable_since"] <= time.time()
+        assert REGISTRY.get_sample_value("steering_etcd_reachable") == 0.0  # the alert's gauge agrees
         assert data["table"]["version"] == version
         assert data["leader"] == "c1"  # the leader it last saw
         assert {r["region"]: r["health"] for r in data["regions"]} == {
@@ -222,6 +225,7 @@ async def test_steerctl_status_answers_from_the_replica_while_etcd_is_down(etcd:
             return rc == 0 and json.loads(out)["stale"] is False
 
         await eventually(live_again, 30, what="status from etcd again")
+        assert REGISTRY.get_sample_value("steering_etcd_reachable") == 1.0
     finally:
         await run.stop()
 

@@ -8,6 +8,7 @@ one the store accepts, and the same inputs give the same decision.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -15,10 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from steering.config import Config
-from steering.controller import actions
+from steering.controller import actions, safety
 from steering.model import Evacuation, Overrides, Pin, Restore, Skipped, TargetHealth
 from steering.store import keys
 from steering.store.oplog import check_change_keys
+from steering.table import RampProgress
 from tests.support.controller import make_config
 from tests.support.strategies import configs, live_health, override_sets
 
@@ -114,6 +116,31 @@ def test_restore_ramp_now_and_refusals() -> None:
     other = Overrides(evacuations=(Evacuation(region="us-west-2", mode="ramp", step=0.1, started_at=T0),))
     busy = actions.decide_restore(CONFIG, restore(), live(other))
     assert busy.message.startswith("refused by conflicting_evacuation: us-west-2 is still ramping out")
+
+
+def test_conflicts_go_by_the_tables_ramp_progress_not_this_replicas_clock() -> None:
+    """A replica whose clock is far off judges a ramp under way by the steps the table shows it took."""
+    ramp = Evacuation(region="us-west-2", mode="ramp", step=0.25, interval=30.0, started_at=T0)
+    other = Overrides(evacuations=(ramp,))
+    ahead = T0 + 3600  # by this replica's clock the ramp ended an hour ago
+    assert safety.check_conflicts(other, "eu-west-1", ahead) is None  # no progress known: the record's clock
+    shown = {"us-west-2": RampProgress("evacuation", T0, steps=2)}  # the table: two of four steps taken
+    busy = safety.check_conflicts(other, "eu-west-1", ahead, ramps=shown)
+    assert busy is not None and busy.message.startswith("us-west-2 is still ramping out"), busy
+    assert "50% left" in busy.message
+    done = {"us-west-2": RampProgress("evacuation", T0, steps=4)}  # the table: done, whatever this clock says
+    assert safety.check_conflicts(other, "eu-west-1", T0 - 3600, ramps=done) is None
+    earlier = {"us-west-2": RampProgress("evacuation", T0 - 99, steps=1)}  # an earlier ramp's progress
+    assert safety.check_conflicts(other, "eu-west-1", ahead, ramps=earlier) is None
+    refused = actions.decide_evacuate(CONFIG, evacuate(), dataclasses.replace(live(other), now=ahead, ramps=shown))
+    assert refused.message.startswith("refused by conflicting_evacuation: us-west-2 is still ramping out")
+
+    restoring = Overrides(restores=(Restore(region="eu-west-1", step=0.5, interval=10.0, started_at=T0),))
+    late = dataclasses.replace(live(restoring), now=T0 + 3600,
+                               ramps={"eu-west-1": RampProgress("restore", T0, steps=1)})
+    again = actions.decide_restore(CONFIG, restore(), late)
+    assert again.message == "refused by conflicting_evacuation: eu-west-1 is being restored (50% back); " \
+                            "wait for it to finish", again.message
 
 
 def test_restoring_an_unusable_evacuation_record_removes_it_at_once() -> None:

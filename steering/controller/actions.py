@@ -28,7 +28,7 @@ from steering.controller import safety
 from steering.model import Evacuation, Overrides, Pin, Restore, TargetHealth
 from steering.store import keys
 from steering.store.codec import record_bytes
-from steering.table import RoutingTable
+from steering.table import RampProgress, RoutingTable
 from steering.weights import apportion
 
 Mode = Literal["now", "ramp"]
@@ -46,6 +46,7 @@ class Live:
     overrides: Overrides
     sequence: int
     now: float
+    ramps: Mapping[str, RampProgress] = field(default_factory=dict)  # the table's ramp progress (conflicts)
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ def decide_evacuate(config: Config, req: EvacuateRequest, live: Live) -> Decisio
     # what the evacuation does (the rules below decide whether it may).
     p = safety.preview(config, health, overrides,
                        safety.with_evacuation(overrides, dataclasses.replace(evac, forced=True)), now)
-    stop, warnings = _forced("evacuate", safety.evacuation_refusals(config, health, overrides, evac, p, now), p,
+    stop, warnings = _forced("evacuate", safety.evacuation_refusals(config, health, overrides, evac, p, now, live.ramps), p,
                              req.force)
     if stop is not None:
         return stop
@@ -184,7 +185,7 @@ def decide_restore(config: Config, req: RestoreRequest, live: Live) -> Decision:
     unusable = any(s.key == evac_key for s in overrides.skipped)
     evacuated = any(e.region == region for e in overrides.evacuations)
     if not evacuated and not unusable:
-        conflict = safety.check_conflicts(overrides, region, now, action="restore")
+        conflict = safety.check_conflicts(overrides, region, now, action="restore", ramps=live.ramps)
         return _refused("restore", [conflict if conflict is not None else
                                     safety.Refusal("not_evacuated", f"{region} has no evacuation to restore")])
     mode: Mode = req.mode if evacuated else "now"

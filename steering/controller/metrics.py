@@ -16,6 +16,8 @@ HEALTH_WRITE_REJECTED = Counter("steering_controller_health_write_rejected_total
                                 "details), refused (etcd refused the record; details dropped) or dropped "
                                 "(refused even without details)", ["reason"])
 LEADER = Gauge("steering_leader", "1 while this replica is the leader")
+ETCD_REACHABLE = Gauge("steering_etcd_reachable",
+                       "1 while etcd answers this replica; 0 from its first failed call or stream until one succeeds")
 PLAN_SECONDS = Histogram("steering_plan_duration_seconds", "Time to compute one routing table",
                          buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 TABLE_VERSION = Gauge("steering_table_version", "Version of the routing table this replica follows")

@@ -130,7 +130,7 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
         """The state an action is decided on; the write compares the operator sequence read here."""
         table = await self._table()
         overrides, seq = await self.store.get_overrides_versioned()
-        return actions.Live(safety.live_health(table), overrides, seq, now)
+        return actions.Live(safety.live_health(table), overrides, seq, now, dict(table.ramps or {}) if table else {})
 
     def _region(self, region: str, field: str = "region") -> str:
         if not region:

@@ -28,9 +28,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from steering.config import TOTAL_WEIGHT, Config
-from steering.model import Evacuation, Observed, Overrides, Status, TargetHealth
+from steering.model import Evacuation, Observed, Overrides, Restore, Status, TargetHealth
 from steering.planner import plan
-from steering.table import RoutingTable
+from steering.table import RampProgress, RoutingTable
 from steering.topology import candidates, region_of
 
 EPS = 1e-6
@@ -158,19 +158,36 @@ def check_hard_limit(p: Preview) -> Refusal | None:
     return Refusal("hard_limit", "; ".join(parts) + f"; hard limit {over[0].hard_limit:.0%}")
 
 
-def check_conflicts(overrides: Overrides, region: str, now: float, action: str = "evacuate") -> Refusal | None:
+def check_conflicts(overrides: Overrides, region: str, now: float, action: str = "evacuate",
+                    ramps: Mapping[str, RampProgress] | None = None) -> Refusal | None:
+    """``conflicting_evacuation`` while another ramp is under way. ``ramps``: the progress the table in force
+    shows; a ramp it shows is judged by the steps it took, not by this replica's clock against the record's
+    ``started_at`` (a replica minutes off would otherwise refuse or allow an action for that long)."""
+    def progress(kind: str, r: str, started_at: float) -> int | None:
+        p = (ramps or {}).get(r)
+        return p.steps if p is not None and p.kind == kind and p.started_at == started_at else None
+
+    def remaining(e: Evacuation) -> float:
+        steps = progress("evacuation", e.region, e.started_at)
+        return e.remaining(now) if steps is None else e.left(steps)
+
+    def restored(r: Restore) -> float:
+        steps = progress("restore", r.region, r.started_at)
+        return r.restored(now) if steps is None else r.back(steps)
+
     for e in overrides.evacuations:
         if e.region == region and action == "evacuate":
-            state = "being evacuated" if e.remaining(now) > 0 else "already evacuated"
+            state = "being evacuated" if remaining(e) > 0 else "already evacuated"
             who = f" by {e.actor}" if e.actor else ""
             return Refusal("conflicting_evacuation",
                            f"{region} is {state} ({e.describe()}{who}, reason: {e.reason or '-'}); restore it first")
     for r in overrides.restores:
-        if r.region == region and r.restored(now) < 1.0:
+        back = restored(r)
+        if r.region == region and back < 1.0:
             return Refusal("conflicting_evacuation",
-                           f"{region} is being restored ({r.restored(now):.0%} back); wait for it to finish")
+                           f"{region} is being restored ({back:.0%} back); wait for it to finish")
     for e in overrides.evacuations:
-        left = e.remaining(now)
+        left = remaining(e)
         if e.region != region and left > 0:
             return Refusal("conflicting_evacuation",
                            f"{e.region} is still ramping out ({e.describe()}, {left:.0%} left); "
@@ -179,8 +196,8 @@ def check_conflicts(overrides: Overrides, region: str, now: float, action: str =
 
 
 def evacuation_refusals(config: Config, health: dict[str, TargetHealth], overrides: Overrides, evac: Evacuation,
-                        p: Preview, now: float) -> list[Refusal]:
-    found = [check_conflicts(overrides, evac.region, now),
+                        p: Preview, now: float, ramps: Mapping[str, RampProgress] | None = None) -> list[Refusal]:
+    found = [check_conflicts(overrides, evac.region, now, ramps=ramps),
              check_min_serving(config, health, overrides, evac.region),
              check_hard_limit(p)]
     return [r for r in found if r is not None]

@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from steering import logs
 from steering.config import Config
+from steering.controller import metrics
 from steering.controller.api import add_api_services
 from steering.controller.ingest import Ingest
 from steering.controller.leader import Leader
@@ -45,6 +46,7 @@ class Controller:
         self.replica = replica
         self.listen = listen
         self.store = Store(config.etcd, base_dir=config.base_dir)
+        metrics.ETCD_REACHABLE.set_function(lambda: 0.0 if self.store.unreachable_since is not None else 1.0)
         # The leader's sinks, walked in this order for every table: etcd (fenced), then Route 53.
         sinks: list[Sink] = [TableSink(self.store, replica, retry_max_seconds=config.etcd.reconnect_max_seconds)]
         self.route53: Route53Sink | None = None
