@@ -109,7 +109,7 @@ class Agent:
             metadata=metadata,
             on_interval=self._set_report_interval,
         )
-        self.log = log.bind(site=cfg.site, region=cfg.region, agent_id=self.agent_id)
+        self.log = log.bind(site=cfg.site, region=cfg.region, agent_id=self.agent_id, role=cfg.role)
 
     # ------------------------------------------------------------ running
 
@@ -244,6 +244,8 @@ class Agent:
             sequence=self.sequencer.next(),
             agent_time=now,
             agent_id=self.agent_id,
+            role=steering_pb2.AGENT_ROLE_OBSERVER if self.cfg.role == "observer" else steering_pb2.AGENT_ROLE_LOCAL,
+            geos=self.cfg.geos,
         )
 
 

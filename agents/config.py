@@ -3,6 +3,12 @@
 Validated like the controller's file (``steering.config``): every problem is
 one line ``path: message`` naming the field in the file's own terms
 (``probes[1].timeout_seconds``), all problems at once, and the CLI exits 2.
+
+An agent is its site's own (``role: local``) or an observer that probes the
+site from elsewhere (``role: observer``, with the client ``geos`` it stands
+for; docs/health.md). With ``steering_config`` (the deployment's file) the
+agent checks at start that the config knows its site, and, for an observer,
+lists it under ``observers`` with this site and these geos.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from steering import limits
 from steering.addr import parse_hostport
-from steering.config import load_yaml, parse_file_model
+from steering.config import ConfigError, load_config, load_yaml, parse_file_model
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
@@ -169,7 +175,10 @@ class AgentConfig(_Model):
     site: Identifier
     region: Identifier
     kind: Literal["region", "cache"] = "region"
+    role: Literal["local", "observer"] = Field("local", description="observer: probes the site from elsewhere")
+    geos: tuple[Identifier, ...] = Field((), max_length=64, description="observer: the client geos it stands for")
     agent_id: str | None = Field(None, min_length=1, max_length=255)
+    steering_config: str | None = Field(None, description="the deployment's steering.yaml, checked against at start")
     controllers: tuple[Annotated[str, AfterValidator(_check_hostport)], ...]
     interval_seconds: PositiveFloat = 1.0
     rise: int = Field(2, ge=1)
@@ -178,7 +187,7 @@ class AgentConfig(_Model):
         "unhealthy", description="status before the first rise/fall decision"
     )
     probes: tuple[Probe, ...] = Field(max_length=limits.MAX_CHECKS)  # one report carries every probe's check
-    capacity: Reading
+    capacity: Reading  # an observer does not know the site's: it may leave it out (reported as 0, ignored)
     load: Reading = Reading(value=0.0)
     geo_load: Mapping[Identifier, Reading] = Field(default_factory=dict)
     backoff: Backoff = Backoff()
@@ -189,6 +198,13 @@ class AgentConfig(_Model):
     tls: AgentTls | None = None
     token_file: str | None = Field(None, description="bearer token sent as 'authorization' metadata")
     base_dir: str = "."
+
+    @model_validator(mode="before")
+    @classmethod
+    def _observer_capacity(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("role") == "observer" and "capacity" not in data:
+            return {**data, "capacity": 0}
+        return data
 
     @field_validator("controllers", "probes", mode="before")
     @classmethod
@@ -216,6 +232,12 @@ def default_agent_id() -> str:
 
 def _cross_check(cfg: AgentConfig) -> list[str]:
     problems = []
+    if cfg.role == "local" and cfg.geos:
+        problems.append("geos: only an observer (role: observer) stands for client geos")
+    if cfg.role == "observer" and cfg.agent_id is None:
+        problems.append("agent_id: required for role observer: the id the controller's observers list authorises")
+    for dup in sorted({g for g in cfg.geos if cfg.geos.count(g) > 1}):
+        problems.append(f"geos: {dup!r} listed twice")
     if cfg.kind == "region" and cfg.site != cfg.region:
         problems.append(f"site: a site of kind region is the region itself: expected {cfg.region!r}, got {cfg.site!r}")
     seen: set[str] = set()
@@ -233,6 +255,44 @@ def _cross_check(cfg: AgentConfig) -> list[str]:
             problems.append(f"tls.{name}: {cfg.resolve_path(path)} does not exist")
     if cfg.token_file is not None and not cfg.resolve_path(cfg.token_file).is_file():
         problems.append(f"token_file: {cfg.resolve_path(cfg.token_file)} does not exist")
+    if cfg.steering_config is not None:
+        problems += _against_deployment(cfg)
+    return problems
+
+
+def _against_deployment(cfg: AgentConfig) -> list[str]:
+    """What the deployment's config says of this agent: the controller would refuse it otherwise."""
+    assert cfg.steering_config is not None
+    path = cfg.resolve_path(cfg.steering_config)
+    try:
+        deployment = load_config(path)
+    except ConfigError as exc:
+        return [f"steering_config: {path}: {exc.problems[0]}"
+                + (f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else "")]
+    regions = {r.id for r in deployment.regions}
+    sites = {s.id: s.region for s in deployment.sites}
+    problems = []
+    if cfg.kind == "region" and cfg.site not in regions:
+        problems.append(f"site: unknown region {cfg.site!r} in {path}")
+    elif cfg.kind == "cache" and cfg.site not in sites:
+        problems.append(f"site: unknown cache site {cfg.site!r} in {path}")
+    elif cfg.kind == "cache" and sites[cfg.site] != cfg.region:
+        problems.append(f"region: {cfg.region!r}, but {path} puts site {cfg.site!r} in {sites[cfg.site]!r}")
+    observers = {o.id: o for o in deployment.observers}
+    if cfg.role == "observer":
+        known = observers.get(cfg.agent_id or "")
+        if known is None:
+            problems.append(f"agent_id: {cfg.agent_id!r} is not among the observers of {path}")
+        else:
+            if cfg.site not in known.targets:
+                problems.append(f"site: observer {known.id!r} may not observe {cfg.site!r} "
+                                f"(its targets in {path}: {', '.join(known.targets)})")
+            for i, g in enumerate(cfg.geos):
+                if g not in known.geos:
+                    problems.append(f"geos[{i}]: {g!r} is not among the geos {path} gives observer {known.id!r} "
+                                    f"({', '.join(known.geos) or 'none'})")
+    elif cfg.agent_id in observers:
+        problems.append(f"agent_id: {cfg.agent_id!r} is an observer in {path}; set role: observer")
     return problems
 
 

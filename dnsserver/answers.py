@@ -15,10 +15,11 @@ Two halves:
   pre-rendering and the slow path share it.
 
 A client's pick is ``pick(split, subnet, seed)``: ``steering.pick``, the one
-pick that ``RoutingService.Resolve`` and ``steering.client`` make too (a hash
-of the client subnet and the name mapped onto the cumulative weights, table
-version left out on purpose). Splits come from ``steering.pick.table_split``
-and, failing open, ``steering.topology.fail_open_targets``.
+pick that ``RoutingService.Resolve`` and ``steering.client`` make too (the
+client subnet's slot, then a weighted rendezvous of the targets' names over
+it: minimal movement when weights change, table version left out on
+purpose). Splits come from ``steering.pick.table_split`` and, failing open,
+``steering.topology.fail_open_targets``.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ MAX_CNAME_CHAIN = 8
 
 def pick(split: Split, subnet: bytes, seed: int) -> int:
     """Index into ``split.targets`` for a client subnet: ``steering.pick.pick`` over the split."""
-    return shared.pick(split.cumulative, subnet, seed)
+    return shared.pick(split, subnet, seed)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from dnsserver.metrics import Stats
 from steering import logs
 from steering.config import Config, ConfigError, load_config
+from steering.geoip import GeoIpError, GeoIpMap
 
 
 def _single_process_collector(stats: Stats) -> Collector:
@@ -46,7 +47,8 @@ def _single_process_collector(stats: Stats) -> Collector:
     return SingleProcess()
 
 
-async def _run(cfg: Config, listen: tuple[str, ...], metrics_addr: str | None, no_etcd: bool) -> None:
+async def _run(cfg: Config, listen: tuple[str, ...], metrics_addr: str | None, no_etcd: bool,
+               geoip: GeoIpMap | None = None) -> None:
     from prometheus_client import REGISTRY
 
     from dnsserver.persist import load_table
@@ -59,7 +61,7 @@ async def _run(cfg: Config, listen: tuple[str, ...], metrics_addr: str | None, n
     table = load_table(state_file) if state_file else None
     if table is not None:
         log.info("dns.state.loaded", path=state_file, version=table.version)
-    server = DnsServer(cfg, table, state_file=state_file)
+    server = DnsServer(cfg, table, state_file=state_file, geoip=geoip)
     for collector in collectors(server):
         REGISTRY.register(collector)
     REGISTRY.register(_single_process_collector(server.stats))
@@ -94,13 +96,18 @@ def command(config_path: str, listen: tuple[str, ...], metrics_addr: str | None,
     from dnsserver.zones import ZoneError, load_zones
 
     logs.setup(component="dns")
+    from steering.geoipwatch import load_for
+
     try:
         cfg = load_config(config_path)
         load_zones(cfg)  # a bad zone file fails here, once, not in every worker
+        geoip = load_for(cfg)  # and so does an unusable GeoIP database (workers compile their own)
     except ConfigError as exc:
         _fail(2, str(exc))
     except ZoneError as exc:
         _fail(2, f"steering dns: {exc}")
+    except GeoIpError as exc:
+        _fail(2, f"{config_path}: {exc}")
     count = worker_count(cfg, workers)
     state_file = cfg.dns.state_file
     whole_lines()
@@ -111,14 +118,17 @@ def command(config_path: str, listen: tuple[str, ...], metrics_addr: str | None,
                 from dnsserver.workerproc import state_path
 
                 load_table(state_path(cfg) or state_file)
+            geoip = None  # the workers' own: not kept here
             sys.exit(supervise(config_path, cfg, list(listen) or list(cfg.dns.listen), count, metrics_addr,
                                no_etcd))
         # one process: no STEERING_DNS_WORKER (NSID is the host name alone), a cookie secret of its own
         import uvloop
 
-        uvloop.run(_run(cfg, listen, metrics_addr, no_etcd))
+        uvloop.run(_run(cfg, listen, metrics_addr, no_etcd, geoip))
     except ConfigError as exc:
         _fail(2, str(exc))
+    except GeoIpError as exc:
+        _fail(2, f"{config_path}: {exc}")
     except ZoneError as exc:
         _fail(2, f"steering dns: {exc}")
     except OSError as exc:

@@ -1,14 +1,17 @@
 """Client keys for the hot path: an ECS option's bytes to (geo, subnet, scope) without a cache.
 
-Pure. ``GeoMap.key`` is the reference (ints, a dataclass, a loop over every
-prefix length: ~1.5 µs here); resolvers send many distinct subnets, so a cache
-of its results misses when it matters. This computes the same triple with a
-few bytes operations and a dict lookup or two in a *block index*: per address
-family, levels of byte-aligned blocks (IPv4 /16 then /24; IPv6 /32, /48, /56).
+Pure. ``GeoMap.key`` is the reference (ints, a dataclass, a bisect or a loop
+over prefix lengths: ~1.5 µs here); resolvers send many distinct subnets, so a
+cache of its results misses when it matters. This computes the same triple
+with a few bytes operations and a dict lookup or two in a *block index*: per
+address family, levels of byte-aligned blocks (``GeoMap.levels``: IPv4 /16
+then /24; IPv6 /32, /48, /56, or /16 to /56 in steps of 8 with a GeoIP map).
 A block's entry is the geo of every address in it (the longest configured
 prefix no longer than the block), or, when the block holds a longer prefix,
 "refine" with that geo as the fallback for the next level, where absent
-blocks take the fallback. Sources that are not long enough for a level, or
+blocks take the fallback (the default geo at the first level); blocks whose
+geo is that fallback are left out, so a GeoIP map's index holds only the
+blocks that differ from their surroundings. Sources that are not long enough for a level, or
 that end inside a refined block (whose longer prefixes make the ECS scope
 longer than the source: see ``geo``), or that are longer than the key bits,
 take ``GeoMap.key`` itself, so both always agree (a Hypothesis property
@@ -18,6 +21,8 @@ which of those steps apply, so the hot path can take them inline.
 
 from __future__ import annotations
 
+from bisect import bisect_right
+
 from dnsserver.geo import GeoMap
 
 ClientTuple = tuple[int, bytes, int]  # (geo index, subnet bytes hashed for the pick, ECS scope)
@@ -25,8 +30,7 @@ ClientTuple = tuple[int, bytes, int]  # (geo index, subnet bytes hashed for the 
 Shape = tuple[int, int, "tuple[tuple[int, dict[bytes, int]], ...] | None", bytes, bytes, int, int, int,
               "tuple[int, dict[bytes, int]] | None"]
 
-_LEVELS = {4: (16, 24), 6: (32, 48, 56)}
-_MAX_BLOCKS = 1 << 17  # prefixes much shorter than a level would expand to too many blocks: stop there
+_MAX_BLOCKS = 1 << 21  # blocks filled while indexing (a prefix much shorter than a level fills many): stop there
 
 
 class _Family:
@@ -37,47 +41,68 @@ class _Family:
         self.width = 32 if family == 4 else 128
         self.nbytes = self.width // 8
         self.key_bits = min(geomap.key_bits[family], self.width)
-        self.levels = _index(geomap, family, self.width)
-        # per level, for each refined block: the ECS scope of a source that ends exactly at it (the longest
-        # configured prefix inside, RFC 7871 7.2.1), so such sources need not go to GeoMap.key
-        self.inner = tuple({blk: geomap.scope(family, int.from_bytes(blk, "big") << (self.width - bits), bits)
-                            for blk, v in table.items() if v < 0}
-                           for bits, _nb, table in self.levels)
+        # per level, besides the blocks: for each refined block, the ECS scope of a source that ends exactly
+        # at it (the longest configured prefix inside, RFC 7871 7.2.1), so such sources need not go to
+        # GeoMap.key
+        self.levels, self.inner = _index(geomap, family, self.width)
         # subnet = bytes((family, bits)) + address padded to the family's width, as GeoMap.key builds it
         self.head = tuple(bytes((family, b)) for b in range(self.width + 1))
         self.pad = tuple(b"\x00" * i for i in range(self.nbytes + 1))
 
 
-def _index(geomap: GeoMap, family: int, width: int) -> tuple[tuple[int, int, dict[bytes, int]], ...]:
-    """Levels ``(bits, bytes, {block: geo, or -2 - fallback geo when refined})``."""
-    # GeoMap keeps {prefix length: {network int: geo}} per family; only the networks are needed
-    # here: every entry's value comes from GeoMap.match, the reference
-    nets = [(plen, net) for plen, by_net in geomap._tables[family] for net in by_net]
-    levels: list[tuple[int, int, dict[bytes, int]]] = []
+Level = tuple[int, int, dict[bytes, int]]
+
+
+def _index(geomap: GeoMap, family: int, width: int) -> tuple[tuple[Level, ...], tuple[dict[bytes, int], ...]]:
+    """Levels ``(bits, bytes, {block: geo, or -2 - fallback geo when refined})`` at ``geomap.levels``, and
+    per level the inner scope of each refined block.
+
+    A level holds only what its walk cannot take from the level above: refined blocks, and blocks whose
+    geo differs from the fallback an absent block takes (the default at the first level, the refined
+    parent's geo below). A block's geo is that of the longest prefix no longer than the level holding it:
+    prefixes are applied shortest first, each filling the blocks it covers, so a longer one overwrites."""
+    nets = sorted(geomap.prefixes(family))  # (length, network, geo): shortest first
+    lengths = [n[0] for n in nets]
+    levels: list[Level] = []
+    inners: list[dict[bytes, int]] = []
     prev = 0
-    expanded = 0
-    for bits in _LEVELS[family]:
-        blocks: set[int] = set()
-        refine: set[int] = set()
-        for plen, net in nets:
-            if plen > bits:
-                refine.add(net >> (width - bits))
-            elif plen > prev or not levels:
-                first = net >> (width - bits)
-                count = 1 << (bits - plen)
-                expanded += count
-                if expanded > _MAX_BLOCKS:
-                    return tuple(levels)  # deeper levels need this one: stop here
-                blocks.update(range(first, first + count))
+    parents: dict[int, int] = {}  # refined blocks of the previous level -> their geo
+    filled = 0
+    for bits in geomap.levels[family]:
+        shift = width - bits
+        lo = bisect_right(lengths, prev) if levels else 0  # below the first level: prefixes longer than prev
+        hi = bisect_right(lengths, bits)
+        geo_of: dict[int, int] = {}
+        for plen, net, geo in nets[lo:hi]:
+            count = 1 << (bits - plen)
+            filled += count
+            if filled > _MAX_BLOCKS:
+                return tuple(levels), tuple(inners)  # deeper levels need this one: stop here
+            if count == 1:
+                geo_of[net >> shift] = geo
+            else:
+                first = net >> shift
+                geo_of.update(dict.fromkeys(range(first, first + count), geo))
+        scope: dict[int, int] = {}  # refined block -> its longest prefix (shortest first: the last one stays)
+        for plen, net, _geo in nets[hi:]:
+            scope[net >> shift] = plen
         table: dict[bytes, int] = {}
-        for block in blocks | refine:
-            geo = geomap.match(family, block << (width - bits), bits)
-            table[block.to_bytes(bits // 8, "big")] = -2 - geo if block in refine else geo
-        levels.append((bits, bits // 8, table))
-        if not refine:
+        nb = bits // 8
+        up = bits - prev
+        default = geomap.default
+        for block, geo in geo_of.items():
+            if block not in scope and geo != (parents[block >> up] if levels else default):
+                table[block.to_bytes(nb, "big")] = geo
+        for block in scope:
+            fallback = parents[block >> up] if levels else default
+            table[block.to_bytes(nb, "big")] = -2 - geo_of.get(block, fallback)
+        levels.append((bits, nb, table))
+        inners.append({block.to_bytes(nb, "big"): plen for block, plen in scope.items()})
+        if not scope:
             break
+        parents = {int.from_bytes(k, "big"): -2 - v for k, v in table.items() if v < 0}
         prev = bits
-    return tuple(levels)
+    return tuple(levels), tuple(inners)
 
 
 class ClientKeys:

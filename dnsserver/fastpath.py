@@ -25,9 +25,13 @@ Extended DNS Error 3 (Stale Answer) placed before the ECS option, so the
 pre-rendered OPT echo only swaps to another table of shapes and a query
 costs the same either way.
 
-The weighted pick is ``steering.pick.pick`` written out inline (a function
-call per query would cost more than the arithmetic); ``tests/test_pick.py``
-proves both paths pick as it does over random weights, seeds and clients.
+The weighted pick is ``steering.pick.pick`` through the split's
+``SlotTable``, written out inline (a function call per query would cost more
+than the arithmetic): the client subnet's slot (crc32, seeded, mixed, top 16
+bits), then one index into the table's bytes; a slot not raced yet (0xFF, or
+any index past 254 in a two-byte table) goes through the table's ``fill``
+once; a split of one target skips it all. ``tests/test_pick.py`` proves both
+paths pick as ``pick`` does over random weights, seeds and clients.
 
 Every query does the same work: there is no cache of replies or of ECS
 subnets, because resolvers send many distinct subnets and such caches miss
@@ -45,7 +49,6 @@ from __future__ import annotations
 import ipaddress
 import sys
 import zlib
-from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any
 
@@ -54,6 +57,9 @@ from dnsserver.clientkeys import ClientKeys, ClientTuple
 from dnsserver.geo import GeoMap
 from dnsserver.render import RenderedAnswers
 from steering.pick import GOLDEN as _GOLDEN
+from steering.pick import SLOT_SHIFT as _SLOT_SHIFT
+from steering.pick import UNSET as _UNSET
+from steering.pick import SlotTable
 
 MAX_UDP_PAYLOAD = 1232  # what we advertise and cap UDP answers at (DNS flag day 2020)
 _OPT_DO = b"\x00\x00\x29" + MAX_UDP_PAYLOAD.to_bytes(2, "big") + b"\x00\x00\x80\x00"
@@ -70,16 +76,20 @@ _COUNTS_PLAIN = b"\x00\x01\x00\x00\x00\x00\x00\x00"  # bytes 4-12: one question,
 _COUNTS_OPT = b"\x00\x01\x00\x00\x00\x00\x00\x01"  # ... and one additional record (OPT)
 Host = str | bytes | int
 _LETTERS = frozenset(range(0x41, 0x5B)) | frozenset(range(0x61, 0x7B))
+# the hot path writes the pick's constants as literals (a literal costs less than a closure cell)
+assert (_GOLDEN, _SLOT_SHIFT, _UNSET) == (0x9E3779B1, 16, 255), "update FastPath.answer's literals"
 
 
 class _Tables:
     """One snapshot's answers, in the two lookups the hot path makes. Immutable once built."""
 
-    __slots__ = ("entries", "folded")
+    __slots__ = ("entries", "folded", "slot_tables")
 
     def __init__(self, entries: dict[bytes, tuple[Any, Any]]) -> None:
         memo: dict[int, tuple[Any, ...]] = {}
-        self.entries = {k: _entry(v, memo) for k, v in entries.items()}
+        # the hot path holds a table's index and fill only: keep the tables themselves alive with the answers
+        self.slot_tables: list[SlotTable] = []
+        self.entries = {k: _entry(v, memo, self.slot_tables) for k, v in entries.items()}
         # keyed by the whole question lower-cased in one step (name, type and class together); only
         # keys whose type/class bytes hold no ASCII letter, so lower() cannot make two keys collide
         # or let a query of another type match. The rest (HTTPS is type 0x0041) use ``entries``.
@@ -100,12 +110,17 @@ def _variant(v: tuple[Any, ...], memo: dict[int, tuple[Any, ...]]) -> tuple[Any,
     return out
 
 
-def _entry(e: tuple[Any, Any], memo: dict[int, tuple[Any, ...]]) -> tuple[Any, Any]:
+def _entry(e: tuple[Any, Any], memo: dict[int, tuple[Any, ...]], keep: list[SlotTable]) -> tuple[Any, Any]:
+    """render's entry for the hot path: a steered split ``(slot_table, variants, cells, fallback_cell)``
+    becomes ``(index, fill, variants, cells, fallback_cell)``, the table's two halves as locals; ``fill`` is
+    None for a split of one target (target 0 for every client: no slot to compute)."""
     seed, data = e
     if seed is None:
         return None, _variant(data, memo)
-    return seed, tuple((total, cum, tuple(_variant(v, memo) for v in variants), cells, fb)
-                       for total, cum, variants, cells, fb in data)
+    keep.extend(table for table, _, _, _ in data)
+    return seed, tuple((table.index, table.fill if len(table.targets) > 1 else None,
+                        tuple(_variant(v, memo) for v in variants), cells, fb)
+                       for table, variants, cells, fb in data)
 
 
 def _find_ecs(q: bytes, p: int, n: int, routed: frozenset[int]) -> bytes | None:
@@ -163,12 +178,19 @@ class FastPath:
         self._cur = [_Tables(snapshot.entries)]
         self._src: dict[Host, ClientTuple] = {}
         self._set_stale: Callable[[bool], None] = lambda stale: None
+        self._set_geomap: Callable[[GeoMap, ClientKeys], None] = lambda geomap, keys: None
         self.answer = self._make_answer()
 
     def set_stale(self, stale: bool) -> None:
         """Steered answers to EDNS queries carry EDE 3 (Stale Answer) while ``stale``; one reference swap."""
         self.stale = stale
         self._set_stale(stale)
+
+    def set_geomap(self, geomap: GeoMap, keys: ClientKeys | None = None) -> None:
+        """Place clients with another geo map of the same geos (a GeoIP database reloaded: docs/geoip.md):
+        its block index built whole (``keys``, or here), then swapped in by reference assignments, so each
+        query decides with the old map or the new one; the resolver-address cache starts empty."""
+        self._set_geomap(geomap, keys if keys is not None else ClientKeys(geomap))
 
     @property
     def tables(self) -> _Tables:
@@ -183,18 +205,20 @@ class FastPath:
 
     def source_key(self, host: Host) -> ClientTuple:
         """Client key for the resolver's address: text, packed bytes, or an IPv4 ``sin_addr`` read as an int."""
-        key = self._src.get(host)
+        src = self._src  # the cache, then the map: set_geomap swaps the map first, so no old key lands
+        key = src.get(host)  # in a new cache
         if key is None:
-            if len(self._src) >= _SRC_CACHE_MAX:
-                self._src.clear()
+            if len(src) >= _SRC_CACHE_MAX:
+                src.clear()
+            geomap = self.geomap
             if isinstance(host, str):
-                k = self.geomap.key_for_source(host)
+                k = geomap.key_for_source(host)
             else:
                 ip = ipaddress.ip_address(host.to_bytes(4, sys.byteorder) if isinstance(host, int) else host)
                 if ip.version == 6 and ip.ipv4_mapped is not None:
                     ip = ip.ipv4_mapped
-                k = self.geomap.key(ip.version, ip.packed, 128)
-            key = self._src[host] = (k.geo, k.subnet, k.scope)
+                k = geomap.key(ip.version, ip.packed, 128)
+            key = src[host] = (k.geo, k.subnet, k.scope)
         return key
 
     def _make_answer(self) -> Callable[[bytes, Host, int], bytes | None]:
@@ -207,7 +231,6 @@ class FastPath:
         gkey = self.geomap.key
         default = self.geomap.default
         crc32 = zlib.crc32
-        bisect = bisect_right
         join = b"".join
         opt_type = _OPT_TYPE
         scopes = _SCOPE
@@ -243,6 +266,19 @@ class FastPath:
             shape_of = (stale_shapes if stale else fresh_shapes).get
 
         self._set_stale = set_stale
+
+        def set_geomap(geomap: GeoMap, keys: ClientKeys) -> None:
+            nonlocal gkey, src_get, fresh_shapes, stale_shapes, shape_of  # cells, as set_stale's
+            self.keys = keys
+            fresh, stale = make_shapes(False), make_shapes(True)
+            src: dict[Host, ClientTuple] = {}
+            self.geomap = geomap
+            self._src = src
+            gkey, src_get = geomap.key, src.get
+            fresh_shapes, stale_shapes = fresh, stale
+            shape_of = (stale_shapes if self.stale else fresh_shapes).get
+
+        self._set_geomap = set_geomap
 
         def answer(q: bytes, host: Host, tcp: int) -> bytes | None:
             hi = heads_of(q[2:12])
@@ -312,8 +348,14 @@ class FastPath:
             if seed is None:
                 variant = data
             else:
-                total, cum, variants, cells, fb = data[geo]
-                i = 0 if len(variants) == 1 else bisect(cum, ((crc32(sub, seed) * _GOLDEN) & 0xFFFFFFFF) * total >> 32)
+                index, fill, variants, cells, fb = data[geo]
+                if fill is None:  # one target
+                    i = 0
+                else:
+                    s = ((crc32(sub, seed) * 0x9E3779B1) & 0xFFFFFFFF) >> 16  # pick.slot: GOLDEN, SLOT_SHIFT
+                    i = index[s]
+                    if i >= 255:  # pick.UNSET: not raced yet (or a two-byte table's index past 254)
+                        i = fill(s)
                 variant = variants[i]
             if hi & 2:
                 resp = join((q[:2], variant[0][hi], question, variant[1], echo, addr))
@@ -405,11 +447,14 @@ class FastPath:
                 if ecs_key is None:
                     return None
                 key = ecs_key
-            total, cum, variants, cells, fb = data[key[0]]
-            if len(variants) == 1:
+            index, fill, variants, cells, fb = data[key[0]]
+            if fill is None:
                 i = 0
             else:
-                i = bisect_right(cum, ((zlib.crc32(key[1], seed) * _GOLDEN) & 0xFFFFFFFF) * total >> 32)
+                s = ((zlib.crc32(key[1], seed) * _GOLDEN) & 0xFFFFFFFF) >> _SLOT_SHIFT
+                i = index[s]
+                if i >= _UNSET:
+                    i = fill(s)
             variant = variants[i]
         # a steered answer while stale: EDE 3 first in the OPT's rdata (before the ECS option)
         ede = _EDE_STALE if self.stale and seed is not None else b""

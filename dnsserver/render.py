@@ -19,7 +19,10 @@ Entry layouts (tuples, because the hot path indexes them):
 * variant: ``(rcode, counts, counts_with_opt, body, udp_cell, tcp_cell, flags)``;
   ``flags`` is the reply's header byte 2 before RD: QR, and AA when authoritative
 * static entry: ``(None, variant)``
-* steered entry: ``(seed, splits)``; ``splits[geo] = (total, cumulative, variants, answer_cells, fallback_cell)``
+* steered entry: ``(seed, splits)``; ``splits[geo] = (slot_table, variants, answer_cells, fallback_cell)``,
+  ``slot_table`` the split's ``steering.pick.SlotTable`` (``variants[i]`` answers for its target i),
+  shared by every split with the same seed, targets and weights, and reused from the previous
+  snapshot while it lives: a table whose weights for a geo did not change keeps the slots raced so far
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from dnsserver.geo import GeoMap
 from dnsserver.metrics import Stats
 from dnsserver.zones import LoadedZone
 from steering.config import Config
+from steering.pick import slot_table
 from steering.table import RoutingTable
 
 PRERENDER_TYPES: tuple[dns.rdatatype.RdataType, ...] = (
@@ -141,6 +145,6 @@ def build_snapshot(cfg: Config, zones: Sequence[LoadedZone], geomap: GeoMap, tab
                     variants.append(by_target[target])
                     cells.append(stats.answer_cell(dep.service, geomap.ids[gi], target))
                 fb = stats.fallback_cell(dep.service, geomap.ids[gi], split.fallback) if split.fallback else None
-                splits.append((split.total, split.cumulative, tuple(variants), tuple(cells), fb))
+                splits.append((slot_table(split, dep.seed), tuple(variants), tuple(cells), fb))
             entries[key] = (dep.seed, tuple(splits))
     return RenderedAnswers(catalog, entries, table, tuple(fallbacks))

@@ -22,6 +22,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import cast
 
+from dnsserver.clientkeys import ClientKeys
 from dnsserver.fastpath import FastPath
 from dnsserver.geo import GeoMap
 from dnsserver.metrics import Stats
@@ -35,6 +36,8 @@ from dnsserver.zones import load_zones
 from steering import logs
 from steering.addr import parse_hostport
 from steering.config import Config
+from steering.geoip import GeoIpMap
+from steering.geoipwatch import GeoIpReloader, GeoIpState, load_for
 from steering.table import RoutingTable
 
 log = logs.get(__name__)
@@ -44,14 +47,18 @@ _SERVFAIL = 2
 
 class DnsServer:
     def __init__(self, cfg: Config, table: RoutingTable | None = None, state_file: str | None = None,
-                 stats: Stats | None = None, udp_threads: bool = True, udp_batch: bool = True) -> None:
+                 stats: Stats | None = None, udp_threads: bool = True, udp_batch: bool = True,
+                 geoip: GeoIpMap | None = None) -> None:
         self.cfg = cfg
         self.udp_threads = udp_threads
         self.udp_batch = udp_batch
         self.state_file = state_file
         self.stats = stats or Stats()
         self.zones = load_zones(cfg)
-        self.geomap = GeoMap(cfg.geos, cfg.default_geo.id)
+        # geoip: the configured database compiled here unless given (GeoIpError when it cannot be)
+        geoip = geoip if geoip is not None else load_for(cfg)
+        self.geomap = GeoMap(cfg.geos, cfg.default_geo.id, geoip)
+        self.geoip = GeoIpState(geoip.summary() if geoip is not None else None)  # the GeoMap holds the prefixes
         self.slow: SlowPath = slow_path_for(cfg, self.geomap, self.stats)  # EDNS options: dns.nsid, dns.cookies
         self.cookies = self.slow.cookies  # None when dns.cookies.enabled is false
         self.control_plane_reachable = True  # until the feed says otherwise (see set_control_plane_reachable)
@@ -110,6 +117,28 @@ class DnsServer:
                 await asyncio.to_thread(save_table, self.state_file, table)
             except OSError as exc:
                 log.error("dns.state.write_failed", path=self.state_file, error=str(exc), version=table.version)
+
+    # ---- the GeoIP database (docs/geoip.md)
+
+    async def follow_geoip(self) -> None:
+        """Reload the GeoIP database when its file changes, until cancelled (nothing without ``geoip``).
+        The map and its block index are built in a thread; the swap is reference assignments on the loop,
+        so a query sees the old map or the new one (``FastPath.set_geomap``)."""
+        if self.cfg.geoip is None:
+            return
+        await GeoIpReloader.for_config(self.cfg, self.geoip, self._prepare_geomap, self.install_geomap,
+                                       "dns").run()
+
+    def _prepare_geomap(self, geoip: GeoIpMap) -> tuple[GeoMap, ClientKeys]:
+        geomap = GeoMap(self.cfg.geos, self.cfg.default_geo.id, geoip)
+        return geomap, ClientKeys(geomap)
+
+    def install_geomap(self, prepared: tuple[GeoMap, ClientKeys]) -> None:
+        """Answer with another geo map (the same geos: the rendered answers stay as they are)."""
+        geomap, keys = prepared
+        self.geomap = geomap
+        self.slow.geomap = geomap
+        self.fast.set_geomap(geomap, keys)
 
     # ---- stale answers (EDE 3)
 

@@ -39,6 +39,8 @@ from dnsserver.server import DnsServer
 from dnsserver.statsmerge import dump
 from steering import logs
 from steering.config import Config, ConfigError, load_config
+from steering.geoip import GeoIpError
+from steering.geoipwatch import GeoIpCollector
 
 log = logs.get("dnsserver")
 
@@ -48,7 +50,7 @@ CONTROL_LINE_LIMIT = 64 * 1024 * 1024  # a stats reply for a large configuration
 
 def collectors(server: DnsServer) -> list[Collector]:
     """What a worker exports: every family here reaches the supervisor's /metrics (statsmerge)."""
-    return [StatsCollector(server.stats)]
+    return [StatsCollector(server.stats), GeoIpCollector(server.geoip)]
 
 
 def whole_lines() -> None:
@@ -95,6 +97,7 @@ async def serve(cfg: Config, server: DnsServer, no_etcd: bool, stop: asyncio.Eve
 
     feed_task = None
     store = None
+    geoip_task = asyncio.create_task(server.follow_geoip(), name="geoip")
     if not no_etcd:
         from steering.store import Store
 
@@ -102,6 +105,8 @@ async def serve(cfg: Config, server: DnsServer, no_etcd: bool, stop: asyncio.Eve
         feed_task = asyncio.create_task(_feed(store, server, follow))
     await stop.wait()
     log.info("dns.stopping")
+    geoip_task.cancel()
+    await asyncio.gather(geoip_task, return_exceptions=True)
     if feed_task is not None:
         feed_task.cancel()
         try:
@@ -194,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
         import uvloop
 
         uvloop.run(_run_worker(spec))
-    except (ConfigError, ZoneError) as exc:  # the supervisor checked both; the files changed since
+    except (ConfigError, ZoneError, GeoIpError) as exc:  # the supervisor checked them; the files changed since
         log.error("dns.worker.config_error", error=str(exc).replace("\n", "; "))
         sys.exit(2)
     except OSError as exc:

@@ -20,7 +20,9 @@ actor is ``anonymous``.
 health for (``"*"``: any). An ``agent`` token must name them; an
 ``operator`` token without ``sites`` may report any; a ``viewer`` never
 reports. The ingest checks each report against ``caller()``'s token (see
-``steering.controller.agentauth``).
+``steering.controller.agentauth``). ``observers`` likewise names the
+observer ids (``observers[].id`` of the config) a token may report as; an
+``agent`` token gives ``sites``, ``observers`` or both (docs/health.md).
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class Token:
     role: str
     sha256: str  # hex digest of the secret
     sites: frozenset[str] | None = None  # what it may report health for; None: any site
+    observers: frozenset[str] | None = None  # the observer ids it may report as; None: any
 
     def may_report(self, site: str) -> bool:
         return self.sites is None or site in self.sites
@@ -95,7 +98,8 @@ class Tokens:
         return len(self._by_hash)
 
 
-def load_tokens(path: str | Path, known_sites: frozenset[str] | None = None) -> Tokens:
+def load_tokens(path: str | Path, known_sites: frozenset[str] | None = None,
+                known_observers: frozenset[str] | None = None) -> Tokens:
     """Parse the tokens file; ConfigError naming each bad entry (and, given ``known_sites``, unknown sites)."""
     p = Path(path)
     try:
@@ -115,7 +119,7 @@ def load_tokens(path: str | Path, known_sites: frozenset[str] | None = None) -> 
         if not isinstance(e, Mapping):
             problems.append(f"{where}: expected a mapping")
             continue
-        unknown = set(e) - {"name", "role", "token", "sha256", "sites"}
+        unknown = set(e) - {"name", "role", "token", "sha256", "sites", "observers"}
         if unknown:
             problems.append(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
         name, role = e.get("name"), e.get("role")
@@ -127,7 +131,14 @@ def load_tokens(path: str | Path, known_sites: frozenset[str] | None = None) -> 
         names.add(name)
         if role not in ROLES:
             problems.append(f"{where}.role: {role!r} is not one of {', '.join(ROLES)}")
-        sites, why = _sites(e.get("sites"), role, known_sites)
+        observers, why = _observers(e.get("observers"), role, known_observers)
+        if why:
+            problems.append(f"{where}.observers: {why}")
+        sites: frozenset[str] | None
+        if role == "agent" and observers and e.get("sites") is None:
+            sites, why = frozenset(), ""  # an observer's token: it reports as those observers only
+        else:
+            sites, why = _sites(e.get("sites"), role, known_sites)
         if why:
             problems.append(f"{where}.sites: {why}")
         secret, digest = e.get("token"), e.get("sha256")
@@ -142,7 +153,7 @@ def load_tokens(path: str | Path, known_sites: frozenset[str] | None = None) -> 
         elif not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest.lower()):
             problems.append(f"{where}.sha256: not a 64-digit hex digest")
             continue
-        out.append(Token(name=name, role=str(role), sha256=str(digest).lower(), sites=sites))
+        out.append(Token(name=name, role=str(role), sha256=str(digest).lower(), sites=sites, observers=observers))
     if problems:
         raise ConfigError(str(p), problems)
     return Tokens(out)
@@ -163,6 +174,23 @@ def _sites(value: Any, role: Any, known: frozenset[str] | None) -> tuple[frozens
     unknown = sorted(set(value) - known) if known is not None else []
     if unknown:
         return frozenset(), f"unknown site(s) {', '.join(map(repr, unknown))} (not a region or cache site)"
+    return frozenset(value), ""
+
+
+def _observers(value: Any, role: Any, known: frozenset[str] | None) -> tuple[frozenset[str] | None, str]:
+    """(the observer ids a token may report as, None for any; a problem or ""). An agent token without
+    them reports as no observer; an operator token as any."""
+    if value is None:
+        return (frozenset() if role in ("agent", "viewer") else None), ""
+    if role == "viewer":
+        return frozenset(), "a viewer token does not report health; remove observers"
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        return frozenset(), 'expected a non-empty list of observer ids (or ["*"])'
+    if ANY_SITE in value:
+        return None, "" if value == [ANY_SITE] else '"*" stands alone: it already means any observer'
+    unknown = sorted(set(value) - known) if known is not None else []
+    if unknown:
+        return frozenset(), f"unknown observer(s) {', '.join(map(repr, unknown))} (not in the config's observers)"
     return frozenset(value), ""
 
 
@@ -264,7 +292,8 @@ def server_interceptors(config: Config) -> list[grpc.aio.ServerInterceptor]:
     if config.auth is None:
         return []
     known = frozenset(r.id for r in config.regions) | frozenset(s.id for s in config.sites)
-    return [AuthInterceptor(load_tokens(config.resolve_path(config.auth.tokens_file), known))]
+    observers = frozenset(o.id for o in config.observers)
+    return [AuthInterceptor(load_tokens(config.resolve_path(config.auth.tokens_file), known, observers))]
 
 
 def server_credentials(config: Config) -> grpc.ServerCredentials | None:

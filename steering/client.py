@@ -16,17 +16,27 @@ reconnects with exponential backoff, trying the servers in turn.
             print(target.target, target.addresses, target.reason)   # e.g. us-east-1 ('192.0.2.10', ...)
 
     asyncio.run(main())
+
+Geos defined by countries, continents or subdivisions (docs/geoip.md) need a GeoIP database to place a
+client: the controller sends their codes in the topology, not its compiled map, so give the client the
+same database file the DNS servers use (``geoip_database=``); it compiles it for the topology's geos and
+reloads it when the file changes. Without one, such geos get only the clients their ``prefixes`` hold and
+every other client is the default geo's (logged once).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
 
 import grpc
 
 from steering import logs
+from steering.config import Geo
+from steering.geoip import GeoIpMap, file_stamp, load
+from steering.geoipwatch import GeoIpReloader, GeoIpState
 from steering.resolve import Target, choose, rank
 from steering.table import RoutingTable
 from steering.topology import Topology
@@ -41,7 +51,8 @@ __all__ = ["SteeringClient", "Target"]
 class SteeringClient:
     def __init__(self, servers: Sequence[str] | str, *, service: str = "", token: str | None = None,
                  credentials: grpc.ChannelCredentials | None = None, backoff_initial: float = 0.2,
-                 backoff_max: float = 10.0) -> None:
+                 backoff_max: float = 10.0, geoip_database: str | Path | None = None,
+                 geoip_reload_seconds: float = 5.0) -> None:
         self.servers = [servers] if isinstance(servers, str) else list(servers)
         if not self.servers:
             raise ValueError("servers: give at least one controller address")
@@ -56,6 +67,12 @@ class SteeringClient:
         self._ready = asyncio.Event()
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
+        self.geoip_database = Path(geoip_database) if geoip_database is not None else None
+        self.geoip_reload_seconds = geoip_reload_seconds
+        self.geoip = GeoIpState()  # the database this client places clients with (status, tests)
+        self._geoip_for = ""  # the topology's geos (JSON) the map in self.geoip was compiled for
+        self._geoip_task: asyncio.Task[None] | None = None
+        self._geoip_warned = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -64,10 +81,11 @@ class SteeringClient:
             self._task = asyncio.create_task(self._run(), name="steering-client")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for task in (self._task, self._geoip_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._task = self._geoip_task = None
         self.connected = False
 
     async def __aenter__(self) -> SteeringClient:
@@ -161,7 +179,8 @@ class SteeringClient:
 
     async def _receive(self, msg: pb.WatchResponse) -> None:
         if msg.topology_json:
-            self.topology = Topology.from_json(msg.topology_json)
+            topology = Topology.from_json(msg.topology_json)
+            self.topology = await self._placed(topology) if topology.uses_geoip() else topology
         if msg.HasField("table") and msg.table.json:
             table = RoutingTable.from_json(msg.table.json)
             if self.table is None or table.version > self.table.version:
@@ -170,3 +189,53 @@ class SteeringClient:
                     self._changed.notify_all()
         if self.table is not None and self.topology is not None:
             self._ready.set()
+
+    # ------------------------------------------------------------------ GeoIP geos (docs/geoip.md)
+
+    async def _placed(self, topology: Topology) -> Topology:
+        """``topology`` placing clients with this client's GeoIP database, compiled for its geos (in a
+        thread; again only when the geos or the file changed), and kept current by a reloader."""
+        if self.geoip_database is None:
+            if not self._geoip_warned:
+                self._geoip_warned = True
+                log.warning("steering client: the topology has geos by country, continent or subdivision and no "
+                            "geoip_database was given; clients outside their prefixes get the default geo")
+            return topology
+        geos = topology.geo_models()
+        key = repr([(g.id, g.continents, g.countries, g.subdivisions) for g in geos])
+        current = self.geoip.map
+        if current is None or key != self._geoip_for or current.info.stamp != _stamp(self.geoip_database):
+            try:
+                current = await asyncio.to_thread(load, self.geoip_database, geos, topology.default_id)
+            except Exception as exc:  # GeoIpError, or a topology whose codes this version does not take
+                log.warning("steering client: geoip database unusable; keeping the last map", error=str(exc))
+                self.geoip.reloads["error"] += 1
+                self.geoip.last_error = str(exc)
+                return topology.with_geoip(self.geoip.map) if self.geoip.map is not None and \
+                    self.geoip.map.geo_ids == tuple(topology.geo_ids) else topology
+            self.geoip.map, self._geoip_for = current, key
+        self._follow_geoip(geos, topology.default_id)
+        return topology.with_geoip(current)
+
+    def _follow_geoip(self, geos: list[Geo], default_id: str) -> None:
+        if self._geoip_task is not None:
+            self._geoip_task.cancel()
+
+        def swap(topology: Topology | None) -> None:
+            if topology is not None:
+                self.topology = topology
+
+        def prepare(geoip: GeoIpMap) -> Topology | None:
+            return self.topology.with_geoip(geoip) if self.topology is not None else None
+
+        assert self.geoip_database is not None
+        reloader = GeoIpReloader(self.geoip_database, geos, default_id, self.geoip, prepare, swap,
+                                 interval=self.geoip_reload_seconds, component="client", keep_prefixes=True)
+        self._geoip_task = asyncio.create_task(reloader.run(), name="steering-client-geoip")
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        return file_stamp(path)
+    except OSError:
+        return None

@@ -20,7 +20,9 @@ from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
 import dns.name
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from steering import geocodes
 
 TOTAL_WEIGHT = 1000
 """Weights of one (service, geo) sum to this."""
@@ -47,6 +49,34 @@ NonNegativeFloat = Annotated[float, Field(ge=0)]
 Identifier = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 
 
+QuorumRule = Literal["majority", "all", "any"]
+QUORUM_RULES: tuple[str, ...] = ("majority", "all", "any")
+
+
+class HealthPolicy(_Model):
+    """How a target's reporters (its local agent and its observers) decide its health (docs/health.md)."""
+
+    quorum: QuorumRule | int = Field(
+        "majority", description="unhealthy when this many of its counted reporters say so: majority, all, any "
+                                "or a number")
+    per_geo_reachability: bool = Field(
+        False, description="a target the observers of a geo cannot reach gets no traffic from that geo")
+
+    @field_validator("quorum", mode="before")
+    @classmethod
+    def _quorum(cls, value: Any) -> Any:
+        # One message for the field, not one per member of the union.
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not 1 <= value <= 1000:
+                raise ValueError(f"{value} is not a number of reporters in [1, 1000]")
+            return value
+        if isinstance(value, str) and value in QUORUM_RULES:
+            return value
+        raise ValueError(f"{str(value)[:40]!r} is not majority, all, any or a number of reporters")
+
+
 class Policy(_Model):
     watermark: float = Field(0.8, gt=0, le=1, description="fill regions up to this share of capacity")
     hard_limit: float = Field(1.0, gt=0, description="utilization no evacuation may plan a region beyond")
@@ -58,6 +88,7 @@ class Policy(_Model):
     hysteresis: float = Field(0.02, ge=0, lt=1, description="ignore moves smaller than this share of a geo")
     silence_seconds: float = Field(15, gt=0, description="a site with no report for this long is silent")
     report_band: float = Field(0.05, ge=0, lt=1, description="capacity/load changes below this are not written")
+    health: HealthPolicy = HealthPolicy()
 
 
 class Region(_Model):
@@ -80,8 +111,41 @@ class Geo(_Model):
     prefer: tuple[str, ...] = Field(min_length=1)
     prefer_sites: tuple[str, ...] = ()
     default: bool = False
+    # GeoIP codes (docs/geoip.md): placed by the geoip database, published as Route 53 geolocations.
+    # ``continent``/``country`` are the older single-code spellings, still read: each adds to its list.
     continent: str | None = Field(None, pattern=r"^(AF|AN|AS|EU|NA|OC|SA)$")
     country: str | None = Field(None, pattern=r"^[A-Z]{2}$")
+    continents: tuple[str, ...] = Field((), max_length=7)
+    countries: tuple[str, ...] = Field((), max_length=300)
+    subdivisions: tuple[str, ...] = Field((), max_length=5000)
+
+    @field_validator("country")
+    @classmethod
+    def _country_known(cls, value: str | None) -> str | None:
+        return None if value is None else geocodes.check_country(value)
+
+    @field_validator("continents", "countries", "subdivisions")
+    @classmethod
+    def _codes_known(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        check = {"continents": geocodes.check_continent, "countries": geocodes.check_country,
+                 "subdivisions": geocodes.check_subdivision}[str(info.field_name)]
+        for i, code in enumerate(value):
+            try:
+                check(str(code))
+            except ValueError as exc:
+                raise ValueError(f"entry {i}: {exc}") from None
+        return tuple(dict.fromkeys(value))
+
+    def all_continents(self) -> tuple[str, ...]:
+        """``continents`` and the older ``continent``: what the GeoIP map and Route 53 place here."""
+        return tuple(dict.fromkeys((*self.continents, *((self.continent,) if self.continent else ()))))
+
+    def all_countries(self) -> tuple[str, ...]:
+        """``countries`` and the older ``country``."""
+        return tuple(dict.fromkeys((*self.countries, *((self.country,) if self.country else ()))))
+
+    def has_geo_codes(self) -> bool:
+        return bool(self.continents or self.countries or self.subdivisions or self.continent or self.country)
 
     @field_validator("prefixes")
     @classmethod
@@ -97,6 +161,16 @@ class Geo(_Model):
 
     def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(p) for p in self.prefixes]
+
+
+class Observer(_Model):
+    """An agent that probes targets from outside (``role: observer`` in its agent file), and what it may
+    report: the ``agent_id`` it reports with, the regions and sites it observes, the client geos it stands
+    for (docs/health.md)."""
+
+    id: Identifier
+    targets: tuple[str, ...] = Field(min_length=1, max_length=10_000)
+    geos: tuple[str, ...] = ()
 
 
 class Answer(_Model):
@@ -259,9 +333,29 @@ class Auth(_Model):
     tokens_file: str
 
 
+class Events(_Model):
+    """The event timeline the leader writes (docs/operator-guide.md, "Events")."""
+
+    max_count: int = Field(10_000, ge=10, le=1_000_000, description="events kept; the oldest go first")
+    max_age_seconds: float = Field(7 * 86400, ge=60, le=366 * 86400, description="events older are deleted")
+    per_subject_per_minute: int = Field(6, ge=1, le=600,
+                                        description="events per target/geo/replica in any 60 s; more are "
+                                                    "suppressed and summed up in one 'flapping' event")
+    spill_threshold: float = Field(0.1, gt=0, lt=1,
+                                   description="a geo spilling more than this share of its traffic is an event")
+
+
+class GeoIp(_Model):
+    """The GeoIP database that places clients in geos by country, continent or subdivision (docs/geoip.md)."""
+
+    database: str = Field(min_length=1, max_length=4096, description="a MaxMind DB file (.mmdb)")
+    reload_seconds: float = Field(5.0, ge=0.5, le=3600, description="how often the file is looked at for a change")
+
+
 class Controller(_Model):
     listen: str = "127.0.0.1:50051"
     debounce_seconds: NonNegativeFloat = 0.2
+    events: Events = Events()
 
 
 _TOPOLOGY_FIELDS = ("policy", "regions", "sites", "geos", "services", "zones")
@@ -280,6 +374,7 @@ class Config(_Model):
     policy: Policy = Policy()
     regions: tuple[Region, ...] = Field(min_length=1)
     sites: tuple[Site, ...] = ()
+    observers: tuple[Observer, ...] = Field((), max_length=10_000)
     geos: tuple[Geo, ...] = Field(min_length=1)
     services: tuple[Service, ...] = Field(min_length=1)
     zones: tuple[Zone, ...] = Field(min_length=1)
@@ -287,6 +382,7 @@ class Config(_Model):
     dns: Dns = Dns()
     controller: Controller = Controller()
     route53: Route53 | None = None
+    geoip: GeoIp | None = None
     tls: Tls | None = None
     auth: Auth | None = None
     base_dir: str = Field(".", exclude=True, description="directory relative paths are resolved against")
@@ -340,6 +436,12 @@ class Config(_Model):
         # auth sections are each process's own settings (a DNS replica listening elsewhere, with other
         # rate limits, serves the same topology and must not be told it mismatches).
         topology = self.model_dump(mode="json", include=set(_TOPOLOGY_FIELDS))
+        if self.policy.health == HealthPolicy():
+            del topology["policy"]["health"]  # the default: tables planned before it existed keep their hash
+        for geo in topology["geos"]:  # GeoIP code lists count once set: older configs keep their hash
+            for codes in ("continents", "countries", "subdivisions"):
+                if not geo.get(codes):
+                    geo.pop(codes, None)
         blob = json.dumps(topology, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -481,9 +583,96 @@ def _cross_check(cfg: Config) -> list[str]:
         if z.file is not None and not cfg.resolve_path(z.file).is_file():
             problems.append(f"zones[{i}].file: {cfg.resolve_path(z.file)} does not exist")
     problems += _services_below_delegations(cfg)
+    problems += geo_code_problems(cfg)
+    problems += _observer_problems(cfg)
     if cfg.auth is not None and not cfg.resolve_path(cfg.auth.tokens_file).is_file():
         problems.append(f"auth.tokens_file: {cfg.resolve_path(cfg.auth.tokens_file)} does not exist")
     return problems
+
+
+def reporters_of(cfg: Config) -> dict[str, tuple[Observer, ...]]:
+    """Each observed target's observers, in config order (a target missing here has only its local agent)."""
+    out: dict[str, list[Observer]] = {}
+    for o in cfg.observers:
+        for t in dict.fromkeys(o.targets):
+            out.setdefault(t, []).append(o)
+    return {t: tuple(obs) for t, obs in out.items()}
+
+
+def _observer_problems(cfg: Config) -> list[str]:
+    """Observers name known targets and geos; a numeric quorum fits the reporters each observed target has."""
+    problems: list[str] = []
+    targets = {r.id for r in cfg.regions} | {s.id for s in cfg.sites}
+    geos = {g.id for g in cfg.geos}
+    for dup in _duplicates([o.id for o in cfg.observers]):
+        problems.append(f"observers: duplicate id {dup!r}")
+    for i, o in enumerate(cfg.observers):
+        if o.id == "local":
+            problems.append(f"observers[{i}].id: 'local' names a target's own agent; choose another id")
+        for j, t in enumerate(o.targets):
+            if t not in targets:
+                problems.append(f"observers[{i}].targets[{j}]: unknown region or site {t!r}")
+        for dup in _duplicates(list(o.targets)):
+            problems.append(f"observers[{i}].targets: {dup!r} listed twice")
+        for j, g in enumerate(o.geos):
+            if g not in geos:
+                problems.append(f"observers[{i}].geos[{j}]: unknown geo {g!r}")
+    quorum = cfg.policy.health.quorum
+    if isinstance(quorum, int):
+        observed = {t: len(obs) + 1 for t, obs in reporters_of(cfg).items() if t in targets}
+        short = sorted((n, t) for t, n in observed.items() if n < quorum)
+        if not observed and quorum > 1:
+            problems.append(f"policy.health.quorum: {quorum} is more than the 1 reporter every target has "
+                            "(no observers are configured)")
+        elif short:
+            n, t = short[0]
+            problems.append(f"policy.health.quorum: {quorum} is more than the {n} reporters configured for {t!r} "
+                            f"(its agent and {n - 1} observer{'s' if n != 2 else ''})")
+    return problems
+
+
+def geo_codes(cfg: Config) -> list[geocodes.GeoCodes]:
+    return [geocodes.GeoCodes(g.id, f"geos[{i}]", g.all_continents(), g.all_countries(), g.subdivisions)
+            for i, g in enumerate(cfg.geos)]
+
+
+def geo_code_problems(cfg: Config) -> list[str]:
+    """GeoIP codes: usable (a database to place them, unless prefixes do), each in one geo when a database
+    places clients by them (without one they are Route 53's only, where the first geo keeps a location and
+    the plan notes the others, as before), not hiding a whole continent; the database file exists
+    (whether it reads is the daemon's start: steering.geoip)."""
+    problems = geocodes.shadowing(geo_codes(cfg))[0]
+    if cfg.geoip is not None:
+        problems = geocodes.duplicates(geo_codes(cfg)) + problems
+    for i, g in enumerate(cfg.geos):
+        if cfg.geoip is None and cfg.route53 is None and g.has_geo_codes() and not g.prefixes and not g.default:
+            problems.append(f"geos[{i}]: countries, continents and subdivisions need geoip.database to place "
+                            f"clients (or a route53 section, which places them in Route 53 only); add "
+                            f"geoip.database, or prefixes")
+        elif cfg.geoip is not None and not g.has_geo_codes() and not g.prefixes and not g.default:
+            problems.append(f"geos[{i}]: no prefixes and no countries, continents or subdivisions: "
+                            f"geo {g.id!r} would get no client")
+    if cfg.geoip is not None and not cfg.resolve_path(cfg.geoip.database).is_file():
+        problems.append(f"geoip.database: {cfg.resolve_path(cfg.geoip.database)} does not exist")
+    return problems
+
+
+def geo_code_warnings(cfg: Config) -> list[str]:
+    """What ``steering config check`` says without refusing: countries that take every client of theirs
+    from another geo's continent (geocodes.shadowing), and, with a route53 section, geos only Route 53
+    places and subdivisions it cannot publish."""
+    warnings = geocodes.shadowing(geo_codes(cfg))[1]
+    if cfg.route53 is not None:
+        for i, g in enumerate(cfg.geos):
+            if cfg.geoip is None and g.has_geo_codes() and not g.prefixes and not g.default:
+                warnings.append(f"geos[{i}]: placed by its codes in Route 53 only: without geoip.database, "
+                                f"steering dns and Resolve give its clients the default geo")
+            for j, code in enumerate(g.subdivisions):
+                if geocodes.subdivision_country(code) != "US":
+                    warnings.append(f"geos[{i}].subdivisions[{j}]: Route 53 takes US states only; {code} is "
+                                    "not published there (its clients get the country, continent or default "
+                                    "location)")
+    return warnings
 
 
 def format_validation_error(exc: ValidationError) -> list[str]:

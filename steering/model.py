@@ -44,6 +44,25 @@ MAX_CHECK_DETAIL = 120
 
 
 @dataclass(frozen=True)
+class ReporterView:
+    """One reporter's view of a target, as the leader merged it: the target's local agent (``local``) or an
+    observer probing it from elsewhere (its agent_id). Never stored: built from the health records."""
+
+    reporter: str
+    role: Literal["local", "observer"] = "local"
+    status: Status = "silent"  # healthy | unhealthy | silent (no record: not heard within the silence timeout)
+    updated_at: float = 0.0  # its record's, the time of its last state change (0: silent)
+    geos: tuple[str, ...] = ()  # the client geos an observer stands for
+    detail: str = ""  # its failing checks, one line
+    heard_by: str = ""  # the replica whose record is the newest
+
+    @property
+    def counted(self) -> bool:
+        """Counts toward the quorum: a silent reporter does not."""
+        return self.status in ("healthy", "unhealthy")
+
+
+@dataclass(frozen=True)
 class TargetHealth:
     """The observed state of one region or cache site.
 
@@ -61,13 +80,25 @@ class TargetHealth:
     # The failing checks of the report that wrote this record (empty when all pass); absent from the
     # JSON when empty, so records written before this field existed read back the same.
     checks: tuple[Check, ...] = ()
+    # Filled by the leader's merge for a target with observers (docs/health.md), never stored: each
+    # reporter's view, and the client geos whose observers cannot reach it (the planner drops it from
+    # those geos under policy.health.per_geo_reachability).
+    reporters: tuple[ReporterView, ...] = ()
+    unreachable_from: tuple[str, ...] = ()
 
     @property
     def can_serve(self) -> bool:
         return self.status in ("healthy", "unknown")
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if v is not None and k != "checks"}
+        # The record's form: what one reporter said (the merge's views are not part of it).
+        out: dict[str, Any] = {"status": self.status}
+        if self.capacity is not None:
+            out["capacity"] = self.capacity
+        if self.load is not None:
+            out["load"] = self.load
+        out["updated_at"] = self.updated_at
+        out["detail"] = self.detail
         if self.checks:
             out["checks"] = [c.to_dict() for c in self.checks]
         return out

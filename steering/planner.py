@@ -14,6 +14,13 @@ steps, per service:
    leaves at once (emergency), and moves below ``hysteresis`` are ignored.
 5. Pins replace the result; a geo with no usable target fails open.
 
+Per-geo reachability (``policy.health.per_geo_reachability``): a target the
+observers of geo G cannot reach (``TargetHealth.unreachable_from``) is no
+candidate of G's water-filling and gets weight 0 there ("unreachable from
+G"), while it serves the other geos. Exclusions that would leave a geo no
+usable target are not applied to that geo (it keeps them as candidates, and
+a ``REACHABILITY FAIL-OPEN`` note says so): reachability never empties a geo.
+
 Overrides it cannot plan with (out of bounds, unknown region, service or
 geo) are left out first and named in the table's notes (``overridecheck``).
 
@@ -107,6 +114,7 @@ def plan(
     derived = config.derived("planner.fleets", _fleets)
     regions = _region_decisions(config, health, overrides, previous, now, elapsed)
     demand = _demand(config, observed)
+    unreachable = _unreachable(health) if policy.health.per_geo_reachability else {}
 
     evacuated = regions.evacuated
     region_cap: dict[str, float] = {}
@@ -142,7 +150,7 @@ def plan(
         ideal = fills.get(key)
         if ideal is None:
             ideal = fills[key] = _ideal(cands, targets, demand, region_cap, site_cap, site_region, regions,
-                                        policy.watermark)
+                                        policy.watermark, unreachable)
         prev_svc = previous.services.get(svc.name) if previous else None
         svc_pins = {g: p for (name, g), p in pins.items() if name == svc.name} if pins else {}
         done = routed.get(key)
@@ -156,6 +164,9 @@ def plan(
         for geo_id, why in result.fail_open:
             fail_open = True
             notes.append(f"FAIL-OPEN {svc.name} {geo_id}: no healthy, non-evacuated target; serving {why}")
+        for geo_id in ideal.reach_open:
+            notes.append(f"REACHABILITY FAIL-OPEN {svc.name} {geo_id}: every target it could use is unreachable "
+                         "from its observers; they keep serving it")
         converging = converging or result.converging
         services[svc.name] = ServiceRoute(targets=svc.targets, geos=result.geos)
         # Capacity and demand are per service: a target's planned load is that
@@ -206,6 +217,10 @@ class _Ideal:
     # Per geo, the ramping regions its shares were blended for, with their labels: the reason
     # of every candidate in (or a site of) such a region.
     ramp_reason: Mapping[str, Mapping[str, str]]
+    # Per geo, the candidates its observers cannot reach (per_geo_reachability), left out of its filling;
+    # and the geos where leaving them out would have left nothing usable, so they stay (fail open).
+    excluded: Mapping[str, frozenset[str]]
+    reach_open: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -216,16 +231,48 @@ class _Routed:
     converging: bool
 
 
+def _unreachable(health: Mapping[str, TargetHealth]) -> dict[str, frozenset[str]]:
+    """Geo -> the targets its observers cannot reach (from the merged health)."""
+    out: dict[str, set[str]] = {}
+    for t, h in health.items():
+        for g in h.unreachable_from:
+            out.setdefault(g, set()).add(t)
+    return {g: frozenset(ts) for g, ts in out.items()}
+
+
+def _exclusions(cands: Mapping[str, tuple[str, ...]], capacity: Mapping[str, float],
+                unreachable: Mapping[str, frozenset[str]]) -> tuple[dict[str, frozenset[str]], tuple[str, ...]]:
+    """Per geo, the candidates to leave out for reachability; and the geos where that would leave no usable
+    candidate, which keep them all (fail open for that geo, noted), never losing their last target."""
+    excluded: dict[str, frozenset[str]] = {}
+    opened: list[str] = []
+    for g, order in cands.items():
+        out = unreachable.get(g)
+        drop = frozenset(t for t in order if t in out) if out else frozenset()
+        if not drop:
+            continue
+        if any(capacity[t] > 0 for t in order if t not in drop):
+            excluded[g] = drop
+        elif any(capacity[t] > 0 for t in drop):
+            opened.append(g)
+    return excluded, tuple(opened)
+
+
 def _ideal(cands: Mapping[str, tuple[str, ...]], targets: Sequence[str], demand: Mapping[str, float],
            region_cap: Mapping[str, float], site_cap: Mapping[str, float], site_region: Mapping[str, str],
-           regions: _Regions, watermark: float) -> _Ideal:
+           regions: _Regions, watermark: float,
+           unreachable: Mapping[str, frozenset[str]] | None = None) -> _Ideal:
     capacity = {t: (site_cap[t] if t in site_cap else region_cap[t]) for t in targets}
+    excluded, opened = _exclusions(cands, capacity, unreachable) if unreachable else ({}, ())
+    # What each geo's demand may fill: its candidates without those its observers cannot reach.
+    fill_cands = {g: tuple(t for t in order if t not in excluded[g]) if g in excluded else order
+                  for g, order in cands.items()} if excluded else cands
 
     def usable_without(out: set[str]) -> dict[str, float]:
         # ``out`` holds region ids, which no site id equals (the config insists).
         return {t: (0.0 if (t in out or site_region.get(t) in out) else c) for t, c in capacity.items()}
 
-    fill = waterfill(cands, demand, capacity, watermark)
+    fill = waterfill(fill_cands, demand, capacity, watermark)
     alloc = fill.alloc
     empty: dict[str, float] = {}
     ideal: dict[str, list[float]] = {}
@@ -236,7 +283,7 @@ def _ideal(cands: Mapping[str, tuple[str, ...]], targets: Sequence[str], demand:
     gone: set[str] = set()
     for ramp in regions.ramps:
         gone.add(ramp.region)
-        without = waterfill(cands, demand, usable_without(gone), watermark).alloc
+        without = waterfill(fill_cands, demand, usable_without(gone), watermark).alloc
         f = ramp.remaining
         rest = 1 - f
         for g, order in cands.items():
@@ -247,7 +294,8 @@ def _ideal(cands: Mapping[str, tuple[str, ...]], targets: Sequence[str], demand:
             # blending over every key either side has.
             ideal[g] = [f * a + rest * alt.get(t, 0.0) for a, t in zip(ideal[g], order, strict=True)]
             ramp_reason[g][ramp.region] = ramp.label
-    return _Ideal(cands=cands, capacity=capacity, fill=fill, shares=ideal, ramp_reason=ramp_reason)
+    return _Ideal(cands=cands, capacity=capacity, fill=fill, shares=ideal, ramp_reason=ramp_reason,
+                  excluded=excluded, reach_open=opened)
 
 
 def _route_service(geo_ids: Sequence[str], ideal: _Ideal, prev_svc: ServiceRoute | None, pins: Mapping[str, Pin],
@@ -268,8 +316,11 @@ def _route_service(geo_ids: Sequence[str], ideal: _Ideal, prev_svc: ServiceRoute
         order = cands[geo_id]
         prev_route = prev_geos.get(geo_id) if prev_geos else None
         pin = pins.get(geo_id) if pins else None
-        route = _pinned(pin, order, capacity) if pin else None
-        if route is None and not any(capacity[t] > 0 for t in order):
+        excluded = ideal.excluded.get(geo_id) if ideal.excluded else None
+        # For this geo, a target its observers cannot reach can take nothing (its traffic leaves at once).
+        cap = capacity if not excluded else {**capacity, **dict.fromkeys(excluded, 0.0)}
+        route = _pinned(pin, order, cap) if pin else None
+        if route is None and not any(cap[t] > 0 for t in order):
             route, why = _fail_open(order, config_cap, prev_route)
             failed.append((geo_id, why))
         if route is None:
@@ -277,10 +328,10 @@ def _route_service(geo_ids: Sequence[str], ideal: _Ideal, prev_svc: ServiceRoute
             if prev_route is None:
                 weights, ramped = goal, False  # _step's own first case, without the call
             else:
-                weights, ramped = _step(goal, prev_route, order, capacity, limit, hysteresis)
+                weights, ramped = _step(goal, prev_route, order, cap, limit, hysteresis)
                 converging = converging or ramped
-            reasons = _reasons(order, weights, capacity, fill, geo_id, health, site_region, regions,
-                               ramp_reasons[geo_id], ramped)
+            reasons = _reasons(order, weights, cap, fill, geo_id, health, site_region, regions,
+                               ramp_reasons[geo_id], ramped, excluded)
             route = GeoRoute(weights, reasons)
         geos[geo_id] = route
         d = demand.get(geo_id, 0.0)
@@ -402,8 +453,10 @@ def _fail_open(order: Sequence[str], config_cap: Mapping[str, float],
 
 def _reasons(order: Sequence[str], weights: Mapping[str, int], capacity: Mapping[str, float], fill: Fill,
              geo: str, health: Mapping[str, TargetHealth], site_region: Mapping[str, str], regions: _Regions,
-             ramp_reason: Mapping[str, str], ramped: bool) -> dict[str, str]:
-    """Why each candidate has its weight; ``ramp_reason`` maps ramping regions to their labels."""
+             ramp_reason: Mapping[str, str], ramped: bool, unreachable: frozenset[str] | None = None,
+             ) -> dict[str, str]:
+    """Why each candidate has its weight; ``ramp_reason`` maps ramping regions to their labels;
+    ``unreachable``: the candidates this geo's observers cannot reach."""
     reasons: dict[str, str] = {}
     down: list[str] = []
     last_full: str | None = None
@@ -417,6 +470,9 @@ def _reasons(order: Sequence[str], weights: Mapping[str, int], capacity: Mapping
                 reasons[t] = regions.evacuated[region]
             elif not h.can_serve:
                 reasons[t] = h.status + (f": {h.detail}" if h.detail else "")
+            elif unreachable and t in unreachable:
+                by = [v.reporter for v in h.reporters if v.status == "unhealthy" and geo in v.geos]
+                reasons[t] = f"unreachable from {geo}" + (f": {', '.join(by)}" if by else "")
             elif t in site_region and not health.get(region, _NO_REPORT).can_serve:
                 reasons[t] = f"region {region} {health[region].status}"
             else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -19,8 +19,10 @@ from steering.model import Overrides, TargetHealth
 from steering.table import RoutingTable
 
 if TYPE_CHECKING:  # the store's proof of leading; only its type is needed here
+    from steering.event import Event
     from steering.store.client import Backoff
     from steering.store.election import Leadership
+    from steering.store.events import EventPage
     from steering.store.overrides import StoredRestore
 
 
@@ -171,7 +173,12 @@ class AgentSessions(Protocol):
     def connected_agents(self) -> int: ...
 
     def last_heard(self, site: str) -> tuple[float, TargetHealth | None] | None:
-        """(when this replica last had a report for ``site``, its health), from memory; None if never."""
+        """(when this replica last had a report for ``site``, its health), from memory; None if never.
+        ``site`` may be an observer's slot of a site (``site~observer``, docs/health.md)."""
+        ...
+
+    def streams(self, slot: str) -> int:
+        """Streams open on this replica reporting ``slot`` (a site, or ``site~observer``)."""
         ...
 
 
@@ -192,7 +199,22 @@ class ActionLog(Protocol):
     async def list_audit(self, limit: int = 50) -> list[dict[str, Any]]: ...
 
 
-class OperatorStore(TableSource, StatusReader, ActionLog, Protocol):
+# ---------------------------------------------------------------------------------------------------------
+# The event timeline: the leader's event sink writes and prunes it (steering/controller/sinks.py), the
+# operator API reads it (steering/controller/operator.py).
+
+class EventWriter(Protocol):
+    async def put_events(self, events: Sequence[Event]) -> list[str]: ...
+
+    async def prune_events(self, max_count: int, max_age: float, now: float) -> int: ...
+
+
+class EventReader(Protocol):
+    async def list_events(self, *, since: float | None = None, after: str | None = None,
+                          limit: int = 50) -> EventPage: ...
+
+
+class OperatorStore(TableSource, StatusReader, ActionLog, EventReader, Protocol):
     """All ``OperatorService`` reads and writes, and what it remembers of etcd for answering while it is away."""
 
     async def get_health(self) -> dict[str, TargetHealth]: ...

@@ -79,7 +79,7 @@ def choose_ranked(table: RoutingTable, topology: Topology, name: str, geo: str, 
         if not split.targets:
             return None
     key = topology.client_key(client_address).subnet if client_address else geo.encode()
-    chosen = split.targets[pick.pick(split.cumulative, key, _seed(name))]
+    chosen = split.targets[pick.pick(split, key, _seed(name))]
     found = next((t for t in targets if t.target == chosen), None)
     if found is not None:
         return found

@@ -20,6 +20,9 @@ Pure; the one home of three facts every consumer needs (docs/architecture.md §2
   uses it (``dnsserver.geo`` re-exports it; ``dnsserver.clientkeys`` is its
   faster, property-checked copy for ECS options), as do
   ``RoutingService.Resolve`` and ``steering.client`` through ``Topology``.
+  A GeoIP map (``steering.geoip``: geos by country, continent or
+  subdivision) adds its prefixes under the configured ones, which win for
+  every address they hold (docs/geoip.md).
 
 ``Topology`` is the slice of the configuration answering needs (geos with
 their prefixes and preferences, services' answers, site → region), built
@@ -31,17 +34,26 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from steering.config import Config, Geo, Service
+
+if TYPE_CHECKING:
+    from steering.geoip import DatabaseInfo, GeoIpMap
 
 # Granularity of a client subnet when the query does not ask for less: the
 # common ECS source prefixes. A configured prefix longer than this raises it.
 V4_KEY_BITS = 24
 V6_KEY_BITS = 56
+
+# The byte-aligned block levels of the DNS server's index (dnsserver.clientkeys) per family: for the
+# configured prefixes, and with a GeoIP map, whose many short IPv6 prefixes need levels 8 bits apart
+# (a prefix then fills at most 128 blocks of the next level). steering.geoip compiles to the same levels.
+INDEX_LEVELS: Mapping[int, tuple[int, ...]] = {4: (16, 24), 6: (32, 48, 56)}
+GEOIP_LEVELS: Mapping[int, tuple[int, ...]] = {4: (16, 24), 6: (16, 24, 32, 40, 48, 56)}
 
 
 # ---------------------------------------------------------------- candidates and site -> region
@@ -121,7 +133,7 @@ class GeoMap:
     must not reuse it for the whole block.
     """
 
-    def __init__(self, geos: Sequence[Geo], default_id: str) -> None:
+    def __init__(self, geos: Sequence[Geo], default_id: str, geoip: GeoIpMap | None = None) -> None:
         self.ids: tuple[str, ...] = tuple(g.id for g in geos)
         self.default: int = self.ids.index(default_id)
         # per family: {prefix length: {network int: geo index}}, lengths longest first
@@ -133,15 +145,45 @@ class GeoMap:
                 fam = net.version
                 by_len[fam].setdefault(net.prefixlen, {})[int(net.network_address)] = i
                 longest[fam] = max(longest[fam], net.prefixlen)
+        self.geoip: DatabaseInfo | None = None
+        self.levels: Mapping[int, tuple[int, ...]] = INDEX_LEVELS
+        if geoip is not None:
+            self._add_geoip(by_len, geoip)
         for fam in (4, 6):
             self._tables[fam] = sorted(by_len[fam].items(), key=lambda kv: -kv[0])
         # per family, longest first: (prefix length, sorted network ints), to find prefixes inside a block
         self._starts = {fam: [(plen, sorted(nets)) for plen, nets in self._tables[fam]] for fam in (4, 6)}
         self.key_bits = longest  # family -> bits of the address that can matter
+        # per family, what a full-length key matches (every prefix is usable then): the starts of the
+        # longest-prefix function's pieces and their geos, for one bisect instead of a probe per length
+        self._flat = {fam: _flatten(self._tables[fam], 32 if fam == 4 else 128, self.default) for fam in (4, 6)}
+
+    def _add_geoip(self, by_len: dict[int, dict[int, dict[int, int]]], geoip: GeoIpMap) -> None:
+        """The GeoIP map's prefixes under the configured ones: one inside or equal to a configured prefix is
+        dropped, so a configured prefix wins over GeoIP for every address it holds (docs/geoip.md)."""
+        if tuple(geoip.geo_ids) != self.ids:
+            raise ValueError("the GeoIP map was compiled for other geos")
+        self.geoip = geoip.info
+        if geoip.count():
+            self.levels = GEOIP_LEVELS
+        for fam, width in ((4, 32), (6, 128)):
+            configured = {plen: set(nets) for plen, nets in by_len[fam].items()}
+            lengths = sorted(configured)
+            for plen, net, geo in geoip.prefixes[fam]:
+                if any(le <= plen and net >> (width - le) << (width - le) in configured[le] for le in lengths):
+                    continue
+                by_len[fam].setdefault(plen, {})[net] = geo
+
+    def prefixes(self, family: int) -> list[tuple[int, int, int]]:
+        """Every prefix of the family, configured and GeoIP: (length, network int, geo index)."""
+        return [(plen, net, geo) for plen, nets in self._tables[family] for net, geo in nets.items()]
 
     def match(self, family: int, addr: int, bits: int) -> int:
         """Geo index for ``addr`` of which only the first ``bits`` are known (the rest zero)."""
         width = 32 if family == 4 else 128
+        if bits >= self.key_bits[family]:
+            starts, geos = self._flat[family]
+            return geos[bisect_right(starts, addr) - 1]
         for plen, nets in self._tables[family]:
             if plen > bits:
                 continue  # the client did not tell us enough to match this one
@@ -150,6 +192,20 @@ class GeoMap:
             if hit is not None:
                 return hit
         return self.default
+
+    def matched(self, family: int, addr: int, bits: int) -> tuple[int, int, int] | None:
+        """The prefix ``match`` places ``addr``/``bits`` by: (length, network int, geo index), or None when
+        no prefix holds it (the default geo). For explaining one client (``steering.explain``): a probe
+        per prefix length, not the hot path's bisect."""
+        width = 32 if family == 4 else 128
+        for plen, nets in self._tables[family]:  # longest first
+            if plen > bits:
+                continue
+            net = addr >> (width - plen) << (width - plen) if plen else 0
+            hit = nets.get(net)
+            if hit is not None:
+                return plen, net, hit
+        return None
 
     def key(self, family: int, addr_bytes: bytes, source_bits: int) -> ClientKey:
         """The client key for an address (4 or 16 bytes, or an ECS address of any length) and prefix.
@@ -187,6 +243,38 @@ class GeoMap:
         return self.key(ip.version, ip.packed, 128)
 
 
+def _flatten(tables: list[tuple[int, dict[int, int]]], width: int, default: int) -> tuple[list[int], list[int]]:
+    """The longest-prefix function of ``tables`` as pieces: (sorted starts from 0, the geo of each piece).
+
+    Prefixes nest or are disjoint, so a sweep in address order (outer prefixes first) with a stack of the
+    prefixes still open gives every point where the longest match changes."""
+    spans = sorted((net, -(net + (1 << (width - plen))), geo) for plen, nets in tables for net, geo in nets.items())
+    starts, geos = [0], [default]
+    stack: list[tuple[int, int]] = []  # (end, geo) of the prefixes holding the sweep's position
+
+    def piece(at: int, geo: int) -> None:
+        if starts[-1] == at:
+            geos[-1] = geo
+            if len(geos) > 1 and geos[-2] == geo:
+                starts.pop()
+                geos.pop()
+        elif geos[-1] != geo:
+            starts.append(at)
+            geos.append(geo)
+
+    for start, neg_end, geo in spans:
+        while stack and stack[-1][0] <= start:
+            end, _ = stack.pop()
+            piece(end, stack[-1][1] if stack else default)
+        piece(start, geo)
+        stack.append((-neg_end, geo))
+    while stack:
+        end, _ = stack.pop()
+        if end < 1 << width:
+            piece(end, stack[-1][1] if stack else default)
+    return starts, geos
+
+
 # ---------------------------------------------------------------- the slice of config answering needs
 
 
@@ -209,27 +297,48 @@ class Topology:
     """Geos and services' answers: built from a Config (controller) or from JSON (client)."""
 
     def __init__(self, geos: list[dict[str, Any]], services: Mapping[str, ServiceInfo],
-                 site_region: Mapping[str, str]) -> None:
+                 site_region: Mapping[str, str], geoip: GeoIpMap | None = None) -> None:
         self.geos = geos
         self.services = dict(services)
         self.site_region = dict(site_region)
         self.geo_ids: list[str] = [g["id"] for g in geos]
         self._geo = {g["id"]: g for g in geos}
-        default = next((g["id"] for g in geos if g.get("default")), self.geo_ids[0])
-        models = [Geo(id=g["id"], prefixes=tuple(g.get("prefixes", ())), prefer=tuple(g.get("prefer") or ("x",)))
-                  for g in geos]
-        self.geomap = GeoMap(models, default)
+        self.default_id = next((g["id"] for g in geos if g.get("default")), self.geo_ids[0])
+        self.geomap = GeoMap(self.geo_models(), self.default_id, geoip)
+
+    def geo_models(self) -> list[Geo]:
+        """The geos as config models: prefixes and GeoIP codes (what a GeoIP map is compiled against)."""
+        return [Geo(id=g["id"], prefixes=tuple(g.get("prefixes", ())), prefer=tuple(g.get("prefer") or ("x",)),
+                    continents=tuple(g.get("continents", ())), countries=tuple(g.get("countries", ())),
+                    subdivisions=tuple(g.get("subdivisions", ()))) for g in self.geos]
+
+    def uses_geoip(self) -> bool:
+        """Some geo names countries, continents or subdivisions: placing clients needs a GeoIP database."""
+        return any(g.get("continents") or g.get("countries") or g.get("subdivisions") for g in self.geos)
+
+    def with_geoip(self, geoip: GeoIpMap | None) -> Topology:
+        """The same topology placing clients with ``geoip`` (a reloaded database): a new object, so a reader
+        holding the old one keeps a consistent view."""
+        return Topology(self.geos, self.services, self.site_region, geoip)
 
     @classmethod
-    def from_config(cls, config: Config) -> Topology:
-        geos = [{"id": g.id, "prefixes": list(g.prefixes), "prefer": list(g.prefer),
-                 "prefer_sites": list(g.prefer_sites), "default": g is config.default_geo}
-                for g in config.geos]
+    def from_config(cls, config: Config, geoip: GeoIpMap | None = None) -> Topology:
+        geos = []
+        for g in config.geos:
+            geo: dict[str, Any] = {"id": g.id, "prefixes": list(g.prefixes), "prefer": list(g.prefer),
+                                   "prefer_sites": list(g.prefer_sites), "default": g is config.default_geo}
+            # GeoIP codes only when set (older clients ignore them; a client places them with its own copy
+            # of the database: docs/geoip.md, "steering.client")
+            for key, codes in (("continents", g.all_continents()), ("countries", g.all_countries()),
+                               ("subdivisions", g.subdivisions)):
+                if codes:
+                    geo[key] = list(codes)
+            geos.append(geo)
         services = {}
         for s in config.services:
             answers = {t: tuple(a.addresses()) or ((a.CNAME,) if a.CNAME else ()) for t, a in s.answers.items()}
             services[s.name] = ServiceInfo(ttl=s.ttl, targets=s.targets, answers=answers)
-        return cls(geos, services, dict(site_regions(config)))
+        return cls(geos, services, dict(site_regions(config)), geoip)
 
     def to_json(self) -> str:
         return json.dumps({

@@ -7,11 +7,9 @@ the same message, and the client key must be the one GeoMap computes.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import ipaddress
 import struct
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,6 +25,7 @@ from dnsserver.clientkeys import ClientKeys
 from dnsserver.fastpath import FastPath
 from dnsserver.geo import GeoMap
 from dnsserver.server import DnsServer
+from steering import pick as shared
 from steering.config import Geo
 from tests.support.dns_server import load, table_with
 from tests.support.strategies import ecs_options, geomaps
@@ -220,11 +219,12 @@ def test_hot_path_geo_and_pick_match_geomap(data: st.DataObject) -> None:
     # One steered name whose answer in geo g, target t is the two bytes (g, t) (weights 3:7).
     geomap = data.draw(geomaps())
     name = b"\x03api\x07example\x04test\x00"
+    split = shared.split([("a", 3), ("b", 7)])
 
     def variant(tag: tuple[int, int]) -> tuple[object, ...]:
         return (0, b"\x00\x01\x00\x01\x00\x00\x00\x00", b"\x00\x01\x00\x01\x00\x00\x00\x01", bytes(tag), [0], [0])
 
-    splits = tuple((10, (3, 10), (variant((g, 0)), variant((g, 1))), ([0], [0]), None)
+    splits = tuple((shared.slot_table(split, 77), (variant((g, 0)), variant((g, 1))), ([0], [0]), None)
                    for g in range(len(geomap.ids)))
     snapshot = SimpleNamespace(entries={name + b"\x00\x01\x00\x01": (77, splits)})  # all FastPath reads
     fast = FastPath(geomap, snapshot)  # type: ignore[arg-type]
@@ -240,7 +240,7 @@ def test_hot_path_geo_and_pick_match_geomap(data: st.DataObject) -> None:
         got = fast.answer(wire, 0x0100007F, 0)
         assert got is not None and got == fast.answer_general(wire, 0x0100007F, 0), wire.hex()
         ref = geomap.key(4 if family == 1 else 6, opt[4:], src)
-        pick = bisect.bisect_right((3, 10), ((zlib.crc32(ref.subnet, 77) * 0x9E3779B1) & 0xFFFFFFFF) * 10 >> 32)
+        pick = shared.pick(split, ref.subnet, 77)
         ede = b"\x00\x0f\x00\x02\x00\x03" if stale else b""
         assert got[at + 2 + 11:at + 2 + 11 + len(ede)] == ede
         assert (got[at], got[at + 1], got[at + 2 + 9 + 9 + len(ede)]) == (ref.geo, pick, ref.scope), opt.hex()

@@ -1,10 +1,12 @@
 """One weighted pick (steering/pick.py) for the DNS server, RoutingService.Resolve and steering.client.
 
-Pure properties of ``pick``; a Hypothesis property that the DNS fast path's
-inlined arithmetic (both ``answer`` and ``answer_general``) picks what
-``pick`` picks over random weights, seeds, geo maps and clients; and, through
-real sockets, that steering.client, Resolve and the DNS server send random
-clients to the same target for the same table.
+Pure properties of ``pick``; that a ``SlotTable`` (the fast path's memo)
+gives what ``pick`` gives; a Hypothesis property that the DNS fast path's
+inlined pick (both ``answer`` and ``answer_general``) picks what ``pick``
+picks over random targets, weights, seeds, geo maps and clients; and,
+through real sockets, that steering.client, Resolve and the DNS server's
+fast and slow paths send random clients to the same target for the same
+table. Movement when weights change: tests/test_pick_movement.py.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import ipaddress
 import random
 import struct
 import zlib
+from array import array
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,6 +23,7 @@ import dns.asyncquery
 import dns.edns
 import dns.message
 import dns.name
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,29 +38,89 @@ from steering.v1 import steering_pb2 as pb
 from tests.support import eventually
 from tests.support.controller import API, make_config, start_controller, stubs
 from tests.support.dns_server import load, serving
-from tests.support.strategies import ecs_options, geomaps
+from tests.support.strategies import ConfiguredGeoMap, ecs_options, geomaps
 
-WEIGHTS = st.lists(st.integers(0, 1000), min_size=1, max_size=8).filter(any)
 SEEDS = st.integers(0, 2**32 - 1)
+POOL = tuple(f"{a}-{b}-{n}" for a in ("us", "eu", "ap", "oc") for b in ("east", "west", "lon") for n in (1, 2, 3))
 
 
-def cumulative(weights: list[int]) -> tuple[int, ...]:
-    return pick.split([(f"t{i}", w) for i, w in enumerate(weights)]).cumulative
+def named(weights: list[int]) -> pick.Split:
+    return pick.split([(f"t{i}", w) for i, w in enumerate(weights)])
 
 
-@settings(max_examples=300, deadline=None)
-@given(WEIGHTS, st.binary(max_size=18), SEEDS)
-def test_pick_is_a_stable_index_of_a_positive_weight(weights: list[int], subnet: bytes, seed: int) -> None:
-    cum = cumulative(weights)
-    i = pick.pick(cum, subnet, seed)
-    assert 0 <= i < len(weights) and weights[i] > 0
-    assert pick.pick(cum, subnet, seed) == i
+@st.composite
+def splits(draw: st.DrawFn, max_size: int = 8) -> pick.Split:
+    """Random target names (what the race hashes) with random weights, at least one positive."""
+    names = draw(st.lists(st.sampled_from(POOL), min_size=1, max_size=max_size, unique=True))
+    weights = draw(st.lists(st.integers(0, 1000), min_size=len(names), max_size=len(names)))
+    if not any(weights):
+        weights[draw(st.integers(0, len(names) - 1))] = draw(st.integers(1, 1000))
+    return pick.split(list(zip(names, weights, strict=True)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(splits(), st.binary(max_size=18), SEEDS)
+def test_pick_is_a_stable_index_of_a_positive_weight(split: pick.Split, subnet: bytes, seed: int) -> None:
+    i = pick.pick(split, subnet, seed)
+    assert 0 <= i < len(split.targets) and split.weights[i] > 0
+    assert pick.pick(split, subnet, seed) == i
+
+
+@settings(max_examples=200, deadline=None)
+@given(splits(), st.binary(max_size=18), SEEDS, st.randoms(use_true_random=False))
+def test_the_pick_follows_the_target_name_not_its_position(split: pick.Split, subnet: bytes, seed: int,
+                                                           rng: random.Random) -> None:
+    # the table lists serving targets highest weight first: a weight change reorders them, moving nobody
+    order = list(range(len(split.targets)))
+    rng.shuffle(order)
+    shuffled = pick.Split(tuple(split.targets[i] for i in order), tuple(split.weights[i] for i in order))
+    assert shuffled.targets[pick.pick(shuffled, subnet, seed)] == split.targets[pick.pick(split, subnet, seed)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(splits(), SEEDS, st.lists(st.binary(max_size=18), min_size=1, max_size=30))
+def test_a_slot_table_is_the_pick(split: pick.Split, seed: int, subnets: list[bytes]) -> None:
+    table = pick.SlotTable(split.targets, split.weights, seed)
+    for subnet in subnets:
+        s = pick.slot(subnet, seed)
+        want = pick.pick(split, subnet, seed)
+        assert table.pick(subnet) == want and table.index[s] == want and table.fill(s) == want
+
+
+def test_a_slot_table_past_254_targets_uses_two_bytes_and_is_the_pick() -> None:
+    split = pick.split([(f"site-{i}", 1 + i % 7) for i in range(300)])
+    seed = pick.name_seed("cdn.example.test.")
+    table = pick.SlotTable(split.targets, split.weights, seed)
+    assert isinstance(table.index, array) and table.index.itemsize == 2
+    got = [table.pick(bytes((4, 24)) + i.to_bytes(3, "big") + b"\x00") for i in range(300)]
+    assert got == [pick.pick(split, bytes((4, 24)) + i.to_bytes(3, "big") + b"\x00", seed) for i in range(300)]
+    assert max(got) >= 255  # indices a byte cannot hold were picked and stored
+
+
+def test_slot_tables_are_shared_while_in_use_and_bounded() -> None:
+    split = named([600, 300, 100])
+    table = pick.slot_table(split, 7)
+    assert pick.slot_table(named([600, 300, 100]), 7) is table  # equal inputs: one table
+    assert pick.slot_table(split, 8) is not table and pick.slot_table(named([600, 300, 101]), 7) is not table
+    assert len(table.index) == pick.SLOTS  # a byte per slot: 64 KiB
+    one = pick.slot_table(named([5]), 7)
+    assert one.index == bytes(pick.SLOTS)  # one target: nothing to race, the shared zero bytes
+    ident = id(table)
+    del table
+    assert all(id(t) != ident for t in pick._tables.values())  # nothing keeps an unused table
+
+
+def test_zero_weights_only_is_refused() -> None:
+    with pytest.raises(ValueError, match="positive weight"):
+        pick.pick(named([0, 0]), b"\x04\x18abc", 1)
+    with pytest.raises(ValueError, match="positive weight"):
+        pick.SlotTable(("a", "b"), (0, 0), 1)
 
 
 def test_pick_follows_the_weights_over_many_subnets() -> None:
-    cum = cumulative([750, 250, 0])
+    split = named([750, 250, 0])
     seed = pick.name_seed("api.example.test.")
-    picks = [pick.pick(cum, bytes((4, 24)) + i.to_bytes(3, "big") + b"\x00", seed) for i in range(4000)]
+    picks = [pick.pick(split, bytes((4, 24)) + i.to_bytes(3, "big") + b"\x00", seed) for i in range(4000)]
     assert picks.count(2) == 0 and 0.72 < picks.count(0) / len(picks) < 0.78
 
 
@@ -67,24 +131,42 @@ def test_the_seed_is_the_names_lower_case_wire_form() -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.data(), WEIGHTS, SEEDS)
-def test_the_fast_paths_inline_pick_is_pick(data: st.DataObject, weights: list[int], seed: int) -> None:
-    # One steered name whose answer for target i is the byte i; random geo maps, weights and seeds;
-    # clients by ECS option and by source address (text and packed), UDP and TCP.
-    geomap: GeoMap = data.draw(geomaps())
-    cum = cumulative(weights)
+@given(st.data(), splits(), SEEDS)
+def test_the_fast_paths_inline_pick_is_pick(data: st.DataObject, split: pick.Split, seed: int) -> None:
+    # One steered name whose answer for target i is the two bytes i; random geo maps, targets, weights and
+    # seeds; clients by ECS option and by source address (text and packed), UDP and TCP.
+    geomap = data.draw(geomaps())
+    fast_path_picks_like_pick(data, geomap, split, seed, queries=10)
+
+
+def test_the_fast_paths_pick_is_pick_past_254_targets() -> None:
+    # two-byte slot tables: an index of 255 or more is a real target, not "not raced yet"
+    split = pick.split([(f"site-{i}", 1 + i % 5) for i in range(300)])
+
+    @settings(max_examples=5, deadline=None)
+    @given(st.data(), geomaps())
+    def check(data: st.DataObject, geomap: ConfiguredGeoMap) -> None:
+        fast_path_picks_like_pick(data, geomap, split, 4242, queries=40)
+
+    check()
+
+
+def fast_path_picks_like_pick(data: st.DataObject, geomap: ConfiguredGeoMap, split: pick.Split, seed: int,
+                              queries: int) -> None:
     name = b"\x03api\x07example\x04test\x00"
 
     def variant(i: int) -> tuple[object, ...]:
-        return (0, b"\x00\x01\x00\x01\x00\x00\x00\x00", b"\x00\x01\x00\x01\x00\x00\x00\x01", bytes((i,)), [0], [0])
+        return (0, b"\x00\x01\x00\x01\x00\x00\x00\x00", b"\x00\x01\x00\x01\x00\x00\x00\x01", i.to_bytes(2, "big"),
+                [0], [0])
 
-    variants = tuple(variant(i) for i in range(len(weights)))
-    splits = tuple((cum[-1], cum, variants, tuple([0] for _ in weights), None) for _ in geomap.ids)
-    snapshot = SimpleNamespace(entries={name + b"\x00\x01\x00\x01": (seed, splits)})  # all FastPath reads
+    variants = tuple(variant(i) for i in range(len(split.targets)))
+    table = pick.slot_table(split, seed)
+    splits_ = tuple((table, variants, tuple([0] for _ in split.targets), None) for _ in geomap.ids)
+    snapshot = SimpleNamespace(entries={name + b"\x00\x01\x00\x01": (seed, splits_)})  # all FastPath reads
     fast = FastPath(geomap, snapshot)  # type: ignore[arg-type]
-    at = 12 + len(name) + 4  # the answer's first byte: the picked index
+    at = 12 + len(name) + 4  # the answer's first two bytes: the picked index
     plain = b"\xab\xcd\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + name + b"\x00\x01\x00\x01"
-    for _ in range(10):
+    for _ in range(queries):
         tcp = data.draw(st.sampled_from([0, 1]))
         if data.draw(st.booleans()):
             opt = data.draw(ecs_options(geomap))
@@ -102,10 +184,10 @@ def test_the_fast_paths_inline_pick_is_pick(data: st.DataObject, weights: list[i
                 ip = ipaddress.IPv6Address(data.draw(st.integers(0, 2**128 - 1)))
             host = str(ip) if data.draw(st.booleans()) else ip.packed
             subnet = geomap.key_for_source(str(ip)).subnet
-        want = pick.pick(cum, subnet, seed)
+        want = pick.pick(split, subnet, seed)
         for answer in (fast.answer, fast.answer_general):
             got = answer(wire, host, tcp)
-            assert got is not None and got[at] == want, (wire.hex(), host)
+            assert got is not None and int.from_bytes(got[at:at + 2], "big") == want, (wire.hex(), host)
 
 
 def test_the_dns_server_seeds_each_name_with_name_seed(tmp_path: Path) -> None:
@@ -164,7 +246,7 @@ async def test_client_resolve_and_dns_send_a_client_to_the_same_target(etcd: Etc
         await eventually(pinned, what="the client to receive the pinned table")
         table = client.table
         assert table is not None
-        async with serving(config, table) as (_server, port):
+        async with serving(config, table) as (server, port):
             seen: dict[str, set[str]] = {API: set(), VIDEO: set()}
             for address in random_clients(random.Random(1207), config, 150):
                 for service in (API, VIDEO):
@@ -175,9 +257,16 @@ async def test_client_resolve_and_dns_send_a_client_to_the_same_target(etcd: Etc
                     q = dns.message.make_query(service, "A", use_edns=0, options=[dns.edns.ECSOption(address, plen)])
                     reply = await dns.asyncquery.udp(q, "127.0.0.1", port=port, timeout=3)
                     answered = {by_address[(service, rd.address)] for rd in reply.answer[0]}
+                    # the same query through each path by hand: the hot path and the slow path (dnspython)
+                    fast = server.fast.answer(q.to_wire(), "127.0.0.1", 0)
+                    slow = server.slow.answer(server.snapshot, q.to_wire(), "127.0.0.1", 0)
+                    assert fast is not None and slow is not None
+                    by_path = [{by_address[(service, rd.address)] for rd in dns.message.from_wire(w).answer[0]}
+                               for w in (fast, slow)]
                     assert rpc.table_version == table.version
                     assert local is not None and answered == {local.target} and rpc.choice.target == local.target, (
                         service, address, answered, local, rpc.choice)
+                    assert by_path == [answered, answered], (service, address, by_path, answered)
                     seen[service].add(local.target)
             # the pins split every geo asked: more than one target answers each service
             assert len(seen[API]) == 3 and len(seen[VIDEO]) >= 3, seen

@@ -26,7 +26,8 @@ def test_contract_has_the_services_and_messages_later_parts_need() -> None:
     services = steering_pb2.DESCRIPTOR.services_by_name
     assert set(services) == {"HealthService", "RoutingService", "OperatorService"}
     assert set(services["OperatorService"].methods_by_name) == {
-        "Status", "Evacuate", "Restore", "PinWeights", "UnpinWeights", "History", "Plan"}
+        "Status", "Evacuate", "Restore", "PinWeights", "UnpinWeights", "History", "Plan", "Events"}
+    assert set(services["RoutingService"].methods_by_name) == {"Resolve", "Watch", "Explain"}
     report = steering_pb2.HealthReport.DESCRIPTOR.fields_by_name
     for field in ("site", "region", "kind", "status", "checks", "capacity", "load", "geo_load", "sequence",
                   "agent_time"):

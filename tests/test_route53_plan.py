@@ -83,18 +83,18 @@ def test_locations_first_geo_wins_and_default_takes_star() -> None:
 
 def test_default_geo_gets_star_when_nobody_maps_there() -> None:
     data = load_yaml(EXAMPLE_CONFIG)
-    data["geos"][-1]["continent"] = "OC"
+    data["geos"][-1]["continent"] = "AF"
     data["route53"] = {"hosted_zone_id": ZONE}
     chosen, _ = locations(parse_config(data, "t", EXAMPLE_CONFIG.parent))
-    assert chosen[("country", "*")] == "world" and chosen[("continent", "OC")] == "world"
+    assert chosen[("country", "*")] == "world" and chosen[("continent", "AF")] == "world"
 
 
 def test_desired_records_shape() -> None:
     recs = DESIRED.records
     w = recs[RecordKey("na-east.api.example.test.", "AAAA", "us-east-1")]
     assert (w.weight, w.ttl, w.values) == (255, 30, ("2001:db8::10",))
-    geo = recs[RecordKey("api.example.test.", "A", "country-US")]
-    assert geo.geo == ("country", "US") and geo.alias == ("ZTEST", "na-west.api.example.test.", False)
+    geo = recs[RecordKey("api.example.test.", "A", "subdivision-US-CA")]
+    assert geo.geo == ("subdivision", "US-CA") and geo.alias == ("ZTEST", "na-west.api.example.test.", False)
     # the video service has only A answers: no AAAA anywhere
     assert not [k for k in recs if k.name.endswith("video.example.test.") and k.type == "AAAA"]
     assert all(not validate(r, "example.test.") for r in recs.values())

@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "controller": ("steering.controller.cli", "run the controller (a replica; one is elected leader)"),
     "dns": ("dnsserver.cli", "run the authoritative DNS server"),
     "agent": ("agents.cli", "run a health agent for one region or cache site"),
+    "config": ("steering.cli.configcheck", "check configuration files (steering config check)"),
     "demo": ("steering.demo.cli", "run everything on loopback with an embedded etcd"),
 }
 

@@ -91,9 +91,11 @@ def _ago(t: float | None, now: float) -> str:
 
 
 def why(entry: dict[str, Any], now: float, width: int = 70) -> str:
-    """The compact "why" of a site that does not serve by health: failing checks, or silence and when heard."""
+    """The compact "why" of a site that does not serve by health: failing checks, or silence and when heard;
+    for a healthy target its observers cannot reach, the quorum's reading ("unreachable from ...")."""
     if entry["health"] not in ("unhealthy", "silent"):
-        return ""
+        verdict = entry.get("verdict") or ""
+        return verdict if len(verdict) <= width else verdict[: max(0, width - 1)] + "…"
     if entry["checks"]:
         text = "; ".join(f"{c['name']}" + (f" ({c['kind']})" if c["kind"] else "") + f": {c['detail']}"
                          for c in entry["checks"])
@@ -110,6 +112,32 @@ def why(entry: dict[str, Any], now: float, width: int = 70) -> str:
     if len(text) > room:
         text = text[: max(0, room - 1)] + "…"
     return "; ".join(x for x in (text, heard) if x)
+
+
+def print_reporters(entries: list[dict[str, Any]], now: float, out: Console) -> None:
+    """Each observed target's reporters (its agent and its observers) with their verdicts and age."""
+    rows = [(e.get("region") if "site" not in e else e["site"], e, r) for e in entries for r in e["reporters"]]
+    if not rows:
+        return
+    t = Table(title="reporters (docs/health.md)", title_justify="left")
+    for col in ("target", "reporter", "geos", "says", "counted", "heard", "why"):
+        t.add_column(col)
+    for target, _, r in rows:
+        says = safe(r["status"]) if r["status"] == "healthy" else f"[red]{safe(r['status'])}[/]"
+        if r["last_report_local"]:
+            heard = f"{_ago(r['last_report'], now)}"
+        elif r["last_report"] is not None:
+            heard = f"changed {_ago(r['last_report'], now)}" + (f" via {r['heard_by']}" if r["heard_by"] else "")
+        else:
+            heard = "never"
+        detail = r["detail"]
+        if r["streams"] > 1:
+            detail = f"[bold red]{r['streams']} streams with one agent_id[/] " + safe(detail)
+        else:
+            detail = safe(detail)
+        t.add_row(safe(target or "-"), safe(r["reporter"]), safe(", ".join(r["geos"]) or "-"), says,
+                  "yes" if r["counted"] else "no", safe(heard), detail or "-")
+    out.print(t)
 
 
 def _weights(w: Any) -> str:
@@ -269,6 +297,12 @@ def status(remote: Remote, as_json: bool) -> None:
         when = time.strftime("%H:%M:%S", time.localtime(r53["last_sync"])) if r53["last_sync"] else "never"
         out.print(f"route53: last sync {when}, {r53['last_changes']} changes"
                   + (f", [red]error: {safe(r53['last_error'])}[/]" if r53["last_error"] else ""))
+    geoip = data.get("geoip")
+    if geoip:
+        built = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(geoip["build_time"]))
+        out.print(f"geoip: {safe(geoip['database_type'])} built {built}, {geoip['networks']} networks, "
+                  f"{geoip['reloads']['ok']} reloads" + (f", [red]last reload failed: {safe(geoip['last_error'])}[/]"
+                                                        if geoip["last_error"] else ""))
     for note in (tbl or {}).get("notes", []):
         out.print(f"[bold red]! {safe(note)}[/]")
     now = time.time()
@@ -289,6 +323,7 @@ def status(remote: Remote, as_json: bool) -> None:
             t.add_row(safe(s["site"]), safe(s["region"]), safe(s["health"]), "yes" if s["serving"] else "[red]no[/]",
                       f"{s['capacity']:g}", f"{s['load']:.0f}", _pct(s["utilization"]), safe(why(s, now)) or "-")
         out.print(t)
+    print_reporters([*data["regions"], *data["sites"]], now, out)
     for service, geos in data["geos"].items():
         t = Table(title=f"{safe(service)} (weights of 1000)", title_justify="left")
         t.add_column("geo")
@@ -305,6 +340,14 @@ def status(remote: Remote, as_json: bool) -> None:
             started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["started_at"]))
             kind = "restore" if e["restoring"] else ("evacuate (forced)" if e["forced"] else "evacuate")
             t.add_row(safe(e["region"]), kind, mode, started, safe(e["actor"] or "-"), safe(e["reason"] or "-"))
+        out.print(t)
+    if data["events"]:
+        t = Table(title="recent events (steerctl events)", title_justify="left")
+        for col in ("time", "severity", "subject", "message"):
+            t.add_column(col)
+        for ev in data["events"]:
+            t.add_row(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ev["time"])), safe(ev["severity"]),
+                      safe(ev["subject"]), safe(ev["message"]))
         out.print(t)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from steering import explain
 from steering.controller.convert import HEALTH_NAMES
 from steering.table import RoutingTable
 from steering.v1 import steering_pb2 as pb
@@ -51,14 +52,24 @@ def site_why(s: pb.SiteHealth) -> dict[str, Any]:
             "last_report_local": s.last_report_local,
             "last_change": _time(s.last_change) if s.HasField("last_change") else None,
             "heard_by": s.heard_by, "detail": s.detail,
-            "checks": [{"name": c.name, "kind": c.kind, "detail": c.detail} for c in s.checks]}
+            "checks": [{"name": c.name, "kind": c.kind, "detail": c.detail} for c in s.checks],
+            "verdict": s.verdict, "unreachable_geos": list(s.unreachable_geos),
+            "reporters": [reporter(r) for r in s.reporters]}
+
+
+def reporter(r: pb.ReporterHealth) -> dict[str, Any]:
+    """One reporter's view of a target (docs/health.md; keys documented in the operator guide)."""
+    return {"reporter": r.reporter, "role": r.role, "status": health_name(r.status), "geos": list(r.geos),
+            "last_report": _time(r.last_report) if r.HasField("last_report") else None,
+            "last_report_local": r.last_report_local, "heard_by": r.heard_by, "counted": r.counted,
+            "detail": r.detail, "streams": r.streams}
 
 
 def status(resp: pb.StatusResponse) -> dict[str, Any]:
     table = table_of(resp.table) if resp.HasField("table") else None
     whys = {s.site: site_why(s) for s in resp.sites}
     blank: dict[str, Any] = {"last_report": None, "last_report_local": False, "last_change": None, "heard_by": "",
-                             "detail": "", "checks": []}
+                             "detail": "", "checks": [], "verdict": "", "unreachable_geos": [], "reporters": []}
     out: dict[str, Any] = {
         "replica": resp.replica, "leader": resp.leader, "connected_agents": resp.connected_agents,
         # stale: etcd could not be reached, so this is the answering replica's last known state
@@ -66,9 +77,15 @@ def status(resp: pb.StatusResponse) -> dict[str, Any]:
         "etcd_unreachable_since": _time(resp.etcd_unreachable_since) if resp.stale else None,
         "table": None, "regions": [], "sites": [], "geos": {},
         "evacuations": [evacuation(e) for e in resp.evacuations],
+        "events": [event(e) for e in resp.recent_events],
         "route53": {"enabled": resp.route53.enabled, "last_sync": _time(resp.route53.last_sync) or None,
                     "last_duration_seconds": resp.route53.last_duration_seconds,
                     "last_changes": resp.route53.last_changes, "last_error": resp.route53.last_error},
+        "geoip": None if not resp.HasField("geoip") else {  # the answering replica's database (docs/geoip.md)
+            "database_type": resp.geoip.database_type, "build_time": _time(resp.geoip.build_time),
+            "networks": resp.geoip.networks, "prefixes": resp.geoip.prefixes, "path": resp.geoip.path,
+            "reloads": {"ok": resp.geoip.reloads_ok, "error": resp.geoip.reloads_failed},
+            "last_error": resp.geoip.last_error},
     }
     if table is None:
         return out
@@ -98,5 +115,36 @@ def audit(r: pb.AuditRecord) -> dict[str, Any]:
             "before": r.before, "after": r.after, "details": details}
 
 
+def event(e: pb.Event) -> dict[str, Any]:
+    """One event of the timeline (keys documented in the operator guide, "Events")."""
+    try:
+        details = json.loads(e.details_json) if e.details_json else {}
+    except ValueError:
+        details = {}
+    return {"id": e.id, "time": _time(e.time), "kind": e.kind, "severity": e.severity, "subject": e.subject,
+            "message": e.message, "details": details if isinstance(details, dict) else {}, "replica": e.replica}
+
+
 def health_name(value: pb.HealthStatus) -> str:
     return HEALTH_NAMES.get(value, "unknown")
+
+
+def explanation(r: pb.ExplainResponse) -> dict[str, Any]:
+    """``RoutingService.Explain``'s answer in the shape ``steerctl explain --config --table`` prints
+    (``steering.explain.Explanation.to_dict``; keys documented in the operator guide, "explain")."""
+    says = None
+    if r.HasField("geoip"):
+        g = r.geoip
+        says = explain.GeoIpSays(country=g.country, continent=g.continent, subdivisions=tuple(g.subdivisions),
+                                 matched=g.matched, error=g.error)
+    return explain.Explanation(
+        service=r.service, client_address=r.client_address, ecs_subnet=r.ecs_subnet,
+        placed=explain.Placed(geo=r.geo, source=r.geo_source, prefix=r.geo_prefix, geoip=says, why=r.why),
+        weights=tuple(explain.Weight(target=w.target, kind=w.kind, region=w.region, weight=w.weight,
+                                     reason=w.reason, in_split=w.in_split) for w in r.weights),
+        fail_open=r.fail_open, pinned=r.pinned, fallback=r.fallback,
+        split=tuple((s.target, s.weight) for s in r.split), client_subnet=r.client_subnet,
+        key_source=r.key_source, slot=r.slot, target=r.target,
+        records=tuple(explain.Record(type=x.type, value=x.value) for x in r.records), ttl=r.ttl,
+        ecs_scope=r.ecs_scope if r.HasField("ecs_scope") else None, table_version=r.table_version,
+        table_generated_at=r.table_generated_at).to_dict()

@@ -125,10 +125,14 @@ def plan(config_path: str | None, state_path: str | None, previous_path: str | N
 
 def _register_remote() -> None:
     from steering.cli import ops
+    from steering.cli.events_cmd import events
+    from steering.cli.explain_cmd import explain
     from steering.cli.route53_cmd import route53
 
     ops.register(cli)
     cli.add_command(route53)
+    cli.add_command(events)
+    cli.add_command(explain)
 
 
 _register_remote()

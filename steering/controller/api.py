@@ -20,6 +20,7 @@ from steering import logs
 from steering.config import Config
 from steering.controller.operator import OperatorService
 from steering.controller.routing_api import RoutingService
+from steering.geoipwatch import Placement
 from steering.ports import AgentSessions, ApiStore, FollowedTable, RestoreRecords
 from steering.store.overrides import StoredRestore
 from steering.table import RoutingTable
@@ -34,13 +35,16 @@ class _RoutingParts:
 
     config: Config
     tables: FollowedTable
+    placement: Placement | None = None  # None: RoutingService places clients with a placement of its own
 
 
 def add_api_services(server: grpc.aio.Server, *, config: Config, store: ApiStore, tables: FollowedTable,
-                     agents: AgentSessions, replica: str, is_leader: Callable[[], bool]) -> asyncio.Task[None]:
+                     agents: AgentSessions, replica: str, is_leader: Callable[[], bool],
+                     placement: Placement | None = None) -> asyncio.Task[None]:
     """Register both services on ``server``; returns the restore janitor's task, which the caller owns."""
-    routing = RoutingService(_RoutingParts(config, tables))
-    operator = OperatorService(config, store, tables, agents, replica, is_leader)
+    routing = RoutingService(_RoutingParts(config, tables, placement))
+    operator = OperatorService(config, store, tables, agents, replica, is_leader,
+                               geoip=placement.state if placement is not None else None)
     # grpcio-tools generates steering_pb2_grpc without annotations (both calls)
     pb_grpc.add_RoutingServiceServicer_to_server(routing, server)  # type: ignore[no-untyped-call]
     pb_grpc.add_OperatorServiceServicer_to_server(operator, server)  # type: ignore[no-untyped-call]

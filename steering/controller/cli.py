@@ -11,6 +11,7 @@ import click
 from steering import logs
 from steering.addr import is_loopback, parse_hostport
 from steering.config import Config, ConfigError, load_config
+from steering.geoip import GeoIpMap
 
 
 @click.command(name="controller")
@@ -25,11 +26,18 @@ def command(config_path: str, listen: str | None, metrics_addr: str | None, repl
     """Run a controller replica."""
     logs.setup(component="controller")
     log = logs.get("steering.controller")
+    from steering.geoip import GeoIpError
+    from steering.geoipwatch import load_for
+
     try:
         config = load_config(config_path)
+        geoip = load_for(config)  # an unusable GeoIP database stops the start here (docs/geoip.md)
     except ConfigError as exc:
         for line in str(exc).splitlines():
             click.echo(f"steering controller: {line}", err=True)
+        sys.exit(2)
+    except GeoIpError as exc:
+        click.echo(f"steering controller: {config_path}: {exc}", err=True)
         sys.exit(2)
     from steering import auth
 
@@ -77,14 +85,19 @@ def command(config_path: str, listen: str | None, metrics_addr: str | None, repl
         sys.exit(2)
     import uvloop
 
-    sys.exit(uvloop.run(_run(config, address, replica or default_replica_id())))
+    sys.exit(uvloop.run(_run(config, address, replica or default_replica_id(), geoip)))
 
 
-async def _run(config: Config, address: str, replica: str) -> int:
+async def _run(config: Config, address: str, replica: str, geoip: GeoIpMap | None = None) -> int:
+    from prometheus_client import REGISTRY
+
     from steering.controller.server import Controller
+    from steering.geoipwatch import GeoIpCollector
 
     log = logs.get("steering.controller")
-    ctl = Controller(config, replica, address)
+    ctl = Controller(config, replica, address, geoip)
+    if config.geoip is not None:
+        REGISTRY.register(GeoIpCollector(ctl.placement.state))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

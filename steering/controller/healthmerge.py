@@ -7,46 +7,138 @@ silence timeout (or with A's lease) while B's record is already there. The
 newest record wins. A site with no record is silent, except during the
 grace period after a leader starts, when it is unknown (agents are still
 connecting; refusing everything at start-up would be an outage of our own).
+
+An observer's records are ``health/<site>~<observer>@<replica>``: one slot
+per reporter (``vantage.slot``), merged the same way (newest per slot). A
+target with observers is then decided by the quorum of its reporters
+(``vantage.decide``): the merged health carries every reporter's view and
+the geos it is unreachable from (docs/health.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from steering.model import TargetHealth
+from steering.controller.vantage import LOCAL, Vantage, Verdict, decide, split_slot
+from steering.model import MAX_CHECKS, Check, ReporterView, TargetHealth
 
 SEPARATOR = "@"
 
 
 def record_key(site: str, replica: str) -> str:
+    """``site`` may be a reporter's slot (``vantage.slot``): ``us-east-1~eu-probe@replica-a``."""
     return f"{site}{SEPARATOR}{replica}"
 
 
 def split_key(key: str) -> tuple[str, str]:
-    site, _, replica = key.partition(SEPARATOR)
-    return site, replica
+    """(site, replica) of a record key; an observer's record names its site (see ``parse_key``)."""
+    slot, _, replica = key.partition(SEPARATOR)
+    return split_slot(slot)[0], replica
+
+
+def parse_key(key: str) -> tuple[str, str, str]:
+    """(site, reporter, replica) of a record key; the reporter is ``local`` for the site's own agent."""
+    slot, _, replica = key.partition(SEPARATOR)
+    site, reporter = split_slot(slot)
+    return site, reporter, replica
+
+
+def newest(records: Mapping[str, TargetHealth]) -> dict[tuple[str, str], tuple[str, TargetHealth]]:
+    """Per (site, reporter): (the replica that wrote it, the newest record)."""
+    best: dict[tuple[str, str], tuple[str, TargetHealth]] = {}
+    for key, health in records.items():
+        site, reporter, replica = parse_key(key)
+        cur = best.get((site, reporter))
+        if cur is None or (health.updated_at, health.status) > (cur[1].updated_at, cur[1].status):
+            best[(site, reporter)] = (replica, health)
+    return best
+
+
+def views(target: str, best: Mapping[tuple[str, str], tuple[str, TargetHealth]],
+          vantage: Vantage) -> list[ReporterView]:
+    """One view per configured reporter of ``target`` (silent when it has no record)."""
+    out = []
+    for reporter in vantage.reporters(target):
+        found = best.get((target, reporter))
+        if found is None:
+            out.append(vantage.view(target, reporter, "silent"))
+        else:
+            replica, h = found
+            status = h.status if h.status in ("healthy", "unhealthy") else "silent"
+            out.append(vantage.view(target, reporter, status, h.updated_at, h.detail, replica))
+    return out
 
 
 def merge(records: Mapping[str, TargetHealth], known: Iterable[str], silent_after_grace: bool,
-          previous: Mapping[str, str] | None = None) -> dict[str, TargetHealth]:
-    """``records`` keyed ``site@replica`` -> one TargetHealth per known site.
+          previous: Mapping[str, str] | None = None, vantage: Vantage | None = None) -> dict[str, TargetHealth]:
+    """``records`` keyed ``site@replica`` (or ``site~observer@replica``) -> one TargetHealth per known site.
 
     ``previous`` is each site's health in the last published table: during the
     grace period a site that table already had silent stays silent, so a
     leader change never sends traffic back to a site nobody hears from.
+    ``vantage``: the config's reporters and quorum; without it (or for a target
+    without observers) the local agent's newest record is the target's health.
     """
-    best: dict[str, TargetHealth] = {}
-    for key, health in records.items():
-        site, _ = split_key(key)
-        cur = best.get(site)
-        if cur is None or (health.updated_at, health.status) > (cur.updated_at, cur.status):
-            best[site] = health
+    best = newest(records)
+    observed = vantage.observed if vantage is not None else {}
     out: dict[str, TargetHealth] = {}
     for site in known:
-        if site in best:
-            out[site] = best[site]
-        elif silent_after_grace or (previous or {}).get(site) == "silent":
-            out[site] = TargetHealth(status="silent", detail="no agent has reported within the silence timeout")
+        if vantage is not None and site in observed:
+            out[site] = _quorum(site, best, vantage, silent_after_grace, previous)
+            continue
+        found = best.get((site, LOCAL))
+        if found is not None:
+            out[site] = found[1]
         else:
-            out[site] = TargetHealth(status="unknown", detail="waiting for a first report")
+            out[site] = _absent(site, silent_after_grace, previous)
     return out
+
+
+def _absent(site: str, silent_after_grace: bool, previous: Mapping[str, str] | None) -> TargetHealth:
+    if silent_after_grace or (previous or {}).get(site) == "silent":
+        return TargetHealth(status="silent", detail="no agent has reported within the silence timeout")
+    return TargetHealth(status="unknown", detail="waiting for a first report")
+
+
+def _quorum(site: str, best: Mapping[tuple[str, str], tuple[str, TargetHealth]], vantage: Vantage,
+            silent_after_grace: bool, previous: Mapping[str, str] | None) -> TargetHealth:
+    seen = views(site, best, vantage)
+    verdict = decide(seen, vantage.rule)
+    if verdict.status == "silent":
+        # No reporter left: the rule for a site without a record, with every reporter's view attached.
+        base = _absent(site, silent_after_grace, previous)
+        return TargetHealth(status=base.status, detail=base.detail, reporters=tuple(seen))
+    local = best.get((site, LOCAL))
+    record = local[1] if local is not None and local[1].status in ("healthy", "unhealthy") else None
+    capacity = record.capacity if record is not None else None
+    if verdict.status == "healthy" and record is not None and record.status == "unhealthy" and not capacity:
+        capacity = None  # an outvoted agent's "no capacity" is its failure speaking: the config's stands
+    return TargetHealth(
+        status=verdict.status,
+        capacity=capacity,
+        load=record.load if record is not None else None,
+        updated_at=max(v.updated_at for v in seen if v.counted),
+        detail=_detail(verdict, seen)[:300],
+        checks=_checks(verdict, site, best) if verdict.status == "unhealthy" else (),
+        reporters=tuple(seen),
+        unreachable_from=verdict.unreachable_from,
+    )
+
+
+def _detail(verdict: Verdict, seen: list[ReporterView]) -> str:
+    why = "; ".join(f"{v.reporter}: {v.detail}" for v in seen if v.reporter in verdict.failing and v.detail)
+    return "; ".join(x for x in (verdict.text, why) if x)
+
+
+def _checks(verdict: Verdict, site: str, best: Mapping[tuple[str, str], tuple[str, TargetHealth]],
+            ) -> tuple[Check, ...]:
+    """The failing reporters' failing checks, an observer's named ``observer/check``."""
+    out: list[Check] = []
+    for reporter in verdict.failing:
+        found = best.get((site, reporter))
+        if found is None:
+            continue
+        for c in found[1].checks:
+            name = c.name if reporter == LOCAL else f"{reporter}/{c.name}"
+            out.append(Check(name=name, kind=c.kind, detail=c.detail))
+    return tuple(out[:MAX_CHECKS])

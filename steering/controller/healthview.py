@@ -38,7 +38,8 @@ class _Site:
 class HealthView:
     band: float
     silence_seconds: float
-    # Keyed by configured site ids only (reports are validated first), so bounded by the topology.
+    # Keyed by reporter slot: a configured site id, or ``site~observer`` for a configured observer of it
+    # (``vantage.slot``; reports are validated first), so bounded by the config.
     # Sequence numbers are not kept here: they belong to the stream that carries them (ingest.Session).
     sites: dict[str, _Site] = field(default_factory=dict)
 

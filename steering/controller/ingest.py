@@ -14,6 +14,14 @@ ends with the spoofer's stream, and the state of a stream (one small
 ``Session``) goes when it closes or has been idle too long.
 
 One site's record never blocks the others' writes (``healthwrite``).
+
+Several agents may report on one site: its own agent and observers that
+probe it from elsewhere (docs/health.md). Each reporter has a slot of its
+own (``vantage.slot``: the site, or ``site~observer``): the view, the silence
+timer and the record (``health/<slot>@<replica>``) are per slot, and the
+leader decides the site from the quorum of its slots. Two streams carrying
+the same agent_id for one slot at once are flagged: a log line naming it,
+``steering_controller_duplicate_agent_ids``, and ``streams`` in Status.
 """
 
 from __future__ import annotations
@@ -29,11 +37,12 @@ import grpc
 
 from steering import limits, logs
 from steering.config import Config
-from steering.controller import agentauth, healthwrite, metrics
+from steering.controller import agentauth, healthwrite, metrics, vantagemetrics
 from steering.controller.healthmerge import record_key
 from steering.controller.healthview import HealthView
 from steering.controller.reports import Report as ValidReport  # inside Ingest, `Report` is the RPC method
-from steering.controller.reports import ReportError, validate
+from steering.controller.reports import ReportError, ReportRefused, validate
+from steering.controller.vantage import LOCAL, split_slot
 from steering.model import TargetHealth
 from steering.ports import HealthWriter
 from steering.v1 import steering_pb2 as pb
@@ -53,6 +62,7 @@ class Session:
     credential: str
     agent: str = ""
     site: str = ""
+    slot: str = ""  # the site, or ``site~observer`` for an observer (``vantage.slot``)
     sequence: int | None = None
     last_report: float = 0.0  # monotonic
 
@@ -66,6 +76,14 @@ class _Refused(Exception):
 def _reason(field: str) -> str:
     """A metric label from a field name: bounded (no list index, no client-chosen map key)."""
     return "geo_load" if field.startswith("geo_load") else re.sub(r"\[\d+\]", "", field)
+
+
+def _message(code: grpc.StatusCode, field: str) -> str:
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return "report rejected"
+    if field == "observer":
+        return "report refused: not an observer of this site"
+    return "report refused: the credential does not name this site"
 
 
 def _clip(text: str, most: int = limits.MAX_ID) -> str:
@@ -89,6 +107,11 @@ class Ingest(pb_grpc.HealthServiceServicer):
         self._wake = asyncio.Event()
         # The open streams (one Session each): the only per-agent state, gone when a stream closes.
         self.sessions: dict[int, Session] = {}
+        # Open streams per (slot, agent_id) and per slot, kept as streams open and close (not recounted:
+        # thousands of agents connect at once after a restart).
+        self._per_agent: dict[tuple[str, str], int] = {}
+        self._per_slot: dict[str, int] = {}
+        self._conflicts = 0
         # A stream with no report for this long is closed (its site went silent here long before).
         self.idle_seconds = max(2 * config.policy.silence_seconds, 30.0)
         self._streams = 0
@@ -142,36 +165,40 @@ class Ingest(pb_grpc.HealthServiceServicer):
                     r = self._accept(report, session, grant, now)
                 except _Refused as exc:
                     metrics.REJECTED.labels(reason=_reason(exc.field)).inc()
-                    log.warning("report rejected" if exc.code == grpc.StatusCode.INVALID_ARGUMENT else
-                                "report refused: the credential does not name this site",
+                    log.warning(_message(exc.code, exc.field),
                                 site=_clip(report.site), region=_clip(report.region),
                                 agent=_clip(report.agent_id, limits.MAX_AGENT_ID), peer=session.peer,
                                 credential=session.credential, error=exc.message)
                     await context.abort(exc.code, exc.message)
                     return
                 if not session.site:
-                    session.site, session.agent = r.site, report.agent_id
+                    session.site, session.agent, session.slot = r.site, report.agent_id, r.slot
                     log.info("agent connected", site=r.site, region=r.region, agent=r.agent, peer=session.peer,
-                             credential=session.credential)
+                             credential=session.credential, reporter=r.reporter)
+                    self._opened(session)
                 session.sequence, session.last_report = r.sequence, time.monotonic()
-                change = self.view.observe(r.site, r.health, now)
+                change = self.view.observe(r.slot, r.health, now)
                 if change is not None:
                     if not self._closing:
-                        self._queue(r.site, change)
+                        self._queue(r.slot, change)
                     if change.status != "healthy":
-                        log.warning("site reported unhealthy", site=r.site, region=r.region, detail=change.detail)
+                        log.warning("site reported unhealthy", site=r.site, region=r.region, detail=change.detail,
+                                    reporter=r.reporter)
                 yield pb.ReportAck(sequence=r.sequence, controller_id=self.replica, leader=self.is_leader())
         finally:
             del self.sessions[key]
             self._streams -= 1
             metrics.CONNECTED_AGENTS.set(self._streams)
             if session.site:
-                log.info("agent stream closed", site=session.site, peer=session.peer)
+                log.info("agent stream closed", site=session.site, peer=session.peer, agent=session.agent)
+                self._closed(session)
 
     def _accept(self, report: pb.HealthReport, session: Session, grant: agentauth.Grant, now: float) -> ValidReport:
         """The validated report, or _Refused: the stream ends with its status."""
         try:
             r = validate(report, self.config, session.sequence, now)
+        except ReportRefused as exc:
+            raise _Refused(grpc.StatusCode.PERMISSION_DENIED, "observer", str(exc)) from None
         except ReportError as exc:
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, exc.field, str(exc)) from None
         if session.site and r.site != session.site:
@@ -181,11 +208,57 @@ class Ingest(pb_grpc.HealthServiceServicer):
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "agent_id",
                            f"agent_id: {report.agent_id!r} on a stream that reported {session.agent!r}; "
                            "one agent per stream")
-        if not grant.allows(r.site):
+        if r.reporter == LOCAL and not grant.allows(r.site):
             why = f" ({grant.why})" if grant.why else ""
             raise _Refused(grpc.StatusCode.PERMISSION_DENIED, "permission",
                            f"site: {grant.who} may not report {r.site!r}{why}")
+        if r.reporter != LOCAL and not grant.allows_observer(r.reporter):
+            why = f" ({grant.why})" if grant.why else ""
+            raise _Refused(grpc.StatusCode.PERMISSION_DENIED, "permission",
+                           f"agent_id: {grant.who} may not report as observer {r.reporter!r}{why}")
         return r
+
+    # ---------------------------------------------------------------- one agent_id, one stream
+
+    def _opened(self, session: Session) -> None:
+        """A stream's first report: flag another open stream with its agent_id for its slot (two agents
+        sharing one id would speak as one reporter)."""
+        self._per_slot[session.slot] = self._per_slot.get(session.slot, 0) + 1
+        if not session.agent:
+            return
+        key = (session.slot, session.agent)
+        n = self._per_agent[key] = self._per_agent.get(key, 0) + 1
+        if n > 1:
+            if n == 2:
+                self._conflicts += 1
+                vantagemetrics.AGENT_ID_CONFLICTS.set(self._conflicts)
+            vantagemetrics.AGENT_ID_CONFLICTS_TOTAL.inc()
+            peers = [s.peer for s in self.sessions.values() if s.slot == session.slot and s.agent == session.agent]
+            _, reporter = split_slot(session.slot)
+            log.warning("two agents report with the same agent_id at once", agent=session.agent,
+                        site=session.site, reporter=reporter, streams=n, peers=peers)
+
+    def _closed(self, session: Session) -> None:
+        left = self._per_slot.get(session.slot, 0) - 1
+        if left > 0:
+            self._per_slot[session.slot] = left
+        else:
+            self._per_slot.pop(session.slot, None)
+        if not session.agent:
+            return
+        key = (session.slot, session.agent)
+        n = self._per_agent.get(key, 0) - 1
+        if n > 0:
+            self._per_agent[key] = n
+        else:
+            self._per_agent.pop(key, None)
+        if n == 1:
+            self._conflicts -= 1
+            vantagemetrics.AGENT_ID_CONFLICTS.set(self._conflicts)
+
+    def streams(self, slot: str) -> int:
+        """Streams open here reporting ``slot`` (a site, or ``site~observer``)."""
+        return self._per_slot.get(slot, 0)
 
     @property
     def connected_agents(self) -> int:
@@ -194,7 +267,8 @@ class Ingest(pb_grpc.HealthServiceServicer):
     def last_heard(self, site: str) -> tuple[float, TargetHealth | None] | None:
         """(when this replica last had a report for ``site``, that report's health), from memory; None if never.
 
-        Exact for agents that report here; the health is None once the site went silent here.
+        Exact for agents that report here; the health is None once the site went silent here. ``site`` may
+        be an observer's slot (``site~observer``).
         """
         entry = self.view.sites.get(site)
         if entry is not None:
@@ -309,6 +383,7 @@ class Ingest(pb_grpc.HealthServiceServicer):
             heard = {s: e.last_report for s, e in self.view.sites.items()}
             for site in self.view.silent(self.clock()):
                 self.silenced_at[site] = heard.get(site, 0.0)
-                log.warning("site silent: no report within the silence timeout", site=site,
+                target, reporter = split_slot(site)  # a site, or an observer's slot of it
+                log.warning("site silent: no report within the silence timeout", site=target, reporter=reporter,
                             silence_seconds=self.config.policy.silence_seconds)
                 self._queue(site, _DELETE)

@@ -7,8 +7,10 @@ campaigns, reads the table in force, follows health and overrides in etcd and
 feeds each snapshot to the state machine, sleeps until it says, plans off the
 event loop and hands each table to the sinks in order: the table in etcd,
 fenced by the leadership key (``sinks.TableSink``), then Route 53 when
-configured. The moment the lease is lost (``leadership.lost``), or a sink
-refuses, the term is over; the replica then campaigns again.
+configured, then the event timeline (``sinks.EventSink``: it also hears the
+health each plan is made with, and how each term ends). The moment the lease
+is lost (``leadership.lost``), or a sink refuses, the term is over; the
+replica then campaigns again.
 
 Overrides the planner cannot use are left out, noted in the table and
 reported once each (``steering_controller_skipped_records_total``); one
@@ -19,13 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from steering import logs
 from steering.config import Config
-from steering.controller import metrics
+from steering.controller import metrics, vantagemetrics
 from steering.controller.leaderstate import LeaderState, Plan, Publish, Resign, Timing, Wait
+from steering.controller.sinks import EventSink
+from steering.controller.vantage import Vantage
 from steering.model import Evacuation, Observed, Overrides, Pin, Restore, Skipped, TargetHealth
 from steering.overridecheck import usable
 from steering.planner import plan
@@ -40,15 +44,18 @@ log = logs.get("steering.leader")
 
 class Leader:
     def __init__(self, config: Config, store: LeaderStore, replica: str, clock: Callable[[], float] = time.time,
-                 *, sinks: Sequence[Sink] = (), monotonic: Callable[[], float] = time.monotonic) -> None:
+                 *, sinks: Sequence[Sink] = (), monotonic: Callable[[], float] = time.monotonic,
+                 events: EventSink | None = None) -> None:
         """``sinks``: where each table goes, in order, the table in etcd first (``sinks.TableSink``); each
-        runs only while this replica leads. ``store``: what the leader reads; it writes through its sinks."""
+        runs only while this replica leads. ``store``: what the leader reads; it writes through its sinks.
+        ``events``: the event timeline, walked after the other sinks."""
         self.config = config
         self.store = store
         self.replica = replica
         self.clock = clock  # wall time, for generated_at only
         self.monotonic = monotonic  # for every interval
-        self.sinks = tuple(sinks)
+        self.events = events
+        self.sinks = (*sinks, events) if events is not None else tuple(sinks)
         self.leadership: Leadership | None = None
         self.known = [r.id for r in config.regions] + [s.id for s in config.sites]
         self._stopping = False
@@ -77,23 +84,33 @@ class Leader:
             self.leadership = leadership
             metrics.LEADER.set(1)
             log.info("became leader", replica=self.replica)
+            failed = ""
             try:
                 await self._lead(leadership)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 log.exception("leader loop failed; resigning", replica=self.replica)
+                failed = f"the leader loop failed: {type(exc).__name__}: {exc}"
                 await self._resign(leadership)
             finally:
                 metrics.LEADER.set(0)
+                vantagemetrics.clear()
                 self.leadership = None
             log.warning("leadership lost", replica=self.replica)
+            if self.events is not None and not self._stopping:  # a stop says "resigned" itself (``stop``)
+                self.events.leadership_ended(False, failed or leadership.lost_reason or "leadership lost")
 
     async def stop(self) -> None:
         """Resign (so another replica takes over at once) and stop campaigning."""
         self._stopping = True
         if self.leadership is not None:
+            if self.events is not None:  # written while still leading: the next leader's follows it
+                self.events.leadership_ended(True, "this replica is stopping")
+                await self.events.drain()
             await self._resign(self.leadership)
+        if self.events is not None:
+            await self.events.close()
 
     async def _resign(self, leadership: Leadership) -> None:
         try:
@@ -104,14 +121,18 @@ class Leader:
     async def _lead(self, leadership: Leadership) -> None:
         """One term: I/O only; ``LeaderState`` decides."""
         lost = leadership.lost
-        state = LeaderState(Timing.of(self.config), self.known, gained_at=self.monotonic())
+        state = LeaderState(Timing.of(self.config), self.known, gained_at=self.monotonic(),
+                            vantage=Vantage.of(self.config))
         previous = await self._read_previous(lost)
         state.table_observed(previous, self.monotonic())
         wake = asyncio.Event()  # set after each event fed to ``state``
+        records: Mapping[str, TargetHealth] = {}  # the latest health records: who reported what (events)
 
         async def follow_health() -> None:
+            nonlocal records
             async for snap in self.store.watch_health():
                 state.health_changed(snap)
+                records = snap
                 wake.set()
 
         async def follow_overrides() -> None:
@@ -139,6 +160,8 @@ class Leader:
                                        return_when=asyncio.FIRST_COMPLETED)
                     wake_wait.cancel()
                     continue
+                if self.events is not None:
+                    self.events.health_seen(decision.health, records)
                 outcome = state.planned(*await self._plan_off_loop(decision))
                 if isinstance(outcome, Publish) and state.published(await self._deliver(outcome.table, leadership)):
                     break
@@ -155,6 +178,7 @@ class Leader:
                                          step.elapsed)
         metrics.PLAN_SECONDS.observe(time.perf_counter() - t0)
         metrics.SILENT_SITES.set(sum(1 for h in step.health.values() if h.status == "silent"))
+        vantagemetrics.export(step.health)
         return result
 
     async def _deliver(self, table: RoutingTable, leadership: Leadership) -> bool:

@@ -45,6 +45,7 @@ from typing import Literal
 
 from steering.config import Config
 from steering.controller.healthmerge import merge
+from steering.controller.vantage import Vantage, lost_reach
 from steering.model import Overrides, TargetHealth
 from steering.table import RoutingTable
 
@@ -112,10 +113,13 @@ class _Flight:
 
 
 class LeaderState:
-    def __init__(self, timing: Timing, known: Sequence[str], gained_at: float) -> None:
-        """``gained_at``: the monotonic time leadership was gained; ``known``: every region and site id."""
+    def __init__(self, timing: Timing, known: Sequence[str], gained_at: float, vantage: Vantage | None = None,
+                 ) -> None:
+        """``gained_at``: the monotonic time leadership was gained; ``known``: every region and site id;
+        ``vantage``: the config's reporters and quorum (targets with observers: ``healthmerge``)."""
         self.timing = timing
         self.known = tuple(known)
+        self.vantage = vantage
         self.started = gained_at
         self.previous: RoutingTable | None = None
         self._observed = False
@@ -198,7 +202,8 @@ class LeaderState:
         previous = self.previous
         before = {t: st.health for t, st in
                   [*(previous.regions.items() if previous else ()), *(previous.sites.items() if previous else ())]}
-        health = merge(self._records, self.known, monotonic - self.started >= self.timing.silence_seconds, before)
+        health = merge(self._records, self.known, monotonic - self.started >= self.timing.silence_seconds, before,
+                       self.vantage)
         self._flight = _Flight(at=monotonic, operator=self._operator_seen)
         return Plan(health=health, overrides=self._overrides, previous=previous, now=now,
                     elapsed=monotonic - self._planned_at)
@@ -212,7 +217,8 @@ class LeaderState:
         if unchanged and not operator:
             return Skip("unchanged")
         step = self.timing.step_seconds
-        urgent = self.previous is None or operator or has_emergency(self.previous, table)
+        urgent = self.previous is None or operator or has_emergency(self.previous, table) or (
+            self.vantage is not None and self.vantage.per_geo and lost_reach(self.previous, table))
         if not urgent and flight.at - self._last_step < step:
             # Non-emergency moves (ramps, spill, recovery) go one step per step_seconds.
             self._due = self._last_step + step

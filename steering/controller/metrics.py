@@ -35,3 +35,11 @@ SILENT_SITES = Gauge("steering_silent_sites", "Sites with no report within the s
 SKIPPED_RECORDS = Counter("steering_controller_skipped_records_total",
                           "Stored override records the leader left out of its plan (unreadable or unusable)",
                           ["kind"])
+EVENTS = Counter("steering_events_total", "Events the leader emitted to the timeline (after rate limiting)", ["kind"])
+EVENTS_SUPPRESSED = Counter("steering_events_suppressed_total",
+                            "Events not written because their subject exceeded controller.events."
+                            "per_subject_per_minute (summed up in 'flapping' events)")
+EVENTS_DROPPED = Counter("steering_events_dropped_total",
+                         "Events dropped unwritten: more were waiting than the leader keeps while etcd is away")
+EVENTS_UNREADABLE = Counter("steering_events_unreadable_total",
+                            "Stored events a read skipped because they could not be decoded")

@@ -1,4 +1,4 @@
-"""``OperatorService``: Status, Evacuate, Restore, Pin/Unpin, History and Plan on any replica.
+"""``OperatorService``: Status, Evacuate, Restore, Pin/Unpin, History, Events and Plan on any replica.
 
 Every replica answers: reads come from etcd and the table this replica
 follows; writes go to etcd through ``Store.apply_operator_action`` (one txn
@@ -38,7 +38,7 @@ import grpc
 
 from steering import auth, limits, logs
 from steering.config import Config
-from steering.controller import actions, safety, sitestatus
+from steering.controller import actions, metrics, safety, sitestatus
 from steering.controller.convert import (
     HEALTH,
     evacuation_to_pb,
@@ -48,6 +48,9 @@ from steering.controller.convert import (
     timestamp,
 )
 from steering.controller.sinks import read_status
+from steering.controller.vantage import Vantage
+from steering.event import Event
+from steering.geoipwatch import GeoIpState
 from steering.model import Overrides, TargetHealth
 from steering.ports import AgentSessions, FollowedTable, OperatorStore
 from steering.store.client import StoreError, StoreUnavailable
@@ -64,6 +67,8 @@ PREVIEW_TRAILER = "steering-preview-bin"
 _ATTEMPTS = 5
 # With etcd known to be away, Status tries it this long before answering from memory (etcd may be back).
 STALE_READ_SECONDS = 1.0
+RECENT_EVENTS = 5  # events Status shows
+MAX_EVENTS = 1000  # events one Events call returns
 
 R = TypeVar("R")
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -112,14 +117,16 @@ async def _guard(context: Context, coro: Awaitable[R]) -> R:
 
 class OperatorService(pb_grpc.OperatorServiceServicer):
     def __init__(self, config: Config, store: OperatorStore, tables: FollowedTable, agents: AgentSessions,
-                 replica: str, is_leader: Callable[[], bool]) -> None:
+                 replica: str, is_leader: Callable[[], bool], geoip: GeoIpState | None = None) -> None:
         self.config = config
+        self.geoip = geoip  # this replica's GeoIP database, for Status (docs/geoip.md)
         self.store = store
         self.tables = tables
         self.agents = agents
         self.replica = replica
         self.is_leader = is_leader
         self._records_cache: tuple[float, dict[str, TargetHealth]] | None = None
+        self._recent_events: list[Event] = []
 
     # ------------------------------------------------------------------ shared
 
@@ -228,6 +235,10 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
         table = await self._table()
         records = await self._health_records() if table is not None else {}
         overrides = await self.store.get_overrides()
+        page = await self.store.list_events(limit=RECENT_EVENTS)
+        if page.skipped:
+            metrics.EVENTS_UNREADABLE.inc(page.skipped)
+        self._recent_events = page.events
         resp = self._status_response(leader, table, records, overrides)
         if resp.route53.enabled:
             await self._route53_status(resp.route53)
@@ -254,6 +265,12 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
                          overrides: Overrides) -> pb.StatusResponse:
         resp = pb.StatusResponse(replica=self.replica, connected_agents=self.agents.connected_agents,
                                  leader=leader)
+        if self.geoip is not None and self.geoip.map is not None:
+            info = self.geoip.map.info
+            resp.geoip.CopyFrom(pb.GeoIpStatus(
+                database_type=info.database_type, build_time=timestamp(info.build_epoch), networks=info.networks,
+                prefixes=self.geoip.map.count(), reloads_ok=self.geoip.reloads["ok"],
+                reloads_failed=self.geoip.reloads["error"], last_error=self.geoip.last_error, path=info.path))
         if table is not None:
             resp.table.CopyFrom(table_to_pb(table, with_json=True))
             resp.table_age_seconds = max(0.0, time.time() - table.generated_at)
@@ -272,12 +289,36 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
                     site.last_change.CopyFrom(timestamp(why.last_change))
                 for c in why.checks:
                     site.checks.add(name=c.name, kind=c.kind, ok=False, detail=c.detail)
+                self._reporters(site, tid, records)
         for e in overrides.evacuations:
             resp.evacuations.append(evacuation_to_pb(e))
         for r in overrides.restores:
             resp.evacuations.append(restore_to_pb(r))
         resp.route53.enabled = self.config.route53 is not None
+        resp.recent_events.extend(event_to_pb(e) for e in self._recent_events)  # as last read while etcd is away
         return resp
+
+    def _reporters(self, site: pb.SiteHealth, target: str, records: dict[str, TargetHealth]) -> None:
+        """A target's reporters and the quorum's reading of them (docs/health.md); nothing without observers."""
+        seen = sitestatus.reporters_why(target, records, Vantage.of(self.config), self.agents.last_heard,
+                                        self.agents.streams)
+        if seen is None:
+            return
+        site.verdict = seen.verdict.text
+        site.unreachable_geos.extend(seen.verdict.unreachable_from)
+        if seen.verdict.status == "unhealthy" or (seen.verdict.text and site.status == pb.HEALTH_STATUS_HEALTHY):
+            site.detail = seen.verdict.text
+        if seen.verdict.status == "unhealthy" and seen.checks:
+            del site.checks[:]
+            for c in seen.checks:
+                site.checks.add(name=c.name, kind=c.kind, ok=False, detail=c.detail)
+        for r in seen.reporters:
+            v = r.view
+            out = site.reporters.add(reporter=v.reporter, role=v.role, status=table_to_pb_health(v.status),
+                                     geos=v.geos, last_report_local=r.last_report_local, heard_by=v.heard_by,
+                                     counted=v.counted, detail=v.detail, streams=r.streams)
+            if r.last_report is not None:
+                out.last_report.CopyFrom(timestamp(r.last_report))
 
     async def _route53_status(self, out: pb.Route53Status) -> None:
         """The leader's last Route 53 sync, as it shares it under ``status/route53``."""
@@ -304,6 +345,28 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
                 before=str(rec.get("before", "")), after=str(rec.get("after", "")),
                 details_json=json.dumps(details, sort_keys=True))
         return resp
+
+    # ------------------------------------------------------------------ Events
+
+    async def Events(self, request: pb.EventsRequest, context: Context) -> pb.EventsResponse:
+        return await _guard(context, self._events(request))
+
+    async def _events(self, req: pb.EventsRequest) -> pb.EventsResponse:
+        limit = limits.integer("limit", req.limit or 50, (1, MAX_EVENTS))
+        since = None
+        if req.HasField("since"):
+            since = limits.number("since", req.since.seconds + req.since.nanos / 1e9, limits.STARTED_AT)
+        after = None
+        if req.after_id:
+            limits.text("after_id", req.after_id, 64)
+            try:
+                after = check_component("after_id", req.after_id)
+            except ValueError as exc:
+                _bad("after_id", str(exc).split(": ", 1)[-1])
+        page = await self.store.list_events(since=since, after=after, limit=limit)
+        if page.skipped:
+            metrics.EVENTS_UNREADABLE.inc(page.skipped)
+        return pb.EventsResponse(events=[event_to_pb(e) for e in page.events], skipped=page.skipped, more=page.more)
 
     # ------------------------------------------------------------------ Evacuate / Restore
 
@@ -469,6 +532,11 @@ def _preview(d: actions.Decision) -> pb.Preview:
 
 def _within(value: float, bounds: tuple[float, float]) -> float:
     return min(max(value, bounds[0]), bounds[1])
+
+
+def event_to_pb(e: Event) -> pb.Event:
+    return pb.Event(id=e.id, time=timestamp(e.time), kind=e.kind, severity=e.severity, subject=e.subject,
+                    message=e.message, details_json=json.dumps(dict(e.details), sort_keys=True), replica=e.replica)
 
 
 def table_to_pb_health(status: str) -> int:

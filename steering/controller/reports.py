@@ -1,7 +1,9 @@
 """Validation of one agent report against the topology: pure, no I/O.
 
 A report that fails any rule is rejected whole (nothing is stored) with a
-message that names the field, which the ingest turns into INVALID_ARGUMENT.
+message that names the field, which the ingest turns into INVALID_ARGUMENT;
+an observer reporting a target the config does not let it observe is
+``ReportRefused`` (PERMISSION_DENIED).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 
 from steering import limits
 from steering.config import Config
+from steering.controller.vantage import LOCAL, Vantage, slot
 from steering.model import MAX_CHECK_DETAIL, MAX_CHECKS, Check, Status, TargetHealth
 from steering.v1 import steering_pb2 as pb
 
@@ -19,6 +22,14 @@ class ReportError(ValueError):
     def __init__(self, field: str, problem: str) -> None:
         self.field = field
         super().__init__(f"{field}: {problem}")
+
+
+class ReportRefused(ReportError):
+    """Well formed, but not this agent's to report: an observer outside its configured targets."""
+
+
+# An observer stands for at most this many client geos in one report.
+MAX_GEOS = 64
 
 
 STATUS_NAMES: dict[pb.HealthStatus, Status] = {
@@ -35,6 +46,8 @@ class Report:
     agent: str
     sequence: int
     health: TargetHealth
+    reporter: str = LOCAL  # ``local`` (the site's own agent) or the observer's agent_id
+    slot: str = ""  # where the ingest keeps it: the site, or ``site~observer`` (``vantage.slot``)
 
 
 def _bounded(field: str, value: str, most: int) -> None:
@@ -53,11 +66,40 @@ def check_sizes(report: pb.HealthReport) -> None:
         _bounded(f"checks[{i}].name", c.name, limits.MAX_CHECK_NAME)
         _bounded(f"checks[{i}].kind", c.kind, limits.MAX_CHECK_KIND)
         _bounded(f"checks[{i}].detail", c.detail, limits.MAX_CHECK_DETAIL)
+    if len(report.geos) > MAX_GEOS:
+        raise ReportError("geos", f"{len(report.geos)} entries; at most {MAX_GEOS}")
+    for i, geo in enumerate(report.geos):
+        _bounded(f"geos[{i}]", geo, limits.MAX_ID)
     if len(report.geo_load) > limits.MAX_GEO_LOAD:
         raise ReportError("geo_load", f"{len(report.geo_load)} entries; at most {limits.MAX_GEO_LOAD}")
     for geo in report.geo_load:
         if len(geo) > limits.MAX_ID:
             raise ReportError("geo_load", f"a key of {len(geo)} characters; at most {limits.MAX_ID}")
+
+
+def _reporter(report: pb.HealthReport, config: Config) -> str:
+    """Who speaks for the site: ``local``, or a configured observer allowed to observe it (docs/health.md)."""
+    vantage = Vantage.of(config)
+    agent_id = report.agent_id
+    if report.role == pb.AGENT_ROLE_OBSERVER:
+        if agent_id not in vantage.targets:
+            raise ReportRefused("agent_id", f"{agent_id!r} is not a configured observer (observers[].id)")
+        if report.site not in vantage.targets[agent_id]:
+            raise ReportRefused("site", f"observer {agent_id!r} may not observe {report.site!r} "
+                                        "(not in its observers[].targets)")
+        allowed = vantage.geos.get(agent_id, ())
+        for i, geo in enumerate(report.geos):
+            if geo not in allowed:
+                raise ReportError(f"geos[{i}]", f"{geo!r} is not among the geos configured for observer "
+                                                f"{agent_id!r} ({', '.join(allowed) or 'none'})")
+        return agent_id
+    if report.role not in (pb.AGENT_ROLE_UNSPECIFIED, pb.AGENT_ROLE_LOCAL):
+        raise ReportError("role", "must be AGENT_ROLE_LOCAL or AGENT_ROLE_OBSERVER")
+    if report.geos:
+        raise ReportError("geos", "only an observer stands for client geos")
+    if agent_id in vantage.targets:
+        raise ReportError("agent_id", f"{agent_id!r} is a configured observer: it reports with role observer")
+    return LOCAL
 
 
 def validate(report: pb.HealthReport, config: Config, last_sequence: int | None, now: float) -> Report:
@@ -88,6 +130,7 @@ def validate(report: pb.HealthReport, config: Config, last_sequence: int | None,
     status = STATUS_NAMES.get(report.status)
     if status is None:
         raise ReportError("status", "must be HEALTH_STATUS_HEALTHY or HEALTH_STATUS_UNHEALTHY")
+    reporter = _reporter(report, config)
     lo, hi = limits.RATE
     for name in ("capacity", "load"):
         value = getattr(report, name)
@@ -107,17 +150,21 @@ def validate(report: pb.HealthReport, config: Config, last_sequence: int | None,
     agent = report.agent_id or f"{report.site}-agent"
     failing = [c for c in report.checks if not c.ok]
     detail = "; ".join(f"{c.name}: {c.detail or 'failed'}" for c in failing)[:200]
+    observer = reporter != LOCAL
     return Report(
         site=report.site,
         region=report.region,
         kind=kind,
         agent=agent,
         sequence=report.sequence,
+        reporter=reporter,
+        slot=slot(report.site, reporter),
         health=TargetHealth(
             status=status,
             # A report of capacity 0 with a healthy status is "no capacity figure": keep the config's.
-            capacity=report.capacity if report.capacity > 0 or status == "unhealthy" else None,
-            load=report.load,
+            # An observer sees the target from outside: its capacity and load are not its to say.
+            capacity=None if observer else report.capacity if report.capacity > 0 or status == "unhealthy" else None,
+            load=None if observer else report.load,
             updated_at=now,
             detail=detail,
             checks=tuple(Check(name=c.name or "unnamed", kind=c.kind,

@@ -1,21 +1,27 @@
-"""``RoutingService``: Resolve (where should this client go?) and Watch (the table as it changes).
+"""``RoutingService``: Resolve (where should this client go?), Watch (the table as it changes) and Explain
+(why a client gets the DNS answer it gets).
 
-Both answer from the table this replica follows (``controller.tables``), never
+All answer from the table this replica follows (``controller.tables``), never
 from etcd per call. Resolve ranks with ``steering.resolve.rank`` and names the
 client's target with ``steering.resolve.choose_ranked`` (the DNS server's pick),
 the same code ``steering.client`` runs in-process. Watch sends every subscriber
-the same message per table version (``tablewire``).
+the same message per table version (``tablewire``). Explain is
+``steering.explain.explain``, the function ``steerctl explain --config --table``
+runs offline.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
-from steering import limits, logs
+from steering import explain, limits, logs
 from steering.controller.tablewire import WatchMessages
+from steering.geoip import Codes, codes_at
+from steering.geoipwatch import Placement
 from steering.resolve import ResolveError, Topology, choose_ranked, rank
 from steering.v1 import steering_pb2 as pb
 from steering.v1 import steering_pb2_grpc as pb_grpc
@@ -26,9 +32,14 @@ log = logs.get("steering.routing_api")
 class RoutingService(pb_grpc.RoutingServiceServicer):
     def __init__(self, controller: Any) -> None:
         self.ctl = controller
-        self.topology = Topology.from_config(controller.config)
+        # the topology with the GeoIP map in use: the controller's placement swaps it on a reload
+        self.placement: Placement = getattr(controller, "placement", None) or Placement(controller.config)
         self.topology_json = self.topology.to_json()
         self.messages = WatchMessages(self.topology_json)
+
+    @property
+    def topology(self) -> Topology:
+        return self.placement.topology
 
     async def Resolve(self, request: pb.ResolveRequest,
                       context: grpc.aio.ServicerContext[pb.ResolveRequest, pb.ResolveResponse]) -> pb.ResolveResponse:
@@ -61,6 +72,34 @@ class RoutingService(pb_grpc.RoutingServiceServicer):
                                                   reason=choice.reason))
         return resp
 
+    async def Explain(self, request: pb.ExplainRequest,
+                      context: grpc.aio.ServicerContext[pb.ExplainRequest, pb.ExplainResponse]) -> pb.ExplainResponse:
+        try:
+            for field in ("service", "client_address", "ecs_subnet"):
+                limits.text(field, getattr(request, field), limits.MAX_ID)
+        except limits.LimitError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        table = self.ctl.tables.current
+        if table is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "no routing table yet: the controller is starting")
+        topology = self.topology  # one view for the whole call, even if a GeoIP reload swaps it
+        try:
+            info = topology.geomap.geoip
+            if info is None:
+                found = explain.explain(topology, table, request.service, request.client_address,
+                                        request.ecs_subnet)
+            else:  # the database is read for what it says of the address: off the event loop
+                path = info.path
+
+                def codes_of(address: str) -> Codes | None:
+                    return codes_at(path, address)
+
+                found = await asyncio.to_thread(explain.explain, topology, table, request.service,
+                                                request.client_address, request.ecs_subnet, codes_of)
+        except ResolveError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return explanation_pb(found)
+
     async def Watch(self, request: pb.WatchRequest,
                     context: grpc.aio.ServicerContext[pb.WatchRequest, pb.WatchResponse],
                     ) -> AsyncIterator[pb.WatchResponse]:
@@ -89,3 +128,27 @@ class RoutingService(pb_grpc.RoutingServiceServicer):
             msg = self.messages.response(table, service, first)
             first = False
             yield msg
+
+
+def explanation_pb(e: explain.Explanation) -> pb.ExplainResponse:
+    """An ``Explanation`` as the API sends it (``steering.cli.shapes.explanation`` reads it back)."""
+    p = e.placed
+    resp = pb.ExplainResponse(
+        service=e.service, client_address=e.client_address, ecs_subnet=e.ecs_subnet, geo=p.geo,
+        geo_source=p.source, geo_prefix=p.prefix, why=p.why, fail_open=e.fail_open, pinned=e.pinned,
+        fallback=e.fallback, client_subnet=e.client_subnet, key_source=e.key_source, slot=e.slot, target=e.target,
+        ttl=e.ttl, table_version=e.table_version, table_generated_at=e.table_generated_at)
+    if p.geoip is not None:
+        resp.geoip.CopyFrom(pb.ExplainGeoIp(country=p.geoip.country, continent=p.geoip.continent,
+                                            subdivisions=list(p.geoip.subdivisions), matched=p.geoip.matched,
+                                            error=p.geoip.error))
+    for w in e.weights:
+        resp.weights.add(target=w.target, kind=w.kind, region=w.region, weight=w.weight, reason=w.reason,
+                         in_split=w.in_split)
+    for t, weight in e.split:
+        resp.split.add(target=t, weight=weight)
+    for r in e.records:
+        resp.records.add(type=r.type, value=r.value)
+    if e.ecs_scope is not None:
+        resp.ecs_scope = e.ecs_scope
+    return resp

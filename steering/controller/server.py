@@ -22,8 +22,10 @@ from steering.controller import metrics
 from steering.controller.api import add_api_services
 from steering.controller.ingest import Ingest
 from steering.controller.leader import Leader
-from steering.controller.sinks import TableSink, share_status
+from steering.controller.sinks import EventSink, TableSink, share_status
 from steering.controller.tableview import TableView
+from steering.geoip import GeoIpMap
+from steering.geoipwatch import Placement
 from steering.ports import Sink
 from steering.store import Store
 from steering.v1 import steering_pb2_grpc as pb_grpc
@@ -41,22 +43,27 @@ def default_replica_id() -> str:
 
 
 class Controller:
-    def __init__(self, config: Config, replica: str, listen: str) -> None:
+    def __init__(self, config: Config, replica: str, listen: str, geoip: GeoIpMap | None = None) -> None:
         self.config = config
         self.replica = replica
         self.listen = listen
+        # where Resolve places clients: the geos' prefixes and the GeoIP database (compiled here unless
+        # given; GeoIpError when it cannot be), reloaded when the file changes (docs/geoip.md)
+        self.placement = Placement(config, geoip)
         self.store = Store(config.etcd, base_dir=config.base_dir)
         metrics.ETCD_REACHABLE.set_function(lambda: 0.0 if self.store.unreachable_since is not None else 1.0)
         # The leader's sinks, walked in this order for every table: etcd (fenced), then Route 53.
         sinks: list[Sink] = [TableSink(self.store, replica, retry_max_seconds=config.etcd.reconnect_max_seconds)]
+        self.events = EventSink(config, self.store, replica)  # the event timeline: the last sink
         self.route53: Route53Sink | None = None
         if config.route53 is not None:
             from steering.route53 import Route53Sink
 
             self.route53 = Route53Sink(config)
-            self.route53.on_status = share_status(self.store)  # status/route53, for every replica's Status
+            # status/route53, for every replica's Status; a sync failing or recovering is an event
+            self.route53.on_status = share_status(self.store, self.events)
             sinks.append(self.route53)
-        self.leader = Leader(config, self.store, replica, sinks=sinks)
+        self.leader = Leader(config, self.store, replica, sinks=sinks, events=self.events)
         self.ingest = Ingest(config, self.store, replica, lambda: self.leader.is_leader)
         self.tables = TableView(self.store)
         self.health = health.aio.HealthServicer()
@@ -69,7 +76,7 @@ class Controller:
         pb_grpc.add_HealthServiceServicer_to_server(self.ingest, server)  # type: ignore[no-untyped-call]
         self._tasks.append(add_api_services(server, config=self.config, store=self.store, tables=self.tables,
                                             agents=self.ingest, replica=self.replica,
-                                            is_leader=lambda: self.leader.is_leader))
+                                            is_leader=lambda: self.leader.is_leader, placement=self.placement))
 
     async def start(self, server_credentials: grpc.ServerCredentials | None = None,
                     interceptors: list[grpc.aio.ServerInterceptor] | None = None) -> int:
@@ -101,6 +108,8 @@ class Controller:
             asyncio.create_task(self.leader.run(), name="leader"),
             asyncio.create_task(self._follow_tables(), name="tables"),
         ]
+        if self.config.geoip is not None:
+            self._tasks.append(asyncio.create_task(self.placement.reloader().run(), name="geoip"))
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("controller started", replica=self.replica, listen=self.listen, port=self.port)

@@ -1,5 +1,6 @@
 """``steering demo [--config FILE] [--dns-port 5353] [--api-port 50051] [--state-dir DIR]``, and
-``steering demo break|heal REGION`` / ``steering demo load REGION RPS`` from a second terminal."""
+``steering demo break|heal REGION`` / ``steering demo load REGION RPS`` / ``steering demo cut REGION GEO``
+/ ``steering demo heal`` from a second terminal."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from steering.config import ConfigError
 from steering.demo.run import EXAMPLE_CONFIG, STATE_FILE, Demo, DemoError, default_state_dir, wait_ready
-from steering.demo.simtarget import write_state
+from steering.demo.simtarget import read_state, write_state
 
 NEXT_STEPS = """\
 The demo is up. From another terminal:
@@ -27,6 +29,8 @@ The demo is up. From another terminal:
   steerctl --server 127.0.0.1:{api} restore eu-west-1 --yes
   steering demo break us-east-1        # its health checks fail; traffic leaves it
   steering demo heal us-east-1         # it recovers; traffic ramps back
+  steering demo cut us-east-1 na-east  # na-east's observers lose it: na-east leaves it, other geos keep it
+  steering demo heal                   # every break and cut healed
   steering demo load us-west-2 9000    # it reports more load; spillover changes
 State dir: {state}  (logs in {state}/logs). Ctrl-C stops everything.
 """
@@ -129,7 +133,7 @@ async def _main(demo: Demo, for_seconds: float | None) -> int:
         console.print("stopped.")
 
 
-def _target_file(state_dir: Path, target: str) -> Path:
+def _info(state_dir: Path) -> dict[str, Any]:
     info_path = state_dir / STATE_FILE
     try:
         info = json.loads(info_path.read_text())
@@ -137,6 +141,11 @@ def _target_file(state_dir: Path, target: str) -> Path:
         click.echo(f"steering demo: no running demo found in {state_dir} (start one with `steering demo`, "
                    "or pass the same --state-dir)", err=True)
         sys.exit(3)
+    return info if isinstance(info, dict) else {}
+
+
+def _target_file(state_dir: Path, target: str) -> Path:
+    info = _info(state_dir)
     targets = info.get("targets", {})
     if target not in targets:
         click.echo(f"steering demo: unknown region or site {target!r}; known: {', '.join(sorted(targets))}",
@@ -155,12 +164,33 @@ def break_(ctx: click.Context, target: str) -> None:
 
 
 @command.command()
-@click.argument("target")
+@click.argument("target", required=False)
 @click.pass_context
-def heal(ctx: click.Context, target: str) -> None:
-    """Make TARGET's simulated service healthy again."""
-    write_state(_target_file(ctx.obj["state_dir"], target), broken=False)
-    click.echo(f"{target}: healed")
+def heal(ctx: click.Context, target: str | None) -> None:
+    """Make TARGET's simulated service healthy and reachable again (every target without one)."""
+    state_dir: Path = ctx.obj["state_dir"]
+    for t in [target] if target else sorted(_info(state_dir).get("targets", {})):
+        write_state(_target_file(state_dir, t), broken=False, cut=[])
+        click.echo(f"{t}: healed")
+
+
+@command.command()
+@click.argument("target")
+@click.argument("geo")
+@click.pass_context
+def cut(ctx: click.Context, target: str, geo: str) -> None:
+    """Cut the network between GEO's observers and TARGET: they can no longer reach it (heal undoes it)."""
+    state_dir: Path = ctx.obj["state_dir"]
+    path = _target_file(state_dir, target)
+    observers = {o: v for o, v in _info(state_dir).get("observers", {}).items() if isinstance(v, dict)}
+    mine = sorted(o for o, v in observers.items() if geo in v.get("geos", []) and target in v.get("targets", []))
+    if not mine:
+        stands = sorted({g for v in observers.values() for g in v.get("geos", [])})
+        click.echo(f"steering demo: no observer of {geo!r} observes {target!r}; observers stand for: "
+                   f"{', '.join(stands) or 'none (the config lists no observers)'}", err=True)
+        sys.exit(2)
+    state = write_state(path, cut=sorted(set(read_state(path).get("cut") or []) | set(mine)))
+    click.echo(f"{target}: unreachable from {geo} ({', '.join(mine)}); cut from: {', '.join(state['cut'])}")
 
 
 @command.command()

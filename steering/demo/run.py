@@ -4,6 +4,13 @@ Every daemon is a real process started from this venv's console scripts,
 with its log under ``<state-dir>/logs``; the simulated targets are HTTP
 servers in this process. Stopping (Ctrl-C or SIGTERM) stops every process
 this demo started, by PID: agents first, then DNS, controllers, etcd.
+
+Unless the config lists its own ``observers``, the demo adds one per geo of
+``OBSERVER_GEOS`` (``probe-na-east``, ``probe-europe``) observing every
+region, each an ``steering agent`` process with ``role: observer`` per
+region, with ``policy.health`` at a majority quorum and per-geo
+reachability on, so ``steering demo cut REGION GEO`` shows a region
+unreachable from one geo while it serves the others (docs/health.md).
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from steering.demo.simtarget import SimTarget
 from steering.etcdproc import EtcdCluster, stop_process
 
 DEFAULT_LOAD = {"us-east-1": 6000.0, "us-west-2": 4000.0, "eu-west-1": 5000.0}
+# Client geos whose observers the demo runs (those the config has), each observing every region.
+OBSERVER_GEOS = ("na-east", "europe")
 STATE_FILE = "demo.json"
 # The demo's default config: the example deployment of the source tree (the demo runs from a checkout).
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "steering.yaml"
@@ -90,6 +99,7 @@ class Demo:
     state_dir: Path
     dns_port: int = 5353
     api_port: int = 50051
+    observers: bool = True  # add the demo's observers when the config has none
     etcd: EtcdCluster | None = None
     procs: list[Proc] = field(default_factory=list)
     sims: dict[str, SimTarget] = field(default_factory=dict)
@@ -150,6 +160,14 @@ class Demo:
             agent_yaml = self._write_agent(target_id)
             self.procs.append(Proc(f"agent-{target_id}", [bin_path("steering"), "agent", "--config", str(agent_yaml)],
                                    logs / f"agent-{target_id}.log"))
+        for o in self.config.observers:
+            for target_id in o.targets:
+                if target_id not in self.sims:
+                    continue
+                agent_yaml = self._write_agent(target_id, observer=o.id, geos=o.geos)
+                name = f"agent-{o.id}-{target_id}"
+                self.procs.append(Proc(name, [bin_path("steering"), "agent", "--config", str(agent_yaml)],
+                                       logs / f"{name}.log"))
         for p in self.procs:
             p.start()
         self._write_info()
@@ -166,6 +184,14 @@ class Demo:
                        "state_file": str(self.state_dir / "dns-table.json")}
         data["controller"] = {**(data.get("controller") or {}), "listen": f"127.0.0.1:{self.api_port}"}
         data.pop("route53", None)  # the demo never talks to AWS
+        if self.observers and not data.get("observers"):
+            geos = [g.id for g in base.geos if g.id in OBSERVER_GEOS]
+            data["observers"] = [{"id": f"probe-{g}", "geos": [g], "targets": [r.id for r in base.regions]}
+                                 for g in geos]
+            if geos:
+                policy = data.setdefault("policy", {}) or {}
+                policy.setdefault("health", {"quorum": "majority", "per_geo_reachability": True})
+                data["policy"] = policy
         for zone in data.get("zones", []):
             if zone.get("file"):
                 zone["file"] = str(base.resolve_path(zone["file"]).resolve())
@@ -175,29 +201,34 @@ class Demo:
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         return path
 
-    def _write_agent(self, target_id: str) -> Path:
+    def _write_agent(self, target_id: str, observer: str = "", geos: tuple[str, ...] = ()) -> Path:
+        """The agent file of ``target_id``'s own agent, or of ``observer`` probing it from outside."""
         assert self.config is not None
         sim = self.sims[target_id]
         region_ids = {r.id for r in self.config.regions}
         region = target_id if target_id in region_ids else self.config.site(target_id).region
         stats = f"http://127.0.0.1:{sim.port}/stats"
-        agent = {
+        health = f"http://127.0.0.1:{sim.port}/healthz" + (f"?from={observer}" if observer else "")
+        agent: dict[str, Any] = {
             "site": target_id,
             "region": region,
             "kind": "region" if target_id in region_ids else "cache",
-            "agent_id": f"demo-{target_id}",
+            "agent_id": observer or f"demo-{target_id}",
             "controllers": [f"127.0.0.1:{self.api_port}", f"127.0.0.1:{self.api_port + 1}"],
             "interval_seconds": 0.5,
             "fall": 2,
             "rise": 2,
             "initial": "healthy",
-            "probes": [{"name": "frontend", "kind": "http", "url": f"http://127.0.0.1:{sim.port}/healthz",
+            "probes": [{"name": "frontend", "kind": "http", "url": health,
                         "expect_status": [200], "body_contains": "ok", "timeout_seconds": 1}],
             "capacity": {"url": stats, "json_path": "capacity.requests_per_second"},
             "load": {"url": stats, "json_path": "load.requests_per_second"},
             "backoff": {"initial_seconds": 0.2, "max_seconds": 2},
         }
-        path = self.state_dir / "agents" / f"{target_id}.yaml"
+        if observer:  # it sees the site from outside: no capacity or load of its own to read
+            del agent["capacity"], agent["load"]
+            agent.update(role="observer", geos=list(geos), steering_config=str(self.run_config))
+        path = self.state_dir / "agents" / (f"{observer}-{target_id}.yaml" if observer else f"{target_id}.yaml")
         path.write_text(yaml.safe_dump(agent, sort_keys=False))
         return path
 
@@ -210,6 +241,8 @@ class Demo:
             "etcd": self.etcd.endpoints,
             "config": str(self.run_config),
             "targets": {t: {"port": s.port, "state_file": str(s.state_file)} for t, s in self.sims.items()},
+            "observers": {o.id: {"geos": list(o.geos), "targets": list(o.targets)}
+                          for o in (self.config.observers if self.config else ())},
             "pids": {p.name: p.pid for p in self.procs} | {"etcd": self.etcd.members[0].proc.pid
                                                             if self.etcd.members[0].proc else 0},
         }

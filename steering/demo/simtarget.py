@@ -4,6 +4,11 @@
 ``GET /stats`` answers ``{"capacity": {"requests_per_second": N}, "load":
 {"requests_per_second": M}}``. The state file is re-read on every request,
 so ``steering demo break REGION`` from another terminal only rewrites it.
+
+Observers probe ``/healthz?from=<observer id>``; while that observer is in
+the state's ``cut`` list (``steering demo cut REGION GEO``), its requests
+get no answer: the connection closes, as if the network between them were
+cut, while everyone else's still succeed.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 
 def read_state(path: Path) -> dict[str, Any]:
@@ -45,7 +51,12 @@ class SimTarget:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # http.server's naming
                 state = read_state(sim.state_file)
-                if self.path == "/healthz":
+                url = urlsplit(self.path)
+                observer = parse_qs(url.query).get("from", [""])[0]
+                if observer and observer in (state.get("cut") or []):
+                    self.close_connection = True  # no answer: the observer cannot reach us
+                    return
+                if url.path == "/healthz":
                     broken = bool(state.get("broken"))
                     self._send(503 if broken else 200, b"broken\n" if broken else b"ok\n", "text/plain")
                 elif self.path == "/stats":

@@ -27,6 +27,7 @@ def events(before: RoutingTable | None, after: RoutingTable) -> list[str]:
                 out.append(f"v{after.version}: {kind} {t} evacuation {st.evacuation}")
             elif old.evacuation and not st.evacuation:
                 out.append(f"v{after.version}: {kind} {t} evacuation ended")
+    out += _reach(before, after)
     if after.fail_open and not before.fail_open:
         out.append(f"v{after.version}: FAIL-OPEN: " + "; ".join(after.notes))
     if after.converging and not before.converging:
@@ -34,6 +35,19 @@ def events(before: RoutingTable | None, after: RoutingTable) -> list[str]:
     if before.converging and not after.converging:
         out.append(f"v{after.version}: converged")
     return out
+
+
+def _unreachable(table: RoutingTable) -> set[tuple[str, str]]:
+    """(target, geo) pairs the table leaves out for reachability (the planner's "unreachable from" reason)."""
+    return {(t, geo) for svc in table.services.values() for geo, route in svc.geos.items()
+            for t, why in route.reasons.items() if why.startswith("unreachable from")}
+
+
+def _reach(before: RoutingTable, after: RoutingTable) -> list[str]:
+    old, new = _unreachable(before), _unreachable(after)
+    lines = [f"v{after.version}: {t} unreachable from {g}: {g} leaves it, other geos keep it" for t, g in sorted(new - old)]
+    lines += [f"v{after.version}: {t} reachable from {g} again" for t, g in sorted(old - new)]
+    return lines
 
 
 def render(table: RoutingTable | None, recent: list[str], dns_port: int, api_port: int) -> Table:
@@ -62,7 +76,9 @@ def render(table: RoutingTable | None, recent: list[str], dns_port: int, api_por
         geos.add_column("traffic goes to")
         for geo, route in svc.geos.items():
             where = "  ".join(f"{t} {w / 10:.0f}%" for t, w in route.serving())
-            geos.add_row(geo, where + ("  [red](fail-open)[/]" if route.fail_open else ""))
+            cut = [t for t, why in route.reasons.items() if why.startswith("unreachable from")]
+            geos.add_row(geo, where + ("  [red](fail-open)[/]" if route.fail_open else "")
+                         + (f"  [yellow](unreachable: {', '.join(cut)})[/]" if cut else ""))
         grid.add_row(geos)
     if recent:
         grid.add_row("recent events:")

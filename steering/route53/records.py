@@ -5,15 +5,19 @@ Model, per service ``S`` and record type ``T`` in (A, AAAA) — see README.md:
 * ``<geo>.S`` T: a *weighted* record set, one record per target of the geo
   (SetIdentifier = target id, Weight = table weight scaled to 0–255, values =
   the target's answers of type T, TTL = the service's).
-* ``S`` T: *geolocation* records, one per location (continent, country, or the
-  default location ``*``), each an alias to ``<geo>.S`` T.
+* ``S`` T: *geolocation* records, one per location (continent, country, US
+  state, or the default location ``*``), each an alias to ``<geo>.S`` T.
 * ``_steering.<name>`` TXT: the ownership marker of every name we write; it
   lists the types at that name we own (``heritage=steering,owner=<id>,type=A``).
   A separate name keeps the marker off the steered names, so it never clashes
   with users' own TXT records or with Route 53's rules for alias and
   failover record sets (external-dns #1420, #2362).
 
-Location of a geo: its ``country`` if set, else its ``continent``, else ``*``.
+Locations of a geo: each of its ``subdivisions`` (US states: the only ones
+Route 53 takes; others are noted and left out), ``countries`` and
+``continents`` (with the older single ``country``/``continent``), or ``*``
+when it names none. Route 53 answers from the most specific location that
+holds the client, as our GeoIP map does (docs/geoip.md, "Route 53").
 When several geos claim one location, the first in config order wins, except
 that the config's default geo wins ``*``; the losers get no geolocation record
 (reported in ``Desired.notes``). If no geo maps to ``*``, the default geo is
@@ -29,7 +33,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from steering.config import TOTAL_WEIGHT, Config
+from steering.config import TOTAL_WEIGHT, Config, Geo, geo_codes
+from steering.geocodes import US_STATES, shadowing
 from steering.table import RoutingTable
 
 MAX_WEIGHT = 255
@@ -39,7 +44,7 @@ HERITAGE = "steering"
 STEERED_TYPES = ("A", "AAAA")
 CONTINENTS = frozenset({"AF", "AN", "AS", "EU", "NA", "OC", "SA"})
 
-Geolocation = tuple[str, str]  # ("continent", "NA") | ("country", "US") | ("country", "*")
+Geolocation = tuple[str, str]  # ("continent", "NA") | ("country", "US") | ("subdivision", "US-CA") | ("country", "*")
 Alias = tuple[str, str, bool]  # (hosted zone id, DNS name, evaluate target health)
 
 
@@ -129,8 +134,7 @@ class Record:
         if self.weight is not None:
             out["Weight"] = self.weight
         if self.geo is not None:
-            kind, code = self.geo
-            out["GeoLocation"] = {"ContinentCode": code} if kind == "continent" else {"CountryCode": code}
+            out["GeoLocation"] = _api_location(self.geo)
         if self.alias is not None:
             zone, dns_name, evaluate = self.alias
             out["AliasTarget"] = {"HostedZoneId": zone, "DNSName": dns_name, "EvaluateTargetHealth": evaluate}
@@ -152,8 +156,10 @@ class Record:
                 geo = ("continent", str(loc["ContinentCode"]))
             elif "CountryCode" in loc and len(loc) == 1:
                 geo = ("country", str(loc["CountryCode"]))
+            elif set(loc) == {"CountryCode", "SubdivisionCode"}:
+                geo = ("subdivision", f"{loc['CountryCode']}-{loc['SubdivisionCode']}")
             else:
-                extra["GeoLocation"] = loc  # subdivisions: not ours, keep them visible as drift
+                extra["GeoLocation"] = loc  # not a shape we write: keep it visible as drift
         alias: Alias | None = None
         at = data.get("AliasTarget")
         if at:
@@ -226,12 +232,32 @@ class Desired:
     notes: tuple[str, ...] = ()
 
 
-def geo_location(geo_continent: str | None, geo_country: str | None) -> Geolocation:
-    if geo_country:
-        return ("country", geo_country)
-    if geo_continent:
-        return ("continent", geo_continent)
-    return ("country", "*")
+def _api_location(loc: Geolocation) -> dict[str, str]:
+    kind, code = loc
+    if kind == "continent":
+        return {"ContinentCode": code}
+    if kind == "subdivision":
+        country, _, sub = code.partition("-")
+        return {"CountryCode": country, "SubdivisionCode": sub}
+    return {"CountryCode": code}
+
+
+def geo_locations(geo: Geo) -> tuple[list[Geolocation], list[str]]:
+    """A geo's locations, most specific first (``*`` when it names none), and notes on codes Route 53
+    cannot take (subdivisions outside the US)."""
+    out: list[Geolocation] = []
+    notes: list[str] = []
+    for code in geo.subdivisions:
+        country, _, sub = code.partition("-")
+        if country == "US" and sub in US_STATES:
+            out.append(("subdivision", code))
+        else:
+            notes.append(f"geo {geo.id}: subdivision {code} not published (Route 53 takes US states only)")
+    out += [("country", c) for c in geo.all_countries()]
+    out += [("continent", c) for c in geo.all_continents()]
+    if not out and not notes:
+        out.append(("country", "*"))
+    return out, notes
 
 
 def location_label(loc: Geolocation) -> str:
@@ -246,15 +272,18 @@ def locations(config: Config) -> tuple[dict[Geolocation, str], list[str]]:
     chosen: dict[Geolocation, str] = {}
     notes: list[str] = []
     for g in config.geos:
-        loc = geo_location(g.continent, g.country)
-        holder = chosen.get(loc)
-        if holder is None:
-            chosen[loc] = g.id
-        elif loc[1] == "*" and g.id == default:
-            notes.append(f"geo {holder}: location * goes to the default geo {g.id}; {holder} is not published")
-            chosen[loc] = g.id
-        else:
-            notes.append(f"geo {g.id}: location {location_label(loc)} already taken by geo {holder}; not published")
+        locs, skipped = geo_locations(g)
+        notes += skipped
+        for loc in locs:
+            holder = chosen.get(loc)
+            if holder is None:
+                chosen[loc] = g.id
+            elif loc[1] == "*" and g.id == default:
+                notes.append(f"geo {holder}: location * goes to the default geo {g.id}; {holder} is not published")
+                chosen[loc] = g.id
+            else:
+                notes.append(f"geo {g.id}: location {location_label(loc)} already taken by geo {holder}; "
+                             "not published")
     if ("country", "*") not in chosen:
         chosen[("country", "*")] = default
     return chosen, notes
@@ -264,6 +293,7 @@ def desired_records(config: Config, table: RoutingTable, zone_id: str) -> Desire
     """Every record the table calls for (markers are added by the planner, which knows ownership)."""
     zone = bare_zone_id(zone_id)
     chosen, notes = locations(config)
+    notes += shadowing(geo_codes(config))[1]  # a country hiding another geo's continent: so in Route 53 too
     records: dict[RecordKey, Record] = {}
     service_of: dict[RecordKey, str] = {}
 
@@ -346,6 +376,8 @@ def validate(record: Record, zone_name: str | None = None) -> list[str]:
             problems.append(f"unknown continent code {code!r}")
         if kind == "country" and not (code == "*" or (len(code) == 2 and code.isalpha() and code.isupper())):
             problems.append(f"bad country code {code!r}")
+        if kind == "subdivision" and not (code[:3] == "US-" and code[3:] in US_STATES):
+            problems.append(f"subdivision {code!r} is not a US state (the only subdivisions Route 53 takes)")
     if record.alias is not None:
         if record.ttl is not None or record.values:
             problems.append("alias record with TTL or values")

@@ -38,8 +38,10 @@ EVACUATIONS = "overrides/evacuations/"
 RESTORES = "overrides/restores/"
 PINS = "overrides/weights/"
 OPERATOR_SEQ = "oplog/seq"
-# What operator actions may never write: the leader's, the table's, the operator log's own and the agents' keys.
-RESERVED = ("election/", "routing/", "requests/", "audit/", "health/", "oplog/")
+EVENTS = "events/"
+# What operator actions may never write: the leader's, the table's, the operator log's own, the agents' keys
+# and the leader's event timeline.
+RESERVED = ("election/", "routing/", "requests/", "audit/", "health/", "oplog/", EVENTS)
 
 
 def evacuation_path(region: str) -> str:
@@ -68,6 +70,11 @@ def status_path(name: str) -> str:
 
 def health_path(site: str) -> str:
     return "health/" + check_component("site", site)
+
+
+def event_path(event_id: str) -> str:
+    """``events/<UTC time>-<hex>``: event keys sort by the time the leader wrote them."""
+    return EVENTS + check_component("event id", event_id)
 
 
 class Keys:
@@ -129,6 +136,9 @@ class Keys:
     def status(self, name: str) -> bytes:
         return self.rel(status_path(name))
 
+    def event(self, event_id: str) -> bytes:
+        return self._p + event_path(event_id).encode()
+
     def routing_chunk(self, version: int, blob_id: str, index: int) -> bytes:
         return self.routing_version(version) + f"{blob_id}/{index:04d}".encode()
 
@@ -154,6 +164,10 @@ class Keys:
     @property
     def audit_prefix(self) -> bytes:
         return self._p + b"audit/"
+
+    @property
+    def events_prefix(self) -> bytes:
+        return self._p + EVENTS.encode()
 
     @property
     def routing_versions_prefix(self) -> bytes:

@@ -7,6 +7,7 @@ call to it, so callers keep one object and one API:
 - ``health.py``: ``health/`` records on this process's leases;
 - ``overrides.py``: evacuations, restores and pins (``decode_overrides``);
 - ``oplog.py``: operator actions applied once, the audit log, the operator sequence;
+- ``events.py``: the leader's event timeline (automatic changes), pruned by count and age;
 - ``status.py``, ``topology.py``: shared status records, the stored topology;
 - ``election.py``: the leader key; ``kv.py``: the etcd calls they all make.
 
@@ -20,17 +21,19 @@ never raise on connectivity loss, they re-list and carry on.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from steering import logs
 from steering.config import Etcd
+from steering.event import Event
 from steering.model import Evacuation, Overrides, Pin, Restore, TargetHealth
 from steering.store import codec
 from steering.store.client import Backoff, Conn, StoreError, StoreUnavailable
 from steering.store.election import Leadership, campaign
+from steering.store.events import EventPage, EventRecords
 from steering.store.health import HealthRecords
 from steering.store.keys import RESERVED, Keys
 from steering.store.kv import KV
@@ -62,6 +65,7 @@ class Store:
         self._overrides = OverrideRecords(self.kv, self.keys)
         self._oplog = OperatorLog(self.kv, self.keys, request_ttl)
         self._status = StatusRecords(self.kv, self.keys)
+        self._events = EventRecords(self.kv, self.keys)
         self._topology = TopologyRecord(self.kv, self.keys)
         self._leaderships: set[Leadership] = set()
         # What etcd last said of the leader, with the wall-clock time it said it: for answering while it is away.
@@ -236,6 +240,24 @@ class Store:
     async def get_status(self, name: str) -> bytes | None:
         return await self._status.get(name)
 
+    # ------------------------------------------------------------------ events (events.py)
+    async def put_events(self, events: Sequence[Event]) -> list[str]:
+        """Append events to the timeline (each keyed by its time); their ids."""
+        return await self._events.put(events)
+
+    async def list_events(self, *, since: float | None = None, after: str | None = None,
+                          limit: int = 50) -> EventPage:
+        """Events oldest first: the newest ``limit`` from ``since``, or the oldest ``limit`` after the id
+        ``after``; records that do not decode are skipped and counted."""
+        return await self._events.list(since=since, after=after, limit=limit)
+
+    async def prune_events(self, max_count: int, max_age: float, now: float) -> int:
+        """Delete events older than ``max_age`` seconds, then the oldest beyond ``max_count``; how many."""
+        return await self._events.prune(max_count, max_age, now)
+
+    async def count_events(self) -> int:
+        return await self._events.count()
+
     # ------------------------------------------------------------------ topology (topology.py)
     async def put_topology(self, config_json: bytes) -> None:
         await self._topology.put(config_json)
@@ -279,6 +301,7 @@ class Store:
 __all__ = [
     "INLINE_TXN_BYTES_DEFAULT",
     "RESERVED",
+    "EventPage",
     "Leadership",
     "OverridesChanged",
     "Snapshot",

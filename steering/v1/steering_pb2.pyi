@@ -23,6 +23,12 @@ class HealthStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     HEALTH_STATUS_UNHEALTHY: _ClassVar[HealthStatus]
     HEALTH_STATUS_SILENT: _ClassVar[HealthStatus]
 
+class AgentRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AGENT_ROLE_UNSPECIFIED: _ClassVar[AgentRole]
+    AGENT_ROLE_LOCAL: _ClassVar[AgentRole]
+    AGENT_ROLE_OBSERVER: _ClassVar[AgentRole]
+
 class EvacuationMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     EVACUATION_MODE_UNSPECIFIED: _ClassVar[EvacuationMode]
@@ -35,6 +41,9 @@ HEALTH_STATUS_UNSPECIFIED: HealthStatus
 HEALTH_STATUS_HEALTHY: HealthStatus
 HEALTH_STATUS_UNHEALTHY: HealthStatus
 HEALTH_STATUS_SILENT: HealthStatus
+AGENT_ROLE_UNSPECIFIED: AgentRole
+AGENT_ROLE_LOCAL: AgentRole
+AGENT_ROLE_OBSERVER: AgentRole
 EVACUATION_MODE_UNSPECIFIED: EvacuationMode
 EVACUATION_MODE_NOW: EvacuationMode
 EVACUATION_MODE_RAMP: EvacuationMode
@@ -54,7 +63,7 @@ class CheckResult(_message.Message):
     def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., ok: _Optional[bool] = ..., detail: _Optional[str] = ..., latency_seconds: _Optional[float] = ...) -> None: ...
 
 class HealthReport(_message.Message):
-    __slots__ = ("site", "region", "kind", "status", "checks", "capacity", "load", "geo_load", "sequence", "agent_time", "agent_id")
+    __slots__ = ("site", "region", "kind", "status", "checks", "capacity", "load", "geo_load", "sequence", "agent_time", "agent_id", "role", "geos")
     class GeoLoadEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +82,8 @@ class HealthReport(_message.Message):
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     AGENT_TIME_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    GEOS_FIELD_NUMBER: _ClassVar[int]
     site: str
     region: str
     kind: SiteKind
@@ -84,7 +95,9 @@ class HealthReport(_message.Message):
     sequence: int
     agent_time: _timestamp_pb2.Timestamp
     agent_id: str
-    def __init__(self, site: _Optional[str] = ..., region: _Optional[str] = ..., kind: _Optional[_Union[SiteKind, str]] = ..., status: _Optional[_Union[HealthStatus, str]] = ..., checks: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ..., capacity: _Optional[float] = ..., load: _Optional[float] = ..., geo_load: _Optional[_Mapping[str, float]] = ..., sequence: _Optional[int] = ..., agent_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., agent_id: _Optional[str] = ...) -> None: ...
+    role: AgentRole
+    geos: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, site: _Optional[str] = ..., region: _Optional[str] = ..., kind: _Optional[_Union[SiteKind, str]] = ..., status: _Optional[_Union[HealthStatus, str]] = ..., checks: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ..., capacity: _Optional[float] = ..., load: _Optional[float] = ..., geo_load: _Optional[_Mapping[str, float]] = ..., sequence: _Optional[int] = ..., agent_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., agent_id: _Optional[str] = ..., role: _Optional[_Union[AgentRole, str]] = ..., geos: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReportAck(_message.Message):
     __slots__ = ("sequence", "controller_id", "leader", "report_interval_seconds")
@@ -257,6 +270,110 @@ class WatchResponse(_message.Message):
     table: RoutingTable
     topology_json: str
     def __init__(self, table: _Optional[_Union[RoutingTable, _Mapping]] = ..., topology_json: _Optional[str] = ...) -> None: ...
+
+class ExplainRequest(_message.Message):
+    __slots__ = ("service", "client_address", "ecs_subnet")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ECS_SUBNET_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    client_address: str
+    ecs_subnet: str
+    def __init__(self, service: _Optional[str] = ..., client_address: _Optional[str] = ..., ecs_subnet: _Optional[str] = ...) -> None: ...
+
+class ExplainGeoIp(_message.Message):
+    __slots__ = ("country", "continent", "subdivisions", "matched", "error")
+    COUNTRY_FIELD_NUMBER: _ClassVar[int]
+    CONTINENT_FIELD_NUMBER: _ClassVar[int]
+    SUBDIVISIONS_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    country: str
+    continent: str
+    subdivisions: _containers.RepeatedScalarFieldContainer[str]
+    matched: str
+    error: str
+    def __init__(self, country: _Optional[str] = ..., continent: _Optional[str] = ..., subdivisions: _Optional[_Iterable[str]] = ..., matched: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class ExplainWeight(_message.Message):
+    __slots__ = ("target", "kind", "region", "weight", "reason", "in_split")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    IN_SPLIT_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    kind: str
+    region: str
+    weight: int
+    reason: str
+    in_split: bool
+    def __init__(self, target: _Optional[str] = ..., kind: _Optional[str] = ..., region: _Optional[str] = ..., weight: _Optional[int] = ..., reason: _Optional[str] = ..., in_split: _Optional[bool] = ...) -> None: ...
+
+class ExplainShare(_message.Message):
+    __slots__ = ("target", "weight")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    weight: int
+    def __init__(self, target: _Optional[str] = ..., weight: _Optional[int] = ...) -> None: ...
+
+class ExplainRecord(_message.Message):
+    __slots__ = ("type", "value")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    value: str
+    def __init__(self, type: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class ExplainResponse(_message.Message):
+    __slots__ = ("service", "client_address", "ecs_subnet", "geo", "geo_source", "geo_prefix", "geoip", "why", "weights", "fail_open", "pinned", "fallback", "split", "client_subnet", "key_source", "slot", "target", "records", "ttl", "ecs_scope", "table_version", "table_generated_at")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ECS_SUBNET_FIELD_NUMBER: _ClassVar[int]
+    GEO_FIELD_NUMBER: _ClassVar[int]
+    GEO_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    GEO_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    GEOIP_FIELD_NUMBER: _ClassVar[int]
+    WHY_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    FAIL_OPEN_FIELD_NUMBER: _ClassVar[int]
+    PINNED_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_SUBNET_FIELD_NUMBER: _ClassVar[int]
+    KEY_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    ECS_SCOPE_FIELD_NUMBER: _ClassVar[int]
+    TABLE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TABLE_GENERATED_AT_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    client_address: str
+    ecs_subnet: str
+    geo: str
+    geo_source: str
+    geo_prefix: str
+    geoip: ExplainGeoIp
+    why: str
+    weights: _containers.RepeatedCompositeFieldContainer[ExplainWeight]
+    fail_open: bool
+    pinned: bool
+    fallback: str
+    split: _containers.RepeatedCompositeFieldContainer[ExplainShare]
+    client_subnet: str
+    key_source: str
+    slot: int
+    target: str
+    records: _containers.RepeatedCompositeFieldContainer[ExplainRecord]
+    ttl: int
+    ecs_scope: int
+    table_version: int
+    table_generated_at: float
+    def __init__(self, service: _Optional[str] = ..., client_address: _Optional[str] = ..., ecs_subnet: _Optional[str] = ..., geo: _Optional[str] = ..., geo_source: _Optional[str] = ..., geo_prefix: _Optional[str] = ..., geoip: _Optional[_Union[ExplainGeoIp, _Mapping]] = ..., why: _Optional[str] = ..., weights: _Optional[_Iterable[_Union[ExplainWeight, _Mapping]]] = ..., fail_open: _Optional[bool] = ..., pinned: _Optional[bool] = ..., fallback: _Optional[str] = ..., split: _Optional[_Iterable[_Union[ExplainShare, _Mapping]]] = ..., client_subnet: _Optional[str] = ..., key_source: _Optional[str] = ..., slot: _Optional[int] = ..., target: _Optional[str] = ..., records: _Optional[_Iterable[_Union[ExplainRecord, _Mapping]]] = ..., ttl: _Optional[int] = ..., ecs_scope: _Optional[int] = ..., table_version: _Optional[int] = ..., table_generated_at: _Optional[float] = ...) -> None: ...
 
 class Ramp(_message.Message):
     __slots__ = ("step", "interval_seconds")
@@ -476,7 +593,7 @@ class UnpinWeightsResponse(_message.Message):
     def __init__(self, applied: _Optional[bool] = ..., audit_id: _Optional[str] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class SiteHealth(_message.Message):
-    __slots__ = ("site", "region", "kind", "status", "capacity", "load", "last_report", "checks", "last_change", "heard_by", "last_report_local", "detail")
+    __slots__ = ("site", "region", "kind", "status", "capacity", "load", "last_report", "checks", "last_change", "heard_by", "last_report_local", "detail", "reporters", "verdict", "unreachable_geos")
     SITE_FIELD_NUMBER: _ClassVar[int]
     REGION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -489,6 +606,9 @@ class SiteHealth(_message.Message):
     HEARD_BY_FIELD_NUMBER: _ClassVar[int]
     LAST_REPORT_LOCAL_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    REPORTERS_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    UNREACHABLE_GEOS_FIELD_NUMBER: _ClassVar[int]
     site: str
     region: str
     kind: SiteKind
@@ -501,7 +621,34 @@ class SiteHealth(_message.Message):
     heard_by: str
     last_report_local: bool
     detail: str
-    def __init__(self, site: _Optional[str] = ..., region: _Optional[str] = ..., kind: _Optional[_Union[SiteKind, str]] = ..., status: _Optional[_Union[HealthStatus, str]] = ..., capacity: _Optional[float] = ..., load: _Optional[float] = ..., last_report: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., checks: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ..., last_change: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., heard_by: _Optional[str] = ..., last_report_local: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
+    reporters: _containers.RepeatedCompositeFieldContainer[ReporterHealth]
+    verdict: str
+    unreachable_geos: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, site: _Optional[str] = ..., region: _Optional[str] = ..., kind: _Optional[_Union[SiteKind, str]] = ..., status: _Optional[_Union[HealthStatus, str]] = ..., capacity: _Optional[float] = ..., load: _Optional[float] = ..., last_report: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., checks: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ..., last_change: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., heard_by: _Optional[str] = ..., last_report_local: _Optional[bool] = ..., detail: _Optional[str] = ..., reporters: _Optional[_Iterable[_Union[ReporterHealth, _Mapping]]] = ..., verdict: _Optional[str] = ..., unreachable_geos: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ReporterHealth(_message.Message):
+    __slots__ = ("reporter", "role", "status", "geos", "last_report", "last_report_local", "heard_by", "counted", "detail", "streams")
+    REPORTER_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    GEOS_FIELD_NUMBER: _ClassVar[int]
+    LAST_REPORT_FIELD_NUMBER: _ClassVar[int]
+    LAST_REPORT_LOCAL_FIELD_NUMBER: _ClassVar[int]
+    HEARD_BY_FIELD_NUMBER: _ClassVar[int]
+    COUNTED_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_FIELD_NUMBER: _ClassVar[int]
+    reporter: str
+    role: str
+    status: HealthStatus
+    geos: _containers.RepeatedScalarFieldContainer[str]
+    last_report: _timestamp_pb2.Timestamp
+    last_report_local: bool
+    heard_by: str
+    counted: bool
+    detail: str
+    streams: int
+    def __init__(self, reporter: _Optional[str] = ..., role: _Optional[str] = ..., status: _Optional[_Union[HealthStatus, str]] = ..., geos: _Optional[_Iterable[str]] = ..., last_report: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_report_local: _Optional[bool] = ..., heard_by: _Optional[str] = ..., counted: _Optional[bool] = ..., detail: _Optional[str] = ..., streams: _Optional[int] = ...) -> None: ...
 
 class Route53Status(_message.Message):
     __slots__ = ("enabled", "last_sync", "last_duration_seconds", "last_changes", "last_error")
@@ -522,7 +669,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatusResponse(_message.Message):
-    __slots__ = ("leader", "replica", "table", "table_age_seconds", "sites", "evacuations", "route53", "connected_agents", "stale", "etcd_unreachable_since")
+    __slots__ = ("leader", "replica", "table", "table_age_seconds", "sites", "evacuations", "route53", "connected_agents", "stale", "etcd_unreachable_since", "recent_events", "geoip")
     LEADER_FIELD_NUMBER: _ClassVar[int]
     REPLICA_FIELD_NUMBER: _ClassVar[int]
     TABLE_FIELD_NUMBER: _ClassVar[int]
@@ -533,6 +680,8 @@ class StatusResponse(_message.Message):
     CONNECTED_AGENTS_FIELD_NUMBER: _ClassVar[int]
     STALE_FIELD_NUMBER: _ClassVar[int]
     ETCD_UNREACHABLE_SINCE_FIELD_NUMBER: _ClassVar[int]
+    RECENT_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    GEOIP_FIELD_NUMBER: _ClassVar[int]
     leader: str
     replica: str
     table: RoutingTable
@@ -543,7 +692,29 @@ class StatusResponse(_message.Message):
     connected_agents: int
     stale: bool
     etcd_unreachable_since: _timestamp_pb2.Timestamp
-    def __init__(self, leader: _Optional[str] = ..., replica: _Optional[str] = ..., table: _Optional[_Union[RoutingTable, _Mapping]] = ..., table_age_seconds: _Optional[float] = ..., sites: _Optional[_Iterable[_Union[SiteHealth, _Mapping]]] = ..., evacuations: _Optional[_Iterable[_Union[Evacuation, _Mapping]]] = ..., route53: _Optional[_Union[Route53Status, _Mapping]] = ..., connected_agents: _Optional[int] = ..., stale: _Optional[bool] = ..., etcd_unreachable_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    recent_events: _containers.RepeatedCompositeFieldContainer[Event]
+    geoip: GeoIpStatus
+    def __init__(self, leader: _Optional[str] = ..., replica: _Optional[str] = ..., table: _Optional[_Union[RoutingTable, _Mapping]] = ..., table_age_seconds: _Optional[float] = ..., sites: _Optional[_Iterable[_Union[SiteHealth, _Mapping]]] = ..., evacuations: _Optional[_Iterable[_Union[Evacuation, _Mapping]]] = ..., route53: _Optional[_Union[Route53Status, _Mapping]] = ..., connected_agents: _Optional[int] = ..., stale: _Optional[bool] = ..., etcd_unreachable_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recent_events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., geoip: _Optional[_Union[GeoIpStatus, _Mapping]] = ...) -> None: ...
+
+class GeoIpStatus(_message.Message):
+    __slots__ = ("database_type", "build_time", "networks", "prefixes", "reloads_ok", "reloads_failed", "last_error", "path")
+    DATABASE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    BUILD_TIME_FIELD_NUMBER: _ClassVar[int]
+    NETWORKS_FIELD_NUMBER: _ClassVar[int]
+    PREFIXES_FIELD_NUMBER: _ClassVar[int]
+    RELOADS_OK_FIELD_NUMBER: _ClassVar[int]
+    RELOADS_FAILED_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    database_type: str
+    build_time: _timestamp_pb2.Timestamp
+    networks: int
+    prefixes: int
+    reloads_ok: int
+    reloads_failed: int
+    last_error: str
+    path: str
+    def __init__(self, database_type: _Optional[str] = ..., build_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., networks: _Optional[int] = ..., prefixes: _Optional[int] = ..., reloads_ok: _Optional[int] = ..., reloads_failed: _Optional[int] = ..., last_error: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
 
 class AuditRecord(_message.Message):
     __slots__ = ("id", "time", "actor", "action", "region", "service", "geo", "reason", "request_id", "forced", "before", "after", "details_json")
@@ -586,6 +757,46 @@ class HistoryResponse(_message.Message):
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[AuditRecord]
     def __init__(self, records: _Optional[_Iterable[_Union[AuditRecord, _Mapping]]] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("id", "time", "kind", "severity", "subject", "message", "details_json", "replica")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_JSON_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    time: _timestamp_pb2.Timestamp
+    kind: str
+    severity: str
+    subject: str
+    message: str
+    details_json: str
+    replica: str
+    def __init__(self, id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[str] = ..., severity: _Optional[str] = ..., subject: _Optional[str] = ..., message: _Optional[str] = ..., details_json: _Optional[str] = ..., replica: _Optional[str] = ...) -> None: ...
+
+class EventsRequest(_message.Message):
+    __slots__ = ("since", "after_id", "limit")
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    since: _timestamp_pb2.Timestamp
+    after_id: str
+    limit: int
+    def __init__(self, since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., after_id: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class EventsResponse(_message.Message):
+    __slots__ = ("events", "skipped", "more")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    skipped: int
+    more: bool
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., skipped: _Optional[int] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class PlanRequest(_message.Message):
     __slots__ = ("evacuations", "restore", "healthy")

@@ -116,6 +116,11 @@ class RoutingServiceStub:
                 request_serializer=steering_dot_v1_dot_steering__pb2.WatchRequest.SerializeToString,
                 response_deserializer=steering_dot_v1_dot_steering__pb2.WatchResponse.FromString,
                 _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/steering.v1.RoutingService/Explain',
+                request_serializer=steering_dot_v1_dot_steering__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=steering_dot_v1_dot_steering__pb2.ExplainResponse.FromString,
+                _registered_method=True)
 
 
 class RoutingServiceServicer:
@@ -133,6 +138,12 @@ class RoutingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Explain(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RoutingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +156,11 @@ def add_RoutingServiceServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=steering_dot_v1_dot_steering__pb2.WatchRequest.FromString,
                     response_serializer=steering_dot_v1_dot_steering__pb2.WatchResponse.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=steering_dot_v1_dot_steering__pb2.ExplainRequest.FromString,
+                    response_serializer=steering_dot_v1_dot_steering__pb2.ExplainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -211,6 +227,33 @@ class RoutingService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/steering.v1.RoutingService/Explain',
+            steering_dot_v1_dot_steering__pb2.ExplainRequest.SerializeToString,
+            steering_dot_v1_dot_steering__pb2.ExplainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class OperatorServiceStub:
     """Missing associated documentation comment in .proto file."""
@@ -255,6 +298,11 @@ class OperatorServiceStub:
                 '/steering.v1.OperatorService/Plan',
                 request_serializer=steering_dot_v1_dot_steering__pb2.PlanRequest.SerializeToString,
                 response_deserializer=steering_dot_v1_dot_steering__pb2.PlanResponse.FromString,
+                _registered_method=True)
+        self.Events = channel.unary_unary(
+                '/steering.v1.OperatorService/Events',
+                request_serializer=steering_dot_v1_dot_steering__pb2.EventsRequest.SerializeToString,
+                response_deserializer=steering_dot_v1_dot_steering__pb2.EventsResponse.FromString,
                 _registered_method=True)
 
 
@@ -303,6 +351,12 @@ class OperatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Events(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OperatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -340,6 +394,11 @@ def add_OperatorServiceServicer_to_server(servicer, server):
                     servicer.Plan,
                     request_deserializer=steering_dot_v1_dot_steering__pb2.PlanRequest.FromString,
                     response_serializer=steering_dot_v1_dot_steering__pb2.PlanResponse.SerializeToString,
+            ),
+            'Events': grpc.unary_unary_rpc_method_handler(
+                    servicer.Events,
+                    request_deserializer=steering_dot_v1_dot_steering__pb2.EventsRequest.FromString,
+                    response_serializer=steering_dot_v1_dot_steering__pb2.EventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -531,6 +590,33 @@ class OperatorService:
             '/steering.v1.OperatorService/Plan',
             steering_dot_v1_dot_steering__pb2.PlanRequest.SerializeToString,
             steering_dot_v1_dot_steering__pb2.PlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Events(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/steering.v1.OperatorService/Events',
+            steering_dot_v1_dot_steering__pb2.EventsRequest.SerializeToString,
+            steering_dot_v1_dot_steering__pb2.EventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,153 @@
+"""The event timeline in a real etcd: written in order, read by time and after a cursor, unreadable
+records skipped and counted, pruned by age and count; and ``EventSink`` writing what it derives."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from steering import event as ev
+from steering.config import load_config
+from steering.controller.sinks import EventSink
+from steering.etcdproc import EtcdCluster
+from steering.event import Event
+from steering.model import TargetHealth
+from steering.store import Store
+from steering.store.events import new_id
+from tests.support import eventually
+from tests.support.paths import EXAMPLE_CONFIG
+from tests.support.store import etcd_cfg
+
+NOW = time.time()
+
+
+@pytest.fixture
+async def store(etcd: EtcdCluster) -> AsyncIterator[Store]:
+    async with Store(etcd_cfg(etcd.endpoints)) as s:
+        yield s
+
+
+def _event(i: int, t: float, subject: str = "site/a") -> Event:
+    return Event(time=t, kind=ev.HEALTH_CHANGED, severity="warning", subject=subject, message=f"event {i}",
+                 details={"i": i})
+
+
+async def test_written_events_read_back_in_order_by_time_and_cursor(store: Store) -> None:
+    events = [_event(i, NOW - 100 + i) for i in range(10)]
+    ids = await store.put_events(events)
+    assert ids == sorted(ids) and len(set(ids)) == 10
+    page = await store.list_events(limit=50)
+    assert [e.message for e in page.events] == [f"event {i}" for i in range(10)]
+    assert page.events[0].id == ids[0] and page.events[0].details == {"i": 0} and page.skipped == 0
+    newest = await store.list_events(limit=3)
+    assert [e.message for e in newest.events] == ["event 7", "event 8", "event 9"] and newest.more
+    since = await store.list_events(since=NOW - 100 + 5.5)
+    assert [e.details["i"] for e in since.events] == [6, 7, 8, 9]
+    after = await store.list_events(after=ids[3], limit=2)  # a follower pages forward: the oldest after it
+    assert [e.details["i"] for e in after.events] == [4, 5]
+    assert (await store.list_events(after=ids[-1])).events == []
+
+
+async def test_a_record_that_cannot_be_decoded_is_skipped_and_counted(store: Store) -> None:
+    await store.put_events([_event(1, NOW - 2), _event(2, NOW)])
+    await store.kv.put(store.keys.event(new_id(NOW - 1)), b"{not json")
+    await store.kv.put(store.keys.event(new_id(NOW - 1.5)), b'{"time": 1, "kind": "x", "severity": "loud"}')
+    page = await store.list_events()
+    assert [e.message for e in page.events] == ["event 1", "event 2"]
+    assert page.skipped == 2
+
+
+async def test_pruning_deletes_the_old_then_the_oldest_beyond_the_count(store: Store) -> None:
+    old = [_event(i, NOW - 7200 - i) for i in range(5)]  # two hours old
+    recent = [_event(100 + i, NOW - 60 + i) for i in range(20)]
+    await store.put_events(old + recent)
+    assert await store.count_events() == 25
+    deleted = await store.prune_events(max_count=8, max_age=3600, now=NOW)
+    assert deleted == 17
+    page = await store.list_events(limit=100)
+    assert [e.details["i"] for e in page.events] == list(range(112, 120))
+    assert await store.prune_events(max_count=8, max_age=3600, now=NOW) == 0
+
+
+async def test_the_event_sink_writes_what_it_derives_and_counts_what_it_limits(store: Store) -> None:
+    """The sink as the leader drives it: a term starts (elected), health flaps beyond the budget, the term
+    ends (resigned). Written through a real etcd; the budget holds."""
+    config = load_config(EXAMPLE_CONFIG)
+    config = config.model_copy(update={"controller": config.controller.model_copy(
+        update={"events": config.controller.events.model_copy(update={"per_subject_per_minute": 2})})})
+    sink = EventSink(config, store, "c9")
+    stop = asyncio.Event()
+    serving = asyncio.create_task(sink.serve(None, stop))
+    try:
+        async def elected() -> bool:
+            page = await store.list_events()
+            return [e.kind for e in page.events] == [ev.LEADER_ELECTED]
+
+        await eventually(elected, what="the term's first event")  # the leader plans only once serving
+        ids = [r.id for r in config.regions] + [s.id for s in config.sites]
+        up = {t: TargetHealth(status="healthy") for t in ids}
+        down = {**up, "oc-lon-1": TargetHealth(status="unhealthy", detail="frontend: status 503")}
+        sink.health_seen(up, {})
+        for _ in range(5):
+            sink.health_seen(down, {"oc-lon-1@c9": down["oc-lon-1"]})
+            sink.health_seen(up, {})
+
+        async def written() -> list[Event]:
+            page = await store.list_events(limit=100)
+            return page.events if len(page.events) >= 3 else []
+
+        events = await eventually(written, what="the elected event and two health events")
+        assert events[0].kind == ev.LEADER_ELECTED and events[0].replica == "c9"
+        flips = [e for e in events if e.subject == "site/oc-lon-1"]
+        assert len(flips) == 2 and sink.limiter.suppressed_total == 8
+    finally:
+        stop.set()
+        await serving
+    sink.leadership_ended(True, "test over")
+    assert await sink.drain()
+    last = (await store.list_events(limit=1)).events[0]
+    assert last.kind == ev.LEADER_RESIGNED and "test over" in last.message
+
+
+async def test_events_wait_while_etcd_is_away_and_a_lost_term_is_written_when_it_is_back(etcd: EtcdCluster) -> None:
+    """Nothing derived is lost to an outage: events queue (bounded) and are written once etcd answers; a term
+    lost meanwhile is written in the background while the replica campaigns again."""
+    config = load_config(EXAMPLE_CONFIG)
+    async with Store(etcd_cfg(etcd.endpoints, timeout=1.0)) as store:
+        sink = EventSink(config, store, "c7")
+        stop = asyncio.Event()
+        serving = asyncio.create_task(sink.serve(None, stop))
+        try:
+            async def elected() -> bool:
+                return [e.kind for e in (await store.list_events()).events] == [ev.LEADER_ELECTED]
+
+            await eventually(elected, what="the elected event")
+            member = etcd.members[0]
+            member.pause()  # a frozen etcd: calls time out
+            try:
+                ids = [r.id for r in config.regions]
+                sink.health_seen({t: TargetHealth(status="healthy") for t in ids}, {})
+                sink.health_seen({t: TargetHealth(status="unhealthy") for t in ids}, {})
+                await eventually(lambda: sink.status() is not None and not sink.status().ok,  # type: ignore[union-attr]
+                                 timeout=20, what="a write to fail while etcd is frozen")
+            finally:
+                member.resume()
+
+            async def written() -> bool:
+                page = await store.list_events()
+                return sum(e.kind == ev.HEALTH_CHANGED for e in page.events) == len(ids)
+
+            await eventually(written, timeout=20, what="the queued health events to be written")
+        finally:
+            stop.set()
+            await serving
+        sink.leadership_ended(False, "lease lost: test")  # not awaited: the drain runs in the background
+
+        async def lost() -> bool:
+            return any(e.kind == ev.LEADER_LOST for e in (await store.list_events()).events)
+
+        await eventually(lost, what="the lost term's event")
+        await sink.close()
