@@ -14,7 +14,9 @@ agent); ``agent`` may only stream health reports. Clients send
 a role without the right PERMISSION_DENIED. The standard health service and
 reflection stay open. Handlers read the caller's token name with ``actor()``
 for the audit. Without an ``auth`` section every call is allowed and the
-actor is ``anonymous``.
+actor is ``anonymous``. The REST API (``steering.http``) applies the same
+rules: each route names the gRPC method whose roles it takes, ``authorize``
+decides for both, and ``acting`` sets ``actor()`` for its handler.
 
 ``sites`` binds a token to the region and cache-site ids it may report
 health for (``"*"``: any). An ``agent`` token must name them; an
@@ -27,10 +29,11 @@ observer ids (``observers[].id`` of the config) a token may report as; an
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias, cast
@@ -197,12 +200,52 @@ def _observers(value: Any, role: Any, known: frozenset[str] | None) -> tuple[fro
 def _bearer(metadata: Any) -> str | None:
     for key, value in metadata or ():
         if key.lower() == "authorization":
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            scheme, _, secret = text.strip().partition(" ")
-            if scheme.lower() == "bearer" and secret.strip():
-                return secret.strip()
-            return ""
+            return bearer(value.decode() if isinstance(value, bytes) else str(value))
     return None
+
+
+def bearer(header: str | None) -> str | None:
+    """The secret of an ``Authorization: Bearer <token>`` value; None without the header, "" when it is
+    not a bearer token."""
+    if header is None:
+        return None
+    scheme, _, secret = header.strip().partition(" ")
+    if scheme.lower() == "bearer" and secret.strip():
+        return secret.strip()
+    return ""
+
+
+@dataclass(frozen=True)
+class Denied:
+    """Why a call is refused: UNAUTHENTICATED (no or an unknown token) or PERMISSION_DENIED (its role)."""
+
+    code: grpc.StatusCode
+    message: str
+
+
+def authorize(tokens: Tokens, secret: str | None, method: str, roles: frozenset[str]) -> Token | Denied:
+    """The token a call may act as, or why not: the one rule for the gRPC interceptor and the REST API
+    (``steering.http.auth``), which names each of its routes by the gRPC method whose roles it shares."""
+    token = tokens.lookup(secret) if secret else None
+    if token is None:
+        why = "missing bearer token" if secret is None else "invalid bearer token"
+        return Denied(grpc.StatusCode.UNAUTHENTICATED, f"authorization: {why}")
+    if token.role not in roles:
+        return Denied(grpc.StatusCode.PERMISSION_DENIED,
+                      f"authorization: token {token.name!r} has role {token.role}; "
+                      f"{method.rsplit('/', 1)[-1]} needs {' or '.join(sorted(roles))}")
+    return token
+
+
+@contextlib.contextmanager
+def acting(token: Token) -> Iterator[None]:
+    """``actor()`` and ``caller()`` are ``token``'s inside the block (a REST call; gRPC sets them per call)."""
+    names, callers = _ACTOR.set(token.name), _CALLER.set(token)
+    try:
+        yield
+    finally:
+        _CALLER.reset(callers)
+        _ACTOR.reset(names)
 
 
 # Strings: grpc's classes are generic only in its stubs, not at runtime.
@@ -225,16 +268,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         roles = allowed_roles(details.method)
         if handler is None or roles is None:
             return handler
-        secret = _bearer(details.invocation_metadata)
-        token = self.tokens.lookup(secret) if secret else None
-        if token is None:
-            why = "missing bearer token" if secret is None else "invalid bearer token"
-            return _deny(handler, grpc.StatusCode.UNAUTHENTICATED, f"authorization: {why}", details.method)
-        if token.role not in roles:
-            return _deny(handler, grpc.StatusCode.PERMISSION_DENIED,
-                         f"authorization: token {token.name!r} has role {token.role}; "
-                         f"{details.method.rsplit('/', 1)[-1]} needs {' or '.join(sorted(roles))}", details.method)
-        return _as_actor(handler, token)
+        found = authorize(self.tokens, _bearer(details.invocation_metadata), details.method, roles)
+        if isinstance(found, Denied):
+            return _deny(handler, found.code, found.message, details.method)
+        return _as_actor(handler, found)
 
 
 def _deny(handler: _Handler, code: grpc.StatusCode, message: str, method: str) -> _Handler:
@@ -288,12 +325,18 @@ def _rebuild(handler: _Handler, unary: _UnaryBehaviour, stream: _StreamBehaviour
     return grpc.stream_stream_rpc_method_handler(stream, **args)
 
 
-def server_interceptors(config: Config) -> list[grpc.aio.ServerInterceptor]:
+def tokens_for(config: Config) -> Tokens | None:
+    """The ``auth`` section's tokens (ConfigError naming each bad entry); None without one: the API is open."""
     if config.auth is None:
-        return []
+        return None
     known = frozenset(r.id for r in config.regions) | frozenset(s.id for s in config.sites)
     observers = frozenset(o.id for o in config.observers)
-    return [AuthInterceptor(load_tokens(config.resolve_path(config.auth.tokens_file), known, observers))]
+    return load_tokens(config.resolve_path(config.auth.tokens_file), known, observers)
+
+
+def server_interceptors(config: Config) -> list[grpc.aio.ServerInterceptor]:
+    tokens = tokens_for(config)
+    return [] if tokens is None else [AuthInterceptor(tokens)]
 
 
 def server_credentials(config: Config) -> grpc.ServerCredentials | None:

@@ -5,7 +5,8 @@ each field; then ``_cross_check`` checks what refers to what (preference
 lists, answers, zones), collecting every problem instead of stopping at the
 first, so an operator fixes a broken file in one go. Each problem is one
 line, ``path: message``, with the path in the file's own terms
-(``geos[2].prefer[1]``).
+(``geos[2].prefer[1]``). Shape errors do not hide the second pass: it runs on
+what validates once the refused parts are cut out (``steering.salvage``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from steering import geocodes
 
-TOTAL_WEIGHT = 1000
-"""Weights of one (service, geo) sum to this."""
+# TOTAL_WEIGHT is re-exported: it lives beside the weight arithmetic, so steering.table loads without pydantic
+from steering.weights import TOTAL_WEIGHT as TOTAL_WEIGHT
 
 RecordType = Literal["A", "AAAA", "CNAME"]
 T = TypeVar("T")
@@ -354,6 +355,8 @@ class GeoIp(_Model):
 
 class Controller(_Model):
     listen: str = "127.0.0.1:50051"
+    # the REST API (docs/rest-api.md) on HOST:PORT beside gRPC, with the same auth and tls; None: not served
+    http_listen: str | None = Field(None, min_length=1, max_length=300)
     debounce_seconds: NonNegativeFloat = 0.2
     events: Events = Events()
 
@@ -725,11 +728,34 @@ def parse_file_model(model: type[M], data: Any, source: str, base_dir: str | Pat
     try:
         obj = model.model_validate({**data, "base_dir": str(base_dir)})
     except ValidationError as exc:
-        raise ConfigError(source, tidy(format_validation_error(exc))) from None
+        shape = tidy(format_validation_error(exc))
+        raise ConfigError(source, shape + _cross_problems_despite(model, data, base_dir, exc, cross_check)) from None
     problems = cross_check(obj)
     if problems:
         raise ConfigError(source, problems)
     return obj
+
+
+def _cross_problems_despite(model: type[M], data: dict[str, Any], base_dir: str | Path, exc: ValidationError,
+                            cross_check: Callable[[M], list[str]]) -> list[str]:
+    """The cross-reference problems of the file beside its shape errors, in the same pass: checked on what
+    validates once the refused parts are cut out, less those a cut may have caused (steering.salvage)."""
+    from steering.salvage import salvage
+
+    def validate(d: dict[str, Any]) -> M:
+        return model.model_validate({**d, "base_dir": str(base_dir)})
+
+    def locations(e: Exception) -> list[tuple[Any, ...]] | None:
+        return [tuple(err["loc"]) for err in e.errors()] if isinstance(e, ValidationError) else None
+
+    try:
+        found = salvage(data, [tuple(err["loc"]) for err in exc.errors()], validate, locations)
+        if found is None:
+            return []
+        obj, cut = found
+        return [p for p in map(cut.problem_to_file, cross_check(obj)) if not cut.related(p)]
+    except Exception:  # best effort: the shape errors are reported whatever a partial object does here
+        return []
 
 
 def parse_config(data: Any, source: str = "<config>", base_dir: str | Path = ".") -> Config:

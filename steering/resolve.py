@@ -43,7 +43,7 @@ def rank(table: RoutingTable, topology: Topology, service: str, *, client_addres
     name = topology.service_name(service)
     if geo:
         if geo not in topology.geo_ids:
-            raise ResolveError("geo", f"unknown geo {geo!r}")
+            raise ResolveError("geo", f"unknown geo {geo!r} (known: {', '.join(topology.geo_ids)})")
     elif client_address:
         geo = topology.geo_for(client_address)
     else:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from steering.config import TOTAL_WEIGHT
+from steering.weights import TOTAL_WEIGHT
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+TOTAL_WEIGHT = 1000
+"""Weights of one (service, geo) sum to this (``steering.config`` re-exports it)."""
+
 
 def apportion(shares: Mapping[str, float], total: int, order: Sequence[str]) -> dict[str, int]:
     """Round non-negative ``shares`` to integers summing to ``total`` (largest remainder).

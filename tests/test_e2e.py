@@ -196,6 +196,7 @@ def test_demo_stops_cleanly_and_refuses_a_second_instance(tmp_path: Path) -> Non
         assert second.returncode != 0
         assert "already running" in second.stderr or "already in use" in second.stderr, second.stderr
         assert "Traceback" not in second.stderr
+        assert second.stdout == "" and "stopping" not in second.stderr  # only why it was refused
         # break/heal from a second terminal talk to the running demo through its state dir
         broke = subprocess.run([STEERING, "demo", "--state-dir", str(state), "break", "us-west-2"],
                                capture_output=True, text=True, timeout=30)

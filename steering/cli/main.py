@@ -39,6 +39,7 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup)
+@click.version_option(package_name="steering", prog_name="steering", message="%(prog)s %(version)s")
 def cli() -> None:
     """Global traffic steering and DNS failover."""
 

@@ -24,12 +24,14 @@ from rich.table import Table
 from steering import limits
 from steering.cli import shapes
 from steering.cli.remote import EXIT_REFUSED, EXIT_USAGE, Remote, connection_options, describe, die, exit_code
-from steering.controller.operator import PREVIEW_TRAILER
 from steering.table import RoutingTable
 from steering.textsafe import printable
 from steering.v1 import steering_pb2 as pb
 
 OP = "OperatorService"
+DRY_RUN_HELP = "show the preview; change nothing"
+YES_HELP = "do not ask for confirmation"
+ACTION_JSON_HELP = "print JSON: the preview and the outcome (shape in docs/operator-guide.md)"
 
 
 def console() -> Console:
@@ -173,6 +175,8 @@ def _refusal(err: grpc.RpcError, as_json: bool, region: str = "") -> None:
     """Print a refused action (with its preview when the server sent one) and exit."""
     # grpc-stubs types the items as an opaque _Metadatum; at runtime they are (key, value) pairs (grpc's own
     # annotation: Optional[Sequence[tuple[str, str | bytes]]]), so dict() of them is what we want
+    from steering.controller.operator import PREVIEW_TRAILER  # the controller's modules only on a refusal
+
     trailer: dict[str, str | bytes] = dict(err.trailing_metadata() or ())  # type: ignore[arg-type]
     raw = trailer.get(PREVIEW_TRAILER)
     preview = pb.Preview.FromString(raw) if isinstance(raw, bytes) else None  # a -bin trailer is always bytes
@@ -195,18 +199,42 @@ def _confirm(question: str) -> None:
 # ---------------------------------------------------------------------- progress
 
 
-def _share(table: RoutingTable, region: str) -> int:
-    """The region's (and its sites') total weight over every service and geo that is not fail-open."""
+def _share(table: RoutingTable, region: str, fail_open: bool = False) -> int:
+    """The region's (and its sites') total weight over every service and geo that is not fail-open (with
+    ``fail_open``: over those that are)."""
     total = 0
     for svc in table.services.values():
         for route in svc.geos.values():
-            if route.fail_open:
+            if route.fail_open != fail_open:
                 continue
             for t, w in route.weights.items():
                 st = table.sites.get(t)
                 if t == region or (st is not None and st.region == region):
                     total += w
     return total
+
+
+def kept_by_fail_open(table: RoutingTable, region: str) -> list[tuple[str, str]]:
+    """The (service, geo) routes whose fail-open answers still include the region or its sites: with no
+    healthy, non-evacuated target a route keeps its previous weights (docs/architecture.md), evacuated
+    targets included."""
+    out = []
+    for name, svc in table.services.items():
+        for geo, route in svc.geos.items():
+            if route.fail_open and any(w and (t == region or (t in table.sites and table.sites[t].region == region))
+                                       for t, w in route.weights.items()):
+                out.append((name, geo))
+    return out
+
+
+def where(table: RoutingTable, routes: list[tuple[str, str]]) -> str:
+    """``every geo``, or ``api.example.test. (europe, world); video.example.test. (world)``."""
+    if len(routes) == sum(len(svc.geos) for svc in table.services.values()):
+        return "every geo"
+    by_service: dict[str, list[str]] = {}
+    for service, geo in routes:
+        by_service.setdefault(service, []).append(geo)
+    return "; ".join(f"{printable(s)} ({', '.join(printable(g) for g in geos)})" for s, geos in by_service.items())
 
 
 def table_version(remote: Remote) -> int | None:
@@ -235,8 +263,11 @@ def follow(remote: Remote, region: str, done: Any, deadline: float, quiet: bool,
             share = _share(table, region)
             if not quiet and (last is None or last[1] != share):
                 st = table.regions[region]
-                click.echo(f"v{table.version}  {region}: weight {share} over all geos"
-                           f"{' (' + printable(st.evacuation) + ')' if st.evacuation else ''}")
+                kept = _share(table, region, fail_open=True)
+                spread = (f"weight {share} over geos that are not fail-open, {kept} over fail-open ones (FAIL-OPEN "
+                          "keeps it in their answers)" if kept else f"weight {share} over all geos")
+                click.echo(f"v{table.version}  {region}: {spread}"
+                           + (f" ({printable(st.evacuation)})" if st.evacuation else ""))
             last = (table.version, share)
             if fresh and done(table):
                 return table
@@ -282,7 +313,7 @@ def status(remote: Remote, as_json: bool) -> None:
     tbl = data["table"]
     head = (f"{'last seen leader' if data['stale'] else 'leader'} {safe(data['leader'] or '-')}  "
             f"(answered by {safe(data['replica'])}, "
-            f"{data['connected_agents']} agents)")
+            f"which has {data['connected_agents']} agent streams)")
     if tbl:
         head += f"  table v{tbl['version']}, {tbl['age_seconds']:.1f}s old"
         if tbl["fail_open"]:
@@ -357,13 +388,13 @@ def status(remote: Remote, as_json: bool) -> None:
 @click.option("--reason", required=True, help="why (recorded in the audit)")
 @click.option("--now", "now", is_flag=True, help="move all traffic at once")
 @click.option("--ramp", default=None, help="STEP/INTERVAL, e.g. 25%/60s (default: the policy's pace)")
-@click.option("--dry-run", is_flag=True, help="show the preview; change nothing")
-@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.option("--dry-run", is_flag=True, help=DRY_RUN_HELP)
+@click.option("--yes", is_flag=True, help=YES_HELP)
 @click.option("--force", is_flag=True, help="override the safety rules (audited as forced)")
 @click.option("--no-wait", is_flag=True, help="return once accepted; do not follow the table")
 @click.option("--publish-wait", type=click.FloatRange(0.5, 3600), default=15.0, show_default=True,
               help="seconds to wait for a leader to publish a table after the action before saying it has not")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=ACTION_JSON_HELP)
 def evacuate(remote: Remote, region: str, reason: str, now: bool, ramp: str | None, dry_run: bool, yes: bool,
              force: bool, no_wait: bool, publish_wait: float, as_json: bool) -> None:
     """Move traffic off REGION: preview, confirm, submit, follow until the table reflects it."""
@@ -384,12 +415,12 @@ def evacuate(remote: Remote, region: str, reason: str, now: bool, ramp: str | No
 @click.option("--reason", default="", help="why (recorded in the audit)")
 @click.option("--now", "now", is_flag=True, help="return all traffic at once (still limited by max_shift)")
 @click.option("--ramp", default=None, help="STEP/INTERVAL, e.g. 25%/60s (default: the policy's pace)")
-@click.option("--dry-run", is_flag=True)
-@click.option("--yes", is_flag=True)
-@click.option("--no-wait", is_flag=True)
+@click.option("--dry-run", is_flag=True, help=DRY_RUN_HELP)
+@click.option("--yes", is_flag=True, help=YES_HELP)
+@click.option("--no-wait", is_flag=True, help="return once accepted; do not follow the table")
 @click.option("--publish-wait", type=click.FloatRange(0.5, 3600), default=15.0, show_default=True,
               help="seconds to wait for a leader to publish a table after the action before saying it has not")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=ACTION_JSON_HELP)
 def restore(remote: Remote, region: str, reason: str, now: bool, ramp: str | None, dry_run: bool, yes: bool,
             no_wait: bool, publish_wait: float, as_json: bool) -> None:
     """Return traffic to an evacuated REGION."""
@@ -412,9 +443,12 @@ def _act(remote: Remote, method: str, req: Any, region: str, dry_run: bool, yes:
         if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
             _refusal(err, as_json, region)
         raise
+    if getattr(preview, "applied", False):  # a server older than this steerctl, which has no dry run for it
+        die(f"the server applied {method} at once (audit {preview.audit_id}): it is older than this steerctl "
+            "and previews no such action", EXIT_REFUSED if dry_run else 0)
     result = {"region": region, "applied": False, "dry_run": True, "duplicate": False, "request_id": req.request_id,
               "audit_id": "", "warnings": list(getattr(preview, "warnings", [])),
-              "preview": shapes.preview(preview.preview), "table_version": None}
+              "preview": shapes.preview(preview.preview), "table_version": None, "fail_open_keeps_it_in": []}
     if not as_json:
         print_preview(preview.preview, console())
         for w in result["warnings"]:
@@ -442,7 +476,13 @@ def _act(remote: Remote, method: str, req: Any, region: str, dry_run: bool, yes:
         table = follow(remote, region, done, time.monotonic() + wait, quiet=as_json, after=baseline,
                        publish_wait=publish_wait)
         result["table_version"] = table.version
-        if not as_json:
+        kept = kept_by_fail_open(table, region) if method == "Evacuate" else []
+        result["fail_open_keeps_it_in"] = [{"service": s, "geo": g} for s, g in kept]
+        if not as_json and kept:
+            click.echo(f"routing table v{table.version} reflects it, but the table is FAIL-OPEN (no healthy, "
+                       f"non-evacuated target): DNS keeps answering with the previous weights, so {region} stays "
+                       f"in the answers of {where(table, kept)} until a region can serve again (steerctl status)")
+        elif not as_json:
             click.echo(f"done: routing table v{table.version} reflects it")
     if as_json:
         emit(result)
@@ -453,11 +493,12 @@ def _act(remote: Remote, method: str, req: Any, region: str, dry_run: bool, yes:
 @click.argument("service")
 @click.argument("geo")
 @click.argument("weights", nargs=-1, required=True)
-@click.option("--reason", required=True)
-@click.option("--dry-run", is_flag=True)
-@click.option("--yes", is_flag=True)
-@click.option("--force", is_flag=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--reason", required=True, help="why these weights are pinned (recorded in the audit)")
+@click.option("--dry-run", is_flag=True, help=DRY_RUN_HELP)
+@click.option("--yes", is_flag=True, help=YES_HELP)
+@click.option("--force", is_flag=True,
+              help="go past cannot_serve and hard_limit (audited as forced; no_answers and not_a_candidate stay)")
+@click.option("--json", "as_json", is_flag=True, help=ACTION_JSON_HELP)
 def pin(remote: Remote, service: str, geo: str, weights: tuple[str, ...], reason: str, dry_run: bool, yes: bool,
         force: bool, as_json: bool) -> None:
     """Pin SERVICE's weights for GEO: WEIGHTS as TARGET=N ... (normalised to 1000)."""
@@ -479,27 +520,22 @@ def pin(remote: Remote, service: str, geo: str, weights: tuple[str, ...], reason
 @connection_options
 @click.argument("service")
 @click.argument("geo")
-@click.option("--reason", default="")
-@click.option("--json", "as_json", is_flag=True)
-def unpin(remote: Remote, service: str, geo: str, reason: str, as_json: bool) -> None:
-    """Remove the pinned weights of SERVICE for GEO."""
-    try:
-        resp = remote.call(OP, "UnpinWeights", pb.UnpinWeightsRequest(service=service, geo=geo, reason=reason,
-                                                                      request_id=uuid.uuid4().hex))
-    except grpc.RpcError as err:
-        if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
-            _refusal(err, as_json)
-        raise
-    if as_json:
-        emit({"applied": resp.applied, "duplicate": resp.duplicate, "audit_id": resp.audit_id})
-    else:
-        click.echo(f"unpinned (audit {resp.audit_id})")
+@click.option("--reason", default="", help="why (recorded in the audit)")
+@click.option("--dry-run", is_flag=True, help=DRY_RUN_HELP)
+@click.option("--yes", is_flag=True, help=YES_HELP)
+@click.option("--json", "as_json", is_flag=True, help=ACTION_JSON_HELP)
+def unpin(remote: Remote, service: str, geo: str, reason: str, dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Remove the pinned weights of SERVICE for GEO: preview, confirm, submit."""
+    req = pb.UnpinWeightsRequest(service=service, geo=geo, reason=reason, request_id=uuid.uuid4().hex, dry_run=True)
+    _act(remote, "UnpinWeights", req, "", dry_run, yes, True, as_json, question=f"unpin {service} {geo}?",
+         done=None, wait=0)
 
 
 @click.command()
 @connection_options
-@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="at most this many actions (the newest)")
+@click.option("--json", "as_json", is_flag=True, help="print JSON: {records: [...]} (docs/operator-guide.md)")
 def history(remote: Remote, limit: int, as_json: bool) -> None:
     """Operator actions, newest first."""
     resp = remote.call(OP, "History", pb.HistoryRequest(limit=limit))
@@ -573,9 +609,4 @@ def plan_live(remote: Remote, evacuate: tuple[str, ...], restore: tuple[str, ...
     print_preview(resp.preview, console())
 
 
-def register(cli: click.Group) -> None:
-    for cmd in (status, evacuate, restore, pin, unpin, history, watch):
-        cli.add_command(cmd)
-
-
-__all__ = ["parse_ramp", "plan_live", "register"]
+__all__ = ["parse_ramp", "plan_live"]

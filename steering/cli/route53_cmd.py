@@ -25,7 +25,7 @@ def route53() -> None:
               help="steering.yaml with a route53 section")
 @click.option("--table", "table_path", type=click.Path(dir_okay=False), default=None,
               help="plan against this table (JSON) instead of the live one")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="print the plan as JSON (counts, batches, notes)")
 @connection_options
 def plan(remote: Remote, config_path: str, table_path: str | None, as_json: bool) -> None:
     """Print the creates, upserts and deletes a sync would send; change nothing."""

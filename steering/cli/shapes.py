@@ -11,7 +11,6 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from steering import explain
 from steering.controller.convert import HEALTH_NAMES
 from steering.table import RoutingTable
 from steering.v1 import steering_pb2 as pb
@@ -132,6 +131,8 @@ def health_name(value: pb.HealthStatus) -> str:
 def explanation(r: pb.ExplainResponse) -> dict[str, Any]:
     """``RoutingService.Explain``'s answer in the shape ``steerctl explain --config --table`` prints
     (``steering.explain.Explanation.to_dict``; keys documented in the operator guide, "explain")."""
+    from steering import explain  # imported when used: the other commands start without the pick and GeoIP
+
     says = None
     if r.HasField("geoip"):
         g = r.geoip

@@ -7,17 +7,64 @@ one line naming the problem.
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from steering.config import ConfigError, load_config
-from steering.table import RoutingTable
+if TYPE_CHECKING:  # imported where used: `steerctl --help` and the remote commands do not pay for them
+    from steering.config import ConfigError
+    from steering.table import RoutingTable
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+# The commands in other modules, imported only when run (or asked for --help): `steerctl --help` and
+# `steerctl status` do not import the planner, GeoIP or boto3. name -> (module, attribute, the one-line
+# help `steerctl --help` shows, which tests/test_steerctl_cli.py keeps equal to the command's own).
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "status": ("steering.cli.ops", "status",
+               "Regions' health, load and evacuations; where each geo's traffic goes; the leader and table."),
+    "evacuate": ("steering.cli.ops", "evacuate",
+                 "Move traffic off REGION: preview, confirm, submit, follow until the table reflects it."),
+    "restore": ("steering.cli.ops", "restore", "Return traffic to an evacuated REGION."),
+    "pin": ("steering.cli.ops", "pin", "Pin SERVICE's weights for GEO: WEIGHTS as TARGET=N ..."),
+    "unpin": ("steering.cli.ops", "unpin", "Remove the pinned weights of SERVICE for GEO: preview, confirm, submit."),
+    "history": ("steering.cli.ops", "history", "Operator actions, newest first."),
+    "watch": ("steering.cli.ops", "watch", "Print each routing table as it changes (Ctrl-C to stop)."),
+    "events": ("steering.cli.events_cmd", "events",
+               "Automatic changes, oldest first: health, service, spills, fail-open, leaders, Route 53."),
+    "explain": ("steering.cli.explain_cmd", "explain",
+                "Why CLIENT_IP gets its answer for SERVICE: geo, weights, pick, records, TTL, ECS scope."),
+    "route53": ("steering.cli.route53_cmd", "route53", "Route 53: see what a sync would change."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands in ``COMMANDS`` are imported when first looked up, not at start."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.commands:
+            return self.commands[name]
+        if name not in COMMANDS:
+            return None
+        module, attribute, _ = COMMANDS[name]
+        cmd: click.Command = getattr(importlib.import_module(module), attribute)
+        self.add_command(cmd, name)
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        limit = formatter.width - 6 - max(len(n) for n in self.list_commands(ctx))
+        rows = [(name, COMMANDS[name][2] if name in COMMANDS else self.commands[name].get_short_help_str(limit))
+                for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 def fail(message: str, code: int) -> None:
@@ -33,6 +80,8 @@ def report_config_error(exc: ConfigError) -> None:
 
 def read_table_file(path: str) -> RoutingTable:
     """A routing table from a JSON file; a bad file is one line and exit 2."""
+    from steering.table import RoutingTable
+
     try:
         return RoutingTable.from_json(Path(path).read_bytes())
     except OSError as exc:
@@ -42,7 +91,8 @@ def read_table_file(path: str) -> RoutingTable:
     raise AssertionError("unreachable")
 
 
-@click.group()
+@click.group(cls=LazyGroup)
+@click.version_option(package_name="steering", prog_name="steerctl", message="%(prog)s %(version)s")
 @click.option("--server", "servers", multiple=True, help="controller HOST:PORT for every command (repeatable)")
 @click.option("--token", default=None, help="bearer token for every command")
 @click.option("--ca", default=None, help="CA certificate: use TLS")
@@ -103,6 +153,7 @@ def plan(config_path: str | None, state_path: str | None, previous_path: str | N
         return
     if what_evacuate or what_restore or what_unhealthy:
         fail("plan: --evacuate, --restore and --unhealthy need --live (offline, put them in --state)", EXIT_USAGE)
+    from steering.config import ConfigError, load_config
     from steering.model import Observed, Overrides
     from steering.planner import plan as run_plan
     from steering.statefile import load_state
@@ -121,21 +172,6 @@ def plan(config_path: str | None, state_path: str | None, previous_path: str | N
         from steering.cli.render import print_table
 
         print_table(table)
-
-
-def _register_remote() -> None:
-    from steering.cli import ops
-    from steering.cli.events_cmd import events
-    from steering.cli.explain_cmd import explain
-    from steering.cli.route53_cmd import route53
-
-    ops.register(cli)
-    cli.add_command(route53)
-    cli.add_command(events)
-    cli.add_command(explain)
-
-
-_register_remote()
 
 
 def main() -> None:

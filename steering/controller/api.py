@@ -38,16 +38,33 @@ class _RoutingParts:
     placement: Placement | None = None  # None: RoutingService places clients with a placement of its own
 
 
+@dataclass(frozen=True)
+class Services:
+    """The routing and operator services of one replica: registered on its gRPC server, and called by its
+    REST API (steering/http), so each action has one implementation for both."""
+
+    routing: RoutingService
+    operator: OperatorService
+
+
+def build_services(*, config: Config, store: ApiStore, tables: FollowedTable, agents: AgentSessions, replica: str,
+                   is_leader: Callable[[], bool], placement: Placement | None = None) -> Services:
+    return Services(RoutingService(_RoutingParts(config, tables, placement)),
+                    OperatorService(config, store, tables, agents, replica, is_leader,
+                                    geoip=placement.state if placement is not None else None))
+
+
 def add_api_services(server: grpc.aio.Server, *, config: Config, store: ApiStore, tables: FollowedTable,
                      agents: AgentSessions, replica: str, is_leader: Callable[[], bool],
-                     placement: Placement | None = None) -> asyncio.Task[None]:
-    """Register both services on ``server``; returns the restore janitor's task, which the caller owns."""
-    routing = RoutingService(_RoutingParts(config, tables, placement))
-    operator = OperatorService(config, store, tables, agents, replica, is_leader,
-                               geoip=placement.state if placement is not None else None)
+                     placement: Placement | None = None, services: Services | None = None) -> asyncio.Task[None]:
+    """Register both services on ``server`` (``services``, or new ones); returns the restore janitor's task,
+    which the caller owns."""
+    if services is None:
+        services = build_services(config=config, store=store, tables=tables, agents=agents, replica=replica,
+                                  is_leader=is_leader, placement=placement)
     # grpcio-tools generates steering_pb2_grpc without annotations (both calls)
-    pb_grpc.add_RoutingServiceServicer_to_server(routing, server)  # type: ignore[no-untyped-call]
-    pb_grpc.add_OperatorServiceServicer_to_server(operator, server)  # type: ignore[no-untyped-call]
+    pb_grpc.add_RoutingServiceServicer_to_server(services.routing, server)  # type: ignore[no-untyped-call]
+    pb_grpc.add_OperatorServiceServicer_to_server(services.operator, server)  # type: ignore[no-untyped-call]
     interval = max(0.1, min(config.policy.step_seconds, 5.0))
     return asyncio.create_task(restore_janitor(store, tables, is_leader, interval), name="restore-janitor")
 

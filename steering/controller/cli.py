@@ -1,4 +1,5 @@
-"""``steering controller --config FILE [--listen ADDR] [--metrics-addr ADDR] [--id NAME] [--insecure]``."""
+"""``steering controller --config FILE [--listen ADDR] [--http-addr ADDR] [--metrics-addr ADDR] [--id NAME]
+[--insecure]``."""
 
 from __future__ import annotations
 
@@ -15,14 +16,18 @@ from steering.geoip import GeoIpMap
 
 
 @click.command(name="controller")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="the deployment's steering.yaml")
 @click.option("--listen", default=None, help="gRPC address (default: controller.listen of the config)")
+@click.option("--http-addr", default=None,
+              help="serve the REST API (docs/rest-api.md) on HOST:PORT, with the same auth and tls as gRPC "
+                   "(default: controller.http_listen of the config; none when neither is set)")
 @click.option("--metrics-addr", default=None, help="serve Prometheus metrics on HOST:PORT")
 @click.option("--id", "replica", default=None, help="replica identity (default: hostname-based)")
 @click.option("--insecure", is_flag=True,
               help="allow listening beyond loopback without auth, or with auth but without tls")
-def command(config_path: str, listen: str | None, metrics_addr: str | None, replica: str | None,
-            insecure: bool) -> None:
+def command(config_path: str, listen: str | None, http_addr: str | None, metrics_addr: str | None,
+            replica: str | None, insecure: bool) -> None:
     """Run a controller replica."""
     logs.setup(component="controller")
     log = logs.get("steering.controller")
@@ -49,13 +54,22 @@ def command(config_path: str, listen: str | None, metrics_addr: str | None, repl
             click.echo(f"steering controller: {line}", err=True)
         sys.exit(2)
     address = listen or config.controller.listen
+    http_address = http_addr or config.controller.http_listen
     try:
         host, _ = parse_hostport(address)
     except ValueError as exc:
         click.echo(f"steering controller: --listen: {exc}", err=True)
         sys.exit(2)
+    try:
+        http_host = parse_hostport(http_address)[0] if http_address else None
+    except ValueError as exc:
+        flag = "--http-addr" if http_addr else "controller.http_listen"
+        click.echo(f"steering controller: {flag}: {exc}", err=True)
+        sys.exit(2)
     # Client certificates (tls.client_ca) authenticate callers too, and bind agents to their sites.
     authenticated = config.auth is not None or (config.tls is not None and config.tls.client_ca is not None)
+    if http_host is not None and http_address is not None:
+        _refuse_exposed(http_address, http_host, config, authenticated, insecure)
     if not is_loopback(host) and not authenticated:
         if not insecure:
             click.echo(f"steering controller: refusing to listen on {address} without an auth section "
@@ -85,17 +99,35 @@ def command(config_path: str, listen: str | None, metrics_addr: str | None, repl
         sys.exit(2)
     import uvloop
 
-    sys.exit(uvloop.run(_run(config, address, replica or default_replica_id(), geoip)))
+    sys.exit(uvloop.run(_run(config, address, replica or default_replica_id(), geoip, http_address)))
 
 
-async def _run(config: Config, address: str, replica: str, geoip: GeoIpMap | None = None) -> int:
+def _refuse_exposed(address: str, host: str, config: Config, authenticated: bool, insecure: bool) -> None:
+    """The REST API beyond loopback takes the rules of the gRPC address: authentication, and tls with tokens."""
+    log = logs.get("steering.controller")
+    if is_loopback(host):
+        return
+    problem = ("without an auth section or client certificates (tls.client_ca)" if not authenticated else
+               "with auth but without tls: bearer tokens would cross the network in clear text"
+               if config.auth is not None and config.tls is None else "")
+    if not problem:
+        return
+    if not insecure:
+        click.echo(f"steering controller: refusing to serve the REST API on {address} {problem}; configure it "
+                   "or pass --insecure", err=True)
+        sys.exit(2)
+    log.warning(f"REST API beyond loopback {problem} (--insecure)", http_listen=address)
+
+
+async def _run(config: Config, address: str, replica: str, geoip: GeoIpMap | None = None,
+               http_address: str | None = None) -> int:
     from prometheus_client import REGISTRY
 
     from steering.controller.server import Controller
     from steering.geoipwatch import GeoIpCollector
 
     log = logs.get("steering.controller")
-    ctl = Controller(config, replica, address, geoip)
+    ctl = Controller(config, replica, address, geoip, http_listen=http_address)
     if config.geoip is not None:
         REGISTRY.register(GeoIpCollector(ctl.placement.state))
     stop = asyncio.Event()

@@ -74,14 +74,20 @@ R = TypeVar("R")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-class _Abort(Exception):
-    def __init__(self, code: grpc.StatusCode, message: str, preview: pb.Preview | None = None) -> None:
+class ActionError(Exception):
+    """A call refused: the status code, one line naming the field or the rules, the preview of a refused
+    action, the rules (``safety.Refusal``) and the field (INVALID_ARGUMENT). gRPC sends code and message
+    (``_guard``); the REST API (``steering.http``) maps the code to an HTTP status and sends the rest as JSON."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, preview: pb.Preview | None = None,
+                 refusals: tuple[safety.Refusal, ...] = (), field: str = "") -> None:
         super().__init__(message)
         self.code, self.message, self.preview = code, message, preview
+        self.refusals, self.field = refusals, field
 
 
 def _bad(field: str, message: str) -> NoReturn:
-    raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {message}")
+    raise ActionError(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: {message}", field=field)
 
 
 async def _retrying(action: Callable[[], Awaitable[R]]) -> R:
@@ -94,7 +100,7 @@ async def _retrying(action: Callable[[], Awaitable[R]]) -> R:
             return await action()
         except OverridesChanged:
             if attempt == _ATTEMPTS - 1:
-                raise _Abort(grpc.StatusCode.ABORTED,
+                raise ActionError(grpc.StatusCode.ABORTED,
                              "other operator actions kept landing at the same time; retry") from None
             log.info("operator action raced another; re-checking", attempt=attempt + 1)
     raise AssertionError("unreachable")
@@ -104,7 +110,7 @@ async def _guard(context: Context, coro: Awaitable[R]) -> R:
     """Turn our refusals and etcd failures into status codes with a one-line message."""
     try:
         return await coro
-    except _Abort as exc:
+    except ActionError as exc:
         if exc.preview is not None:
             context.set_trailing_metadata(((PREVIEW_TRAILER, exc.preview.SerializeToString()),))
         await context.abort(exc.code, exc.message)
@@ -184,8 +190,8 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
             return
         log.warning("operator action refused", action=d.action, refusal=d.message.removeprefix("refused by "),
                     actor=auth.actor(), **about)
-        raise _Abort(grpc.StatusCode.FAILED_PRECONDITION, d.message,
-                     preview_to_pb(d.preview) if d.preview is not None else None)
+        raise ActionError(grpc.StatusCode.FAILED_PRECONDITION, d.message,
+                          preview_to_pb(d.preview) if d.preview is not None else None, refusals=d.refusals)
 
     async def _apply(self, rid: str, d: actions.Decision, live: actions.Live) -> tuple[bool, str]:
         """Write the decision's change set, comparing the operator sequence it was decided on."""
@@ -199,6 +205,39 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
                  service=audit.get("service", ""), geo=audit.get("geo", ""), actor=audit["actor"],
                  forced=audit.get("forced", False), request_id=rid, audit_id=audit_id, applied=applied)
         return applied, audit_id
+
+    # ------------------------------------------------------------------ one implementation, two transports
+    # The gRPC methods below and the REST API (steering/http) call these. What comes out besides the
+    # response: ActionError, StoreError (etcd) or ValueError (a bound of steering.limits, a key component);
+    # each transport words them its own way (``_guard`` here).
+
+    async def status(self) -> pb.StatusResponse:
+        return await self._status()
+
+    async def history(self, req: pb.HistoryRequest) -> pb.HistoryResponse:
+        return await self._history(req)
+
+    async def events(self, req: pb.EventsRequest) -> pb.EventsResponse:
+        return await self._events(req)
+
+    async def evacuate(self, req: pb.EvacuateRequest) -> pb.EvacuateResponse:
+        return await _retrying(lambda: self._evacuate(req))
+
+    async def restore(self, req: pb.RestoreRequest) -> pb.RestoreResponse:
+        return await _retrying(lambda: self._restore(req))
+
+    async def pin(self, req: pb.PinWeightsRequest) -> pb.PinWeightsResponse:
+        return await _retrying(lambda: self._pin(req))
+
+    async def unpin(self, req: pb.UnpinWeightsRequest) -> pb.UnpinWeightsResponse:
+        return await _retrying(lambda: self._unpin(req))
+
+    async def plan(self, req: pb.PlanRequest) -> pb.PlanResponse:
+        return await self._plan(req)
+
+    async def overrides(self) -> Overrides:
+        """The evacuations, restores and pins in etcd (the REST API lists them)."""
+        return await self.store.get_overrides()
 
     # ------------------------------------------------------------------ Status / History
 
@@ -214,7 +253,7 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
         return records
 
     async def Status(self, request: pb.StatusRequest, context: Context) -> pb.StatusResponse:
-        return await _guard(context, self._status())
+        return await _guard(context, self.status())
 
     async def _status(self) -> pb.StatusResponse:
         """From etcd; if it cannot be reached, from what this replica knows, marked stale."""
@@ -331,7 +370,7 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
         out.last_error = status.error or ""
 
     async def History(self, request: pb.HistoryRequest, context: Context) -> pb.HistoryResponse:
-        return await _guard(context, self._history(request))
+        return await _guard(context, self.history(request))
 
     async def _history(self, request: pb.HistoryRequest) -> pb.HistoryResponse:
         resp = pb.HistoryResponse()
@@ -349,7 +388,7 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
     # ------------------------------------------------------------------ Events
 
     async def Events(self, request: pb.EventsRequest, context: Context) -> pb.EventsResponse:
-        return await _guard(context, self._events(request))
+        return await _guard(context, self.events(request))
 
     async def _events(self, req: pb.EventsRequest) -> pb.EventsResponse:
         limit = limits.integer("limit", req.limit or 50, (1, MAX_EVENTS))
@@ -371,7 +410,7 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
     # ------------------------------------------------------------------ Evacuate / Restore
 
     async def Evacuate(self, request: pb.EvacuateRequest, context: Context) -> pb.EvacuateResponse:
-        return await _guard(context, _retrying(lambda: self._evacuate(request)))
+        return await _guard(context, self.evacuate(request))
 
     async def _evacuate(self, req: pb.EvacuateRequest) -> pb.EvacuateResponse:
         region = self._region(req.region)
@@ -397,7 +436,7 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
         return resp
 
     async def Restore(self, request: pb.RestoreRequest, context: Context) -> pb.RestoreResponse:
-        return await _guard(context, _retrying(lambda: self._restore(request)))
+        return await _guard(context, self.restore(request))
 
     async def _restore(self, req: pb.RestoreRequest) -> pb.RestoreResponse:
         region = self._region(req.region)
@@ -427,15 +466,16 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
         try:
             svc = self.config.service(service)
         except (KeyError, ValueError):
-            _bad("service", f"unknown service {service!r}")
+            known = ", ".join(s.name for s in self.config.services)
+            _bad("service", f"unknown service {service!r} (known: {known})")
         try:
             g = self.config.geo(geo)
         except KeyError:
-            _bad("geo", f"unknown geo {geo!r}")
+            _bad("geo", f"unknown geo {geo!r} (known: {', '.join(g.id for g in self.config.geos)})")
         return svc.name, g.id
 
     async def PinWeights(self, request: pb.PinWeightsRequest, context: Context) -> pb.PinWeightsResponse:
-        return await _guard(context, _retrying(lambda: self._pin(request)))
+        return await _guard(context, self.pin(request))
 
     async def _pin(self, req: pb.PinWeightsRequest) -> pb.PinWeightsResponse:
         """Same order as an evacuation: validate, request id, read, decide (force), write with the audit."""
@@ -478,26 +518,31 @@ class OperatorService(pb_grpc.OperatorServiceServicer):
         return resp
 
     async def UnpinWeights(self, request: pb.UnpinWeightsRequest, context: Context) -> pb.UnpinWeightsResponse:
-        return await _guard(context, _retrying(lambda: self._unpin(request)))
+        return await _guard(context, self.unpin(request))
 
     async def _unpin(self, req: pb.UnpinWeightsRequest) -> pb.UnpinWeightsResponse:
         service, geo = self._service_geo(req.service, req.geo)
         reason = self._reason(req.reason) or "unpin"
         rid = self._request_id(req.request_id)
-        earlier = await self.store.request_audit_id(rid)
-        if earlier is not None:
-            return pb.UnpinWeightsResponse(applied=True, duplicate=True, audit_id=earlier)
+        if not req.dry_run:
+            earlier = await self.store.request_audit_id(rid)
+            if earlier is not None:
+                return pb.UnpinWeightsResponse(applied=True, duplicate=True, audit_id=earlier, request_id=rid)
         live = await self._live(time.time())
         d = actions.decide_unpin(self.config, actions.UnpinRequest(service=service, geo=geo, reason=reason,
                                                                    actor=auth.actor()), live)
         self._refuse(d, service=service, geo=geo)
+        resp = pb.UnpinWeightsResponse(dry_run=req.dry_run, preview=_preview(d), request_id=rid)
+        if req.dry_run:  # the preview, as for pin: nothing written
+            return resp
         applied, audit_id = await self._apply(rid, d, live)
-        return pb.UnpinWeightsResponse(applied=True, duplicate=not applied, audit_id=audit_id)
+        resp.applied, resp.duplicate, resp.audit_id = True, not applied, audit_id
+        return resp
 
     # ------------------------------------------------------------------ Plan (what-if)
 
     async def Plan(self, request: pb.PlanRequest, context: Context) -> pb.PlanResponse:
-        return await _guard(context, self._plan(request))
+        return await _guard(context, self.plan(request))
 
     async def _plan(self, req: pb.PlanRequest) -> pb.PlanResponse:
         for name, count in (("evacuations", len(req.evacuations)), ("restore", len(req.restore)),

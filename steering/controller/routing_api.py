@@ -29,6 +29,10 @@ from steering.v1 import steering_pb2_grpc as pb_grpc
 log = logs.get("steering.routing_api")
 
 
+class NoTable(Exception):
+    """This replica follows no routing table yet (it is starting): UNAVAILABLE, HTTP 503."""
+
+
 class RoutingService(pb_grpc.RoutingServiceServicer):
     def __init__(self, controller: Any) -> None:
         self.ctl = controller
@@ -75,30 +79,32 @@ class RoutingService(pb_grpc.RoutingServiceServicer):
     async def Explain(self, request: pb.ExplainRequest,
                       context: grpc.aio.ServicerContext[pb.ExplainRequest, pb.ExplainResponse]) -> pb.ExplainResponse:
         try:
-            for field in ("service", "client_address", "ecs_subnet"):
-                limits.text(field, getattr(request, field), limits.MAX_ID)
-        except limits.LimitError as exc:
+            found = await self.explanation(request.service, request.client_address, request.ecs_subnet)
+        except (limits.LimitError, ResolveError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except NoTable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        return explanation_pb(found)
+
+    async def explanation(self, service: str, client_address: str, ecs_subnet: str) -> explain.Explanation:
+        """Explain for both transports (gRPC above, the REST API in steering/http): LimitError or
+        ResolveError for bad input, NoTable before the first table."""
+        for field, value in (("service", service), ("client_address", client_address), ("ecs_subnet", ecs_subnet)):
+            limits.text(field, value, limits.MAX_ID)
         table = self.ctl.tables.current
         if table is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "no routing table yet: the controller is starting")
+            raise NoTable("no routing table yet: the controller is starting")
         topology = self.topology  # one view for the whole call, even if a GeoIP reload swaps it
-        try:
-            info = topology.geomap.geoip
-            if info is None:
-                found = explain.explain(topology, table, request.service, request.client_address,
-                                        request.ecs_subnet)
-            else:  # the database is read for what it says of the address: off the event loop
-                path = info.path
+        info = topology.geomap.geoip
+        if info is None:
+            return explain.explain(topology, table, service, client_address, ecs_subnet)
+        path = info.path  # the database is read for what it says of the address: off the event loop
 
-                def codes_of(address: str) -> Codes | None:
-                    return codes_at(path, address)
+        def codes_of(address: str) -> Codes | None:
+            return codes_at(path, address)
 
-                found = await asyncio.to_thread(explain.explain, topology, table, request.service,
-                                                request.client_address, request.ecs_subnet, codes_of)
-        except ResolveError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        return explanation_pb(found)
+        return await asyncio.to_thread(explain.explain, topology, table, service, client_address, ecs_subnet,
+                                       codes_of)
 
     async def Watch(self, request: pb.WatchRequest,
                     context: grpc.aio.ServicerContext[pb.WatchRequest, pb.WatchResponse],

@@ -19,13 +19,16 @@ from grpc_reflection.v1alpha import reflection
 from steering import logs
 from steering.config import Config
 from steering.controller import metrics
-from steering.controller.api import add_api_services
+from steering.controller.api import add_api_services, build_services
 from steering.controller.ingest import Ingest
 from steering.controller.leader import Leader
 from steering.controller.sinks import EventSink, TableSink, share_status
 from steering.controller.tableview import TableView
 from steering.geoip import GeoIpMap
 from steering.geoipwatch import Placement
+from steering.http.app import HttpApi
+from steering.http.routes import Api
+from steering.http.schemas import Known
 from steering.ports import Sink
 from steering.store import Store
 from steering.v1 import steering_pb2_grpc as pb_grpc
@@ -43,10 +46,12 @@ def default_replica_id() -> str:
 
 
 class Controller:
-    def __init__(self, config: Config, replica: str, listen: str, geoip: GeoIpMap | None = None) -> None:
+    def __init__(self, config: Config, replica: str, listen: str, geoip: GeoIpMap | None = None,
+                 http_listen: str | None = None) -> None:
         self.config = config
         self.replica = replica
         self.listen = listen
+        self.http_listen = http_listen  # the REST API's address (docs/rest-api.md); None: not served
         # where Resolve places clients: the geos' prefixes and the GeoIP database (compiled here unless
         # given; GeoIpError when it cannot be), reloaded when the file changes (docs/geoip.md)
         self.placement = Placement(config, geoip)
@@ -67,8 +72,14 @@ class Controller:
         self.ingest = Ingest(config, self.store, replica, lambda: self.leader.is_leader)
         self.tables = TableView(self.store)
         self.health = health.aio.HealthServicer()
+        # one instance of each service, for gRPC and for the REST API: one implementation of each action
+        self.services = build_services(config=config, store=self.store, tables=self.tables, agents=self.ingest,
+                                       replica=replica, is_leader=lambda: self.leader.is_leader,
+                                       placement=self.placement)
         self.server: grpc.aio.Server | None = None
+        self.http: HttpApi | None = None
         self.port = 0
+        self.http_port = 0
         self._tasks: list[asyncio.Task[None]] = []
 
     def _add_api(self, server: grpc.aio.Server) -> None:
@@ -76,7 +87,8 @@ class Controller:
         pb_grpc.add_HealthServiceServicer_to_server(self.ingest, server)  # type: ignore[no-untyped-call]
         self._tasks.append(add_api_services(server, config=self.config, store=self.store, tables=self.tables,
                                             agents=self.ingest, replica=self.replica,
-                                            is_leader=lambda: self.leader.is_leader, placement=self.placement))
+                                            is_leader=lambda: self.leader.is_leader, placement=self.placement,
+                                            services=self.services))
 
     async def start(self, server_credentials: grpc.ServerCredentials | None = None,
                     interceptors: list[grpc.aio.ServerInterceptor] | None = None) -> int:
@@ -102,6 +114,11 @@ class Controller:
             self.port = self.server.add_insecure_port(self.listen)
         if not self.port:
             raise OSError(f"cannot listen on {self.listen}")
+        if self.http_listen:
+            self.http = HttpApi(self.config, Api(config=self.config, operator=self.services.operator,
+                                                 routing=self.services.routing, tables=self.tables, store=self.store,
+                                                 known=Known(self.config)), self.http_listen)
+            self.http_port = await self.http.start()
         await self.server.start()
         self.ingest.start()
         self._tasks += [  # after the API's restore janitor (_add_api)
@@ -112,7 +129,8 @@ class Controller:
             self._tasks.append(asyncio.create_task(self.placement.reloader().run(), name="geoip"))
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("controller started", replica=self.replica, listen=self.listen, port=self.port)
+        log.info("controller started", replica=self.replica, listen=self.listen, port=self.port,
+                 http_listen=self.http_listen or "", http_port=self.http_port)
         return self.port
 
     async def _follow_tables(self) -> None:
@@ -131,6 +149,8 @@ class Controller:
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.leader.stop()
+        if self.http is not None:
+            await self.http.stop()
         if self.server is not None:
             await self.server.stop(grace=1.0)
         await self.ingest.close()

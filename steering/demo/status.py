@@ -1,11 +1,12 @@
-"""The demo's live status: pure rendering of a routing table and the events between two tables."""
+"""The demo's status: pure rendering of a routing table, and what changed between two tables in words
+(the live view on a terminal; the lines ``events`` and ``route_changes`` give, one per change, elsewhere)."""
 
 from __future__ import annotations
 
 from rich.markup import escape
 from rich.table import Table
 
-from steering.table import RoutingTable
+from steering.table import GeoRoute, RoutingTable
 from steering.textsafe import printable
 
 
@@ -37,6 +38,26 @@ def events(before: RoutingTable | None, after: RoutingTable) -> list[str]:
     return out
 
 
+def split(route: GeoRoute) -> str:
+    """Where a route sends its traffic: ``us-east-1 70%  us-west-2 30%`` (and its flags)."""
+    where = "  ".join(f"{t} {w / 10:.0f}%" if w >= 10 else f"{t} {w / 10:.1f}%" for t, w in route.serving())
+    where = where or "nowhere"
+    return where + ("  (fail-open)" if route.fail_open else "")
+
+
+def route_changes(before: RoutingTable | None, after: RoutingTable) -> list[str]:
+    """One line per service and geo whose traffic goes elsewhere than in ``before`` (each of them for the
+    first table): ``v7: api.example.test. europe -> eu-west-1 60%  us-east-1 40%``."""
+    out = []
+    for name, svc in after.services.items():
+        old_svc = before.services.get(name) if before is not None else None
+        for geo, route in svc.geos.items():
+            old = old_svc.geos.get(geo) if old_svc is not None else None
+            if old is None or split(old) != split(route):
+                out.append(f"v{after.version}: {name} {geo} -> {printable(split(route))}")
+    return out
+
+
 def _unreachable(table: RoutingTable) -> set[tuple[str, str]]:
     """(target, geo) pairs the table leaves out for reachability (the planner's "unreachable from" reason)."""
     return {(t, geo) for svc in table.services.values() for geo, route in svc.geos.items()
@@ -50,7 +71,8 @@ def _reach(before: RoutingTable, after: RoutingTable) -> list[str]:
     return lines
 
 
-def render(table: RoutingTable | None, recent: list[str], dns_port: int, api_port: int) -> Table:
+def render(table: RoutingTable | None, recent: list[str], hint: str) -> Table:
+    """The live view: the table's targets, where each geo's traffic goes, recent events, and ``hint``."""
     grid = Table.grid(padding=(0, 2))
     if table is None:
         grid.add_row("waiting for the first routing table ...")
@@ -84,6 +106,5 @@ def render(table: RoutingTable | None, recent: list[str], dns_port: int, api_por
         grid.add_row("recent events:")
         for e in recent[-8:]:
             grid.add_row(f"  {escape(printable(e))}")  # notes can quote stored text
-    grid.add_row(f"try: dig @127.0.0.1 -p {dns_port} api.example.test   |   "
-                 f"steerctl --server 127.0.0.1:{api_port} status   |   steering demo break us-east-1")
+    grid.add_row(escape(hint))
     return grid

@@ -107,6 +107,16 @@ def decode_table(pointer: Pointer, chunks: list[bytes]) -> RoutingTable:
     return table
 
 
+def decode_kept(version: int, blob: str, chunks: list[bytes]) -> RoutingTable:
+    """An older version read from its chunks alone (its pointer is gone): the blob id, 16 hex of the sha256,
+    stands in for the checksum. Raises ValueError as ``decode_table`` does."""
+    digest = hashlib.sha256(b"".join(chunks)).hexdigest()
+    if not digest.startswith(blob):
+        raise ValueError(f"routing v{version}: checksum mismatch")
+    return decode_table(Pointer(version=version, parent_version=0, blob=blob, chunks=len(chunks), sha256=digest,
+                                size=0), chunks)
+
+
 # Topology: stored in one key; compressed when large so that a big config stays under etcd's request limit.
 _ZLIB_MAGIC = b"zlib:"
 

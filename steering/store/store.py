@@ -127,6 +127,10 @@ class Store:
         """The current table, then each newer version; never a version <= one already yielded."""
         return self._tables.watch()
 
+    async def get_table_version(self, version: int) -> RoutingTable | None:
+        """A table version still kept in etcd (the current one and up to ``keep_versions`` older), else None."""
+        return await self._tables.get_version(version)
+
     async def table_versions(self) -> set[int]:
         """The table versions that still have chunks in etcd (the current one and up to ``keep_versions``)."""
         return await self._tables.versions()

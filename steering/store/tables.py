@@ -82,6 +82,22 @@ class TableRecords:
                                           range_end=self.keys.routing_version(cutoff)))
         return enc, chunk_ops, flip
 
+    async def get_version(self, version: int) -> RoutingTable | None:
+        """A version still kept in etcd (the newest and ``keep_versions`` older), or None: not kept, or
+        unreadable (logged). Chunks of a publish that never became current are passed over."""
+        prefix = self.keys.routing_version(version)
+        resp = await self.kv.get(prefix, range_end(prefix), sort_order=SortOrder.ASCEND, sort_target=SortTarget.KEY)
+        blobs: dict[str, list[bytes]] = {}
+        for kv in resp.kvs:
+            blob, _, _ = kv.key[len(prefix):].decode(errors="replace").partition("/")
+            blobs.setdefault(blob, []).append(kv.value)
+        for blob, chunks in blobs.items():
+            try:
+                return await asyncio.to_thread(codec.decode_kept, version, blob, chunks)
+            except ValueError as exc:
+                log.warning("routing_table_unreadable", key=f"routing/v{version}/{blob}", error=str(exc))
+        return None
+
     async def versions(self) -> set[int]:
         """The versions that have chunks in etcd."""
         p = self.keys.routing_versions_prefix

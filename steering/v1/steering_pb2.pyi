@@ -571,26 +571,34 @@ class PinWeightsResponse(_message.Message):
     def __init__(self, applied: _Optional[bool] = ..., dry_run: _Optional[bool] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ..., request_id: _Optional[str] = ..., audit_id: _Optional[str] = ..., duplicate: _Optional[bool] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class UnpinWeightsRequest(_message.Message):
-    __slots__ = ("service", "geo", "reason", "request_id")
+    __slots__ = ("service", "geo", "reason", "request_id", "dry_run")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     GEO_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     service: str
     geo: str
     reason: str
     request_id: str
-    def __init__(self, service: _Optional[str] = ..., geo: _Optional[str] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    dry_run: bool
+    def __init__(self, service: _Optional[str] = ..., geo: _Optional[str] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class UnpinWeightsResponse(_message.Message):
-    __slots__ = ("applied", "audit_id", "duplicate")
+    __slots__ = ("applied", "audit_id", "duplicate", "dry_run", "preview", "request_id")
     APPLIED_FIELD_NUMBER: _ClassVar[int]
     AUDIT_ID_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     applied: bool
     audit_id: str
     duplicate: bool
-    def __init__(self, applied: _Optional[bool] = ..., audit_id: _Optional[str] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+    dry_run: bool
+    preview: Preview
+    request_id: str
+    def __init__(self, applied: _Optional[bool] = ..., audit_id: _Optional[str] = ..., duplicate: _Optional[bool] = ..., dry_run: _Optional[bool] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class SiteHealth(_message.Message):
     __slots__ = ("site", "region", "kind", "status", "capacity", "load", "last_report", "checks", "last_change", "heard_by", "last_report_local", "detail", "reporters", "verdict", "unreachable_geos")

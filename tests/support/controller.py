@@ -35,11 +35,16 @@ API = "api.example.test."
 # ---- configuration
 
 
+SILENCE = 6.0  # policy.silence_seconds of the tests' configs
+
+
 def config_data(endpoints: Sequence[str], **policy: Any) -> dict[str, Any]:
     """The example config on these etcd endpoints, with short silence/steps and a fast debounce."""
     data = yaml.safe_load(EXAMPLE_CONFIG.read_text())
     data["etcd"] = {"endpoints": list(endpoints), "prefix": "/test/steering"}
-    data["policy"].update({"silence_seconds": 3.0, "step_seconds": 0.3, "max_shift": 0.5, **policy})
+    # 6 s of silence, not less: on a loaded 2-core CI machine (the suite under -n 2 beside a busy loop) a
+    # process stalled past 3 s, its sites went silent and tests about something else saw them leave.
+    data["policy"].update({"silence_seconds": SILENCE, "step_seconds": 0.3, "max_shift": 0.5, **policy})
     data["controller"] = {"listen": "127.0.0.1:0", "debounce_seconds": 0.02}
     return data
 

@@ -1,16 +1,15 @@
 """Route 53 for tests: moto's Route 53 in server mode on loopback (patched), a fault-injecting HTTP proxy,
 the ``moto`` fixture, and ``Route53Env`` (a fresh hosted zone behind the proxy).
 
-Moved here from ``steering/route53/testing.py``: test-only. Both servers are real HTTP servers in threads
-of the test process, stopped through their APIs. Used by tests/test_route53*.py; for trying the sink by
-hand, start ``MotoRoute53`` from a Python shell in the repository and put its URL in the config's
-``route53.endpoint_url``.
+Both servers are real HTTP servers in threads of the test process, stopped through their APIs. Used by
+tests/test_route53*.py. ``MotoRoute53`` and its moto patches are ``steering.demo.fakeroute53``'s (one copy:
+``steering demo --route53`` runs the same fake), re-exported here.
 
 moto 5.2.5 differs from AWS in ways that matter here (docs/dependencies.md):
 GetChange is INSYNC at once and nothing is ever throttled — the proxy injects
 PENDING, Throttling, PriorRequestNotComplete and InvalidChangeBatch — and
 ListResourceRecordSets pages repeat themselves — the proxy paginates like AWS.
-Two bugs need a patch of the in-process server (``MotoRoute53``): a DELETE
+Two bugs need a patch of the in-process server (``MotoRoute53``, ``patch_moto``): a DELETE
 with a SetIdentifier removes every record in the zone with that identifier,
 whatever its name; and a CREATE identical to an earlier one is refused as
 "already exists" even after the record was deleted. Patched, a delete touches
@@ -21,7 +20,6 @@ from __future__ import annotations
 
 import http.client
 import http.server
-import logging
 import threading
 import urllib.parse
 import uuid
@@ -33,87 +31,16 @@ from typing import Any
 import pytest
 
 from steering.config import Config, load_yaml, parse_config
+from steering.demo.fakeroute53 import MotoRoute53
 from steering.route53.client import RetryPolicy
 from steering.route53.records import Record, RecordKey
 from steering.route53.sink import Route53Sink
 from tests.support.paths import EXAMPLE_CONFIG
 
-_patched = False
+__all__ = ["FAST", "Fault", "FaultProxy", "MotoRoute53", "Route53Env", "make_boto3_client", "moto", "operation_of"]
+
 _NS = "{https://route53.amazonaws.com/doc/2013-04-01/}"
 ET.register_namespace("", _NS[1:-1])
-
-
-class _Ident(str):
-    """A SetIdentifier that remembers its record's name and type (for the patched delete)."""
-
-    name: str
-    rtype: str
-
-
-def _patch_moto() -> None:
-    global _patched
-    if _patched:
-        return
-    from moto.route53 import models
-    from moto.route53.exceptions import ResourceRecordAlreadyExists
-
-    original_change = models.Route53Backend.change_resource_record_sets
-
-    def change_resource_record_sets(self: Any, zoneid: str, change_list: list[dict[str, Any]]) -> None:
-        zone = self.get_hosted_zone(zoneid)
-        present = {(r.name, r.type, r.set_identifier or "") for r in zone.rrsets}
-        for change in change_list:
-            rrset = change.get("ResourceRecordSet", {})
-            key = (rrset.get("Name", "").rstrip(".") + ".", rrset.get("Type"), rrset.get("SetIdentifier", ""))
-            if change.get("Action") == "CREATE":
-                # AWS: CREATE fails only if this very record exists (after earlier changes of the batch).
-                # moto instead refuses any CREATE it has seen before while anything follows it in the zone.
-                if key in present:
-                    raise ResourceRecordAlreadyExists(name=key[0], _type=str(key[1]))
-                present.add(key)
-                change["_nonce"] = uuid.uuid4().hex  # defeats moto's history-based check
-            elif change.get("Action") == "DELETE":
-                present.discard(key)
-            if change.get("Action") == "DELETE" and "SetIdentifier" in rrset:
-                ident = _Ident(rrset["SetIdentifier"])
-                ident.name = rrset["Name"].rstrip(".") + "."
-                ident.rtype = rrset["Type"]
-                rrset["SetIdentifier"] = ident
-        original_change(self, zoneid, change_list)
-
-    def delete_rrset_by_id(self: Any, set_identifier: str) -> None:
-        if isinstance(set_identifier, _Ident):
-            self.rrsets = [r for r in self.rrsets if not (
-                r.set_identifier == set_identifier and r.name == set_identifier.name
-                and r.type == set_identifier.rtype)]
-        else:
-            self.rrsets = [r for r in self.rrsets if r.set_identifier != set_identifier]
-
-    # Replacing moto's methods is the point of this patch (moto ships types, which forbid it).
-    models.Route53Backend.change_resource_record_sets = change_resource_record_sets  # type: ignore[method-assign]
-    models.FakeZone.delete_rrset_by_id = delete_rrset_by_id  # type: ignore[method-assign]
-    _patched = True
-
-
-class MotoRoute53:
-    """moto's server (all services, we use Route 53) on 127.0.0.1 and a free port."""
-
-    def __init__(self) -> None:
-        from moto.server import ThreadedMotoServer
-
-        _patch_moto()
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self._server = ThreadedMotoServer("127.0.0.1", 0, verbose=False)
-        self.url = ""
-
-    def start(self) -> MotoRoute53:
-        self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.url = f"http://{host}:{port}"
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
 
 
 @dataclass
