@@ -681,7 +681,14 @@ def geo_code_warnings(cfg: Config) -> list[str]:
 def format_validation_error(exc: ValidationError) -> list[str]:
     """One line per pydantic error: ``regions[0].capacity: Input should be greater than 0``."""
     lines = []
-    for err in exc.errors():
+    errors = exc.errors()
+    # pydantic adds "should have at least 1 item after validation, not 0" to a list whose every element it
+    # refused: the elements' own errors say what is wrong, and the list is not empty in the file.
+    refused = {loc[:i] for err in errors for loc in [err["loc"]] for i in range(1, len(loc))
+                if isinstance(loc[i], int)}
+    for err in errors:
+        if err["type"] == "too_short" and tuple(err["loc"]) in refused:
+            continue
         path = ""
         for part in err["loc"]:
             if isinstance(part, int):

@@ -96,6 +96,19 @@ def test_a_document_too_broken_to_salvage_reports_its_shape_errors() -> None:
     assert "policy.watermark: Input should be a valid number, unable to parse string as a number" in found
 
 
+def test_a_list_whose_every_element_is_refused_is_not_called_empty() -> None:
+    """pydantic adds "at least 1 item after validation, not 0" when it refuses every element: not a problem
+    of the file (its list is not empty), so not reported; each element's own problem is."""
+    data = copy.deepcopy(BASE)
+    for geo in data["geos"]:
+        geo["prefixes"] = ["10.0.0.0/33"]
+    found = problems_of(data)
+    assert not [p for p in found if "at least 1 item" in p], found
+    assert [p for p in found if p.startswith("geos[") and "is not a CIDR prefix" in p]
+    assert "geos: List should have at least 1 item after validation, not 0" not in found
+    assert problems_of({**BASE, "geos": []}) == ["geos: Tuple should have at least 1 item after validation, not 0"]
+
+
 def test_salvage_cuts_in_the_file_s_terms() -> None:
     s = Salvage({"regions": [{"id": "a"}, {"id": "b", "capacity": 1}], "policy": {"watermark": 3}})
     assert s.cut(("policy", "watermark")) and s.cut(("regions", 0, "capacity"))
