@@ -1,6 +1,7 @@
 """GeoIP: the cost of compiling a database of realistic size, and of a query with its map (docs/geoip.md).
 
     .venv/bin/python bench/geoip.py [--networks 300000] [--db FILE] [--repeat 3] [--subnets 100000]
+                                    [--passes 10] [--pass-size 10000] [--against DIR]
 
 Makes (once; kept beside the system's temp files, or at ``--db``) a MaxMind
 DB with ``mmdb-writer``: about ``--networks`` networks, three quarters IPv4
@@ -11,18 +12,27 @@ state, gaps. Then, for the example configuration with a ``geoip`` section
 asia-pacific by continent):
 
 * compile: ``steering.geoip.load`` (walk + compile), then the DNS server's
-  structures (``GeoMap``, ``ClientKeys``): wall time, and peak and kept
+  structures (``GeoMap``, ``ClientKeys``): CPU time, and peak and kept
   memory (tracemalloc), with the prefix and index entry counts;
+* memory: what a worker keeps (its GeoMap, its block index: dense arrays for
+  this map's size, and what the same index takes as dicts only);
 * per query: ``FastPath.answer`` with one ECS option per query, IPv4 /24 and
-  IPv6 /56 subnets spread over the database's networks, with and without the
-  GeoIP map (the servers take turns), the fastest of ``--passes`` passes per
-  round; the fastest and the median round of ``--repeat``.
+  IPv6 /56 subnets spread over the database's networks (and ``x500``: the
+  first 500 of them over and over, so the index stays in cache): the example's
+  prefixes only, the GeoIP map (its dense index), the GeoIP map with its
+  index as dicts only (``ClientKeys(dense=False)``, what it was before the
+  dense index), and with ``--against DIR`` another checkout's fast path and
+  index over the same maps (``git archive HEAD | tar -x -C DIR``); they take
+  turns pass by pass, each pass over the next ``--pass-size`` queries; a
+  round's figure is its fastest of ``--passes`` passes; printed: the fastest
+  and the median round of ``--repeat``.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import ipaddress
 import os
 import random
@@ -42,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dnsserver.clientkeys import ClientKeys  # noqa: E402
+from dnsserver.fastpath import FastPath  # noqa: E402
 from dnsserver.server import DnsServer  # noqa: E402
 from steering import geoip  # noqa: E402
 from steering.config import load_config  # noqa: E402
@@ -170,14 +181,26 @@ def query(subnet: str, bits: int) -> bytes:
     return wire
 
 
-def per_query(answer: Any, queries: list[bytes], passes: int) -> float:
-    best = float("inf")
-    for _ in range(passes):
-        t0 = time.perf_counter()
-        for q in queries:
-            answer(q, HOST, 0)
-        best = min(best, time.perf_counter() - t0)
-    return best / len(queries) * 1e6
+def one_pass(answer: Any, queries: list[bytes]) -> float:
+    """µs per query over one pass."""
+    t0 = time.perf_counter()
+    for q in queries:
+        answer(q, HOST, 0)
+    return (time.perf_counter() - t0) / len(queries) * 1e6
+
+
+def per_query(paths: dict[str, Any], queries: list[bytes], passes: int, size: int) -> dict[str, float]:
+    """µs per query of each path: the fastest of ``passes`` passes, each over the next ``size`` queries (other
+    subnets than the pass before, so short passes do not warm the caches for the next), the paths taking
+    turns pass by pass, so a burst of other work on the machine weighs on all of them alike."""
+    size = min(size or len(queries), len(queries))
+    best = dict.fromkeys(paths, float("inf"))
+    for k in range(passes):
+        start = k * size % (len(queries) - size + 1)
+        part = queries[start:start + size]
+        for name, answer in paths.items():
+            best[name] = min(best[name], one_pass(answer, part))
+    return best
 
 
 def main() -> None:
@@ -185,8 +208,11 @@ def main() -> None:
     ap.add_argument("--networks", type=int, default=300_000)
     ap.add_argument("--db", type=Path, default=None, help="database file (made when missing)")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--passes", type=int, default=5)
+    ap.add_argument("--passes", type=int, default=10, help="passes per round; the fastest counts")
+    ap.add_argument("--pass-size", type=int, default=10_000, help="queries per pass (0: all)")
     ap.add_argument("--subnets", type=int, default=100_000)
+    ap.add_argument("--against", type=Path, default=None,
+                    help="another checkout (git archive of an older commit): its fast path and index take turns too")
     args = ap.parse_args()
     db = args.db or Path(tempfile.gettempdir()) / f"steering-bench-geoip-{args.networks}.mmdb"
     if not db.exists():
@@ -213,22 +239,31 @@ def main() -> None:
         tracemalloc.start()  # memory in a run of its own: tracing slows everything down
         full = geoip.load(cfg.resolve_path(cfg.geoip.database), cfg.geos, cfg.default_geo.id)
         _, peak_load = tracemalloc.get_traced_memory()
-        keys = ClientKeys(GeoMap(cfg.geos, cfg.default_geo.id, full))
+        gm = GeoMap(cfg.geos, cfg.default_geo.id, full)
         summary = full.summary()  # what a worker keeps besides its GeoMap and index (dnsserver.server)
         del full
+        with_map = tracemalloc.get_traced_memory()[0]
+        keys = ClientKeys(gm)
         kept, peak = tracemalloc.get_traced_memory()
+        dicts = ClientKeys(gm, dense=False)  # the same index as dicts only (what every map had before)
+        as_dicts = tracemalloc.get_traced_memory()[0] - kept
         tracemalloc.stop()
-        entries = {fam: sum(len(t) for _b, _n, t in keys._fam[code].levels) for code, fam in ((1, 4), (2, 6))}
+        sizes, dict_sizes = keys.sizes(), dicts.sizes()
+        del dicts
         prefixes = m.prefixes  # the last timed run's map (made before tracing began)
         print(f"database: {m.info.networks} networks walked; compiled prefixes: v4 {len(prefixes[4])}, "
-              f"v6 {len(prefixes[6])}; block index entries: v4 {entries[4]}, v6 {entries[6]}")
+              f"v6 {len(prefixes[6])}; block index as dicts: v4 {dict_sizes[4][0]}, v6 {dict_sizes[6][0]} entries")
+        print("block index in use: " + "; ".join(
+            f"v{fam} {n} dict entries + {b / 2**20:.1f} MiB dense" for fam, (n, b) in sizes.items()))
         print(f"compile (walk + compile), CPU: median {statistics.median(walk):.2f} s "
               f"({min(walk):.2f}-{max(walk):.2f})")
         print(f"GeoMap + ClientKeys, CPU:      median {statistics.median(build):.2f} s "
               f"({min(build):.2f}-{max(build):.2f})")
         print(f"memory: peak {peak_load / 2**20:.0f} MiB while compiling, {peak / 2**20:.0f} MiB building the "
-              f"index; kept {kept / 2**20:.0f} MiB (a worker's GeoMap and block index, {summary.count()} prefixes)")
-        del keys
+              f"index; kept {kept / 2**20:.0f} MiB per worker: GeoMap {with_map / 2**20:.0f} MiB "
+              f"({summary.count()} prefixes), block index {(kept - with_map) / 2**20:.0f} MiB "
+              f"(as dicts only: {as_dicts / 2**20:.0f} MiB)")
+        del keys, gm
 
         rng = random.Random(13)
         nets4 = [ipaddress.ip_network((net, plen)) for plen, net, _g in prefixes[4]]
@@ -242,20 +277,52 @@ def main() -> None:
 
         loads = {"v4 /24": [query(inside(nets4, 24), 24) for _ in range(args.subnets)],
                  "v6 /56": [query(inside(nets6, 56), 56) for _ in range(args.subnets)]}
-        table = table_with(cfg, 1, WEIGHTS)
-        servers = {"example (prefixes)": DnsServer(plain_cfg, table_with(plain_cfg, 1, WEIGHTS)),
-                   "example + GeoIP": DnsServer(cfg, table)}
-        # the servers take turns, so other work on the machine weighs on both alike; the fastest pass of a
-        # round is its figure, and the fastest round the least disturbed one
-        got: dict[tuple[str, str], list[float]] = {(n, ln): [] for n in servers for ln in loads}
+        # the same queries from 500 subnets only: the index stays in cache, what is left is the Python work
+        loads |= {f"{name} x500": (queries[:500] * (args.subnets // 500 + 1))[:args.subnets]
+                  for name, queries in loads.items()}
+        plain = DnsServer(plain_cfg, table_with(plain_cfg, 1, WEIGHTS))
+        geo = DnsServer(cfg, table_with(cfg, 1, WEIGHTS), geoip=m)
+        dict_path = FastPath(geo.geomap, geo.snapshot, geo.slow.routed)  # the same map, its index as dicts only
+        dict_path.set_geomap(geo.geomap, ClientKeys(geo.geomap, dense=False))
+        paths: dict[str, Any] = {"prefixes": plain.fast.answer, "GeoIP": geo.fast.answer,
+                                 "GeoIP, dicts": dict_path.answer}
+        if args.against:  # another tree's fast path and index over the same maps and answers
+            old = other_fast_path(args.against)
+            paths["prefixes, against"] = old.FastPath(plain.geomap, plain.snapshot, plain.slow.routed).answer
+            paths["GeoIP, against"] = old.FastPath(geo.geomap, geo.snapshot, geo.slow.routed).answer
+        for queries in loads.values():  # the same bytes from every path: the index changes no answer
+            for name, answer in paths.items():
+                general = (plain if name.startswith("prefixes") else geo).fast.answer_general
+                assert all(answer(q, HOST, 0) == general(q, HOST, 0) for q in queries), name
+        # the fastest pass of a round is its figure, and the fastest round the least disturbed one
+        got: dict[tuple[str, str], list[float]] = {(n, ln): [] for n in paths for ln in loads}
         for _ in range(args.repeat):
             for lname, queries in loads.items():
-                for name, srv in servers.items():
-                    got[(name, lname)].append(per_query(srv.fast.answer, queries, args.passes))
-        print(f"{'server':<20} {'load':<8} {'µs/query min':>13} {'median':>8}   rounds")
+                for name, figure in per_query(paths, queries, args.passes, args.pass_size).items():
+                    got[(name, lname)].append(figure)
+        print(f"{'fast path':<20} {'load':<13} {'µs/query min':>13} {'median':>8}   rounds")
         for (name, lname), vals in got.items():
-            print(f"{name:<20} {lname:<8} {min(vals):>13.3f} {statistics.median(vals):>8.3f}   "
+            print(f"{name:<20} {lname:<13} {min(vals):>13.3f} {statistics.median(vals):>8.3f}   "
                   + ", ".join(f"{v:.3f}" for v in vals))
+
+
+def other_fast_path(tree: Path) -> Any:
+    """``dnsserver/fastpath.py`` and the ``clientkeys.py`` it imports from another checkout (``git archive``
+    of an older commit), as a module beside this tree's: ``--against``."""
+    def module(name: str, path: Path) -> Any:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    ours = sys.modules["dnsserver.clientkeys"]
+    sys.modules["dnsserver.clientkeys"] = module("against_clientkeys", tree / "dnsserver" / "clientkeys.py")
+    try:
+        return module("against_fastpath", tree / "dnsserver" / "fastpath.py")
+    finally:
+        sys.modules["dnsserver.clientkeys"] = ours
+
 
 if __name__ == "__main__":
     main()

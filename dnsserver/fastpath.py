@@ -12,10 +12,11 @@ operations costs about a µs; dnspython's parse and render cost ~100 µs.
 Python operations as it can: one dict lookup on header bytes 2-12 checks
 opcode and counts and picks the reply's flags; one on the OPT's version,
 flags and ECS head (``ClientKeys.shapes``) validates the option and gives
-the pre-rendered OPT echo (scope included) and the block levels, which it
-walks inline. Every other shape goes to ``answer_general``, the step-by-step
-version, which gives the same bytes (Hypothesis properties check both that
-and the geo, pick and scope against ``GeoMap.key``).
+the pre-rendered OPT echo (scope included) and the block levels (or a
+large map's dense index: ``clientkeys``), which it walks inline. Every
+other shape goes to ``answer_general``, the step-by-step version, which
+gives the same bytes (Hypothesis properties check both that and the geo,
+pick and scope against ``GeoMap.key``).
 
 Options: ECS is read here; COOKIE and NSID (and edns-tcp-keepalive over
 TCP) go to the slow path, which answers them (``routed``); any other option
@@ -231,6 +232,7 @@ class FastPath:
         gkey = self.geomap.key
         default = self.geomap.default
         crc32 = zlib.crc32
+        from_bytes = int.from_bytes
         join = b"".join
         opt_type = _OPT_TYPE
         scopes = _SCOPE
@@ -247,14 +249,14 @@ class FastPath:
             # level decides; GeoMap.key's scope replaces the last byte otherwise). The levels split into the
             # first and the rest: the first decides for most addresses.
             out = {flags + k: (v[0], v[1], v[2] and v[2][0], v[2] and v[2][1:], *v[3:7], opt + k[:9] + b"\x00",
-                               steered_opt(opt, k[:2], k[2:9] + bytes((v[7],)), stale), v[8])
+                               steered_opt(opt, k[:2], k[2:9] + bytes((v[7],)), stale), v[8], v[9])
                    for k, v in self.keys.shapes.items()
                    for flags, opt in ((b"\x00\x00\x00", _OPT_NO_DO), (b"\x00\x80\x00", _OPT_DO))}
             # an OPT without options (what most resolvers send): "-8 address bytes" makes the length check
             # mean rdlen 0
             for flags, opt in ((b"\x00\x00\x00", _OPT_NO_DO), (b"\x00\x80\x00", _OPT_DO)):
                 out[flags + b"\x00\x00"] = (-8, 0, None, None, b"", b"", 0, 0, opt + b"\x00\x00",
-                                             steered_opt(opt, b"\x00\x00", b"", stale), None)
+                                             steered_opt(opt, b"\x00\x00", b"", stale), None, None)
             return out
 
         fresh_shapes = make_shapes(False)
@@ -301,7 +303,7 @@ class FastPath:
                 shape = shape_of(q[qe + 6:qe + 19])
                 if shape is None or n != qe + 19 + shape[0] or q[qe:qe + 3] != opt_type:
                     return general(q, host, tcp)  # other options or flags, or not valid
-                nb, mask, first, levels, subhead, pad, family, src, echo, steered_echo, inner = shape
+                nb, mask, first, levels, subhead, pad, family, src, echo, steered_echo, inner, dense = shape
                 if nb < 0:
                     addr = b""
                     if seed is not None:
@@ -314,30 +316,52 @@ class FastPath:
                         return None  # address bits beyond the source prefix: FORMERR from the slow path
                     addr = q[qe + 19:]
                     if seed is not None:
-                        # ClientKeys.ecs inline: the block levels, else GeoMap.key
-                        geo = -1
-                        if first:
-                            geo = first[1].get(addr[:first[0]], default)
-                            if geo < 0:  # a block with longer prefixes inside: the next levels
-                                g = -2 - geo
-                                for lnb, table in levels:
-                                    geo = table.get(addr[:lnb], g)
-                                    if geo >= 0:
-                                        break
+                        if dense is None:
+                            # ClientKeys.ecs inline: the block levels, else GeoMap.key
+                            geo = -1
+                            if first:
+                                geo = first[1].get(addr[:first[0]], default)
+                                if geo < 0:  # a block with longer prefixes inside: the next levels
                                     g = -2 - geo
-                                # all refined: the source ends inside a block with longer prefixes, GeoMap.key
-                        if geo >= 0:
-                            sub = subhead + addr + pad
-                            echo = steered_echo
-                        elif inner is not None:  # the source ends at a refined block: its fallback, a longer scope
-                            geo = g
-                            sub = subhead + addr + pad
-                            echo = steered_echo[:-1] + scopes[inner[1][addr[:inner[0]]]]
+                                    for lnb, table in levels:
+                                        geo = table.get(addr[:lnb], g)
+                                        if geo >= 0:
+                                            break
+                                        g = -2 - geo
+                                    # all refined: the source ends inside a block with longer prefixes, GeoMap.key
+                            if geo >= 0:
+                                sub = subhead + addr + pad
+                                echo = steered_echo
+                            elif inner is not None:  # the source ends at a refined block: its fallback, a longer scope
+                                geo = g
+                                sub = subhead + addr + pad
+                                echo = steered_echo[:-1] + scopes[inner[1][addr[:inner[0]]]]
+                            else:
+                                k = gkey(family, addr, src)
+                                geo = k.geo
+                                sub = k.subnet
+                                echo = steered_echo[:-1] + scopes[k.scope]
                         else:
-                            k = gkey(family, addr, src)
-                            geo = k.geo
-                            sub = k.subnet
-                            echo = steered_echo[:-1] + scopes[k.scope]
+                            # a large map's dense index (ClientKeys.ecs): an array entry per level, ~geo or a row
+                            geo = dense[1][from_bytes(addr[:dense[0]], "big")]
+                            if geo >= 0:
+                                for at, rows in dense[2]:
+                                    geo = rows[(geo << 8) | addr[at]]
+                                    if geo < 0:
+                                        break
+                            if geo < 0:
+                                geo = ~geo
+                                sub = subhead + addr + pad
+                                echo = steered_echo
+                            elif dense[3] is not None:  # the source ends at a refined block: its fallback, its scope
+                                geo, scope = dense[3][geo]
+                                sub = subhead + addr + pad
+                                echo = steered_echo[:-1] + scopes[scope]
+                            else:
+                                k = gkey(family, addr, src)
+                                geo = k.geo
+                                sub = k.subnet
+                                echo = steered_echo[:-1] + scopes[k.scope]
             else:
                 if qe != n:
                     return None
