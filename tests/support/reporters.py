@@ -96,7 +96,18 @@ async def send(target: str, reports: Sequence[pb.HealthReport], token: str | Non
     md = (("authorization", f"Bearer {token}"),) if token else None
     ch = grpc.aio.secure_channel(target, credentials) if credentials else grpc.aio.insecure_channel(target)
     async with ch:
-        return [a async for a in pb_grpc.HealthServiceStub(ch).Report(iter(reports), metadata=md, timeout=10)]
+        call = pb_grpc.HealthServiceStub(ch).Report(metadata=md, timeout=10)
+        # Written by hand, not from a request iterator: when the server ends the stream (a refusal) while
+        # grpc's iterator task is still sending, the call ends INTERNAL ("Failed execute_batch") instead
+        # of with the server's status; seen under load. A write to an ended call fails here instead, and
+        # reading the call below gives the status the server sent.
+        try:
+            for r in reports:
+                await call.write(r)
+            await call.done_writing()
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            pass
+        return [a async for a in call]
 
 
 async def send_refused(target: str, reports: Sequence[pb.HealthReport], **kw: Any) -> grpc.aio.AioRpcError:
