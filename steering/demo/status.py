@@ -13,7 +13,11 @@ from steering.textsafe import printable
 def events(before: RoutingTable | None, after: RoutingTable) -> list[str]:
     """What changed between two tables, in words an operator would say."""
     if before is None:
-        return [f"v{after.version}: first table, serving {', '.join(r for r, s in after.regions.items() if s.serving)}"]
+        # Say whether it is still ramping: a demo that starts watching late (a loaded machine) may see the
+        # ramp already done, and its log must not then wait for a "converged" line that never comes.
+        state = "ramping" if after.converging else "converged"
+        serving = ", ".join(r for r, s in after.regions.items() if s.serving)
+        return [f"v{after.version}: first table, serving {serving}; {state}"]
     out = []
     for kind, old_map, new_map in (("region", before.regions, after.regions), ("site", before.sites, after.sites)):
         for t, st in new_map.items():
