@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from steering.config import load_config
 from steering.controller import eventdiff
 from steering.demo.status import events, route_changes
@@ -35,7 +37,7 @@ def _ramp() -> list[RoutingTable]:
 def test_a_ramp_is_announced_and_its_end_too() -> None:
     tables = _ramp()
     assert any(t.converging for t in tables) and not tables[-1].converging
-    lines = [line for a, b in zip(tables, tables[1:], strict=False) for line in events(a, b)]
+    lines = [line for a, b in itertools.pairwise(tables) for line in events(a, b)]
     assert any(line.endswith(": ramping (one step per policy.step_seconds)") for line in lines), lines
     assert lines[-1] == f"v{tables[-1].version}: converged", lines
 
