@@ -5,8 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: all venv demo test lint proto bench bench-dns bench-conformance clean
+.PHONY: all venv demo test test-browser chromium lint proto bench bench-dns bench-conformance clean
 
 all: test
 
@@ -22,8 +23,18 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/steering demo
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
+test: $(STAMP) chromium   # the suite on two workers, then the browser tests (one demo, one worker)
+	$(BIN)/python -m pytest -q -n 2 --ignore=tests/browser $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:xdist -p no:cacheprovider tests/browser
+
+test-browser: $(STAMP) chromium   # the console in Debian's chromium only (docs/console.md)
+	$(BIN)/python -m pytest -q -p no:xdist -p no:cacheprovider tests/browser
+
+chromium:   # Debian's chromium for tests/browser, installed on first use (root); never a downloaded browser
+	@test -x $(CHROMIUM) || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null || \
+	  { echo "tests/browser need Debian's chromium at $(CHROMIUM): apt-get install chromium (as root)"; exit 1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@test -x $(CHROMIUM)
 
 lint: $(STAMP)   # mypy strict and ruff, configured in pyproject.toml
 	$(BIN)/mypy steering agents dnsserver

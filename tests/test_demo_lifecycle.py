@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import dns.message
@@ -56,6 +57,19 @@ def test_ctrl_c_through_tee_stops_every_child_and_the_log_has_one_line_per_chang
         assert _resolved(stop_hint.split()[0]) == Path(STEERING).resolve(), stop_hint
         assert f"--state-dir {run.state}" in stop_hint, stop_hint
         assert f"kill {run.pids()['controller-1']}" in text
+
+        # The console and REST API on the HTTP port and the next, named in the hints and demo.json.
+        console = f"http://127.0.0.1:{run.http_port}/"
+        assert info["console_url"] == console and info["http_ports"] == [run.http_port, run.http_port + 1], info
+        assert any(line.split()[0] == console for line in text.splitlines() if line.strip()), text
+        def served(port: int) -> bool:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:
+                assert page.status == 200 and b"<!doctype html>" in page.read().lower()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/status", timeout=10) as status:
+                return bool(json.loads(status.read())["replica"] in ("ctl-1", "ctl-2"))
+
+        for port in info["http_ports"]:  # controller-2 may still be starting when DNS first answers
+            eventually_sync(lambda p=port: served(p), 60, f"the console on port {port}", ignoring=(OSError,))
 
         # Not a terminal: plain lines, one per change, never the redrawn screen.
         def converged() -> str:
@@ -181,8 +195,8 @@ def test_a_second_demo_refused_for_a_busy_port_says_only_why(tmp_path: Path) -> 
     try:
         assert busy.stdout is not None
         port = busy.stdout.readline().strip()
-        second = subprocess.run([STEERING, "demo", "--api-port", port, "--dns-port", port, "--state-dir",
-                                 str(tmp_path / "second")], capture_output=True, text=True, timeout=60)
+        second = subprocess.run([STEERING, "demo", "--api-port", port, "--dns-port", port, "--http-port", "0",
+                                 "--state-dir", str(tmp_path / "second")], capture_output=True, text=True, timeout=60)
         assert second.returncode == 1
         assert "already in use" in second.stderr and "--api-port" in second.stderr, second.stderr
         assert second.stdout == "" and len(second.stderr.strip().splitlines()) == 1, (second.stdout, second.stderr)

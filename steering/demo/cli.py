@@ -1,5 +1,5 @@
-"""``steering demo [--config FILE] [--route53] [--dns-port 5353] [--api-port 50051] [--state-dir DIR]``, and
-from a second terminal ``steering demo break|heal REGION`` / ``load REGION RPS`` / ``cut REGION GEO`` /
+"""``steering demo [--config FILE] [--route53] [--dns-port 5353] [--api-port 50051] [--http-port 8080]
+[--state-dir DIR]``, and from a second terminal ``steering demo break|heal REGION`` / ``load REGION RPS`` / ``cut REGION GEO`` /
 ``heal`` / ``restart NAME`` / ``stop``.
 
 The running demo stops every child it started on any of ``STOP_SIGNALS`` and
@@ -57,7 +57,9 @@ def _steerctl(demo: Demo) -> str:
 def next_steps(demo: Demo) -> str:
     """What to try from another terminal, with the commands as this user runs them."""
     dns, steerctl, sd = demo.dns_port, _steerctl(demo), _demo_command(demo.state_dir)
-    rows = [
+    rows = [(demo.console_url, "the console in a browser (the REST API: "
+             f"{demo.console_url}api/v1/openapi.json; controller-2 on :{demo.http_port + 1})")] if demo.http_port else []
+    rows += [
         (f"dig @127.0.0.1 -p {dns} api.example.test", "steered answer (your geo: 127.0.0.1 -> default)"),
         (f"dig @127.0.0.1 -p {dns} api.example.test +subnet=198.51.100.130/32", "as a client in europe (ECS)"),
         (f"dig +tcp @127.0.0.1 -p {dns} api.example.test +nsid +cookie", "over TCP; which worker answered"),
@@ -89,7 +91,8 @@ def next_steps(demo: Demo) -> str:
 
 
 def hint_line(demo: Demo) -> str:
-    return (f"try: dig @127.0.0.1 -p {demo.dns_port} api.example.test   |   {_steerctl(demo)} status   |   "
+    console = f"console: {demo.console_url}   |   " if demo.console_url else ""
+    return (f"{console}try: dig @127.0.0.1 -p {demo.dns_port} api.example.test   |   {_steerctl(demo)} status   |   "
             f"{_demo_command(demo.state_dir)} break us-east-1")
 
 
@@ -101,12 +104,14 @@ def hint_line(demo: Demo) -> str:
                    "(moto: a dev dependency)")
 @click.option("--dns-port", type=int, default=5353, show_default=True, help="the DNS server's port (UDP and TCP)")
 @click.option("--api-port", type=int, default=50051, show_default=True, help="controllers on this port and the next")
+@click.option("--http-port", type=click.IntRange(0, 65534), default=8080, show_default=True,
+              help="the browser console and REST API: controller-1 on this port, controller-2 on the next (0: off)")
 @click.option("--state-dir", type=click.Path(file_okay=False), default=None,
               help="where the demo keeps etcd data, logs and its state (default $STEERING_DEMO_DIR or "
                    "/tmp/steering-demo-UID); give the same one to the commands below")
 @click.option("--for-seconds", type=float, default=None, hidden=True, help="stop by itself after this long")
 @click.pass_context
-def command(ctx: click.Context, config_path: str, route53: bool, dns_port: int, api_port: int,
+def command(ctx: click.Context, config_path: str, route53: bool, dns_port: int, api_port: int, http_port: int,
             state_dir: str | None, for_seconds: float | None) -> None:
     """Run etcd, two controllers, the DNS server and simulated regions with their agents, on loopback."""
     from steering import logs
@@ -117,7 +122,7 @@ def command(ctx: click.Context, config_path: str, route53: bool, dns_port: int, 
     if ctx.invoked_subcommand is not None:
         return
     demo = Demo(config_path=Path(config_path), state_dir=ctx.obj["state_dir"], dns_port=dns_port, api_port=api_port,
-                route53=route53)
+                http_port=http_port, route53=route53)
     out = Output()
     try:
         code = asyncio.run(_main(demo, out, for_seconds))

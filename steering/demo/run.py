@@ -139,6 +139,16 @@ class Proc:
         return self.popen.pid if self.popen else 0
 
 
+def _last_line(log: Path) -> str:
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 2000))
+            lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return f": {lines[-1].strip()[:300]}" if lines else ""
+
+
 def exit_words(code: int | None) -> str:
     if code is None:
         return "running"
@@ -156,6 +166,7 @@ class Demo:
     state_dir: Path
     dns_port: int = 5353
     api_port: int = 50051
+    http_port: int = 8080  # the console and REST API: controller-1 here, controller-2 on the next port (0: off)
     observers: bool = True  # add the demo's observers when the config has none
     route53: bool = False  # run moto's Route 53 on loopback and point the leader's sink at it
     etcd: EtcdCluster | None = None
@@ -188,9 +199,12 @@ class Demo:
         for p in (self.api_port, self.api_port + 1):
             if not port_free(p, socket.SOCK_STREAM):
                 busy.append(f"API port {p}")
+        for p in self.http_ports:
+            if not port_free(p, socket.SOCK_STREAM):
+                busy.append(f"HTTP port {p}")
         if busy:
             raise DemoError(f"{', '.join(busy)} already in use (is another demo running?); "
-                            "choose others with --dns-port / --api-port")
+                            "choose others with --dns-port / --api-port / --http-port")
 
     def start(self) -> None:
         self.preflight()
@@ -231,8 +245,10 @@ class Demo:
         aws = dict(self.fake_route53.env) if self.fake_route53 is not None else None
         for i in range(2):
             port = self.api_port + i
+            http = ["--http-addr", f"127.0.0.1:{self.http_ports[i]}"] if self.http_ports else []
             self.procs.append(Proc(f"controller-{i + 1}", [bin_path("steering"), "controller", *env_args,
-                                                           "--listen", f"127.0.0.1:{port}", "--id", f"ctl-{i + 1}"],
+                                                           "--listen", f"127.0.0.1:{port}", "--id", f"ctl-{i + 1}",
+                                                           *http],
                                    logs / f"controller-{i + 1}.log", env=aws))
         self.procs.append(Proc("dns", [bin_path("steering"), "dns", *env_args,
                                        "--listen", f"127.0.0.1:{self.dns_port}"], logs / "dns.log"))
@@ -324,6 +340,14 @@ class Demo:
         path.write_text(yaml.safe_dump(agent, sort_keys=False))
         return path
 
+    @property
+    def http_ports(self) -> list[int]:
+        return [self.http_port, self.http_port + 1] if self.http_port else []
+
+    @property
+    def console_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/" if self.http_port else ""
+
     def pids(self) -> dict[str, int]:
         """Every child's PID by name (0: not running)."""
         out = {p.name: p.pid for p in self.procs}
@@ -340,6 +364,8 @@ class Demo:
             "pid_start": start_ticks(os.getpid()),
             "dns_port": self.dns_port,
             "api_ports": [self.api_port, self.api_port + 1],
+            "http_ports": self.http_ports,
+            "console_url": self.console_url,
             "etcd": self.etcd.endpoints,
             "config": str(self.run_config),
             "targets": {t: {"port": s.port, "state_file": str(s.state_file)} for t, s in self.sims.items()},
@@ -365,9 +391,10 @@ class Demo:
         return out
 
     def dead(self) -> list[str]:
-        """Processes that exited on their own (so the demo can say so)."""
-        return [f"{name} ({exit_words(popen.returncode)}, log {log})" for name, popen, log in self._children()
-                if popen is not None and popen.poll() is not None]
+        """Processes that exited on their own (so the demo can say so), each with its log's last line: the
+        reason a start-up failed, without opening the file."""
+        return [f"{name} ({exit_words(popen.returncode)}, log {log}{_last_line(log)})"
+                for name, popen, log in self._children() if popen is not None and popen.poll() is not None]
 
     def newly_dead(self) -> list[tuple[str, str]]:
         """(name, how it ended and where its log is) of each child that exited since the last call."""

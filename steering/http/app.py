@@ -12,6 +12,7 @@ token → JSON. Bodies are at most ``MAX_BODY`` bytes; strings are bounded as
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -28,8 +29,10 @@ from steering.controller.operator import ActionError
 from steering.controller.routing_api import NoTable
 from steering.http import errors, metrics, openapi, schemas, shapes, validate
 from steering.http.auth import Guard, ssl_context
+from steering.http.console import ConsoleFiles
 from steering.http.errors import ApiError
-from steering.http.routes import PREFIX, Api, Call, Param, Reply, Route, routes
+from steering.http.feed import StatusFeed, sse
+from steering.http.routes import OPERATOR, PREFIX, Api, Call, Param, Reply, Route, routes
 from steering.store.client import StoreError
 
 log = logs.get(__name__)
@@ -39,6 +42,10 @@ MAX_BODY = 64 * 1024  # a pin of 1000 targets is about 40 KiB of JSON
 # once percent-encoded (aiohttp's default, 8190, would refuse it in plain text before any handler runs).
 MAX_LINE = 32 * 1024
 JSON = "application/json"
+STREAM_PATH = "/stream"
+MAX_STREAMS = 64  # open console streams per replica; more is 503 (each holds a connection, not a poll)
+PING_SECONDS = 15.0  # a comment line keeps proxies from closing an idle stream
+RECHECK_SECONDS = 60.0  # a stream's token is checked again this often: a revoked token stops following
 _INTEGER = r"-?\d{1,30}"  # query text read as a number; longer is a wrong type, not a bigger number
 _NUMBER = r"-?(\d{1,30}(\.\d{0,30})?|\.\d{1,30})([eE][-+]?\d{1,4})?"
 
@@ -57,10 +64,15 @@ class HttpApi:
         self.bodies = schemas.requests(api.known)
         self.document = openapi.document(self.routes, self.bodies, schemas.responses(),
                                          bearer=self.guard.tokens is not None, loopback_only=self.guard.loopback_only)
+        self.document["paths"][PREFIX + STREAM_PATH] = openapi.stream_path(bearer=self.guard.tokens is not None)
         self.app = web.Application(client_max_size=MAX_BODY, middlewares=[_json_errors])
         for r in self.routes:
             self.app.router.add_route(r.method, PREFIX + r.path, self._handler(r))
+        self.feed = StatusFeed(self._status, api.tables)
+        self.app.router.add_get(PREFIX + STREAM_PATH, self._stream)
+        ConsoleFiles().add_routes(self.app)
         self._runner: web.AppRunner | None = None
+        self._sampler: asyncio.Task[None] | None = None
         self.port = 0
 
     async def start(self) -> int:
@@ -77,18 +89,88 @@ class HttpApi:
             await runner.cleanup()
             raise
         self._runner = runner
+        self._sampler = asyncio.create_task(self._sample(), name="utilization-history")
         self.port = runner.addresses[0][1]
         log.info("http api listening", listen=self.listen, port=self.port, tls=self.ssl is not None,
                  auth=self.guard.tokens is not None)
         return self.port
 
     async def stop(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
+            self._sampler = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
 
     async def _openapi(self, api: Api, call: Call) -> Reply:
         return Reply(200, self.document)
+
+    async def _status(self) -> Any:
+        return shapes.status(await self.api.operator.status())
+
+    async def _sample(self) -> None:
+        """Feed the utilization history: each table this replica follows, and the same one every so often."""
+        history, version = self.api.utilization, -1
+        while True:
+            table = self.api.tables.current
+            if table is not None:
+                history.add(table, time.time())
+                version = table.version
+            await self.api.tables.wait_newer(version, timeout=history.every)
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        """``GET /api/v1/stream``: the status as server-sent events, each time it changes (docs/rest-api.md)."""
+        rpc = OPERATOR + "Status"
+        try:
+            self.guard.check(request, rpc)
+            if request.query:
+                raise ApiError(400, "unknown_field", f"{next(iter(request.query))}: unknown query parameter",
+                               field=next(iter(request.query)))
+            if self.feed.readers >= MAX_STREAMS:
+                raise ApiError(503, "unavailable", f"{MAX_STREAMS} streams are open on this replica; poll "
+                               f"{PREFIX}/status instead", headers=errors.RETRY)
+        except ApiError as exc:
+            metrics.REQUESTS.labels("stream", str(exc.status)).inc()
+            return respond(Reply(exc.status, exc.body(), exc.headers))
+        metrics.REQUESTS.labels("stream", "200").inc()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
+                                           "Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        await resp.prepare(request)
+        await resp.write(b"retry: 2000\n\n")
+        loop = asyncio.get_running_loop()
+        checked = loop.time()
+        states = self.feed.follow()
+        try:
+            pending: asyncio.Task[bytes] | None = None
+            while True:
+                if pending is None:
+                    pending = asyncio.ensure_future(anext(states))
+                done, _ = await asyncio.wait({pending}, timeout=PING_SECONDS)
+                now = loop.time()
+                if now - checked >= RECHECK_SECONDS:
+                    try:
+                        self.guard.check(request, rpc)
+                    except ApiError as exc:
+                        await resp.write(sse("error", json.dumps(exc.body()).encode()))
+                        break
+                    checked = now
+                if done:
+                    await resp.write(sse("status", pending.result()))
+                    pending = None
+                else:
+                    await resp.write(b": ping\n\n")
+        except ConnectionResetError:
+            pass  # the browser went away: nothing to say to anyone
+        finally:
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
+            await states.aclose()
+        return resp
 
     def _handler(self, route: Route) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handle(request: web.Request) -> web.Response:

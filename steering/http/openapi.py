@@ -94,3 +94,18 @@ def document(routes: Iterable[Route], requests: Mapping[str, Schema], responses:
         components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         doc["security"] = [{"bearer": []}]
     return doc
+
+
+def stream_path(*, bearer: bool) -> dict[str, Any]:
+    """``/stream``: described, though no JSON schema fits a stream (the fuzz test leaves it out)."""
+    codes = [403, 503] + ([401] if bearer else [])
+    return {"get": {
+        "operationId": "streamStatus", "summary": "The status as server-sent events, each time it changes",
+        "tags": ["reads"],
+        "description": "`event: status` with the JSON of `GET /api/v1/status`, at once and each time it "
+                       "changes (at once on a new table, else checked every second); `: ping` every 15 s. "
+                       "Read it with fetch() to send the bearer token (EventSource cannot).",
+        "responses": {"200": {"description": "text/event-stream",
+                              "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                      **{str(c): {"description": _ERRORS[c], "content": _json(ref("Error"))} for c in sorted(codes)}},
+    }}

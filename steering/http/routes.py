@@ -14,6 +14,7 @@ so a route cannot be served without being described.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,9 +26,10 @@ from steering.auth import OPERATOR_METHODS
 from steering.config import Config
 from steering.controller.operator import OperatorService
 from steering.controller.routing_api import RoutingService
-from steering.http import schemas, shapes
+from steering.http import configured, schemas, shapes
 from steering.http.errors import RETRY, ApiError
 from steering.http.schemas import B, Known, Schema
+from steering.http.utilization import UtilizationHistory
 from steering.ports import FollowedTable
 from steering.table import RoutingTable
 from steering.v1 import steering_pb2 as pb
@@ -78,6 +80,7 @@ class Api:
     store: TableHistory
     known: Known
     table_bytes: TableBytes = field(default_factory=TableBytes)
+    utilization: UtilizationHistory = field(default_factory=UtilizationHistory)
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,17 @@ async def _current(api: Api) -> RoutingTable:
 
 async def status(api: Api, call: Call) -> Reply:
     return Reply(200, shapes.status(await api.operator.status()))
+
+
+async def topology(api: Api, call: Call) -> Reply:
+    return Reply(200, configured.topology(api.config, api.operator.replica, api.config.auth is not None))
+
+
+async def utilization(api: Api, call: Call) -> Reply:
+    history = api.utilization
+    samples = history.since(time.time(), float(call.query.get("seconds", history.window)))
+    return Reply(200, {"window_seconds": history.window, "every_seconds": history.every,
+                       "samples": [s.to_json() for s in samples]})
 
 
 async def table(api: Api, call: Call) -> Reply:
@@ -298,6 +312,17 @@ def routes(known: Known, openapi: Handler) -> tuple[Route, ...]:
               status, ok=((200, "Status"),),
               description="The shape of `steerctl status --json`. While etcd cannot be reached, the replica answers "
                           "from what it last knew and says so (`stale`)."),
+        Route("GET", "/topology", "getTopology", OPERATOR + "Status",
+              "The configured regions, sites, services, geos and policy", topology, ok=((200, "Topology"),),
+              description="What the configuration says (the status says what is observed): every target of a "
+                          "service, weight 0 included, and the watermark and hard limit the console draws."),
+        Route("GET", "/utilization", "getUtilization", OPERATOR + "Status",
+              "Planned utilization per region and site over the last hour", utilization,
+              params=(Param("seconds", "query", schemas.number((1, 3600)), False,
+                            "how far back (default and at most 3600)"),),
+              ok=((200, "Utilization"),),
+              description="As this replica followed the tables: one sample per table version and one every "
+                          "`every_seconds` while it stays the same; a replica that restarted has less."),
         Route("GET", "/table", "getTable", OPERATOR + "Status", "The current routing table", table,
               ok=((200, "Table"),), description="The table's canonical form (docs/architecture.md §3)."),
         Route("GET", "/tables", "listTables", OPERATOR + "Status", "The table versions etcd keeps", tables,

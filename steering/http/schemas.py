@@ -199,6 +199,17 @@ def responses() -> dict[str, Schema]:
              "preview": or_null(ref("Preview"))},
             {"region": S, "service": S, "geo": S}),
         "Plan": obj({"table": ref("Table"), "preview": ref("Preview")}),
+        "Topology": obj({
+            "replica": S, "auth": B,
+            "regions": arr(obj({"name": S, "capacity": N})),
+            "sites": arr(obj({"name": S, "region": S, "capacity": N})),
+            "services": arr(obj({"name": S, "targets_kind": {"type": "string", "enum": ["regions", "sites"]},
+                                 "targets": arr(S), "geos": arr(S)})),
+            "geos": arr(S),
+            "policy": obj({"watermark": N, "hard_limit": N, "max_shift": N, "step_seconds": N,
+                           "min_serving_regions": INT})}),
+        "Utilization": obj({"window_seconds": N, "every_seconds": N, "samples": arr(obj({
+            "time": N, "version": INT, "utilization": {"type": "object", "additionalProperties": nullable(N)}}))}),
         "Explanation": obj({
             "service": S, "client_address": S, "ecs_subnet": nullable(S), "geo": S,
             "placed_by": obj({"source": S, "prefix": nullable(S), "geoip": nullable(obj({

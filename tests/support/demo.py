@@ -32,14 +32,15 @@ class DemoRun:
     proc: subprocess.Popen[bytes]
     dns_port: int
     api_port: int
+    http_port: int
 
     @classmethod
     def start(cls, tmp: Path, *extra: str, env: dict[str, str] | None = None, tee: bool = False,
               name: str = "demo") -> DemoRun:
-        dns_port, api_port = free_port_block(1), free_port_block(2)
+        dns_port, api_port, http_port = free_port_block(1), free_port_block(2), free_port_block(2)
         state, log = tmp / name, tmp / f"{name}.log"
-        argv = [STEERING, "demo", "--dns-port", str(dns_port), "--api-port", str(api_port), "--state-dir", str(state),
-                *extra]
+        argv = [STEERING, "demo", "--dns-port", str(dns_port), "--api-port", str(api_port), "--http-port",
+                str(http_port), "--state-dir", str(state), *extra]
         full_env = {**os.environ, **(env or {})}
         if tee:  # `steering demo | tee LOG` in a shell of its own session: a terminal's process group
             line = f"{shlex.join(argv)} 2>&1 | tee {shlex.quote(str(log))}"
@@ -49,7 +50,7 @@ class DemoRun:
             with open(log, "wb") as out:
                 proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                         start_new_session=True, cwd=ROOT, env=full_env)
-        return cls(state, log, proc, dns_port, api_port)
+        return cls(state, log, proc, dns_port, api_port, http_port)
 
     def output(self) -> str:
         try:
