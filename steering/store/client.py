@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import random
+import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,6 +40,7 @@ from etcd3aio import (
 from etcd3aio._protobuf import LeaseStub, WatchStub
 
 from steering import logs
+from steering.addr import parse_hostport
 from steering.config import Etcd
 
 log = logs.get(__name__)
@@ -173,6 +176,7 @@ class Conn:
         # One attempt per call inside the library: the retry policy is ours (Conn.call), with a deadline.
         self.client = Etcd3Client(list(self.cfg.endpoints), rpc_max_attempts=1, tls_server_name=server_name, **tls)
         _set_channel_options(self.client, channel_options(self.cfg))
+        _set_target(self.client, await resolve_target(self.cfg.endpoints))
         await self.client.connect()
         self._state_task = asyncio.create_task(self._follow_channel(), name="etcd-channel-state")
         if self.cfg.username:
@@ -352,3 +356,62 @@ def _set_channel_options(client: Etcd3Client, options: list[tuple[str, int]]) ->
     names = {name for name, _ in options}
     # etcd3aio 0.3.0 declares the manager Optional and no public setter: checked present just above
     manager.grpc_options = [o for o in current if o[0] not in names] + list(options)  # type: ignore[union-attr]
+
+
+def _set_target(client: Etcd3Client, target: str) -> None:
+    """etcd3aio 0.3.0 builds an ``ipv4:`` target of the endpoints as given, which gRPC refuses for a host name
+    or an IPv6 address ("the target uri is not valid"): give it ours (``resolve_target``)."""
+    manager = getattr(client, "_manager", None)
+    if not isinstance(getattr(manager, "target", None), str):
+        raise StoreError("etcd3aio: cannot set the channel target (ConnectionManager.target is gone)")
+    manager.target = target  # type: ignore[union-attr]
+
+
+def literal_target(endpoints: Sequence[str]) -> str | None:
+    """The gRPC target for endpoints that are all IP addresses of one family (pure), else None.
+
+    ``ipv4:10.0.0.1:2379,10.0.0.2:2379`` or ``ipv6:[fd00::1]:2379,...``: one channel balancing over the
+    members.
+    """
+    v4: list[str] = []
+    v6: list[str] = []
+    for ep in endpoints:
+        host, port = parse_hostport(ep)
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return None
+        (v4 if ip.version == 4 else v6).append(f"{ip}:{port}" if ip.version == 4 else f"[{ip}]:{port}")
+    if v4 and v6:
+        return None
+    return "ipv4:" + ",".join(v4) if v4 else "ipv6:" + ",".join(v6)
+
+
+async def resolve_target(endpoints: Sequence[str]) -> str:
+    """The gRPC target for ``etcd.endpoints``: addresses as given; one host name as ``dns:///name:port`` (gRPC
+    resolves it again on reconnects: a headless service naming every member works); several names, or
+    addresses of both families, resolved now to the addresses of one family (a changed name needs a restart).
+    StoreError when a name does not resolve, or the members have no family in common."""
+    literal = literal_target(endpoints)
+    if literal is not None:
+        return literal
+    if len(endpoints) == 1:
+        host, port = parse_hostport(endpoints[0])
+        return f"dns:///{host}:{port}"
+    loop = asyncio.get_running_loop()
+    per_member: list[tuple[list[str], list[str]]] = []
+    for ep in endpoints:
+        host, port = parse_hostport(ep)
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise StoreError(f"etcd.endpoints: {ep}: cannot resolve {host!r}: {exc}") from None
+        v4 = [f"{i[4][0]}:{port}" for i in infos if i[0] == socket.AF_INET]
+        v6 = [f"[{i[4][0]}]:{port}" for i in infos if i[0] == socket.AF_INET6]
+        per_member.append((v4, v6))
+    if all(v4 for v4, _ in per_member):
+        return "ipv4:" + ",".join(dict.fromkeys(a for v4, _ in per_member for a in v4))
+    if all(v6 for _, v6 in per_member):
+        return "ipv6:" + ",".join(dict.fromkeys(a for _, v6 in per_member for a in v6))
+    raise StoreError("etcd.endpoints: some members have only IPv4 addresses and others only IPv6; one channel "
+                     "balances over one family: give addresses of one family")
