@@ -10,6 +10,7 @@ over a second).
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -46,8 +47,41 @@ def stop_process(proc: subprocess.Popen[Any] | None, timeout: float) -> None:
         proc.wait(5)
 
 
+_EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_rng = random.Random()  # its own state: Hypothesis seeds the global one, and two workers must not agree
+
+
+def _outside_ephemeral() -> tuple[int, int] | None:
+    """A range of ports the kernel never picks for an outgoing connection's local end (None: unknown)."""
+    try:
+        low, high = (int(x) for x in _EPHEMERAL.read_text().split())
+    except (OSError, ValueError):
+        return None
+    if low - 10_000 >= 2_000:
+        return 10_000, low - 1
+    if 65_000 - high >= 2_000:
+        return high + 1, 65_000
+    return None
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port the kernel just handed out on ``host`` (free now; a test may still race another process)."""
+    """A TCP port free now on ``host``, outside the kernel's ephemeral range when it can be.
+
+    A port the kernel hands out for ``bind(0)`` is one it may hand out again a moment later as the local
+    end of any outgoing connection (an etcd or gRPC client, say), before the process it was chosen for
+    binds it: under load that took a demo's controller down at start-up. Outside that range only
+    another chooser like this one can take it.
+    """
+    span = _outside_ephemeral()
+    for _ in range(100 if span else 0):
+        assert span is not None
+        port = _rng.randint(*span)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
