@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: all venv demo test test-browser chromium lint proto bench bench-dns bench-conformance clean
+.PHONY: all venv demo test test-browser test-lab chromium lint proto bench bench-dns bench-conformance clean
 
 all: test
 
@@ -23,9 +23,15 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/steering demo
 
-test: $(STAMP) chromium   # the suite on two workers, then the browser tests (one demo, one worker)
-	$(BIN)/python -m pytest -q -n 2 --ignore=tests/browser $(PYTEST_ARGS)
+# The suite on two workers; then, each on one worker, the browser tests (one demo) and the lab's (one set of
+# network namespaces per machine: root; without root they say so and skip).
+test: $(STAMP) chromium
+	$(BIN)/python -m pytest -q -n 2 --ignore=tests/browser --ignore=tests/test_lab.py $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -q -p no:xdist -p no:cacheprovider tests/browser
+	$(BIN)/python -m pytest -q -p no:xdist -p no:cacheprovider tests/test_lab.py
+
+test-lab: $(STAMP)   # steering lab's tests alone (docs/lab.md)
+	$(BIN)/python -m pytest -q -p no:xdist -p no:cacheprovider tests/test_lab.py
 
 test-browser: $(STAMP) chromium   # the console in Debian's chromium only (docs/console.md)
 	$(BIN)/python -m pytest -q -p no:xdist -p no:cacheprovider tests/browser

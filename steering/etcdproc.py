@@ -97,10 +97,33 @@ class EtcdMember:
     cluster_state: str = "new"
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    host: str = "127.0.0.1"
+    heartbeat_ms: int = 50  # loopback; `steering lab` sets them from its inter-region round trip
+    election_ms: int = 500
 
     @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
+        return f"{self.host}:{self.client_port}"
+
+    def argv(self) -> list[str]:
+        """The etcd command line of this member (``steering lab`` runs it inside a region's namespace)."""
+        client, peer = f"http://{self.host}:{self.client_port}", f"http://{self.host}:{self.peer_port}"
+        return [
+            etcd_binary(),
+            "--name", self.name,
+            "--data-dir", str(self.data_dir),
+            "--listen-client-urls", client,
+            "--advertise-client-urls", client,
+            "--listen-peer-urls", peer,
+            "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", self.initial_cluster,
+            "--initial-cluster-state", self.cluster_state,
+            "--initial-cluster-token", "steering-test",
+            "--heartbeat-interval", str(self.heartbeat_ms),
+            "--election-timeout", str(self.election_ms),
+            "--log-level", "warn",
+            "--logger", "zap",
+        ]
 
     def start(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -108,22 +131,7 @@ class EtcdMember:
         self.log_path = self.data_dir.parent / f"{self.name}.log"
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
-                [
-                    etcd_binary(),
-                    "--name", self.name,
-                    "--data-dir", str(self.data_dir),
-                    "--listen-client-urls", f"http://127.0.0.1:{self.client_port}",
-                    "--advertise-client-urls", f"http://127.0.0.1:{self.client_port}",
-                    "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
-                    "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
-                    "--initial-cluster", self.initial_cluster,
-                    "--initial-cluster-state", self.cluster_state,
-                    "--initial-cluster-token", "steering-test",
-                    "--heartbeat-interval", "50",
-                    "--election-timeout", "500",
-                    "--log-level", "warn",
-                    "--logger", "zap",
-                ],
+                self.argv(),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # a Ctrl-C in the parent's terminal is ours to forward

@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "agent": ("agents.cli", "run a health agent for one region or cache site"),
     "config": ("steering.cli.configcheck", "check configuration files (steering config check)"),
     "demo": ("steering.demo.cli", "run everything on loopback with an embedded etcd"),
+    "lab": ("steering.lab.cli", "run regions in network namespaces and inject faults (root)"),
 }
 
 

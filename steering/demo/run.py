@@ -55,6 +55,30 @@ FAKE_ROUTE53 = {"max_requests_per_second": 50, "sync_interval": 15, "insync_poll
 EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "steering.yaml"
 
 
+def agent_document(target_id: str, region: str, is_region: bool, agent_id: str, controllers: list[str],
+                   sim_url: str, observer: str = "") -> dict[str, Any]:
+    """The agent file (as a dict) of the agent of simulated target ``target_id`` served at ``sim_url``
+    (``steering demo`` and ``steering lab`` both write it): quick probes, so a break shows within seconds."""
+    stats = f"{sim_url}/stats"
+    health = f"{sim_url}/healthz" + (f"?from={observer}" if observer else "")
+    return {
+        "site": target_id,
+        "region": region,
+        "kind": "region" if is_region else "cache",
+        "agent_id": agent_id,
+        "controllers": controllers,
+        "interval_seconds": 0.5,
+        "fall": 2,
+        "rise": 2,
+        "initial": "healthy",
+        "probes": [{"name": "frontend", "kind": "http", "url": health,
+                    "expect_status": [200], "body_contains": "ok", "timeout_seconds": 1}],
+        "capacity": {"url": stats, "json_path": "capacity.requests_per_second"},
+        "load": {"url": stats, "json_path": "load.requests_per_second"},
+        "backoff": {"initial_seconds": 0.2, "max_seconds": 2},
+    }
+
+
 class DemoError(Exception):
     """A reason the demo cannot start, in one line."""
 
@@ -315,24 +339,9 @@ class Demo:
         sim = self.sims[target_id]
         region_ids = {r.id for r in self.config.regions}
         region = target_id if target_id in region_ids else self.config.site(target_id).region
-        stats = f"http://127.0.0.1:{sim.port}/stats"
-        health = f"http://127.0.0.1:{sim.port}/healthz" + (f"?from={observer}" if observer else "")
-        agent: dict[str, Any] = {
-            "site": target_id,
-            "region": region,
-            "kind": "region" if target_id in region_ids else "cache",
-            "agent_id": observer or f"demo-{target_id}",
-            "controllers": [f"127.0.0.1:{self.api_port}", f"127.0.0.1:{self.api_port + 1}"],
-            "interval_seconds": 0.5,
-            "fall": 2,
-            "rise": 2,
-            "initial": "healthy",
-            "probes": [{"name": "frontend", "kind": "http", "url": health,
-                        "expect_status": [200], "body_contains": "ok", "timeout_seconds": 1}],
-            "capacity": {"url": stats, "json_path": "capacity.requests_per_second"},
-            "load": {"url": stats, "json_path": "load.requests_per_second"},
-            "backoff": {"initial_seconds": 0.2, "max_seconds": 2},
-        }
+        agent = agent_document(target_id, region, target_id in region_ids, observer or f"demo-{target_id}",
+                               [f"127.0.0.1:{self.api_port}", f"127.0.0.1:{self.api_port + 1}"],
+                               f"http://127.0.0.1:{sim.port}", observer)
         if observer:  # it sees the site from outside: no capacity or load of its own to read
             del agent["capacity"], agent["load"]
             agent.update(role="observer", geos=list(geos), steering_config=str(self.run_config))

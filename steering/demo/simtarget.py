@@ -41,7 +41,8 @@ def write_state(path: Path, **changes: Any) -> dict[str, Any]:
 
 
 class SimTarget:
-    def __init__(self, target_id: str, state_file: Path, capacity: float, load: float) -> None:
+    def __init__(self, target_id: str, state_file: Path, capacity: float, load: float,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
         self.target_id = target_id
         self.state_file = state_file
         if not state_file.exists():
@@ -76,7 +77,7 @@ class SimTarget:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
         self.port = int(self.httpd.server_address[1])
         self._thread = threading.Thread(target=self.httpd.serve_forever, name=f"sim-{target_id}", daemon=True)

@@ -1,0 +1,314 @@
+"""``steering lab up|status|down|partition|heal|latency|loss|kill|restart|clock|exec`` (docs/lab.md).
+
+Every refusal is one line on stderr and exit 2, before anything is changed:
+no root or CAP_NET_ADMIN, an unknown region or component, a region paired
+with itself, ``up`` while a lab runs, a command for a lab that is not there.
+``down`` with nothing to remove says so and exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from steering.config import ConfigError
+from steering.lab import netops
+from steering.lab.lab import Lab, LabError, default_state_dir, down, prepare, require_admin, running_lab, up, wait_ready
+from steering.lab.plan import (
+    CONTROLLER_PORT,
+    DNS_PORT,
+    ETCD_CLIENT_PORT,
+    LAB_NS,
+    Link,
+    PlanError,
+    check_component,
+    check_pair,
+    pair,
+    pairs_of,
+    parse_clock,
+    parse_delay,
+    parse_loss,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(f"steering lab: {message}", err=True)
+    sys.exit(2)
+
+
+def refusals(fn: F) -> F:
+    """Bad input, a missing lab or privilege: one line, exit 2."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (LabError, PlanError, netops.NetError) as exc:
+            fail(str(exc))
+        except ConfigError as exc:
+            fail(str(exc).splitlines()[0] if str(exc) else "invalid configuration")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def state_dir_option(fn: F) -> F:
+    return click.option("--state-dir", type=click.Path(file_okay=False), default=None,
+                        help="where the lab keeps its record, configs, etcd data and logs "
+                             "(default $STEERING_LAB_DIR or /tmp/steering-lab-UID)")(fn)
+
+
+def _dir(state_dir: str | None) -> Path:
+    return Path(state_dir).resolve() if state_dir else default_state_dir()
+
+
+def _lab(state_dir: str | None) -> Lab:
+    require_admin()
+    path = _dir(state_dir)
+    lab = Lab.load(path)
+    if lab is None:
+        raise LabError(f"no lab is running (no record in {path}); start one with `steering lab up`")
+    if "regions" not in lab.info:
+        raise LabError(f"the lab recorded in {path} never finished starting; `steering lab down` removes it")
+    return lab
+
+
+@click.group(name="lab")
+def command() -> None:
+    """The system across regions in Linux network namespaces, with faults to rehearse (root)."""
+    from steering import logs
+
+    logs.setup(level="warning", component="lab")
+
+
+@command.command(name="up")
+@click.option("--regions", "count", type=int, default=None,
+              help="run the first N regions of the config (default: all of them)")
+@click.option("--latency", default="40ms", show_default=True, help="one-way delay between any two regions")
+@click.option("--jitter", default=None, help="delay jitter (default: a tenth of --latency)")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="the deployment (default: deploy/examples/steering.yaml)")
+@click.option("--timeout", type=click.FloatRange(1, 600), default=90.0, show_default=True,
+              help="seconds to wait for every region to answer")
+@state_dir_option
+@refusals
+def up_(count: int | None, latency: str, jitter: str | None, config_path: str | None, timeout: float,
+        state_dir: str | None) -> None:
+    """Build the namespaces and links, start etcd, a controller, DNS, targets and agents in every region."""
+    t0 = time.monotonic()
+    require_admin()
+    path = _dir(state_dir)
+    busy = running_lab(path)
+    if busy:
+        raise LabError(busy)
+    delay = parse_delay(latency)
+    jit = parse_delay(jitter, "jitter") if jitter is not None else delay // 10
+    topo, cfg, qname = prepare(Path(config_path) if config_path else None, count, delay, jit, path)
+    try:
+        lab = up(path, topo, cfg, qname)
+        took = wait_ready(lab, timeout)
+    except BaseException as exc:
+        for line in down(path):
+            click.echo(f"  {line}", err=True)
+        if isinstance(exc, (LabError, netops.NetError)):
+            click.echo(f"steering lab: {exc}; the lab was removed", err=True)
+            sys.exit(1)
+        raise
+    hb, el = lab.info["etcd_tuning"]["heartbeat_ms"], lab.info["etcd_tuning"]["election_ms"]
+    for warning in lab.info.get("warnings") or []:
+        click.echo(f"warning: {warning}", err=True)
+    base = lab.topology.base
+    click.echo(f"lab up in {time.monotonic() - t0:.1f}s (every region ready {took:.1f}s after the last process started); "
+               f"{len(topo.regions)} regions, {base.delay_ms} ms one-way +/- {base.jitter_ms} ms between them; "
+               f"etcd heartbeat {hb} ms, election {el} ms")
+    for r in topo.regions:
+        click.echo(f"  {r.id:<14} netns {r.netns:<18} {r.addr}: etcd :{ETCD_CLIENT_PORT}  "
+                   f"controller :{CONTROLLER_PORT}  dns :{DNS_PORT}  targets {', '.join(r.targets)}")
+    first = topo.regions[0]
+    sd = "" if path == default_state_dir() else f" --state-dir {path}"
+    click.echo(f"try: steering lab exec{sd} {first.id} -- dig @{first.addr} {qname}   |   "
+               f"steering lab status{sd}   |   steering lab partition {first.id} --all{sd}")
+
+
+@command.command(name="status")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable")
+@state_dir_option
+@refusals
+def status_(as_json: bool, state_dir: str | None) -> None:
+    """Each region's components: address, pid, alive, healthy; DNS answers; the leader; link conditions."""
+    st = _lab(state_dir).status()
+    if as_json:
+        click.echo(json.dumps(st, indent=2))
+        return
+    for r in st["regions"]:
+        clock = f"  clock {r['clock_offset_seconds']:+d}s" if r["clock_offset_seconds"] else ""
+        click.echo(f"{r['id']} ({r['netns']}, {r['addr']})  leader seen: {r['leader'] or '-'}  "
+                   f"dns table v{r['table_version'] or '-'} answers: {', '.join(r['dns_answers']) or '-'}{clock}")
+        for c in r["components"]:
+            health = {True: "healthy", False: "UNHEALTHY", None: ""}[c["healthy"]]
+            click.echo(f"  {c['name']:<22} {c['listen']:<18} pid {c['pid']:<8} "
+                       f"{'alive' if c['alive'] else 'DEAD':<6} {health}")
+    for link in st["links"]:
+        state = "CUT" if link["cut"] else f"{link['delay_ms']}ms +/- {link['jitter_ms']}ms loss {link['loss_pct']:g}%"
+        click.echo(f"link {link['a']} <-> {link['b']}: {state}")
+
+
+@command.command(name="down")
+@state_dir_option
+@refusals
+def down_(state_dir: str | None) -> None:
+    """Stop every process of the lab and remove its namespaces and links (also after a crash)."""
+    require_admin()
+    lines = down(_dir(state_dir))
+    if not lines:
+        click.echo("no lab is running: nothing to remove")
+        return
+    for line in lines:
+        click.echo(line)
+
+
+@command.command(name="partition")
+@click.argument("a")
+@click.argument("b", required=False)
+@click.option("--all", "everyone", is_flag=True, help="cut A from every other region")
+@state_dir_option
+@refusals
+def partition_(a: str, b: str | None, everyone: bool, state_dir: str | None) -> None:
+    """Cut the network between regions A and B (or A and all others): 100 % loss both ways."""
+    lab = _lab(state_dir)
+    topo = lab.topology
+    if everyone == (b is not None):
+        raise LabError("partition: give either another region B or --all")
+    pairs = pairs_of(topo, a) if everyone else [check_pair(topo, a, b or "")]
+    for x, y in pairs:
+        link = topo.link(x, y)
+        lab.set_link(x, y, Link(link.delay_ms, link.jitter_ms, link.loss_pct, cut=True))
+    click.echo(f"cut: {', '.join(f'{x} <-> {y}' for x, y in pairs)}")
+
+
+@command.command(name="heal")
+@click.argument("a", required=False)
+@click.argument("b", required=False)
+@state_dir_option
+@refusals
+def heal_(a: str | None, b: str | None, state_dir: str | None) -> None:
+    """Links back to how `up` made them: A-B, every link of A, or (no argument) every link."""
+    lab = _lab(state_dir)
+    topo = lab.topology
+    if a is None:
+        pairs = [pair(x.id, y.id) for i, x in enumerate(topo.regions) for y in topo.regions[i + 1:]]
+    elif b is None:
+        pairs = pairs_of(topo, a)
+    else:
+        pairs = [check_pair(topo, a, b)]
+    changed = [(x, y) for x, y in pairs if topo.link(x, y) != topo.base]
+    for x, y in changed:
+        lab.set_link(x, y, topo.base)
+    click.echo(f"healed: {', '.join(f'{x} <-> {y}' for x, y in changed)}" if changed
+               else "nothing to heal: those links are as `up` made them")
+
+
+@command.command(name="latency")
+@click.argument("a")
+@click.argument("b")
+@click.argument("delay")
+@state_dir_option
+@refusals
+def latency_(a: str, b: str, delay: str, state_dir: str | None) -> None:
+    """One-way delay between A and B (jitter a tenth of it); `heal A B` restores the lab's own."""
+    lab = _lab(state_dir)
+    topo = lab.topology
+    check_pair(topo, a, b)
+    ms = parse_delay(delay)
+    if not topo.netem:
+        raise LabError("latency: this kernel has no netem (sch_netem); only partitions can be made here")
+    link = topo.link(a, b)
+    lab.set_link(a, b, Link(ms, ms // 10, link.loss_pct, link.cut))
+    click.echo(f"{a} <-> {b}: {ms} ms one-way +/- {ms // 10} ms")
+
+
+@command.command(name="loss")
+@click.argument("a")
+@click.argument("b")
+@click.argument("percent")
+@state_dir_option
+@refusals
+def loss_(a: str, b: str, percent: str, state_dir: str | None) -> None:
+    """Random packet loss between A and B, each direction."""
+    lab = _lab(state_dir)
+    topo = lab.topology
+    check_pair(topo, a, b)
+    pct = parse_loss(percent)
+    if not topo.netem:
+        raise LabError("loss: this kernel has no netem (sch_netem); only partitions can be made here")
+    link = topo.link(a, b)
+    lab.set_link(a, b, Link(link.delay_ms, link.jitter_ms, pct, link.cut))
+    click.echo(f"{a} <-> {b}: {pct:g}% loss each way")
+
+
+@command.command(name="kill")
+@click.argument("region")
+@click.argument("component")
+@state_dir_option
+@refusals
+def kill_(region: str, component: str, state_dir: str | None) -> None:
+    """SIGKILL a region's controller, dns, etcd or agent (every agent of the region)."""
+    lab = _lab(state_dir)
+    check_component(component)
+    lab.topology.region(region)
+    for line in lab.kill(region, component):
+        click.echo(line)
+
+
+@command.command(name="restart")
+@click.argument("region")
+@click.argument("component")
+@state_dir_option
+@refusals
+def restart_(region: str, component: str, state_dir: str | None) -> None:
+    """Start a region's component again (stopped first if it runs), with its command line and data."""
+    lab = _lab(state_dir)
+    check_component(component)
+    lab.topology.region(region)
+    for line in lab.restart(region, component):
+        click.echo(line)
+
+
+@command.command(name="clock", context_settings={"ignore_unknown_options": True})
+@click.argument("region")
+@click.argument("offset")
+@state_dir_option
+@refusals
+def clock_(region: str, offset: str, state_dir: str | None) -> None:
+    """Restart REGION's controller with its wall clock OFFSET off (+30s, -30s; 0 for the real clock)."""
+    lab = _lab(state_dir)
+    lab.topology.region(region)
+    seconds = parse_clock(offset)
+    for line in lab.clock(region, seconds):
+        click.echo(line)
+    click.echo(f"{region}: controller clock {seconds:+d}s")
+
+
+@command.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("region")
+@click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
+@state_dir_option
+@refusals
+def exec_(region: str, cmd: tuple[str, ...], state_dir: str | None) -> None:
+    """Run CMD inside REGION's namespace (`steering lab exec us-east-1 -- dig @10.77.1.1 api.example.test`)."""
+    lab = _lab(state_dir)
+    ns = LAB_NS if region == "lab" else lab.topology.region(region).netns
+    argv = list(cmd[1:] if cmd and cmd[0] == "--" else cmd)
+    if not argv:
+        raise LabError("exec: no command given after --")
+    sys.stdout.flush()
+    os.execvp("ip", ["ip", "netns", "exec", ns, *argv])

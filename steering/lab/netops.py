@@ -1,0 +1,136 @@
+"""The lab's only contact with the kernel's networking: ``ip`` and ``tc`` commands, nothing decided here.
+
+``build`` makes the namespaces, the bridge and the veth pairs of a topology and
+gives every direction its own leaf qdisc (an HTB class per destination region,
+selected by a u32 filter on the destination address): netem (delay, jitter,
+loss; a cut is 100 % loss), or on a kernel without sch_netem a FIFO whose limit
+is 0 while the pair is cut. ``shape`` changes one pair's leaves; ``remove``
+deletes namespaces (their veths and qdiscs go with them).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from steering.lab.plan import BRIDGE, LAB_ADDR, LAB_NS, PREFIX, REGION_IF, SUBNET, Link, Region, Topology
+
+NETNS_DIR = Path("/run/netns")
+CAP_NET_ADMIN = 12
+
+
+class NetError(RuntimeError):
+    """An ``ip`` or ``tc`` command failed: its command line and its message."""
+
+
+def run(*argv: str) -> str:
+    res = subprocess.run(list(argv), capture_output=True, text=True, timeout=30, check=False)
+    if res.returncode != 0:
+        raise NetError(f"{' '.join(argv)}: {(res.stderr or res.stdout).strip()}")
+    return res.stdout
+
+
+def in_ns(ns: str, *argv: str) -> str:
+    return run("ip", "netns", "exec", ns, *argv)
+
+
+def can_admin_network() -> bool:
+    """Root, or CAP_NET_ADMIN in the effective set."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+def lab_namespaces() -> list[str]:
+    """The namespaces with the lab's prefix that exist now."""
+    try:
+        names = [p.name for p in NETNS_DIR.iterdir()]
+    except OSError:
+        return []
+    return sorted(n for n in names if n.startswith(PREFIX))
+
+
+def ns_pids(ns: str) -> list[int]:
+    """Processes whose network namespace is ``ns``."""
+    try:
+        out = run("ip", "netns", "pids", ns)
+    except NetError:
+        return []
+    return [int(x) for x in out.split() if x.isdigit()]
+
+
+def _class_id(r: Region) -> str:
+    return f"1:{r.index + 10:x}"
+
+
+def has_netem() -> bool:
+    """Whether this kernel has sch_netem: tried on the loopback of a namespace of our own (the lab's)."""
+    try:
+        in_ns(LAB_NS, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "0ms")
+    except NetError:
+        return False
+    in_ns(LAB_NS, "tc", "qdisc", "del", "dev", "lo", "root")
+    return True
+
+
+def create_lab_ns() -> None:
+    run("ip", "netns", "add", LAB_NS)
+    in_ns(LAB_NS, "ip", "link", "set", "lo", "up")
+
+
+def build(topo: Topology) -> None:
+    """Bridge, region namespaces, veths, addresses and one leaf qdisc per direction (in the lab namespace
+    ``create_lab_ns`` made); raises NetError half-way (the caller removes what exists by prefix)."""
+    in_ns(LAB_NS, "ip", "link", "add", BRIDGE, "type", "bridge")
+    in_ns(LAB_NS, "ip", "addr", "add", f"{LAB_ADDR}/{SUBNET.prefixlen}", "dev", BRIDGE)
+    in_ns(LAB_NS, "ip", "link", "set", BRIDGE, "up")
+    for r in topo.regions:
+        run("ip", "netns", "add", r.netns)
+        in_ns(r.netns, "ip", "link", "set", "lo", "up")
+        run("ip", "link", "add", REGION_IF, "netns", r.netns, "type", "veth",
+            "peer", "name", r.bridge_port, "netns", LAB_NS)
+        in_ns(LAB_NS, "ip", "link", "set", r.bridge_port, "master", BRIDGE)
+        in_ns(LAB_NS, "ip", "link", "set", r.bridge_port, "up")
+        in_ns(r.netns, "ip", "addr", "add", f"{r.addr}/{SUBNET.prefixlen}", "dev", REGION_IF)
+        in_ns(r.netns, "ip", "link", "set", REGION_IF, "up")
+        # Unshaped by default (the lab namespace's probes, ARP); one class per other region below.
+        in_ns(r.netns, "tc", "qdisc", "add", "dev", REGION_IF, "root", "handle", "1:", "htb", "default", "1",
+              "r2q", "100000")
+        in_ns(r.netns, "tc", "class", "add", "dev", REGION_IF, "parent", "1:", "classid", "1:1",
+              "htb", "rate", "10gbit")
+        for dst in topo.regions:
+            if dst.id == r.id:
+                continue
+            cls = _class_id(dst)
+            in_ns(r.netns, "tc", "class", "add", "dev", REGION_IF, "parent", "1:", "classid", cls,
+                  "htb", "rate", "10gbit")
+            in_ns(r.netns, "tc", "qdisc", "add", "dev", REGION_IF, "parent", cls,
+                  "handle", f"{dst.index + 10:x}:", *topo.link(r.id, dst.id).leaf(topo.netem))
+            in_ns(r.netns, "tc", "filter", "add", "dev", REGION_IF, "parent", "1:", "protocol", "ip",
+                  "prio", "1", "u32", "match", "ip", "dst", f"{dst.addr}/32", "flowid", cls)
+
+
+def shape(topo: Topology, a: str, b: str, link: Link) -> None:
+    """Set the conditions between regions ``a`` and ``b``, both directions."""
+    ra, rb = topo.region(a), topo.region(b)
+    for src, dst in ((ra, rb), (rb, ra)):
+        in_ns(src.netns, "tc", "qdisc", "change", "dev", REGION_IF, "parent", _class_id(dst),
+              "handle", f"{dst.index + 10:x}:", *link.leaf(topo.netem))
+
+
+def remove(names: list[str]) -> dict[str, str]:
+    """Delete these namespaces; the ones that could not be deleted, with why."""
+    failed = {}
+    for ns in names:
+        try:
+            run("ip", "netns", "del", ns)
+        except NetError as exc:
+            failed[ns] = str(exc)
+    return failed

@@ -1,0 +1,553 @@
+"""``steering lab``: the planner's pure parts, its refusals, and a real three-region lab on network namespaces.
+
+The lab tests (marked ``lab``; root only, CI runs as root) bring up one lab for the module from a small
+config (three regions, one service, a geo per region whose prefix is that region's lab range, so a client
+in a region is steered to it), then: DNS answers from inside every region; refusals that change nothing; a
+region partitioned from the others and healed; the leader's controller killed with SIGKILL and a new
+leader; two fault-matrix scenarios (the leader's region cut off; one etcd member lost while an operator
+evacuates); ``down`` leaving no namespace or process, also after a crash (found by prefix).
+
+Every DNS query is made from inside a region's namespace (``ip netns exec`` with dnspython), as a client
+of that region: the lab's addresses exist only there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from steering.config import load_config
+from steering.lab import netops
+from steering.lab.plan import (
+    Link,
+    PlanError,
+    Topology,
+    check_pair,
+    etcd_timing,
+    lab_config,
+    pairs_of,
+    parse_clock,
+    parse_delay,
+    parse_loss,
+    plan_regions,
+    region_config,
+)
+from tests.support.paths import EXAMPLE_CONFIG, STEERING
+from tests.support.wait import eventually_sync
+
+ROOT = os.geteuid() == 0
+REGIONS = ("us-east-1", "us-west-2", "eu-west-1")
+ADDR = {r: f"10.77.{i + 1}.1" for i, r in enumerate(REGIONS)}  # where each region's DNS listens
+ANSWER = {"us-east-1": "192.0.2.10", "us-west-2": "192.0.2.20", "eu-west-1": "192.0.2.30"}
+QNAME = "api.lab.test."
+LAB_CONFIG: dict[str, Any] = {
+    # A short silence bound: a region cut off stops reporting and leaves the others' answers within seconds.
+    "policy": {"min_serving_regions": 1, "step_seconds": 1, "silence_seconds": 3, "max_shift": 1.0},
+    "regions": [{"id": r, "capacity": 10000} for r in REGIONS],
+    "geos": [
+        {"id": "east", "prefixes": ["10.77.1.0/24"], "demand": 0.4, "prefer": ["us-east-1", "us-west-2", "eu-west-1"]},
+        {"id": "west", "prefixes": ["10.77.2.0/24"], "demand": 0.3, "prefer": ["us-west-2", "us-east-1", "eu-west-1"]},
+        {"id": "europe", "prefixes": ["10.77.3.0/24"], "demand": 0.3,
+         "prefer": ["eu-west-1", "us-east-1", "us-west-2"]},
+        {"id": "world", "default": True, "demand": 0.0, "prefer": ["us-east-1", "eu-west-1", "us-west-2"]},
+    ],
+    "services": [{"name": QNAME, "ttl": 5, "targets": "regions",
+                  "answers": {r: {"A": [a]} for r, a in ANSWER.items()}}],
+    "zones": [{"origin": "lab.test."}],
+    "etcd": {"endpoints": ["127.0.0.1:2379"], "prefix": "/steering/v1"},
+}
+SUBNET = {r: f"10.77.{i + 1}.0/24" for i, r in enumerate(REGIONS)}
+
+# ---------------------------------------------------------------------- the planner (pure)
+
+
+def test_regions_are_the_first_n_of_the_config_with_their_sites() -> None:
+    regions = plan_regions(["a-1", "b-2", "c-3"], {"s1": "a-1", "s2": "c-3"}, 2)
+    assert [(r.id, r.addr, r.netns, r.targets) for r in regions] == [
+        ("a-1", "10.77.1.1", "stl-a-1", ("a-1", "s1")), ("b-2", "10.77.2.1", "stl-b-2", ("b-2",))]
+    assert len(plan_regions(["a", "b", "c"], {}, None)) == 3
+    for bad in (0, 4, -1):
+        with pytest.raises(PlanError, match="--regions"):
+            plan_regions(["a", "b", "c"], {}, bad)
+    with pytest.raises(PlanError, match="namespace"):
+        plan_regions(["Has Space"], {}, None)
+
+
+def test_parsers_take_durations_percentages_and_offsets_and_refuse_the_rest() -> None:
+    assert [parse_delay(x) for x in ("40ms", "0.2s", "200", "0")] == [40, 200, 200, 0]
+    assert parse_loss("20%") == 20.0 and parse_loss("0") == 0.0
+    assert [parse_clock(x) for x in ("+30s", "-30s", "2m", "0")] == [30, -30, 120, 0]
+    for fn, bad in ((parse_delay, "fast"), (parse_delay, "11s"), (parse_delay, "-5ms"), (parse_loss, "120%"),
+                    (parse_loss, "x"), (parse_clock, "+30 days"), (parse_clock, "+9999999h")):
+        with pytest.raises(PlanError):
+            fn(bad)
+
+
+@given(st.integers(0, 10_000))
+def test_a_delay_in_ms_reads_back_as_itself(ms: int) -> None:
+    assert parse_delay(f"{ms}ms") == ms == parse_delay(f"{ms / 1000}s")
+
+
+@given(st.integers(0, 10_000), st.integers(0, 1_000))
+def test_etcd_heartbeat_covers_the_round_trip_and_election_is_ten_heartbeats(delay: int, jitter: int) -> None:
+    heartbeat, election = etcd_timing(delay, jitter)
+    assert heartbeat >= 2 * (delay + jitter) and heartbeat >= 200
+    assert election == min(50_000, 10 * heartbeat)
+
+
+def test_a_cut_is_total_loss_and_heal_is_the_base_link_exactly() -> None:
+    base = Link(40, 4)
+    assert base.netem() == ["delay", "40ms", "4ms"] and base.leaf(True) == ["netem", "delay", "40ms", "4ms"]
+    cut = Link(40, 4, 20.0, cut=True)
+    assert cut.netem()[-2:] == ["loss", "100%"] and cut.leaf(False) == ["pfifo", "limit", "0"]
+    assert Link(40, 4, 20.0).netem()[-2:] == ["loss", "20%"] and base.leaf(False) == ["pfifo", "limit", "1000"]
+    topo = Topology(plan_regions(list(REGIONS), {}, None), base, {("us-east-1", "us-west-2"): cut})
+    assert topo.link("us-west-2", "us-east-1") == cut and topo.link("eu-west-1", "us-east-1") == base
+    with pytest.raises(PlanError, match="itself"):
+        check_pair(topo, "us-east-1", "us-east-1")
+    with pytest.raises(PlanError, match="unknown region 'mars-1'"):
+        check_pair(topo, "us-east-1", "mars-1")
+    assert pairs_of(topo, "us-east-1") == [("us-east-1", "us-west-2"), ("eu-west-1", "us-east-1")]
+
+
+def test_the_lab_config_of_two_example_regions_is_a_valid_deployment(tmp_path: Path) -> None:
+    data = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+    for z in data["zones"]:
+        z["file"] = str(EXAMPLE_CONFIG.parent / z["file"])
+    regions = plan_regions([r["id"] for r in data["regions"]], {s["id"]: s["region"] for s in data["sites"]}, 2)
+    lab = lab_config(data, regions)
+    assert [r["id"] for r in lab["regions"]] == ["us-east-1", "us-west-2"]
+    assert [s["id"] for s in lab["sites"]] == ["oc-nyc-1"]  # oc-lon-1 lives in eu-west-1, not in this lab
+    assert all("eu-west-1" not in g.get("prefer", []) for g in lab["geos"])
+    one = region_config(lab, regions[1], regions, str(tmp_path))
+    assert one["etcd"]["endpoints"] == ["10.77.2.1:2379", "10.77.1.1:2379"]
+    assert one["dns"]["listen"] == ["10.77.2.1:53"] and one["controller"]["listen"] == "10.77.2.1:50051"
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(one))
+    cfg = load_config(path)
+    assert cfg.policy.min_serving_regions == 2 and not cfg.observers and cfg.route53 is None
+
+
+# ---------------------------------------------------------------------- refusals without a lab
+
+
+def lab_cmd(sub: str, *args: str, state: Path | None = None, user: str | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    argv = [STEERING, "lab", sub, *(["--state-dir", str(state)] if state else []), *args]
+    if user:
+        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--inh-caps=-all", *argv]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    assert "Traceback" not in res.stderr, res.stderr
+    return res
+
+
+def refused(res: subprocess.CompletedProcess[str], words: str) -> None:
+    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], res.stderr
+
+
+@pytest.mark.skipif(not ROOT, reason="setpriv to an unprivileged user needs root")
+def test_without_cap_net_admin_every_command_says_so(tmp_path: Path) -> None:
+    for sub, args in (("up", ()), ("partition", ("us-east-1", "--all"))):
+        refused(lab_cmd(sub, *args, state=tmp_path, user="65534"), "needs root or CAP_NET_ADMIN")
+
+
+@pytest.mark.skipif(not ROOT, reason="the lab's commands need root")
+def test_commands_for_a_lab_that_is_not_there_say_so(tmp_path: Path) -> None:
+    if netops.lab_namespaces():
+        pytest.skip("a lab is running on this machine")
+    refused(lab_cmd("partition", "us-east-1", "--all", state=tmp_path), "no lab is running")
+    refused(lab_cmd("kill", "us-east-1", "dns", state=tmp_path), "no lab is running")
+    res = lab_cmd("down", state=tmp_path)
+    assert res.returncode == 0 and "no lab is running" in res.stdout, res
+    refused(lab_cmd("up", "--regions", "9", state=tmp_path), "--regions: 9 is not between 1 and 3")
+    refused(lab_cmd("up", "--latency", "fast", state=tmp_path), "latency: 'fast'")
+    assert not netops.lab_namespaces()  # refused before anything was made
+
+
+# ---------------------------------------------------------------------- a real lab
+
+
+def in_region(region: str, code: str, *args: str) -> Any:
+    """Run python ``code`` inside ``region``'s namespace; what it printed, parsed as JSON."""
+    res = subprocess.run(["ip", "netns", "exec", f"stl-{region}", sys.executable, "-c", code, *args],
+                         capture_output=True, text=True, timeout=30, check=False)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+QUERY = """
+import json, sys
+import dns.edns, dns.message, dns.query
+server, qname, subnet = sys.argv[1:4]
+opts = [dns.edns.ECSOption.from_text(subnet)] if subnet else []
+q = dns.message.make_query(qname, "A", use_edns=0 if opts else None, options=opts)
+try:
+    r = dns.query.udp(q, server, port=53, timeout=1.0)
+    print(json.dumps(sorted(rd.to_text() for rr in r.answer for rd in rr)))
+except Exception:
+    print("null")
+"""
+
+
+def answers(client: str, server: str | None = None, subnet: str = "") -> list[str] | None:
+    """What ``server``'s DNS (default: the client's own region's) answers a client in region ``client``
+    (or, with ``subnet``, a client of that subnet by ECS); None when it does not answer."""
+    out: list[str] | None = in_region(client, QUERY, ADDR[server or client], QNAME, subnet)
+    return out
+
+
+def everywhere(subnet_of: str) -> dict[str, list[str] | None]:
+    """Each region's own DNS, asked for a client of ``subnet_of``'s region."""
+    return {r: answers(r, subnet=SUBNET[subnet_of]) for r in REGIONS}
+
+
+def status(state: Path) -> dict[str, Any]:
+    res = lab_cmd("status", "--json", state=state)
+    assert res.returncode == 0, res.stderr
+    st: dict[str, Any] = json.loads(res.stdout)
+    return st
+
+
+def by_region(st: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["id"]: r for r in st["regions"]}
+
+
+def leaders(state: Path) -> dict[str, str | None]:
+    return {rid: r["leader"] for rid, r in by_region(status(state)).items()}
+
+
+def one_leader_everywhere(state: Path) -> str | bool:
+    """The leader when every region sees the same one and every DNS server applied the same table."""
+    regions = by_region(status(state))
+    seen = {r["leader"] for r in regions.values()}
+    versions = {r["table_version"] for r in regions.values()}
+    leader = seen.pop() if len(seen) == 1 else None
+    return leader if leader and len(versions) == 1 and None not in versions else False
+
+
+def steerctl_in(region: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """steerctl run inside ``region`` against that region's controller."""
+    steerctl = str(Path(sys.executable).parent / "steerctl")
+    return subprocess.run(["ip", "netns", "exec", f"stl-{region}", steerctl, "--server", f"{ADDR[region]}:50051",
+                           *args], capture_output=True, text=True, timeout=90, check=False)
+
+
+def ctl_status(region: str) -> dict[str, Any]:
+    """``steerctl status --json`` as answered by ``region``'s controller."""
+    res = steerctl_in(region, "status", "--json")
+    assert res.returncode == 0, res.stderr
+    out: dict[str, Any] = json.loads(res.stdout)
+    return out
+
+
+def health_of(st: dict[str, Any], region: str) -> str:
+    return str(next(r["health"] for r in st["regions"] if r["region"] == region))
+
+
+def region_of(leader: str) -> str:
+    return leader.removeprefix("ctl-")
+
+
+def timed(what: str, fn: Any, timeout: float) -> tuple[Any, float]:
+    t0 = time.monotonic()
+    value = eventually_sync(fn, timeout=timeout, what=what, interval=0.3)
+    took = time.monotonic() - t0
+    print(f"{what}: {took:.1f}s")  # the figures of docs/lab.md (pytest -s shows them)
+    return value, took
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    if not ROOT:
+        pytest.skip("steering lab needs root")
+    if netops.lab_namespaces():
+        pytest.skip(f"a lab is running on this machine ({', '.join(netops.lab_namespaces())})")
+    base = tmp_path_factory.mktemp("lab")
+    config = base / "lab.yaml"
+    config.write_text(yaml.safe_dump(LAB_CONFIG))
+    state = base / "state"
+    t0 = time.monotonic()
+    res = lab_cmd("up", "--config", str(config), "--latency", "20ms", state=state)
+    print(f"lab up: {time.monotonic() - t0:.1f}s; {res.stdout.splitlines()[0] if res.stdout else res.stderr}")
+    try:
+        assert res.returncode == 0, res.stderr
+        for r, addr in ADDR.items():
+            assert f"netns stl-{r}" in res.stdout and f"{addr}: etcd :2379  controller :50051  dns :53" in res.stdout
+        yield state
+    finally:
+        lab_cmd("down", state=state)
+
+
+@pytest.fixture
+def restored(lab: Path) -> Iterator[Path]:
+    """The lab, put back after the test whatever it left: links healed, dead components restarted, so one
+    failing scenario does not fail the next."""
+    yield lab
+    if not (lab / "lab.json").exists():
+        return
+    lab_cmd("heal", state=lab)
+    for region in by_region(status(lab)).values():
+        dead = {c["name"].split("-")[0] for c in region["components"] if not c["alive"]}
+        for comp in sorted(dead & {"etcd", "controller", "dns", "agent"}):
+            lab_cmd("restart", region["id"], comp, state=lab)
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(not ROOT, reason="steering lab needs root")
+def test_dns_answers_from_inside_every_region(lab: Path) -> None:
+    for client in REGIONS:
+        # Its own DNS steers it to its own region (its geo's prefix is the region's lab range) ...
+        assert answers(client) == [ANSWER[client]]
+        # ... and so does every other region's DNS: the answer is the client's, wherever it asks.
+        for server in REGIONS:
+            assert answers(client, server) == [ANSWER[client]]
+    st = by_region(status(lab))
+    for r in REGIONS:
+        comps = {c["name"]: c for c in st[r]["components"]}
+        assert set(comps) == {"etcd", "controller", "dns", "sim", f"agent-{r}"}
+        assert all(c["alive"] for c in comps.values())
+        assert comps["etcd"]["healthy"] and comps["dns"]["healthy"] and comps["controller"]["healthy"]
+        assert comps["dns"]["listen"] == f"{ADDR[r]}:53"
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(not ROOT, reason="steering lab needs root")
+def test_bad_input_is_refused_in_one_line_and_changes_nothing(lab: Path) -> None:
+    record = (lab / "lab.json").read_text()
+    spaces = netops.lab_namespaces()
+    refused(lab_cmd("partition", "us-east-1", "us-east-1", state=lab), "itself")
+    refused(lab_cmd("partition", "us-east-1", "mars-1", state=lab), "unknown region 'mars-1'")
+    refused(lab_cmd("kill", "mars-1", "dns", state=lab), "unknown region 'mars-1'")
+    refused(lab_cmd("kill", "us-east-1", "database", state=lab), "unknown component 'database'")
+    refused(lab_cmd("restart", "us-east-1", "database", state=lab), "unknown component 'database'")
+    refused(lab_cmd("latency", "us-east-1", "us-west-2", "fast", state=lab), "latency: 'fast'")
+    refused(lab_cmd("loss", "us-east-1", "us-west-2", "150%", state=lab), "loss: '150%'")
+    refused(lab_cmd("clock", "us-east-1", "soon", state=lab), "clock: 'soon'")
+    refused(lab_cmd("heal", "us-east-1", "us-east-1", state=lab), "itself")
+    refused(lab_cmd("up", state=lab), "a lab is running")
+    refused(lab_cmd("exec", "mars-1", "--", "true", state=lab), "unknown region 'mars-1'")
+    assert (lab / "lab.json").read_text() == record and netops.lab_namespaces() == spaces
+    res = lab_cmd("exec", "us-west-2", "--", "ip", "-4", "-o", "addr", "show", "dev", "eth0", state=lab)
+    assert res.returncode == 0 and "10.77.2.1/16" in res.stdout
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(not ROOT, reason="steering lab needs root")
+def test_a_partitioned_region_keeps_answering_and_the_others_leave_it_until_healed(restored: Path) -> None:
+    lab = restored
+    leader = eventually_sync(lambda: one_leader_everywhere(lab), timeout=60, what="one leader")
+    cut = next(r for r in REGIONS if r != region_of(leader))
+    res = lab_cmd("partition", cut, "--all", state=lab)
+    assert res.returncode == 0 and "cut:" in res.stdout
+    # Cut off: the region sees no leader (its etcd member has no quorum); the others keep theirs.
+    timed("partitioned region loses quorum",
+          lambda: (ls := leaders(lab))[cut] is None and all(ls[r] == leader for r in REGIONS if r != cut), 30)
+    # The others stop sending its clients to it (it is silent past the bound); it still answers its own
+    # clients from the last table it had (a stale table beats no answer).
+    timed("the others steer around the cut region",
+          lambda: all((a := answers(r, subnet=SUBNET[cut])) and a != [ANSWER[cut]]
+                      for r in REGIONS if r != cut), 40)
+    assert answers(cut) == [ANSWER[cut]]
+    res = lab_cmd("heal", state=lab)
+    assert res.returncode == 0 and "healed:" in res.stdout
+    timed("after heal: one leader and one table everywhere", lambda: one_leader_everywhere(lab), 40)
+    timed("after heal: the region's clients back to it everywhere",
+          lambda: everywhere(cut) == {r: [ANSWER[cut]] for r in REGIONS}, 40)
+    assert all(not link["cut"] for link in status(lab)["links"])
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(not ROOT, reason="steering lab needs root")
+def test_kill_9_of_the_leaders_controller_elects_another(restored: Path) -> None:
+    lab = restored
+    old = eventually_sync(lambda: one_leader_everywhere(lab), timeout=60, what="one leader")
+    res = lab_cmd("kill", region_of(old), "controller", state=lab)
+    assert res.returncode == 0 and "killed" in res.stdout
+    comps = {c["name"]: c for c in by_region(status(lab))[region_of(old)]["components"]}
+    assert not comps["controller"]["alive"]
+    new, _ = timed("a new leader after kill -9",
+                   lambda: (lead := one_leader_everywhere(lab)) and lead != old and lead, 40)
+    for r in REGIONS:  # DNS never stopped answering
+        assert answers(r) == [ANSWER[r]]
+    res = lab_cmd("restart", region_of(old), "controller", state=lab)
+    assert res.returncode == 0 and "restarted" in res.stdout
+    eventually_sync(lambda: {c["name"]: c for c in by_region(status(lab))[region_of(old)]["components"]}
+                    ["controller"]["healthy"], timeout=30, what="the controller back")
+    assert one_leader_everywhere(lab) == new  # the restarted replica does not take over
+
+
+# ---------------------------------------------------------------------- fault matrix (issue 15 §2), first two
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(not ROOT, reason="steering lab needs root")
+@pytest.mark.xfail(strict=False, reason="finding: the leader elected by the majority while the old leader's region "
+                   "is cut sometimes publishes no table for minutes (2 runs in 6 here; docs/lab.md, Findings)")
+def test_scenario_the_leaders_region_cut_off(restored: Path) -> None:
+    lab = restored
+    old = eventually_sync(lambda: one_leader_everywhere(lab), timeout=60, what="one leader")
+    cut = region_of(old)
+    others = [r for r in REGIONS if r != cut]
+    assert lab_cmd("partition", cut, "--all", state=lab).returncode == 0
+    # During: the majority elects a leader of its own; the cut region sees none.
+    timed("majority elects a new leader",
+          lambda: (ls := leaders(lab))[cut] is None and len({ls[r] for r in others}) == 1
+          and ls[others[0]] not in (None, old), 40)
+    # During: every region's DNS answers; the majority's steer the cut region's clients elsewhere, the cut
+    # region's own DNS keeps its last table (its own clients still reach it).
+    timed("majority steers around the old leader's region",
+          lambda: all((a := answers(r, subnet=SUBNET[cut])) and a != [ANSWER[cut]] for r in others), 40)
+    for r in others:
+        assert answers(r) == [ANSWER[r]]
+    assert answers(cut) == [ANSWER[cut]]
+    # steerctl: the majority's controllers name the new leader and see the cut region unhealthy; the cut
+    # region's controller says its view is stale (etcd unreachable from there).
+    majority = ctl_status(others[0])
+    assert not majority["stale"] and majority["leader"] not in ("", old) and health_of(majority, cut) != "healthy"
+    assert eventually_sync(lambda: ctl_status(cut)["stale"], timeout=30, what="the cut controller says stale")
+    # After: one leader (not the deposed one: it lost its lease) and one table in every region.
+    assert lab_cmd("heal", state=lab).returncode == 0
+    new, _ = timed("after heal: one leader, one table", lambda: one_leader_everywhere(lab), 40)
+    assert new != old
+    timed("after heal: every client steered home everywhere",
+          lambda: all(everywhere(r) == {x: [ANSWER[r]] for x in REGIONS} for r in REGIONS), 40)
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(not ROOT, reason="steering lab needs root")
+def test_scenario_one_etcd_member_lost_while_an_operator_evacuates(restored: Path) -> None:
+    lab = restored
+    leader = eventually_sync(lambda: one_leader_everywhere(lab), timeout=60, what="one leader")
+    lost = next(r for r in REGIONS if r != region_of(leader))
+    gone = next(r for r in REGIONS if r not in (lost, region_of(leader)))  # the region evacuated
+    assert lab_cmd("kill", lost, "etcd", state=lab).returncode == 0
+    # During: two of three members keep quorum; the leader stays; the region without its member still
+    # serves (its DNS and controller use the other members). Its own member is what status asks there.
+    st = by_region(status(lab))
+    assert not next(c for c in st[lost]["components"] if c["name"] == "etcd")["alive"]
+    # (If the member lost was etcd's own leader, the other two elect one first: reads wait for that.)
+    timed("two members keep quorum and the leader",
+          lambda: (ls := leaders(lab))[lost] is None and all(ls[r] == leader for r in REGIONS if r != lost), 30)
+    steerctl = str(Path(sys.executable).parent / "steerctl")
+    res = subprocess.run(["ip", "netns", "exec", f"stl-{lost}", steerctl, "--server", f"{ADDR[lost]}:50051",
+                          "evacuate", gone, "--reason", "lab test", "--now", "--yes"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 0, res.stderr
+    timed("evacuation in every region's DNS",
+          lambda: all((a := answers(r, subnet=SUBNET[gone])) and ANSWER[gone] not in a for r in REGIONS), 40)
+    assert len({r["table_version"] for r in status(lab)["regions"]}) == 1  # the same table everywhere
+    res = subprocess.run(["ip", "netns", "exec", f"stl-{lost}", steerctl, "--server", f"{ADDR[lost]}:50051",
+                          "restore", gone, "--now", "--yes"], capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 0, res.stderr
+    # After: the member back (it rejoins with its data), every region steered home, one table.
+    assert lab_cmd("restart", lost, "etcd", state=lab).returncode == 0
+    timed("after restart: member healthy, one table",
+          lambda: all(next(c for c in r["components"] if c["name"] == "etcd")["healthy"]
+                      for r in status(lab)["regions"]) and one_leader_everywhere(lab), 40)
+    timed("after restore: every client steered home everywhere",
+          lambda: all(everywhere(r) == {x: [ANSWER[r]] for x in REGIONS} for r in REGIONS), 40)
+
+
+def home_everywhere() -> bool:
+    """Every region's DNS steers every region's clients to their own region."""
+    return all(everywhere(r) == {x: [ANSWER[r]] for x in REGIONS} for r in REGIONS)
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(not ROOT, reason="steering lab needs root")
+def test_scenario_kill_9_of_a_dns_server(restored: Path) -> None:
+    lab = restored
+    victim = REGIONS[1]
+    assert lab_cmd("kill", victim, "dns", state=lab).returncode == 0
+    # During: that server does not answer; every other region's still answers everyone, the victim's
+    # clients included (a DNS server is not a health signal: its region keeps its traffic).
+    assert answers(victim) is None
+    for r in REGIONS:
+        if r != victim:
+            assert answers(r, subnet=SUBNET[victim]) == [ANSWER[victim]] and answers(r) == [ANSWER[r]]
+    # After: it answers again with the current table (its state file first, then etcd's).
+    assert lab_cmd("restart", victim, "dns", state=lab).returncode == 0
+    timed("DNS back after kill -9", lambda: answers(victim) == [ANSWER[victim]], 30)
+    timed("after DNS restart: one table", lambda: one_leader_everywhere(lab), 30)
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(not ROOT, reason="steering lab needs root")
+def test_scenario_kill_9_of_an_agent(restored: Path) -> None:
+    lab = restored
+    victim = REGIONS[2]
+    assert lab_cmd("kill", victim, "agent", state=lab).returncode == 0
+    # During: its region goes silent; past the bound every region's DNS sends its clients elsewhere.
+    timed("a region without its agent left everywhere",
+          lambda: all((a := answers(r, subnet=SUBNET[victim])) and a != [ANSWER[victim]] for r in REGIONS), 40)
+    assert health_of(ctl_status(REGIONS[0]), victim) != "healthy"
+    # After: reports resume and the region's clients come home in every region.
+    assert lab_cmd("restart", victim, "agent", state=lab).returncode == 0
+    timed("after agent restart: every client home everywhere", home_everywhere, 40)
+    assert health_of(ctl_status(REGIONS[0]), victim) == "healthy"
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(not ROOT, reason="steering lab needs root")
+def test_scenario_two_of_three_etcd_members_lost(restored: Path) -> None:
+    lab = restored
+    leader = eventually_sync(lambda: one_leader_everywhere(lab), timeout=60, what="one leader")
+    lost = [r for r in REGIONS if r != region_of(leader)]
+    kept = region_of(leader)
+    for r in lost:
+        assert lab_cmd("kill", r, "etcd", state=lab).returncode == 0
+    # During: no quorum, so no leader can be read anywhere and no operator action can be stored; every
+    # DNS server keeps answering from the last table it applied (every client home).
+    timed("no quorum: no leader seen", lambda: all(v is None for v in leaders(lab).values()), 30)
+    res = steerctl_in(kept, "evacuate", lost[0], "--reason", "no quorum", "--now", "--yes")
+    assert res.returncode != 0, res.stdout
+    assert home_everywhere()
+    assert eventually_sync(lambda: ctl_status(kept)["stale"], timeout=30, what="steerctl status says stale")
+    # After: the members rejoin, a leader and one table everywhere; the refused evacuation never happened.
+    for r in lost:
+        assert lab_cmd("restart", r, "etcd", state=lab).returncode == 0
+    timed("quorum back: one leader, one table", lambda: one_leader_everywhere(lab), 40)
+    assert home_everywhere()
+
+
+# ---------------------------------------------------------------------- down
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(not ROOT, reason="steering lab needs root")
+def test_down_leaves_no_namespace_or_process_also_after_a_crash(lab: Path) -> None:
+    record = json.loads((lab / "lab.json").read_text())
+    res = lab_cmd("down", state=lab)
+    assert res.returncode == 0 and "removed namespaces" in res.stdout, res
+    assert netops.lab_namespaces() == []
+    from steering.lab.procs import alive
+
+    assert not [name for name, rec in record["procs"].items() if alive(rec)]
+    again = lab_cmd("down", state=lab)
+    assert again.returncode == 0 and "no lab is running" in again.stdout
+    # A crashed `up` leaves a namespace with a process in it and no record: `down` finds both by the prefix.
+    subprocess.run(["ip", "netns", "add", "stl-lab"], check=True)
+    sleeper = subprocess.Popen(["ip", "netns", "exec", "stl-lab", "sleep", "300"])
+    try:
+        eventually_sync(lambda: netops.ns_pids("stl-lab") == [sleeper.pid], timeout=10, what="the sleeper")
+        res = lab_cmd("down", state=lab)
+        assert res.returncode == 0 and "killed 1 process(es)" in res.stdout and netops.lab_namespaces() == []
+        assert sleeper.wait(10) == -9
+    finally:
+        if sleeper.poll() is None:
+            sleeper.kill()
+        if netops.lab_namespaces():
+            subprocess.run(["ip", "netns", "del", "stl-lab"], check=False)
