@@ -394,8 +394,6 @@ def test_kill_9_of_the_leaders_controller_elects_another(restored: Path) -> None
 
 @pytest.mark.lab
 @pytest.mark.skipif(not ROOT, reason="steering lab needs root")
-@pytest.mark.xfail(strict=False, reason="finding: the leader elected by the majority while the old leader's region "
-                   "is cut sometimes publishes no table for minutes (2 runs in 6 here; docs/lab.md, Findings)")
 def test_scenario_the_leaders_region_cut_off(restored: Path) -> None:
     lab = restored
     old = eventually_sync(lambda: one_leader_everywhere(lab), timeout=60, what="one leader")
@@ -407,9 +405,12 @@ def test_scenario_the_leaders_region_cut_off(restored: Path) -> None:
           lambda: (ls := leaders(lab))[cut] is None and len({ls[r] for r in others}) == 1
           and ls[others[0]] not in (None, old), 40)
     # During: every region's DNS answers; the majority's steer the cut region's clients elsewhere, the cut
-    # region's own DNS keeps its last table (its own clients still reach it).
+    # region's own DNS keeps its last table (its own clients still reach it). Bounded even when the new
+    # leader's watches sat on the cut member (they once heard nothing for minutes: docs/lab.md, Findings): a
+    # quiet watch is re-created within QUIET_SECONDS + etcd.timeout_seconds, and gRPC drops the silent
+    # connection within keepalive_seconds + KEEPALIVE_TIMEOUT_SECONDS (15 s); then the debounce and a plan.
     timed("majority steers around the old leader's region",
-          lambda: all((a := answers(r, subnet=SUBNET[cut])) and a != [ANSWER[cut]] for r in others), 40)
+          lambda: all((a := answers(r, subnet=SUBNET[cut])) and a != [ANSWER[cut]] for r in others), 25)
     for r in others:
         assert answers(r) == [ANSWER[r]]
     assert answers(cut) == [ANSWER[cut]]

@@ -100,6 +100,10 @@ def channel_options(cfg: Etcd) -> list[tuple[str, int]]:
         # Keep pinging under a quiet watch: by default the client stops after two pings without data, and
         # a hung member behind an idle watch went unnoticed.
         ("grpc.http2.max_pings_without_data", 0),
+        # The ack of *every* ping is awaited this long, not only keepalive's. gRPC skips a keepalive ping while
+        # another ping (its flow-control BDP probe) is in flight, and that one waits 60 s by default: on a
+        # member whose packets vanished, a stream sat silent for a minute or more (docs/lab.md, Findings).
+        ("grpc.http2.ping_timeout_ms", int(KEEPALIVE_TIMEOUT_SECONDS * 1000)),
     ]
 
 
@@ -306,8 +310,10 @@ class Conn:
             if remaining <= 0:
                 raise StoreUnavailable(f"etcd {op}: unavailable for {budget:g}s ({describe(last) if last else 'timeout'})")
             try:
-                # One attempt may not eat the whole budget: a hung member must leave time to try another.
-                attempt = min(remaining, max(1.0, budget / 2))
+                # One attempt may not eat the whole budget: a hung member must leave time to try another. A
+                # third each: round robin may hand the retry to the same silent member again (it stays READY
+                # until its pings time out), and three tries make that three times less likely than two.
+                attempt = min(remaining, max(1.0, budget / 3))
                 async with asyncio.timeout(attempt):
                     result = await fn(*args, timeout=attempt, **kwargs)
                 self.answered()

@@ -4,6 +4,12 @@ One lease per TTL (rounded up to whole seconds), kept alive while the store
 is open; if the process dies the keys expire with it. If a lease is lost
 while we live, a new one is taken and what we last wrote is put back where
 the key is gone or still ours (never over another replica's newer write).
+
+Writes and that putting back take turns (``_write_lock``), and a record is
+put back only while it is still what we last wrote: a recovery that read the
+records just before a site's delete went through used to put the deleted
+record back, healthy and on a live lease, so a region cut off stayed in
+traffic for as long as the replica lived (docs/lab.md, Findings).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ class HealthRecords:
         self.keys = keys
         self._leases: dict[int, LeaseKeeper] = {}
         self._lock = asyncio.Lock()
+        self._write_lock = asyncio.Lock()  # our writes and a recovery's put-backs, one at a time
         self._written: dict[str, tuple[bytes, int]] = {}  # site -> (value, ttl), to re-put after a lost lease
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -68,23 +75,28 @@ class HealthRecords:
         """Write ``health/<site>`` bound to a shared lease of ~``ttl`` seconds (see ``Store.put_health``)."""
         key = self.keys.health(site)
         value = record_bytes(health.to_dict())
-        for _ in range(3):
-            keeper = await self._lease(ttl)
-            try:
-                await self.kv.put(key, value, lease=keeper.id)
-            except LeaseNotFound:
-                keeper._set_lost("lease not found on write")
-                continue
-            self._written[site] = (value, keeper.ttl)
-            return
+        async with self._write_lock:
+            for _ in range(3):
+                keeper = await self._lease(ttl)
+                try:
+                    await self.kv.put(key, value, lease=keeper.id)
+                except LeaseNotFound:
+                    keeper._set_lost("lease not found on write")
+                    continue
+                self._written[site] = (value, keeper.ttl)
+                return
         raise StoreUnavailable(f"etcd health/{site}: could not obtain a live lease")
 
     async def write_batch(self, puts: Mapping[str, TargetHealth], deletes: list[str], ttl: float,
                           max_ops: int = 100) -> None:
         """Many puts and deletes in transactions of up to ``max_ops`` (see ``Store.write_health_batch``)."""
-        ops = self.kv.ops
         work: list[tuple[str, bytes | None]] = [(site, record_bytes(h.to_dict())) for site, h in puts.items()]
         work += [(site, None) for site in deletes]
+        async with self._write_lock:
+            await self._write_chunks(work, ttl, max_ops)
+
+    async def _write_chunks(self, work: list[tuple[str, bytes | None]], ttl: float, max_ops: int) -> None:
+        ops = self.kv.ops
         for start in range(0, len(work), max_ops):
             chunk = work[start:start + max_ops]
             for _ in range(3):
@@ -112,13 +124,13 @@ class HealthRecords:
         return all(results)
 
     async def delete(self, site: str) -> None:
-        self._written.pop(site, None)
-        await self.kv.delete(self.keys.health(site))
+        async with self._write_lock:
+            self._written.pop(site, None)
+            await self.kv.delete(self.keys.health(site))
 
     async def _recover(self, lost: LeaseKeeper) -> None:
         conn = self.kv.conn
         backoff = conn.backoff(0.1)
-        ops = self.kv.ops
         while not conn.closed:
             try:
                 keeper = await self._lease(lost.ttl)
@@ -126,15 +138,11 @@ class HealthRecords:
                 for site, (value, ttl) in list(self._written.items()):
                     if ttl != lost.ttl:
                         continue
-                    key = self.keys.health(site)
-                    # Only if the key is gone or still ours on the dead lease: another replica may own it now.
-                    resp = await self.kv.txn([ops.txn_compare_create_revision(key, 0)],
-                                             [ops.txn_op_put(key, value, lease=keeper.id)])
-                    if not resp.succeeded:
-                        cur = await self.kv.get(key)
-                        if cur.kvs and cur.kvs[0].lease == lost.id and cur.kvs[0].value == value:
-                            await self.kv.put(key, value, lease=keeper.id)
-                        else:
+                    async with self._write_lock:
+                        # Deleted or rewritten since the list was taken (a site gone silent): not ours to put back.
+                        if self._written.get(site) != (value, ttl):
+                            continue
+                        if not await self._put_back(self.keys.health(site), value, lost.id, keeper.id):
                             continue
                     restored += 1
                 log.warning("health_lease_recovered", old_lease=lost.id, new_lease=keeper.id, restored=restored)
@@ -142,6 +150,18 @@ class HealthRecords:
             except StoreError as exc:
                 log.warning("health_lease_recover_retry", error=str(exc))
                 await backoff.sleep()
+
+    async def _put_back(self, key: bytes, value: bytes, lost: int, lease: int) -> bool:
+        """Only if the key is gone or still ours on the dead lease: another replica may own it now."""
+        ops = self.kv.ops
+        resp = await self.kv.txn([ops.txn_compare_create_revision(key, 0)], [ops.txn_op_put(key, value, lease=lease)])
+        if resp.succeeded:
+            return True
+        cur = await self.kv.get(key)
+        if cur.kvs and cur.kvs[0].lease == lost and cur.kvs[0].value == value:
+            await self.kv.put(key, value, lease=lease)
+            return True
+        return False
 
     def _decode_one(self, key: bytes, value: bytes) -> tuple[str, TargetHealth | None]:
         site = self.keys.strip(key)[len("health/"):]

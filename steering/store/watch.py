@@ -9,13 +9,25 @@ watch, a broken stream, a member that lost its leader) throws the watch
 away and re-lists. The consumer sees snapshots of the whole range, so a
 re-list can never replay an old change as if it were new: at worst it sees
 the same state again, and it is not even yielded then.
+
+A watch is also thrown away when it goes quiet on a member that no longer
+answers. The client balances over every member, so a watch can be opened on
+a member whose packets are dropped (a partitioned region: no RST, no error);
+etcd sends nothing on a quiet range, so that silence looked like no change
+while the rest of the cluster moved on (docs/lab.md, Findings). So: the
+create must be acknowledged within ``etcd.timeout_seconds``, and after
+``QUIET_SECONDS`` without a message the watch asks etcd for a progress
+report, which must come within the same bound; otherwise it is ``Stalled``,
+and the re-list and the new stream go to another member.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc.aio
 from etcd3aio._protobuf import WatchCreateRequest, WatchRequest
@@ -26,6 +38,9 @@ from steering.store.client import Conn, StoreError, describe, is_transient
 log = logs.get(__name__)
 
 PUT, DELETE = 0, 1
+# A watch this long without a message asks etcd for a progress report (one header, cheap). Short: the leader
+# acts on a quiet health range, so a stalled watch must be found in seconds; it costs one small request.
+QUIET_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -56,13 +71,63 @@ class Resync(Exception):
     """The watch can no longer be trusted to be complete: list again."""
 
 
-async def _events(conn: Conn, key: bytes, end: bytes, start_revision: int) -> AsyncIterator[object]:
-    call = conn.watch_stub().Watch(metadata=conn.metadata(require_leader=True))
+class Stalled(Exception):
+    """The member behind the watch did not answer within the bound: list again, on another member."""
+
+
+def _progress_request() -> WatchRequest:
+    req = WatchRequest()
+    req.progress_request.SetInParent()  # an empty WatchProgressRequest: etcd answers with a header
+    return req
+
+
+async def _pump(call: Any, inbox: asyncio.Queue[object]) -> None:
+    """Read the stream into ``inbox`` from its own task: cancelling a grpc.aio ``read`` cancels the whole call,
+    so the deadlines are kept on the queue, never on the read. Ends with EOF or the exception that ended it."""
     try:
-        await call.write(WatchRequest(create_request=WatchCreateRequest(key=key, range_end=end,
-                                                                         start_revision=start_revision)))
         while True:
             resp = await call.read()
+            await inbox.put(resp)
+            if resp is grpc.aio.EOF:
+                return
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        await inbox.put(exc)
+
+
+async def _next(inbox: asyncio.Queue[object], timeout: float) -> Any:
+    async with asyncio.timeout(timeout):
+        item = await inbox.get()
+    if isinstance(item, BaseException):
+        raise item
+    return item
+
+
+async def _prove_alive(call: Any, inbox: asyncio.Queue[object], bound: float) -> Any:
+    """Ask for a progress report on a quiet watch; the next message (that report, or events) within ``bound``."""
+    try:
+        async with asyncio.timeout(bound):
+            await call.write(_progress_request())
+        return await _next(inbox, bound)
+    except TimeoutError:
+        raise Stalled(f"quiet for {QUIET_SECONDS:g}s and no progress report within {bound:g}s") from None
+
+
+async def _events(conn: Conn, key: bytes, end: bytes, start_revision: int) -> AsyncIterator[Any]:
+    bound = conn.cfg.timeout_seconds
+    call = conn.watch_stub().Watch(metadata=conn.metadata(require_leader=True))
+    inbox: asyncio.Queue[object] = asyncio.Queue()
+    pump = asyncio.create_task(_pump(call, inbox), name="etcd-watch-read")
+    try:
+        try:
+            async with asyncio.timeout(bound):
+                await call.write(WatchRequest(create_request=WatchCreateRequest(key=key, range_end=end,
+                                                                                 start_revision=start_revision)))
+            resp = await _next(inbox, bound)
+        except TimeoutError:
+            raise Stalled(f"watch not created within {bound:g}s") from None
+        while True:
             if resp is grpc.aio.EOF:
                 raise Resync("watch stream closed by the server")
             if resp.canceled or resp.compact_revision:
@@ -70,8 +135,15 @@ async def _events(conn: Conn, key: bytes, end: bytes, start_revision: int) -> As
                              f"reason={resp.cancel_reason!r})")
             if resp.events:
                 yield resp
+            try:
+                resp = await _next(inbox, QUIET_SECONDS)
+            except TimeoutError:
+                resp = await _prove_alive(call, inbox, bound)
     finally:
         call.cancel()
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump
 
 
 async def watch_range(conn: Conn, key: bytes, end: bytes, name: str) -> AsyncIterator[Snapshot]:
@@ -100,7 +172,7 @@ async def watch_range(conn: Conn, key: bytes, end: bytes, name: str) -> AsyncIte
             async for batch in _events(conn, key, end, revision + 1):
                 conn.answered()
                 backoff.reset()
-                for ev in batch.events:  # type: ignore[attr-defined]
+                for ev in batch.events:
                     if ev.type == DELETE:
                         items.pop(ev.kv.key, None)
                         values.pop(ev.kv.key, None)
@@ -109,9 +181,15 @@ async def watch_range(conn: Conn, key: bytes, end: bytes, name: str) -> AsyncIte
                         values[ev.kv.key] = ev.kv.value
                 if values != last:
                     last = dict(values)
-                    yield Snapshot(int(batch.header.revision), dict(items))  # type: ignore[attr-defined]
+                    yield Snapshot(int(batch.header.revision), dict(items))
         except Resync as exc:
             log.info("etcd_watch_resync", watch=name, reason=str(exc))
+            await backoff.sleep()
+        except Stalled as exc:
+            if conn.closed:
+                return
+            conn.failed(exc)
+            log.warning("etcd_watch_stalled", watch=name, error=str(exc))
             await backoff.sleep()
         except (grpc.aio.AioRpcError, StoreError, TimeoutError, ConnectionError, asyncio.InvalidStateError) as exc:
             if conn.closed:
