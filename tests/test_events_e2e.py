@@ -137,7 +137,7 @@ async def test_fail_open_starts_and_ends_and_follow_streams_it(etcd: EtcdCluster
         STEERCTL, "--server", run.target, "events", "--follow", "--json", stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**{k: v for k, v in os.environ.items() if not k.startswith("STEERCTL_")},
-             "STEERCTL_TOKEN_FILE": "/nonexistent"})
+             "STEERCTL_TOKEN_FILE": "/nonexistent", "PYTHONFAULTHANDLER": "1"})  # SIGABRT dumps its stacks
     lines: list[dict[str, Any]] = []
     assert follow.stdout is not None and follow.stderr is not None
     reader = asyncio.create_task(_read_lines(follow.stdout, lines))
@@ -167,8 +167,14 @@ async def test_fail_open_starts_and_ends_and_follow_streams_it(etcd: EtcdCluster
         ids = [e["id"] for e in lines]
         assert len(ids) == len(set(ids)), "--follow printed an event twice"
         follow.send_signal(signal.SIGINT)  # Ctrl-C
-        assert await asyncio.wait_for(follow.wait(), 20) == 0
+        try:
+            code = await asyncio.wait_for(follow.wait(), 60)
+        except TimeoutError:  # once, on a loaded CI machine: say where it was, not only that it hung
+            follow.send_signal(signal.SIGABRT)
+            stacks = (await asyncio.wait_for(follow.stderr.read(), 20)).decode(errors="replace")
+            raise AssertionError(f"steerctl events --follow still running 60 s after SIGINT:\n{stacks[-6000:]}") from None
         err = (await follow.stderr.read()).decode()
+        assert code == 0, err
         assert "Traceback" not in err, err
         # status shows the newest few
         code, out, err = await steerctl("--server", run.target, "status", "--json")
