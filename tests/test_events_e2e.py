@@ -30,6 +30,7 @@ from tests.support import eventually, free_port, stop_process
 from tests.support.cli import steerctl
 from tests.support.controller import ControllerProcess, make_config, refused, start_controller, stubs, write_config
 from tests.support.paths import STEERCTL, STEERING
+from tests.support.procs import with_ctrl_c
 from tests.support.reporters import REGIONS, SITES, FakeAgent
 
 
@@ -134,7 +135,7 @@ async def test_fail_open_starts_and_ends_and_follow_streams_it(etcd: EtcdCluster
     config = make_config(etcd.endpoints)
     run = await start_controller(config, "c1")
     follow = await asyncio.create_subprocess_exec(
-        STEERCTL, "--server", run.target, "events", "--follow", "--json", stdout=asyncio.subprocess.PIPE,
+        *with_ctrl_c([STEERCTL, "--server", run.target, "events", "--follow", "--json"]), stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**{k: v for k, v in os.environ.items() if not k.startswith("STEERCTL_")},
              "STEERCTL_TOKEN_FILE": "/nonexistent", "PYTHONFAULTHANDLER": "1"})  # SIGABRT dumps its stacks

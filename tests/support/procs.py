@@ -22,3 +22,16 @@ def gone(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
     except (OSError, IndexError):
         return True
+
+
+def with_ctrl_c(argv: list[str]) -> list[str]:
+    """``argv`` run with SIGINT at its default, as a command started from a terminal has it.
+
+    A test run in the background (``nohup make test &``, a CI runner) has SIGINT ignored, and an ignored
+    signal stays ignored across fork and exec: Python then never installs its KeyboardInterrupt handler,
+    and a test's "Ctrl-C" (SIGINT) does nothing. A small exec wrapper puts the default back first.
+    """
+    import sys
+
+    code = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+    return [sys.executable, "-c", code, *argv]
