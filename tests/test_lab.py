@@ -167,7 +167,7 @@ def test_without_cap_net_admin_every_command_says_so(tmp_path: Path) -> None:
 @pytest.mark.skipif(not ROOT, reason="the lab's commands need root")
 def test_commands_for_a_lab_that_is_not_there_say_so(tmp_path: Path) -> None:
     if netops.lab_namespaces():
-        pytest.skip("a lab is running on this machine")
+        pytest.fail("a lab is running on this machine: `steering lab down` first (a skip would hide these tests)")
     refused(lab_cmd("partition", "us-east-1", "--all", state=tmp_path), "no lab is running")
     refused(lab_cmd("kill", "us-east-1", "dns", state=tmp_path), "no lab is running")
     res = lab_cmd("down", state=tmp_path)
@@ -274,7 +274,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     if not ROOT:
         pytest.skip("steering lab needs root")
     if netops.lab_namespaces():
-        pytest.skip(f"a lab is running on this machine ({', '.join(netops.lab_namespaces())})")
+        pytest.fail(f"a lab is running on this machine ({', '.join(netops.lab_namespaces())}): `steering lab down` "
+                    "first (a skip would hide these tests)")
     base = tmp_path_factory.mktemp("lab")
     config = base / "lab.yaml"
     config.write_text(yaml.safe_dump(LAB_CONFIG))
