@@ -188,7 +188,24 @@ class RateLimiter:
         self.exempt = Exempt(cfg.exempt)
         self._win = [_Window(-1 << 62)]
         self._prefixes: dict[Host, int | bytes] = {}
+        # set by _make_check: the steps the fast path calls when it counts a reply itself (``hot``)
+        self._count: Callable[..., bytes | None]
+        self._limited: Callable[..., bytes | None]
         self.check: Check = self._make_check()
+
+    def hot(self) -> tuple[list[_Window], int, Callable[[Host], int | bytes], int,
+                           Callable[..., bytes | None], Callable[..., bytes | None]]:
+        """What ``FastPath`` needs to count an authoritative answer inline, as ``check`` does: the window cell,
+        the IPv4 mask, the prefix of a host that is not an int, the responses rate, and the two steps for a
+        new bucket and for a reply over the rate."""
+        return self._win, v4_mask(self.cfg.ipv4_prefix), self.prefix, self.cfg.responses_per_second, \
+            self._count, self._limited
+
+    def tick(self, now: int) -> None:
+        """Move to the window of second ``now`` (never back). The UDP loops call it before answering (once per
+        batch), because the fast path counts its replies in the current window without a clock of its own."""
+        if now > self._win[0].second:
+            self._win[0] = _Window(now)
 
     @property
     def buckets(self) -> dict[tuple[object, ...], list[int]]:
@@ -328,4 +345,5 @@ class RateLimiter:
                 return reply
             return limited(q, reply, host, n - rps, RESPONSES, cell)
 
+        self._count, self._limited = count, limited
         return check

@@ -63,8 +63,9 @@ class DnsServer:
         self.cookies = self.slow.cookies  # None when dns.cookies.enabled is false
         self.control_plane_reachable = True  # until the feed says otherwise (see set_control_plane_reachable)
         self.snapshot: RenderedAnswers = self._render(table)
-        self.fast = FastPath(self.geomap, self.snapshot, self.slow.routed)
         self.rrl = self._rate_limiter()  # UDP only; None when dns.rrl.enabled is false
+        # the fast path counts its own UDP replies against the limit (answer_udp): one pass over the reply
+        self.fast = FastPath(self.geomap, self.snapshot, self.slow.routed, self.rrl)
         self._note(self.snapshot)
         self._udp: list[asyncio.DatagramTransport] = []
         self._workers: list[UdpWorker] = []
@@ -244,10 +245,9 @@ class DnsServer:
         return "batch" if self.udp_batch and batch_available() else "thread"
 
     async def _serve_udp(self, sock: socket.socket) -> None:
-        limit = self.rrl.check if self.rrl is not None else None
         if self.udp_threads:
             kind = BatchUdpWorker if self.udp_mode == "batch" else UdpWorker
-            worker = kind(sock, self.fast.answer, self.handle_slow, limit)
+            worker = kind(sock, self.fast.answer_udp, self.handle_slow, self.rrl)
             worker.start()
             self._workers.append(worker)
         else:
@@ -276,13 +276,17 @@ class DnsServer:
 class _Udp(asyncio.DatagramProtocol):
     def __init__(self, server: DnsServer) -> None:
         self.server = server
-        self.fast = server.fast.answer
-        self.limit = server.rrl.check if server.rrl is not None else None
+        self.fast = server.fast.answer_udp  # limited already (b"": drop); the slow path's replies are limited here
+        self.rrl = server.rrl
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.sendto = cast(asyncio.DatagramTransport, transport).sendto
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        rrl = self.rrl
+        now = int(time.monotonic())
+        if rrl is not None:
+            rrl.tick(now)
         try:
             resp = self.fast(data, addr[0], 0)
         except Exception:
@@ -291,13 +295,15 @@ class _Udp(asyncio.DatagramProtocol):
             resp = self.server.handle_slow(data, addr[0], 0)
             if resp is None:
                 return
-        if self.limit is not None:
-            try:
-                resp = self.limit(data, resp, addr[0], int(time.monotonic()))
-            except Exception:
-                pass  # a limiter bug lets the reply go
-            if resp is None:
-                return
+            if rrl is not None:
+                try:
+                    resp = rrl.check(data, resp, addr[0], now)
+                except Exception:
+                    pass  # a limiter bug lets the reply go
+                if resp is None:
+                    return
+        if not resp:
+            return  # the fast path's rate limit dropped it
         try:
             self.sendto(resp, addr)
         except OSError:

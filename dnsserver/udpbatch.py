@@ -16,7 +16,9 @@ at a fixed offset from its id; checked at load), which the loop holds until
 ``sendmmsg`` returns. The resolver's address goes to the fast path raw (an
 IPv4 ``sin_addr`` as an int, an IPv6 address as 16 bytes); only the slow
 path needs it as text. Every reply passes the rate limit (``rrl``) with the
-same raw address, against a clock read once per batch.
+same raw address, against a clock read once per batch: the fast path counts
+its own replies (``FastPath.answer_udp``) in the window the batch moved to,
+the slow path's pass ``RateLimiter.check`` here.
 
 Not Linux, or no ``recvmmsg`` in the C library: ``batch_available()`` is
 False and the server uses the plain ``UdpWorker``.
@@ -31,7 +33,8 @@ import struct
 import sys
 import time
 
-from dnsserver.udpthread import Answer, FastAnswer, Limit, UdpWorker
+from dnsserver.rrl import RateLimiter
+from dnsserver.udpthread import Answer, FastAnswer, UdpWorker
 
 BATCH = 64
 SLOT = 65536  # a whole datagram (and any reply) fits a slot
@@ -75,10 +78,10 @@ def _buffer(size: int) -> tuple[bytearray, int, memoryview]:
 class BatchUdpWorker(UdpWorker):
     """``UdpWorker`` with the receive and send loop done ``BATCH`` datagrams per system call."""
 
-    def __init__(self, sock: socket.socket, fast: FastAnswer, slow: Answer, limit: Limit | None = None) -> None:
+    def __init__(self, sock: socket.socket, fast: FastAnswer, slow: Answer, rrl: RateLimiter | None = None) -> None:
         if not batch_available():
             raise OSError("recvmmsg/sendmmsg are not available here")
-        super().__init__(sock, fast, slow, limit)
+        super().__init__(sock, fast, slow, rrl)
         self.v6 = sock.family == socket.AF_INET6
 
     def _serve(self) -> None:
@@ -110,7 +113,9 @@ class BatchUdpWorker(UdpWorker):
         keep: list[bytes | None] = [None] * BATCH  # the replies the iovecs point into, alive until sent
         fast = self.fast
         slow = self.slow
-        limit = self.limit
+        rrl = self.rrl
+        limit = rrl.check if rrl is not None else None
+        tick = rrl.tick if rrl is not None else None
         clock = time.monotonic
         stop = self._stop
         v6 = self.v6
@@ -128,6 +133,8 @@ class BatchUdpWorker(UdpWorker):
                 continue  # EINTR, ICMP errors, or woken by shutdown: stop is checked above
             first = 0
             now = int(clock())  # one clock read per batch: the rate limit's window is a whole second
+            if tick is not None:
+                tick(now)  # the window the fast path counts in
             for i, base, lenix, hostix, iov, iovlen in slots[:count]:
                 q = bytes(rmv[base:base + r32[lenix]])
                 host: bytes | int = bytes(nmv[hostix:hostix + 16]) if v6 else n32[hostix]
@@ -139,12 +146,12 @@ class BatchUdpWorker(UdpWorker):
                     resp = slow(q, self._text(host), 0)  # never raises
                     if resp is not None:
                         resp = bytes(resp)  # the iovec needs an exact bytes object (a no-op for one)
-                if resp is not None and limit is not None:
-                    try:
-                        resp = limit(q, resp, host, now)
-                    except Exception:
-                        pass  # a limiter bug lets the reply go
-                if resp is None:  # no reply: send the ones before, go on after
+                        if limit is not None:
+                            try:
+                                resp = limit(q, resp, host, now)
+                            except Exception:
+                                pass  # a limiter bug lets the reply go
+                if not resp:  # no reply (or the fast path's rate limit dropped it): send the ones before, go on
                     send(first, i)
                     first = i + 1
                     continue

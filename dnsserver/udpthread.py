@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from dnsserver.rrl import RateLimiter
 from steering import logs
 
 log = logs.get(__name__)
@@ -27,8 +28,6 @@ log = logs.get(__name__)
 Answer = Callable[[bytes, str, int], "bytes | None"]
 # the fast path also takes the address raw (``udpbatch``: an IPv4 ``sin_addr`` int or 16 IPv6 bytes)
 FastAnswer = Callable[[bytes, "str | bytes | int", int], "bytes | None"]
-# rate limiting (``rrl.RateLimiter.check``): (query, reply, host, second) -> what to send, or None to drop
-Limit = Callable[[bytes, bytes, "str | bytes | int", int], "bytes | None"]
 MAX_DATAGRAM = 65535  # read whole datagrams: a cut-short query would be misread, not refused
 
 
@@ -46,14 +45,17 @@ def bind_udp(host: str, port: int) -> socket.socket:
 
 
 class UdpWorker:
-    """Serves ``sock`` on its own thread: fast path first, then the slow path, then the rate limit (if any),
-    never raising. A limiter that fails lets the reply go (a bug there must not silence the server)."""
+    """Serves ``sock`` on its own thread: fast path first, then the slow path, never raising.
 
-    def __init__(self, sock: socket.socket, fast: FastAnswer, slow: Answer, limit: Limit | None = None) -> None:
+    With a rate limiter (``rrl``), ``fast`` is ``FastPath.answer_udp``: it limits what it answers itself
+    (b"": drop), counting in the window this loop moves with ``rrl.tick``; the slow path's replies pass
+    ``rrl.check`` here. A limiter that fails lets the reply go (a bug there must not silence the server)."""
+
+    def __init__(self, sock: socket.socket, fast: FastAnswer, slow: Answer, rrl: RateLimiter | None = None) -> None:
         self.sock = sock
         self.fast = fast
         self.slow = slow
-        self.limit = limit
+        self.rrl = rrl
         self._stop = [False]
         host, port = sock.getsockname()[:2]
         name = f"dns-udp-{host}:{port}"
@@ -68,9 +70,12 @@ class UdpWorker:
         sendto = self.sock.sendto
         fast = self.fast
         slow = self.slow
-        limit = self.limit
+        rrl = self.rrl
+        limit = rrl.check if rrl is not None else None
+        tick = rrl.tick if rrl is not None else None
         clock = time.monotonic
         stop = self._stop
+        now = 0
         while not stop[0]:
             try:
                 data, addr = recvfrom(MAX_DATAGRAM)
@@ -79,6 +84,9 @@ class UdpWorker:
             if addr is None:
                 continue  # woken by shutdown (Linux)
             host = addr[0]
+            if tick is not None:
+                now = int(clock())
+                tick(now)
             try:
                 resp = fast(data, host, 0)
             except Exception:
@@ -87,13 +95,15 @@ class UdpWorker:
                 resp = slow(data, host, 0)  # never raises: it answers SERVFAIL on internal errors
                 if resp is None:
                     continue
-            if limit is not None:
-                try:
-                    resp = limit(data, resp, host, int(clock()))
-                except Exception:
-                    pass
-                if resp is None:
-                    continue
+                if limit is not None:
+                    try:
+                        resp = limit(data, resp, host, now)
+                    except Exception:
+                        pass
+                    if resp is None:
+                        continue
+            if not resp:
+                continue  # the fast path's rate limit dropped it
             try:
                 sendto(resp, addr)
             except OSError:

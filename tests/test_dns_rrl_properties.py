@@ -8,7 +8,9 @@ import ipaddress
 import socket
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
+import dns.edns
 import dns.flags
 import dns.message
 import dns.rcode
@@ -140,3 +142,88 @@ def test_check_never_raises(reply: bytes, query: bytes, host: str | bytes | int,
     for _ in range(rounds):
         got = lim.check(query, reply, host, 5)
         assert got is None or got == reply or (got[:2] == reply[:2] and got[2] & 0x02 and len(got) <= len(reply) + 12)
+
+
+FAST_QUERIES = [("api.example.test", "A", None), ("API.example.TEST", "A", None), ("api.example.test", "A", 0),
+                ("api.example.test", "A", "198.51.100.0"), ("api.example.test", "A", "203.0.113.0"),
+                ("www.example.test", "A", None), ("www.example.test", "AAAA", 0), ("host.child.example.test", "A", 0),
+                ("a.nope.example.test", "A", None), ("api.example.test", "TXT", 0), ("example.org", "A", None)]
+
+
+@pytest.fixture(scope="module")
+def fast_queries() -> list[bytes]:
+    out = []
+    for name, rdtype, edns in FAST_QUERIES:
+        if isinstance(edns, str):
+            q = dns.message.make_query(name, rdtype, use_edns=0, options=[dns.edns.ECSOption(edns, 24)])
+        else:
+            q = dns.message.make_query(name, rdtype, use_edns=edns)
+        q.id = 4242
+        out.append(q.to_wire())
+    return out
+
+
+_SERVERS: dict[tuple[int, int], DnsServer] = {}
+
+
+@settings(max_examples=60, deadline=None)
+@given(rps=st.integers(1, 3), slip=st.integers(0, 2),
+       events=st.lists(st.tuples(st.integers(0, len(FAST_QUERIES) - 1),
+                                 st.sampled_from([*HOSTS, "10.1.2.3"]), st.booleans(), st.integers(0, 3)),
+                       max_size=80))
+def test_the_fast_paths_own_counting_agrees_with_check(
+        tmp_path_factory: pytest.TempPathFactory, fast_queries: list[bytes], rps: int, slip: int,
+        events: list[tuple[int, str, bool, int]]) -> None:
+    """``answer_udp`` (the fast path counting its own replies, as the UDP loops use it) sends exactly what
+    the unlimited answer passed through ``RateLimiter.check`` sends, reply by reply."""
+    server = _SERVERS.get((rps, slip))
+    if server is None:
+        rrl = {"enabled": True, "responses_per_second": rps, "nxdomains_per_second": 1, "errors_per_second": 1,
+               "slip": slip, "exempt": ["10.0.0.0/8"]}
+        server = _SERVERS[(rps, slip)] = DnsServer(load(tmp_path_factory.mktemp("rrlfast"), dns={"rrl": rrl}))
+    inline, reference = server._rate_limiter(), server._rate_limiter()  # fresh windows, the server's settings
+    assert inline is not None and reference is not None
+    # the server's own answer_udp counts in server.rrl: give it this example's fresh limiter
+    answer_udp = type(server.fast)(server.geomap, server.snapshot, server.slow.routed, inline).answer_udp
+    now = 1000
+    for qi, host, text, step in events:
+        if step == 3:
+            now += 1
+        q = fast_queries[qi]
+        form = forms(host)[0 if text else 1]
+        inline.tick(now)
+        got = answer_udp(q, form, 0)
+        if got is None:
+            got = server.handle_slow(q, host, 0)
+            got = None if got is None else inline.check(q, got, form, now)
+        else:
+            got = got or None  # b"": dropped
+        want = server.handle(q, host, 0)  # unlimited: the fast path without a limiter, then the slow path
+        want = None if want is None else reference.check(q, want, form, now)
+        # the same decision; the same bytes but for a referral's NS order, which the slow path rotates
+        assert sent(got) == sent(want), (FAST_QUERIES[qi], host, now)
+
+
+def sent(reply: bytes | None) -> object:
+    if reply is None:
+        return None
+    msg = dns.message.from_wire(reply)
+    return msg.id, msg.flags, msg.rcode(), str(msg.question), msg.options, \
+        [sorted(line for rrset in section for line in str(rrset).splitlines())
+         for section in (msg.answer, msg.authority, msg.additional)]
+
+
+def test_the_fast_path_counts_what_it_answers(tmp_path: Path, fast_queries: list[bytes]) -> None:
+    """The steered and static names are answered (and counted) by answer_udp itself: a slip or a drop comes
+    from there, not from the slow path."""
+    rrl = {"enabled": True, "responses_per_second": 2, "slip": 2}
+    server = DnsServer(load(tmp_path, dns={"rrl": rrl}))
+    assert server.rrl is not None
+    for second, q in enumerate((fast_queries[0], fast_queries[3], fast_queries[5]), 50):
+        server.rrl.tick(second)  # a new window: api.example.test with and without ECS share a bucket
+        got = [server.fast.answer_udp(q, "192.0.2.1", 0) for _ in range(5)]
+        assert all(r is not None for r in got)  # never the slow path
+        full = sent(server.handle(q, "192.0.2.1", 0))
+        assert [r != b"" and sent(r) == full for r in got] == [True, True, False, False, False]
+        assert [r == b"" for r in got] == [False, False, True, False, True]  # slip 2: the 2nd over the rate slips
+        assert got[3] and got[3][2] & 0x02 and not got[0][2] & 0x02  # type: ignore[index]
