@@ -32,6 +32,7 @@ from tests.support.dns_server import (
     DnsProcess,
     addresses,
     answered,
+    api_query,
     ask_tcp,
     ask_udp,
     load,
@@ -84,6 +85,34 @@ def test_two_workers_share_udp_and_tcp_and_metrics_add_up(tmp_path: Path) -> Non
         assert d.metric("steering_dns_queries_total", transport="tcp") == 20
         assert d.stop() == 0
     assert "Traceback" not in d.log()
+
+
+def one_flow_shares(d: DnsProcess, port: int, count: int) -> dict[str, float]:
+    """``count`` queries from one UDP socket (one source port: one flow); each worker's share of them."""
+    key = "steering_dns_worker_queries_total"
+    before = {dict(lbl)["worker"]: v for (n, lbl), v in d.metrics().items() if n == key}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for i in range(count):  # bounded, one at a time
+            r = dns.query.udp(api_query(f"10.{i % 250}.2.0"), "127.0.0.1", port=port, timeout=2.0, sock=sock)
+            assert r.rcode() == dns.rcode.NOERROR
+    after = {dict(lbl)["worker"]: v for (n, lbl), v in d.metrics().items() if n == key}
+    return {w: (after[w] - before.get(w, 0.0)) / count for w in after}
+
+
+def test_one_busy_resolver_is_spread_over_the_workers_also_after_a_restart(tmp_path: Path) -> None:
+    """By source hash, one resolver's port would always reach the same worker; the datagrams are spread
+    at random instead (an even split of 300 falls under 30 % with probability below 1e-11)."""
+    with start_with_table(tmp_path, 2) as d:
+        port = ready(d, 2)
+        assert "dns.workers.spread_unavailable" not in d.log()
+        shares = one_flow_shares(d, port, 300)
+        assert set(shares) == {"0", "1"} and all(v >= 0.3 for v in shares.values()), shares
+        first = d.worker_pids()
+        os.kill(first[0], signal.SIGKILL)  # the socket that joined the group first goes; its successor joins last
+        eventually_sync(lambda: len(d.named("dns.listening", worker=0)) == 2, 30, "the new worker 0 to listen")
+        shares = one_flow_shares(d, port, 300)
+        assert all(v >= 0.3 for v in shares.values()), shares
+        assert d.stop() == 0
 
 
 def test_killed_worker_is_restarted_and_sigterm_stops_every_process(tmp_path: Path) -> None:
