@@ -46,6 +46,7 @@ from steering.config import Config, ConfigError
 
 ROLES = ("viewer", "operator", "agent")
 OPERATOR_METHODS = {"Evacuate", "Restore", "PinWeights", "UnpinWeights"}
+DRILL_OPERATOR_METHODS = {"StartDrill", "AbortDrill", "AddSchedule", "RemoveSchedule"}
 ANY_SITE = "*"
 _ACTOR: contextvars.ContextVar[str] = contextvars.ContextVar("steering_actor", default="anonymous")
 _log = logs.get("steering.auth")
@@ -55,6 +56,11 @@ _CALLER: contextvars.ContextVar[Token | None] = contextvars.ContextVar("steering
 def actor() -> str:
     """The token name of the call being handled (``anonymous`` when the API is open)."""
     return _ACTOR.get()
+
+
+def act_as(name: str) -> None:
+    """Name the actor of what the current task does on its own (the drill runner's evacuations): audits say who."""
+    _ACTOR.set(name)
 
 
 def caller() -> Token | None:
@@ -71,6 +77,8 @@ def allowed_roles(method: str) -> frozenset[str] | None:
         return frozenset({"operator"}) if name in OPERATOR_METHODS else frozenset({"viewer", "operator"})
     if service == "steering.v1.RoutingService":
         return frozenset({"viewer", "operator"})
+    if service == "steering.v1.DrillService":  # starting or aborting a drill moves traffic, like Evacuate
+        return frozenset({"operator"}) if name in DRILL_OPERATOR_METHODS else frozenset({"viewer", "operator"})
     return None  # grpc.health.v1.Health, reflection
 
 

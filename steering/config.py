@@ -361,6 +361,33 @@ class Controller(_Model):
     events: Events = Events()
 
 
+class DrillSettings(_Model):
+    """Chaos drills (docs/drills.md): the Prometheus that ``--abort-on-alert`` and ``--abort-query`` ask."""
+
+    prometheus_url: str | None = Field(None, min_length=1, max_length=2048,
+                                       description="http(s)://HOST[:PORT][/PATH] of a Prometheus")
+    prometheus_timeout_seconds: float = Field(2.0, gt=0, le=60, description="per query")
+    prometheus_unreachable_seconds: float = Field(30.0, ge=0, le=3600,
+                                                  description="a Prometheus guard unanswered this long aborts")
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from urllib.parse import urlsplit
+
+        try:
+            parts = urlsplit(v)
+            port = parts.port  # raises ValueError on a port that is not a number in range
+        except ValueError as exc:
+            raise ValueError(f"{v!r} does not parse: {exc}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(f"{v!r} is not an http(s)://HOST[:PORT][/PATH] URL")
+        del port
+        return v.rstrip("/")
+
+
 _TOPOLOGY_FIELDS = ("policy", "regions", "sites", "geos", "services", "zones")
 
 
@@ -386,6 +413,7 @@ class Config(_Model):
     controller: Controller = Controller()
     route53: Route53 | None = None
     geoip: GeoIp | None = None
+    drill: DrillSettings = DrillSettings()
     tls: Tls | None = None
     auth: Auth | None = None
     base_dir: str = Field(".", exclude=True, description="directory relative paths are resolved against")

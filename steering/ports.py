@@ -21,6 +21,7 @@ from steering.table import RoutingTable
 if TYPE_CHECKING:  # the store's proof of leading; only its type is needed here
     from steering.event import Event
     from steering.store.client import Backoff
+    from steering.store.drills import DrillRecords
     from steering.store.election import Leadership
     from steering.store.events import EventPage
     from steering.store.overrides import StoredRestore
@@ -262,3 +263,16 @@ class TableFeed(Protocol):
     """The routing table as it changes: the current one, then each newer version."""
 
     def watch_table(self) -> AsyncIterator[RoutingTable]: ...
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Chaos drills (steering/controller/drillapi.py, steering/controller/drillrunner.py).
+
+
+class DrillStore(OperatorStore, Protocol):
+    """The operator store, the drill records (``steering.store.drills``) and the event timeline they write to."""
+
+    @property
+    def drills(self) -> DrillRecords: ...
+
+    async def put_events(self, events: Sequence[Event]) -> list[str]: ...

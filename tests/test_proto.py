@@ -24,7 +24,9 @@ def test_generated_code_is_current(tmp_path: Path) -> None:
 
 def test_contract_has_the_services_and_messages_later_parts_need() -> None:
     services = steering_pb2.DESCRIPTOR.services_by_name
-    assert set(services) == {"HealthService", "RoutingService", "OperatorService"}
+    assert set(services) == {"HealthService", "RoutingService", "OperatorService", "DrillService"}
+    assert set(services["DrillService"].methods_by_name) == {"StartDrill", "GetDrill", "AbortDrill", "ListDrills",
+                                                             "AddSchedule", "ListSchedules", "RemoveSchedule"}
     assert set(services["OperatorService"].methods_by_name) == {
         "Status", "Evacuate", "Restore", "PinWeights", "UnpinWeights", "History", "Plan", "Events"}
     assert set(services["RoutingService"].methods_by_name) == {"Resolve", "Watch", "Explain"}

@@ -20,6 +20,8 @@ from steering import logs
 from steering.config import Config
 from steering.controller import metrics
 from steering.controller.api import add_api_services, build_services
+from steering.controller.drillapi import DrillService
+from steering.controller.drillrunner import DrillRunner
 from steering.controller.ingest import Ingest
 from steering.controller.leader import Leader
 from steering.controller.sinks import EventSink, TableSink, share_status
@@ -38,7 +40,8 @@ if TYPE_CHECKING:  # imported only when route53 is configured (boto3 is optional
 
 log = logs.get("steering.controller")
 
-SERVICE_NAMES = ("steering.v1.HealthService", "steering.v1.RoutingService", "steering.v1.OperatorService")
+SERVICE_NAMES = ("steering.v1.HealthService", "steering.v1.RoutingService", "steering.v1.OperatorService",
+                 "steering.v1.DrillService")
 
 
 def default_replica_id() -> str:
@@ -76,6 +79,10 @@ class Controller:
         self.services = build_services(config=config, store=self.store, tables=self.tables, agents=self.ingest,
                                        replica=replica, is_leader=lambda: self.leader.is_leader,
                                        placement=self.placement)
+        # chaos drills (docs/drills.md): the API on every replica, the runner acting while this one leads
+        self.drills = DrillService(config, self.store, self.services.operator)
+        self.drill_runner = DrillRunner(self.store, self.services.operator, self.tables, replica,
+                                        lambda: self.leader.is_leader, drills=self.drills)
         self.server: grpc.aio.Server | None = None
         self.http: HttpApi | None = None
         self.port = 0
@@ -85,6 +92,7 @@ class Controller:
     def _add_api(self, server: grpc.aio.Server) -> None:
         # grpcio-tools generates steering_pb2_grpc without annotations
         pb_grpc.add_HealthServiceServicer_to_server(self.ingest, server)  # type: ignore[no-untyped-call]
+        pb_grpc.add_DrillServiceServicer_to_server(self.drills, server)  # type: ignore[no-untyped-call]
         self._tasks.append(add_api_services(server, config=self.config, store=self.store, tables=self.tables,
                                             agents=self.ingest, replica=self.replica,
                                             is_leader=lambda: self.leader.is_leader, placement=self.placement,
@@ -124,6 +132,7 @@ class Controller:
         self._tasks += [  # after the API's restore janitor (_add_api)
             asyncio.create_task(self.leader.run(), name="leader"),
             asyncio.create_task(self._follow_tables(), name="tables"),
+            asyncio.create_task(self.drill_runner.run(), name="drills"),
         ]
         if self.config.geoip is not None:
             self._tasks.append(asyncio.create_task(self.placement.reloader().run(), name="geoip"))

@@ -41,7 +41,7 @@ OPERATOR_SEQ = "oplog/seq"
 EVENTS = "events/"
 # What operator actions may never write: the leader's, the table's, the operator log's own, the agents' keys
 # and the leader's event timeline.
-RESERVED = ("election/", "routing/", "requests/", "audit/", "health/", "oplog/", EVENTS)
+RESERVED = ("election/", "routing/", "requests/", "audit/", "health/", "oplog/", EVENTS, "drills/")
 
 
 def evacuation_path(region: str) -> str:

@@ -32,6 +32,7 @@ from steering.event import Event
 from steering.model import Evacuation, Overrides, Pin, Restore, TargetHealth
 from steering.store import codec
 from steering.store.client import Backoff, Conn, StoreError, StoreUnavailable
+from steering.store.drills import DrillRecords
 from steering.store.election import Leadership, campaign
 from steering.store.events import EventPage, EventRecords
 from steering.store.health import HealthRecords
@@ -67,6 +68,7 @@ class Store:
         self._status = StatusRecords(self.kv, self.keys)
         self._events = EventRecords(self.kv, self.keys)
         self._topology = TopologyRecord(self.kv, self.keys)
+        self.drills = DrillRecords(self.kv, self.keys)  # chaos drills (docs/drills.md): used as is, no wrappers
         self._leaderships: set[Leadership] = set()
         # What etcd last said of the leader, with the wall-clock time it said it: for answering while it is away.
         self.last_leader: tuple[str | None, float] | None = None

@@ -830,3 +830,105 @@ class PlanResponse(_message.Message):
     table: RoutingTable
     preview: Preview
     def __init__(self, table: _Optional[_Union[RoutingTable, _Mapping]] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ...) -> None: ...
+
+class StartDrillRequest(_message.Message):
+    __slots__ = ("region", "reason", "ramp", "hold_seconds", "restore_ramp", "abort_if", "dry_run", "abort_on_alert", "abort_query")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RAMP_FIELD_NUMBER: _ClassVar[int]
+    HOLD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_RAMP_FIELD_NUMBER: _ClassVar[int]
+    ABORT_IF_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    ABORT_ON_ALERT_FIELD_NUMBER: _ClassVar[int]
+    ABORT_QUERY_FIELD_NUMBER: _ClassVar[int]
+    region: str
+    reason: str
+    ramp: Ramp
+    hold_seconds: float
+    restore_ramp: Ramp
+    abort_if: _containers.RepeatedScalarFieldContainer[str]
+    dry_run: bool
+    abort_on_alert: _containers.RepeatedScalarFieldContainer[str]
+    abort_query: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, region: _Optional[str] = ..., reason: _Optional[str] = ..., ramp: _Optional[_Union[Ramp, _Mapping]] = ..., hold_seconds: _Optional[float] = ..., restore_ramp: _Optional[_Union[Ramp, _Mapping]] = ..., abort_if: _Optional[_Iterable[str]] = ..., dry_run: _Optional[bool] = ..., abort_on_alert: _Optional[_Iterable[str]] = ..., abort_query: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DrillResponse(_message.Message):
+    __slots__ = ("id", "phase", "drill_json", "dry_run", "preview")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    DRILL_JSON_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    phase: str
+    drill_json: str
+    dry_run: bool
+    preview: Preview
+    def __init__(self, id: _Optional[str] = ..., phase: _Optional[str] = ..., drill_json: _Optional[str] = ..., dry_run: _Optional[bool] = ..., preview: _Optional[_Union[Preview, _Mapping]] = ...) -> None: ...
+
+class GetDrillRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class AbortDrillRequest(_message.Message):
+    __slots__ = ("id", "reason")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    reason: str
+    def __init__(self, id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ListDrillsRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class ListDrillsResponse(_message.Message):
+    __slots__ = ("drills", "skipped")
+    DRILLS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    drills: _containers.RepeatedCompositeFieldContainer[DrillResponse]
+    skipped: int
+    def __init__(self, drills: _Optional[_Iterable[_Union[DrillResponse, _Mapping]]] = ..., skipped: _Optional[int] = ...) -> None: ...
+
+class AddDrillScheduleRequest(_message.Message):
+    __slots__ = ("drill", "every_seconds", "window", "blackouts")
+    DRILL_FIELD_NUMBER: _ClassVar[int]
+    EVERY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    BLACKOUTS_FIELD_NUMBER: _ClassVar[int]
+    drill: StartDrillRequest
+    every_seconds: float
+    window: str
+    blackouts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, drill: _Optional[_Union[StartDrillRequest, _Mapping]] = ..., every_seconds: _Optional[float] = ..., window: _Optional[str] = ..., blackouts: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DrillScheduleResponse(_message.Message):
+    __slots__ = ("id", "schedule_json")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_JSON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    schedule_json: str
+    def __init__(self, id: _Optional[str] = ..., schedule_json: _Optional[str] = ...) -> None: ...
+
+class ListDrillSchedulesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListDrillSchedulesResponse(_message.Message):
+    __slots__ = ("schedules", "skipped")
+    SCHEDULES_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
+    schedules: _containers.RepeatedCompositeFieldContainer[DrillScheduleResponse]
+    skipped: int
+    def __init__(self, schedules: _Optional[_Iterable[_Union[DrillScheduleResponse, _Mapping]]] = ..., skipped: _Optional[int] = ...) -> None: ...
+
+class RemoveDrillScheduleRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...

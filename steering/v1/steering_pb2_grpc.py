@@ -626,3 +626,333 @@ class OperatorService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class DrillServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.StartDrill = channel.unary_unary(
+                '/steering.v1.DrillService/StartDrill',
+                request_serializer=steering_dot_v1_dot_steering__pb2.StartDrillRequest.SerializeToString,
+                response_deserializer=steering_dot_v1_dot_steering__pb2.DrillResponse.FromString,
+                _registered_method=True)
+        self.GetDrill = channel.unary_unary(
+                '/steering.v1.DrillService/GetDrill',
+                request_serializer=steering_dot_v1_dot_steering__pb2.GetDrillRequest.SerializeToString,
+                response_deserializer=steering_dot_v1_dot_steering__pb2.DrillResponse.FromString,
+                _registered_method=True)
+        self.AbortDrill = channel.unary_unary(
+                '/steering.v1.DrillService/AbortDrill',
+                request_serializer=steering_dot_v1_dot_steering__pb2.AbortDrillRequest.SerializeToString,
+                response_deserializer=steering_dot_v1_dot_steering__pb2.DrillResponse.FromString,
+                _registered_method=True)
+        self.ListDrills = channel.unary_unary(
+                '/steering.v1.DrillService/ListDrills',
+                request_serializer=steering_dot_v1_dot_steering__pb2.ListDrillsRequest.SerializeToString,
+                response_deserializer=steering_dot_v1_dot_steering__pb2.ListDrillsResponse.FromString,
+                _registered_method=True)
+        self.AddSchedule = channel.unary_unary(
+                '/steering.v1.DrillService/AddSchedule',
+                request_serializer=steering_dot_v1_dot_steering__pb2.AddDrillScheduleRequest.SerializeToString,
+                response_deserializer=steering_dot_v1_dot_steering__pb2.DrillScheduleResponse.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/steering.v1.DrillService/ListSchedules',
+                request_serializer=steering_dot_v1_dot_steering__pb2.ListDrillSchedulesRequest.SerializeToString,
+                response_deserializer=steering_dot_v1_dot_steering__pb2.ListDrillSchedulesResponse.FromString,
+                _registered_method=True)
+        self.RemoveSchedule = channel.unary_unary(
+                '/steering.v1.DrillService/RemoveSchedule',
+                request_serializer=steering_dot_v1_dot_steering__pb2.RemoveDrillScheduleRequest.SerializeToString,
+                response_deserializer=steering_dot_v1_dot_steering__pb2.DrillScheduleResponse.FromString,
+                _registered_method=True)
+
+
+class DrillServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def StartDrill(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDrill(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbortDrill(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDrills(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_DrillServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'StartDrill': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartDrill,
+                    request_deserializer=steering_dot_v1_dot_steering__pb2.StartDrillRequest.FromString,
+                    response_serializer=steering_dot_v1_dot_steering__pb2.DrillResponse.SerializeToString,
+            ),
+            'GetDrill': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDrill,
+                    request_deserializer=steering_dot_v1_dot_steering__pb2.GetDrillRequest.FromString,
+                    response_serializer=steering_dot_v1_dot_steering__pb2.DrillResponse.SerializeToString,
+            ),
+            'AbortDrill': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortDrill,
+                    request_deserializer=steering_dot_v1_dot_steering__pb2.AbortDrillRequest.FromString,
+                    response_serializer=steering_dot_v1_dot_steering__pb2.DrillResponse.SerializeToString,
+            ),
+            'ListDrills': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDrills,
+                    request_deserializer=steering_dot_v1_dot_steering__pb2.ListDrillsRequest.FromString,
+                    response_serializer=steering_dot_v1_dot_steering__pb2.ListDrillsResponse.SerializeToString,
+            ),
+            'AddSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddSchedule,
+                    request_deserializer=steering_dot_v1_dot_steering__pb2.AddDrillScheduleRequest.FromString,
+                    response_serializer=steering_dot_v1_dot_steering__pb2.DrillScheduleResponse.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=steering_dot_v1_dot_steering__pb2.ListDrillSchedulesRequest.FromString,
+                    response_serializer=steering_dot_v1_dot_steering__pb2.ListDrillSchedulesResponse.SerializeToString,
+            ),
+            'RemoveSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveSchedule,
+                    request_deserializer=steering_dot_v1_dot_steering__pb2.RemoveDrillScheduleRequest.FromString,
+                    response_serializer=steering_dot_v1_dot_steering__pb2.DrillScheduleResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'steering.v1.DrillService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('steering.v1.DrillService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class DrillService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def StartDrill(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/steering.v1.DrillService/StartDrill',
+            steering_dot_v1_dot_steering__pb2.StartDrillRequest.SerializeToString,
+            steering_dot_v1_dot_steering__pb2.DrillResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDrill(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/steering.v1.DrillService/GetDrill',
+            steering_dot_v1_dot_steering__pb2.GetDrillRequest.SerializeToString,
+            steering_dot_v1_dot_steering__pb2.DrillResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortDrill(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/steering.v1.DrillService/AbortDrill',
+            steering_dot_v1_dot_steering__pb2.AbortDrillRequest.SerializeToString,
+            steering_dot_v1_dot_steering__pb2.DrillResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDrills(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/steering.v1.DrillService/ListDrills',
+            steering_dot_v1_dot_steering__pb2.ListDrillsRequest.SerializeToString,
+            steering_dot_v1_dot_steering__pb2.ListDrillsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/steering.v1.DrillService/AddSchedule',
+            steering_dot_v1_dot_steering__pb2.AddDrillScheduleRequest.SerializeToString,
+            steering_dot_v1_dot_steering__pb2.DrillScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/steering.v1.DrillService/ListSchedules',
+            steering_dot_v1_dot_steering__pb2.ListDrillSchedulesRequest.SerializeToString,
+            steering_dot_v1_dot_steering__pb2.ListDrillSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/steering.v1.DrillService/RemoveSchedule',
+            steering_dot_v1_dot_steering__pb2.RemoveDrillScheduleRequest.SerializeToString,
+            steering_dot_v1_dot_steering__pb2.DrillScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
