@@ -27,6 +27,8 @@ import dns.opcode
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
+import dns.rdtypes.ANY.TXT
+import dns.rrset
 
 from dnsserver import ednsopts
 from dnsserver.answers import SteeredName, pick, required_glue, resolve
@@ -42,6 +44,23 @@ def _bare(wire: bytes, rcode: int) -> bytes:
     """A reply with no sections, for a query we cannot (or will not) parse."""
     flags = 0x8000 | (((wire[2] >> 3) & 0x0F) << 11) | ((wire[2] & 0x01) << 8) | rcode
     return wire[:2] + struct.pack("!HHHHH", flags, 0, 0, 0, 0)
+
+
+# ``dig @server table.steering. CH TXT``: the version and leader of the table this process answers from, in
+# the same snapshot as its answers (the lab's history checker reads it per server: docs/lab.md). Class CH is
+# never ours to be authoritative for, so the name cannot collide with a zone.
+TABLE_QNAME = dns.name.from_text("table.steering.")
+
+
+def table_txt(snapshot: RenderedAnswers) -> dns.rrset.RRset:
+    """``"version=N" "leader=ID"`` (version -1 and no leader before any table)."""
+    table = snapshot.table
+    version, leader = (-1, "") if table is None else (table.version, table.leader)
+    rrset = dns.rrset.RRset(TABLE_QNAME, dns.rdataclass.CH, dns.rdatatype.TXT)
+    # built from bytes, not text: a leader id is never parsed as zone-file syntax
+    rrset.add(dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.CH, dns.rdatatype.TXT,
+                                      [f"version={version}".encode(), f"leader={leader}".encode()[:240]]), 0)
+    return rrset
 
 
 def _option(code: int, data: bytes) -> dns.edns.Option:
@@ -218,6 +237,9 @@ class SlowPath:
                 dns.rdatatype.ANY, dns.rdatatype.AXFR, dns.rdatatype.IXFR, dns.rdatatype.MAILA,
                 dns.rdatatype.MAILB)):
             return dns.rcode.FORMERR, 0, False, None
+        if q.rdclass == dns.rdataclass.CH and q.name == TABLE_QNAME and q.rdtype == dns.rdatatype.TXT:
+            response.answer = [table_txt(snapshot)]
+            return dns.rcode.NOERROR, 0, False, None
         if q.rdclass != dns.rdataclass.IN:
             return dns.rcode.REFUSED, 0, False, ednsopts.EDE_NOT_AUTHORITATIVE
         if ecs is not None:

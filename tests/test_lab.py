@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 from steering.config import load_config
 from steering.lab import netops
+from steering.lab.history import check as check_history
 from steering.lab.plan import (
     Link,
     PlanError,
@@ -340,6 +341,10 @@ def test_bad_input_is_refused_in_one_line_and_changes_nothing(lab: Path) -> None
     refused(lab_cmd("heal", "us-east-1", "us-east-1", state=lab), "itself")
     refused(lab_cmd("up", state=lab), "a lab is running")
     refused(lab_cmd("exec", "mars-1", "--", "true", state=lab), "unknown region 'mars-1'")
+    refused(lab_cmd("history", "--duration", "soon", state=lab), "--duration: 'soon'")
+    refused(lab_cmd("partition", "us-east-1", "--all", "--etcd", state=lab), "partition --etcd")
+    refused(lab_cmd("partition", "mars-1", "--etcd", state=lab), "unknown region 'mars-1'")
+    refused(lab_cmd("history", "--detection-bound", "0s", state=lab), "--detection-bound: '0s'")
     assert (lab / "lab.json").read_text() == record and netops.lab_namespaces() == spaces
     res = lab_cmd("exec", "us-west-2", "--", "ip", "-4", "-o", "addr", "show", "dev", "eth0", state=lab)
     assert res.returncode == 0 and "10.77.2.1/16" in res.stdout
@@ -362,6 +367,11 @@ def test_a_partitioned_region_keeps_answering_and_the_others_leave_it_until_heal
           lambda: all((a := answers(r, subnet=SUBNET[cut])) and a != [ANSWER[cut]]
                       for r in REGIONS if r != cut), 40)
     assert answers(cut) == [ANSWER[cut]]
+    # steerctl status: a majority replica names the leader and sees the cut region not healthy; the cut
+    # region's own replica says its view is stale (its etcd member has no quorum).
+    majority = ctl_status(region_of(leader))
+    assert not majority["stale"] and majority["leader"] == leader and health_of(majority, cut) != "healthy"
+    assert eventually_sync(lambda: ctl_status(cut)["stale"], timeout=30, what="the cut controller says stale")
     res = lab_cmd("heal", state=lab)
     assert res.returncode == 0 and "healed:" in res.stdout
     timed("after heal: one leader and one table everywhere", lambda: one_leader_everywhere(lab), 40)
@@ -383,6 +393,8 @@ def test_kill_9_of_the_leaders_controller_elects_another(restored: Path) -> None
                    lambda: (lead := one_leader_everywhere(lab)) and lead != old and lead, 40)
     for r in REGIONS:  # DNS never stopped answering
         assert answers(r) == [ANSWER[r]]
+    st = ctl_status(region_of(new))  # steerctl status: the new leader, a fresh view, every region healthy
+    assert st["leader"] == new and not st["stale"] and all(health_of(st, r) == "healthy" for r in REGIONS)
     res = lab_cmd("restart", region_of(old), "controller", state=lab)
     assert res.returncode == 0 and "restarted" in res.stdout
     eventually_sync(lambda: {c["name"]: c for c in by_region(status(lab))[region_of(old)]["components"]}
@@ -451,6 +463,8 @@ def test_scenario_one_etcd_member_lost_while_an_operator_evacuates(restored: Pat
     timed("evacuation in every region's DNS",
           lambda: all((a := answers(r, subnet=SUBNET[gone])) and ANSWER[gone] not in a for r in REGIONS), 40)
     assert len({r["table_version"] for r in status(lab)["regions"]}) == 1  # the same table everywhere
+    ctl = ctl_status(lost)  # steerctl status there: not stale (the other members answer), the evacuation
+    assert not ctl["stale"] and ctl["leader"] == leader and [e["region"] for e in ctl["evacuations"]] == [gone]
     res = subprocess.run(["ip", "netns", "exec", f"stl-{lost}", steerctl, "--server", f"{ADDR[lost]}:50051",
                           "restore", gone, "--now", "--yes"], capture_output=True, text=True, timeout=60, check=False)
     assert res.returncode == 0, res.stderr
@@ -480,6 +494,7 @@ def test_scenario_kill_9_of_a_dns_server(restored: Path) -> None:
     for r in REGIONS:
         if r != victim:
             assert answers(r, subnet=SUBNET[victim]) == [ANSWER[victim]] and answers(r) == [ANSWER[r]]
+    assert health_of(ctl_status(victim), victim) == "healthy"  # steerctl status: nothing changed
     # After: it answers again with the current table (its state file first, then etcd's).
     assert lab_cmd("restart", victim, "dns", state=lab).returncode == 0
     timed("DNS back after kill -9", lambda: answers(victim) == [ANSWER[victim]], 30)
@@ -523,6 +538,175 @@ def test_scenario_two_of_three_etcd_members_lost(restored: Path) -> None:
         assert lab_cmd("restart", r, "etcd", state=lab).returncode == 0
     timed("quorum back: one leader, one table", lambda: one_leader_everywhere(lab), 40)
     assert home_everywhere()
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(not ROOT, reason="steering lab needs root")
+def test_scenario_a_region_cut_from_the_etcd_majority_only(restored: Path) -> None:
+    lab = restored
+    leader = eventually_sync(lambda: one_leader_everywhere(lab), timeout=60, what="one leader")
+    cut = next(r for r in REGIONS if r != region_of(leader))
+    res = lab_cmd("partition", cut, "--etcd", state=lab)
+    assert res.returncode == 0 and "etcd member from its peers" in res.stdout, res
+    # During: only its member is out (no quorum behind it: unhealthy, no leader readable through it); the
+    # region's controller, DNS and agent reach the other members, so nothing else changes: the leader
+    # stays, no region goes silent, every region's DNS keeps every client home.
+    timed("the cut member loses quorum",
+          lambda: not next(c for c in by_region(status(lab))[cut]["components"] if c["name"] == "etcd")["healthy"]
+          and leaders(lab)[cut] is None, 30)
+    st = by_region(status(lab))
+    assert st[cut]["etcd_peers_cut"] and all(st[r]["leader"] == leader for r in REGIONS if r != cut)
+    assert home_everywhere()
+    # steerctl status through the cut region's controller: the leader, a fresh view, every region healthy.
+    ctl = eventually_sync(lambda: (c := ctl_status(cut)) and not c["stale"] and c, timeout=30,
+                          what="the cut region's controller not stale")
+    assert ctl["leader"] == leader and all(health_of(ctl, r) == "healthy" for r in REGIONS)
+    # An operator action through that controller is stored (by the other members) and reaches every DNS,
+    # within steerctl's default 5 s per call: the cut member still accepts its clients' calls (only its
+    # peers are cut) but, asked with "hasleader", refuses them at once instead of timing out after 7-11 s,
+    # and the call goes to another member (steering/store/client.py, docs/failure-modes.md).
+    gone = region_of(leader)
+    t0 = time.monotonic()
+    res = steerctl_in(cut, "evacuate", gone, "--reason", "etcd cut", "--now", "--yes")
+    assert res.returncode == 0, res.stderr
+    print(f"evacuate through the cut region's controller: {time.monotonic() - t0:.1f}s")
+    timed("evacuation through the cut region's controller in every region's DNS",
+          lambda: all((a := answers(r, subnet=SUBNET[gone])) and ANSWER[gone] not in a for r in REGIONS), 40)
+    assert steerctl_in(cut, "restore", gone, "--now", "--yes").returncode == 0
+    # After: the member rejoins (healthy, the leader readable through it), one table, every client home.
+    res = lab_cmd("heal", cut, state=lab)
+    assert res.returncode == 0 and f"{cut}'s etcd member" in res.stdout, res
+    timed("after heal: member healthy, one leader, one table",
+          lambda: all(next(c for c in r["components"] if c["name"] == "etcd")["healthy"]
+                      for r in status(lab)["regions"]) and one_leader_everywhere(lab), 40)
+    timed("after heal: every client home everywhere", home_everywhere, 40)
+    assert not by_region(status(lab))[cut]["etcd_peers_cut"]
+
+
+GEO = {"us-east-1": "east", "us-west-2": "west", "eu-west-1": "europe"}  # each region's own clients
+
+
+def applied_weights(lab: Path, geo: str) -> dict[str, int]:
+    """Per region, the weight of ``geo``'s home region in the table that region's DNS server applied (its
+    state file: what it answers from); -1 where there is none to read."""
+    home = next(r for r, g in GEO.items() if g == geo)
+    out = {}
+    for r in REGIONS:
+        try:
+            table = json.loads((lab / "regions" / r / "dns-table.json").read_text())
+            out[r] = int(table["services"][QNAME]["geos"][geo]["weights"][home])
+        except (OSError, ValueError, KeyError):
+            out[r] = -1
+    return out
+
+
+def ramp_through(lab: Path, geo: str, goal: int, seen: dict[str, list[int]], at: list[float]) -> bool:
+    """Polled until every region's DNS applies ``goal`` for ``geo``'s home; each region's weights, as they
+    change, in ``seen`` (``at``: when a weight was first seen anywhere, for the printed figures)."""
+    now = applied_weights(lab, geo)
+    for r, w in now.items():
+        mine = seen.setdefault(r, [])
+        if w >= 0 and (not mine or mine[-1] != w):
+            if not any(w in other for other in seen.values()):
+                at.append(time.monotonic())
+            mine.append(w)
+    return all(w == goal for w in now.values())
+
+
+def stepped(seen: dict[str, list[int]], down: bool) -> bool:
+    """Every region's DNS went one way only, through at least two steps between all and nothing."""
+    return len(seen) == len(REGIONS) and all(
+        ws == sorted(ws, reverse=down) and len([w for w in ws if 0 < w < 1000]) >= 2 for ws in seen.values())
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(not ROOT, reason="steering lab needs root")
+def test_scenario_clock_skew_on_the_leader_during_a_ramped_evacuation(restored: Path) -> None:
+    lab = restored
+    fast, slow, gone = REGIONS  # controllers 30 s ahead and 30 s behind; the region evacuated
+    eventually_sync(lambda: one_leader_everywhere(lab), timeout=60, what="one leader")
+    try:
+        # The leader 30 s ahead: skew two replicas, then leave the fast one alone to lead.
+        assert lab_cmd("clock", fast, "+30s", state=lab).returncode == 0
+        assert lab_cmd("clock", slow, "-30s", state=lab).returncode == 0
+        assert lab_cmd("kill", slow, "controller", state=lab).returncode == 0
+        assert lab_cmd("kill", gone, "controller", state=lab).returncode == 0
+        timed("the +30 s replica leads", lambda: leaders(lab)[fast] == f"ctl-{fast}", 40)
+        assert lab_cmd("restart", slow, "controller", state=lab).returncode == 0  # still 30 s behind
+        eventually_sync(lambda: steerctl_in(slow, "status", "--json").returncode == 0, timeout=30,
+                        what="the -30 s replica answers")
+        # During: the evacuation goes through the replica 30 s behind, so its record's start is 60 s behind
+        # the leader's clock; the leader still steps 25 % every 2 s (counted on its monotonic clock), and
+        # every region's DNS goes through the steps, none skipped to the end, none back.
+        res = steerctl_in(slow, "evacuate", gone, "--reason", "skew", "--ramp", "25%/2s", "--yes", "--no-wait")
+        assert res.returncode == 0, res.stderr
+        seen: dict[str, list[int]] = {}
+        at: list[float] = []
+        t0 = time.monotonic()
+        timed("ramped evacuation under a leader 30 s ahead: every region's DNS at 0",
+              lambda: ramp_through(lab, GEO[gone], 0, seen, at), 40)
+        print(f"  {gone}'s weight for its own clients, as applied: {seen} at {[round(t - t0, 1) for t in at]} s")
+        assert stepped(seen, down=True), seen
+        assert all((a := answers(r, subnet=SUBNET[gone])) and a != [ANSWER[gone]] for r in REGIONS)
+        st = ctl_status(slow)  # steerctl status through the skewed replica: the leader, the evacuation, not stale
+        assert st["leader"] == f"ctl-{fast}" and not st["stale"]
+        assert [e["region"] for e in st["evacuations"]] == [gone]
+        # The leader goes (kill -9): the replica 30 s behind takes over and restores, ramped, 60 s behind
+        # the clock the evacuation's steps were taken on.
+        assert lab_cmd("kill", fast, "controller", state=lab).returncode == 0
+        timed("the -30 s replica leads", lambda: leaders(lab)[slow] == f"ctl-{slow}", 40)
+        res = steerctl_in(slow, "restore", gone, "--ramp", "25%/2s", "--yes", "--no-wait")
+        assert res.returncode == 0, res.stderr
+        seen, at, t0 = {}, [], time.monotonic()
+        timed("ramped restore under a leader 30 s behind: every region's DNS home",
+              lambda: ramp_through(lab, GEO[gone], 1000, seen, at), 40)
+        print(f"  {gone}'s weight for its own clients, as applied: {seen} at {[round(t - t0, 1) for t in at]} s")
+        assert stepped(seen, down=False), seen
+    finally:
+        # After: real clocks everywhere (a restart each), one leader, one table, every client home.
+        lab_cmd("clock", fast, "0", state=lab)
+        lab_cmd("clock", slow, "0", state=lab)
+        lab_cmd("restart", gone, "controller", state=lab)
+        # and the region back in service whatever step failed (a later test must not find it evacuated)
+        eventually_sync(lambda: (res := steerctl_in(fast, "restore", gone, "--now", "--yes")).returncode == 0
+                        or "no evacuation to restore" in res.stderr, timeout=40, what="the region restored")
+    timed("clocks back: one leader, one table", lambda: one_leader_everywhere(lab), 40)
+    timed("clocks back: every client home everywhere", home_everywhere, 40)
+    assert ctl_status(slow)["evacuations"] == []
+
+
+# ---------------------------------------------------------------------- the history checker (issue 15 §3)
+
+HISTORY_SEED = 4  # its schedule has every kind of fault: partitions, kill -9 of a controller, DNS, etcd, agent
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(not ROOT, reason="steering lab needs root")
+def test_history_run_of_a_seeded_schedule_finds_no_violation(restored: Path) -> None:
+    lab = restored
+    eventually_sync(lambda: one_leader_everywhere(lab), timeout=60, what="one leader")
+    res = lab_cmd("history", "--seed", str(HISTORY_SEED), "--duration", "45s", "--json", state=lab, timeout=300)
+    assert res.returncode == 0, (res.stdout, res.stderr)
+    out = json.loads(res.stdout)
+    fig = out["figures"]
+    print("history figures:", json.dumps(fig))  # docs/lab.md quotes them (pytest -s)
+    assert out["violations"] == [] and fig["violations"] == 0
+    assert set(fig["faults by kind"]) == {"partition", "kill controller", "kill dns", "kill etcd", "kill agent"}
+    acts = fig["actions"]
+    assert acts["acknowledged"] >= 5 and acts["retries"] >= 1, acts
+    assert fig["versions observed"] >= 5 and fig["tables written"] >= 5 and fig["leader terms"] >= 1
+    assert fig["converged after heal (s)"] <= 30
+    # The record is kept to re-check: the same file, the same verdict.
+    records = [json.loads(line) for line in Path(fig["history file"]).read_text().splitlines()]
+    assert check_history(records).violations == []
+    assert {r["type"] for r in records} >= {"start", "fault", "dns", "send", "result", "etcd", "audit", "final"}
+    # The lab as the run found it: every link healed, every process alive, nothing evacuated or pinned.
+    st = status(lab)
+    assert all(not link["cut"] for link in st["links"])
+    assert all(c["alive"] for r in st["regions"] for c in r["components"])
+    ctl = ctl_status(REGIONS[0])
+    assert ctl["evacuations"] == [], ctl["evacuations"]
+    timed("after the history run: every client home everywhere", home_everywhere, 40)
 
 
 # ---------------------------------------------------------------------- down

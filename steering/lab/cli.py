@@ -1,4 +1,4 @@
-"""``steering lab up|status|down|partition|heal|latency|loss|kill|restart|clock|exec`` (docs/lab.md).
+"""``steering lab up|status|down|partition|heal|latency|loss|kill|restart|clock|history|exec`` (docs/lab.md).
 
 Every refusal is one line on stderr and exit 2, before anything is changed:
 no root or CAP_NET_ADMIN, an unknown region or component, a region paired
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +28,7 @@ from steering.lab.plan import (
     CONTROLLER_PORT,
     DNS_PORT,
     ETCD_CLIENT_PORT,
+    ETCD_PEER_PORT,
     LAB_NS,
     Link,
     PlanError,
@@ -157,6 +160,9 @@ def status_(as_json: bool, state_dir: str | None) -> None:
             health = {True: "healthy", False: "UNHEALTHY", None: ""}[c["healthy"]]
             click.echo(f"  {c['name']:<22} {c['listen']:<18} pid {c['pid']:<8} "
                        f"{'alive' if c['alive'] else 'DEAD':<6} {health}")
+    for r in st["regions"]:
+        if r.get("etcd_peers_cut"):
+            click.echo(f"etcd: {r['id']}'s member CUT from its peers")
     for link in st["links"]:
         state = "CUT" if link["cut"] else f"{link['delay_ms']}ms +/- {link['jitter_ms']}ms loss {link['loss_pct']:g}%"
         click.echo(f"link {link['a']} <-> {link['b']}: {state}")
@@ -180,12 +186,21 @@ def down_(state_dir: str | None) -> None:
 @click.argument("a")
 @click.argument("b", required=False)
 @click.option("--all", "everyone", is_flag=True, help="cut A from every other region")
+@click.option("--etcd", "etcd_only", is_flag=True,
+              help="cut only A's etcd member from its peers (port 2380); its clients and the rest of A stay connected")
 @state_dir_option
 @refusals
-def partition_(a: str, b: str | None, everyone: bool, state_dir: str | None) -> None:
+def partition_(a: str, b: str | None, everyone: bool, etcd_only: bool, state_dir: str | None) -> None:
     """Cut the network between regions A and B (or A and all others): 100 % loss both ways."""
     lab = _lab(state_dir)
     topo = lab.topology
+    if etcd_only:
+        topo.region(a)
+        if b is not None or everyone:
+            raise LabError("partition --etcd: cuts A's member from all its peers; give no B and no --all")
+        lab.set_etcd_cut(a, True)
+        click.echo(f"cut: {a}'s etcd member from its peers (port {ETCD_PEER_PORT})")
+        return
     if everyone == (b is not None):
         raise LabError("partition: give either another region B or --all")
     pairs = pairs_of(topo, a) if everyone else [check_pair(topo, a, b or "")]
@@ -213,8 +228,12 @@ def heal_(a: str | None, b: str | None, state_dir: str | None) -> None:
     changed = [(x, y) for x, y in pairs if topo.link(x, y) != topo.base]
     for x, y in changed:
         lab.set_link(x, y, topo.base)
-    click.echo(f"healed: {', '.join(f'{x} <-> {y}' for x, y in changed)}" if changed
-               else "nothing to heal: those links are as `up` made them")
+    # an etcd-only cut of a region named (or of any, with no argument) is healed too
+    members = [r for r in lab.info.get("etcd_cut") or [] if a is None or (b is None and r == a)]
+    for r in members:
+        lab.set_etcd_cut(r, False)
+    healed = [f"{x} <-> {y}" for x, y in changed] + [f"{r}'s etcd member" for r in members]
+    click.echo(f"healed: {', '.join(healed)}" if healed else "nothing to heal: those links are as `up` made them")
 
 
 @command.command(name="latency")
@@ -296,6 +315,46 @@ def clock_(region: str, offset: str, state_dir: str | None) -> None:
     for line in lab.clock(region, seconds):
         click.echo(line)
     click.echo(f"{region}: controller clock {seconds:+d}s")
+
+
+@command.command(name="history")
+@click.option("--seed", type=click.IntRange(0, 2**31 - 1), default=None,
+              help="the schedule's seed (default: a random one, printed): the same seed, the same schedule")
+@click.option("--duration", default="60s", show_default=True, help="how long faults and actions run")
+@click.option("--detection-bound", default="30s", show_default=True,
+              help="how long a silent region may stay in answers outside a cut-off region")
+@click.option("--convergence-bound", default="30s", show_default=True,
+              help="how long after healing every DNS server may take to serve one version")
+@click.option("--json", "as_json", is_flag=True, help="figures and violations as JSON")
+@state_dir_option
+@refusals
+def history_(seed: int | None, duration: str, detection_bound: str, convergence_bound: str, as_json: bool,
+             state_dir: str | None) -> None:
+    """Faults, operator actions and DNS queries on a seeded schedule, recorded and checked (docs/lab.md)."""
+    from steering.lab.schedule import parse_span
+
+    lab = _lab(state_dir)
+    try:
+        spans = [parse_span(text, what) for text, what in ((duration, "--duration"),
+                                                           (detection_bound, "--detection-bound"),
+                                                           (convergence_bound, "--convergence-bound"))]
+    except ValueError as exc:
+        raise LabError(str(exc)) from None
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+    click.echo(f"history run: seed {seed}, {spans[0]:g} s; recording to {lab.state_dir}/history-{seed}.jsonl",
+               err=True)
+    sys.stdout.flush()
+    run = subprocess.Popen(["ip", "netns", "exec", LAB_NS, sys.executable, "-m", "steering.lab.historyrun",
+                            "--state-dir", str(lab.state_dir), "--seed", str(seed), "--duration", f"{spans[0]:g}",
+                            "--detection-bound", f"{spans[1]:g}", "--convergence-bound", f"{spans[2]:g}",
+                            *(["--json"] if as_json else [])])
+    for _ in range(3):  # Ctrl-C reaches the run too: let it undo its faults (a third one stops waiting)
+        try:
+            sys.exit(run.wait())
+        except KeyboardInterrupt:
+            click.echo("interrupted: the run heals the links and restarts what it killed first", err=True)
+    sys.exit(130)
 
 
 @command.command(name="exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

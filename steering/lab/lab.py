@@ -115,6 +115,15 @@ class Lab:
         self.info["links"] = links
         self.save()
 
+    def set_etcd_cut(self, region: str, cut: bool) -> None:
+        """Cut (or heal) ``region``'s etcd member from its peers only (``netops.etcd_cut``), recorded."""
+        r = self.topology.region(region)
+        netops.etcd_cut(r, cut)
+        cuts = set(self.info.get("etcd_cut") or [])
+        cuts = cuts | {region} if cut else cuts - {region}
+        self.info["etcd_cut"] = sorted(cuts)
+        self.save()
+
     def kill(self, region: str, component: str) -> list[str]:
         check_component(component)
         self.topology.region(region)
@@ -208,6 +217,7 @@ class Lab:
             regions.append({"id": r.id, "netns": r.netns, "addr": r.addr, "components": comps,
                             "dns_answers": (h.get("dns") or {}).get("answers", []), "leader": h.get("leader"),
                             "table_version": h.get("table_version"),
+                            "etcd_peers_cut": r.id in (self.info.get("etcd_cut") or []),
                             "clock_offset_seconds": (self.info.get("clock") or {}).get(r.id, 0)})
         topo = self.topology
         links = [{"a": a.id, "b": b.id, **topo.link(a.id, b.id).to_json()}

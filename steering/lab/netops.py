@@ -4,8 +4,10 @@
 gives every direction its own leaf qdisc (an HTB class per destination region,
 selected by a u32 filter on the destination address): netem (delay, jitter,
 loss; a cut is 100 % loss), or on a kernel without sch_netem a FIFO whose limit
-is 0 while the pair is cut. ``shape`` changes one pair's leaves; ``remove``
-deletes namespaces (their veths and qdiscs go with them).
+is 0 while the pair is cut. ``shape`` changes one pair's leaves; ``etcd_cut``
+sends a region's etcd peer traffic (port 2380) to a class that drops everything
+(u32 port filters, matched first); ``remove`` deletes namespaces (their veths
+and qdiscs go with them).
 """
 
 from __future__ import annotations
@@ -14,9 +16,23 @@ import os
 import subprocess
 from pathlib import Path
 
-from steering.lab.plan import BRIDGE, LAB_ADDR, LAB_NS, PREFIX, REGION_IF, SUBNET, Link, Region, Topology
+from steering.lab.plan import (
+    BRIDGE,
+    ETCD_PEER_PORT,
+    LAB_ADDR,
+    LAB_NS,
+    PREFIX,
+    REGION_IF,
+    SUBNET,
+    Link,
+    Region,
+    Topology,
+)
 
 NETNS_DIR = Path("/run/netns")
+CUT_PRIO = "1"  # the etcd peer cut's filters: matched before the per-destination ones
+DST_PRIO = "2"
+DROP_CLASS = "1:2"
 CAP_NET_ADMIN = 12
 
 
@@ -114,7 +130,31 @@ def build(topo: Topology) -> None:
             in_ns(r.netns, "tc", "qdisc", "add", "dev", REGION_IF, "parent", cls,
                   "handle", f"{dst.index + 10:x}:", *topo.link(r.id, dst.id).leaf(topo.netem))
             in_ns(r.netns, "tc", "filter", "add", "dev", REGION_IF, "parent", "1:", "protocol", "ip",
-                  "prio", "1", "u32", "match", "ip", "dst", f"{dst.addr}/32", "flowid", cls)
+                  "prio", DST_PRIO, "u32", "match", "ip", "dst", f"{dst.addr}/32", "flowid", cls)
+        # The class `etcd_cut` sends a region's etcd peer traffic to: a FIFO that holds nothing.
+        in_ns(r.netns, "tc", "class", "add", "dev", REGION_IF, "parent", "1:", "classid", DROP_CLASS,
+              "htb", "rate", "10gbit")
+        in_ns(r.netns, "tc", "qdisc", "add", "dev", REGION_IF, "parent", DROP_CLASS, "handle", "2:",
+              "pfifo", "limit", "0")
+
+
+def etcd_cut(region: Region, cut: bool) -> None:
+    """Cut (or heal) the region's etcd member from its peers only: everything it sends from or to the peer
+    port (its raft streams, both the ones it opened and its side of the others') goes to the drop class,
+    ahead of the per-destination filters; its clients (port 2379) and every other port are untouched. TCP
+    needs both directions, so dropping this side cuts the member from the majority both ways."""
+    if cut:
+        for field in ("sport", "dport"):
+            in_ns(region.netns, "tc", "filter", "add", "dev", REGION_IF, "parent", "1:", "protocol", "ip",
+                  "prio", CUT_PRIO, "u32", "match", "ip", field, str(ETCD_PEER_PORT), "0xffff",
+                  "flowid", DROP_CLASS)
+    else:
+        try:
+            in_ns(region.netns, "tc", "filter", "del", "dev", REGION_IF, "parent", "1:", "protocol", "ip",
+                  "prio", CUT_PRIO)
+        except NetError as exc:  # none there: already healed
+            if not any(w in str(exc) for w in ("Cannot find", "No such file", "not found")):
+                raise
 
 
 def shape(topo: Topology, a: str, b: str, link: Link) -> None:

@@ -182,6 +182,7 @@ class Conn:
         _set_channel_options(self.client, channel_options(self.cfg))
         _set_target(self.client, await resolve_target(self.cfg.endpoints))
         await self.client.connect()
+        _require_leader(self.client)
         self._state_task = asyncio.create_task(self._follow_channel(), name="etcd-channel-state")
         if self.cfg.username:
             await self.call("Auth.Authenticate", self._authenticate)
@@ -205,6 +206,7 @@ class Conn:
                                                        timeout=timeout or self.cfg.timeout_seconds)
             self._token = resp.token
             self.client.set_token(resp.token)
+            _require_leader(self.client)  # set_token replaced the services' metadata
 
     async def _refresh_token(self) -> None:
         while True:
@@ -362,6 +364,23 @@ def _set_channel_options(client: Etcd3Client, options: list[tuple[str, int]]) ->
     names = {name for name, _ in options}
     # etcd3aio 0.3.0 declares the manager Optional and no public setter: checked present just above
     manager.grpc_options = [o for o in current if o[0] not in names] + list(options)  # type: ignore[union-attr]
+
+
+def _require_leader(client: Etcd3Client) -> None:
+    """Send ``hasleader: true`` with every KV and lease call (as etcd's Go client's WithRequireLeader does).
+
+    A member cut off from its peers but still reachable by us has no raft leader: without the header it
+    accepts a request and answers "request timed out" only after its own deadline (7-11 s seen in the lab,
+    docs/failure-modes.md), so round robin made one call in three slow. With it the member refuses at
+    once ("etcdserver: no leader", UNAVAILABLE: transient) and the retry goes to another member.
+    etcd3aio 0.3.0 keeps each service's metadata in ``_metadata`` (set by ``set_token``): checked here.
+    """
+    for service in (client.kv, client.lease):
+        current = getattr(service, "_metadata", None)
+        if not isinstance(current, tuple):
+            raise StoreError("etcd3aio: cannot require a leader (the services' _metadata is gone)")
+        if ("hasleader", "true") not in current:
+            service._metadata = (*current, ("hasleader", "true"))  # type: ignore[union-attr]
 
 
 def _set_target(client: Etcd3Client, target: str) -> None:
