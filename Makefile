@@ -49,10 +49,8 @@ lint: $(STAMP)   # mypy strict and ruff, configured in pyproject.toml
 proto: $(STAMP)
 	$(BIN)/python -m steering.protogen
 
-bench: $(STAMP)
-	$(BIN)/python bench/planner.py
-	$(BIN)/python bench/failover.py --trials 10
-	$(BIN)/python bench/ingest.py --sites 5000 --seconds 30
+bench: $(STAMP)   # every bench, short bounded settings, one table of figures vs goals (docs/benchmarks.md)
+	$(BIN)/python bench/all.py
 
 bench-dns: $(STAMP)   # installs Debian's dnsperf and knot on first use
 	$(BIN)/python bench/dns_vs_knot.py --seconds 8 --repeat 3

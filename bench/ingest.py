@@ -8,6 +8,16 @@ controller's report band, as steady traffic does, and a small share of sites
 flip status now and then. Prints reports/s sustained, etcd writes/s (from the
 controller's own counter) and the controller's CPU use.
 
+The measurement window is one interval of the system-wide monotonic clock,
+fixed by the parent before the load processes start (after the warm-up and an
+allowance for their start-up): the processes count only the acks and stream
+errors inside it and the parent samples the controller's CPU and counters at
+its two ends, so every figure covers the same seconds (before, the acks of
+each process's own window were divided by the parent's longer one, which
+included the processes' start-up and their streams' ending). Stream errors
+inside the window are the load generator's own failures: the figures are only
+as good as that count is small.
+
 Usage: python bench/ingest.py [--sites 5000] [--seconds 30] [--interval 1.0]
 """
 
@@ -40,9 +50,10 @@ from tests.support import free_port  # noqa: E402
 
 REGIONS = ["us-east-1", "us-west-2", "eu-west-1"]
 FLIP = float(os.environ.get("INGEST_FLIP", "0.001"))  # chance per report that a site changes status
+STARTUP = 8.0  # seconds allowed for the load processes to start (import grpc, open channels) on a busy machine
 
 
-def topology(sites: int, etcd: list[str], zone_dir: Path) -> dict:
+def topology(sites: int, etcd: list[str], zone_dir: Path) -> dict[str, Any]:
     return {
         "policy": {"silence_seconds": 15, "step_seconds": 5, "report_band": 0.05},
         "regions": [{"id": r, "capacity": 100000} for r in REGIONS],
@@ -71,11 +82,12 @@ def scrape(port: int, metric: str, by_label: bool = False) -> Any:
     return per if by_label else sum(per.values())
 
 
-async def agent(stub: pb_grpc.HealthServiceStub, site: str, region: str, kind: int, interval: float, until: float,
-                counts: dict[str, int], rng: random.Random) -> None:
+async def agent(stub: pb_grpc.HealthServiceStub, site: str, region: str, kind: pb.SiteKind, interval: float,
+                window: tuple[float, float], counts: dict[str, int], rng: random.Random) -> None:
     """One simulated agent: a stream of reports; after a stream error it reconnects, as agents do."""
     seq = 0
     status = pb.HEALTH_STATUS_HEALTHY
+    start, until = window
     await asyncio.sleep(rng.random() * interval)  # spread the agents over the interval
 
     while time.monotonic() < until:
@@ -95,41 +107,44 @@ async def agent(stub: pb_grpc.HealthServiceStub, site: str, region: str, kind: i
                                                  capacity=1000, load=500 + rng.uniform(-10, 10), sequence=seq,
                                                  agent_id=f"bench-{site}"))
                 await call.read()
-                counts["acks"] += 1
+                if start <= time.monotonic() < until:
+                    counts["acks"] += 1
                 due += interval  # on a fixed beat, so the offered rate really is one report per interval
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
             await call.done_writing()
         except grpc.aio.AioRpcError as exc:
-            counts["errors"] += 1
-            code = f"error:{exc.code().name}:{(exc.details() or '')[:60]}"
-            counts[code] = counts.get(code, 0) + 1
-            if counts["errors"] <= 3:
+            counts["all_errors"] = counts.get("all_errors", 0) + 1
+            if start <= time.monotonic() < until:
+                counts["errors"] += 1
+                code = f"error:{exc.code().name}:{(exc.details() or '')[:60]}"
+                counts[code] = counts.get(code, 0) + 1
+            if counts["all_errors"] <= 3:
                 print(f"stream error {site} at {until - time.monotonic():.1f}s before the end: {exc.code().name} "
                       f"{exc.details()}", file=sys.stderr)
             await asyncio.sleep(0.5 + rng.random() * 0.5)
 
 
 async def worker(index: int, nworkers: int, sites: int, interval: float, port: int, seconds: float,
-                 warmup: float) -> None:
-    """One load process: agents index, index + nworkers, ...; prints its acks after the warm-up as JSON."""
+                 start: float) -> None:
+    """One load process: agents index, index + nworkers, ...; prints the acks and errors of the window
+    [start, start + seconds) (system-wide monotonic clock) as JSON."""
     mine = range(index, sites, nworkers)
     channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(max(1, len(mine) // 100))]
     counts = {"acks": 0, "errors": 0}
     rng = random.Random(index)
-    start = time.monotonic()
-    until = start + seconds
-    tasks = [asyncio.create_task(agent(pb_grpc.HealthServiceStub(channels[n % len(channels)]), f"s{i:05d}",
-                                       REGIONS[i % 3], pb.SITE_KIND_CACHE, interval, until, counts, rng))
+    window = (start, start + seconds)
+    stubs = [pb_grpc.HealthServiceStub(ch) for ch in channels]  # type: ignore[no-untyped-call]
+    tasks = [asyncio.create_task(agent(stubs[n % len(stubs)], f"s{i:05d}",
+                                       REGIONS[i % 3], pb.SITE_KIND_CACHE, interval, window, counts, rng))
              for n, i in enumerate(mine)]
     if index == 0:  # the regions report too, or the planner (rightly) calls them silent and fails open
-        tasks += [asyncio.create_task(agent(pb_grpc.HealthServiceStub(channels[0]), r, r, pb.SITE_KIND_REGION,
-                                            interval, until, {"acks": 0, "errors": 0}, rng)) for r in REGIONS]
-    await asyncio.sleep(warmup)
-    base = counts["acks"]
+        tasks += [asyncio.create_task(agent(stubs[0], r, r, pb.SITE_KIND_REGION,
+                                            interval, window, {"acks": 0, "errors": 0}, rng)) for r in REGIONS]
     await asyncio.gather(*tasks)
     for ch in channels:
         await ch.close()
-    print(json.dumps({"acks": counts["acks"] - base, "errors": counts["errors"], "flips": counts.get("flips", 0),
+    print(json.dumps({"acks": counts["acks"], "errors": counts["errors"], "all_errors": counts.get("all_errors", 0),
+                      "flips": counts.get("flips", 0),
                       "codes": {k: v for k, v in counts.items() if k.startswith("error:")}}))
 
 
@@ -157,32 +172,39 @@ async def main(sites: int, seconds: float, interval: float, nworkers: int) -> in
                     return 1
                 await asyncio.sleep(0.2)
         warmup = float(os.environ.get("INGEST_WARMUP", min(25.0, seconds / 2)))
+        # The window, on the monotonic clock every process shares: after the processes' start-up (a few
+        # seconds on a busy machine) and the warm-up (first reports of every site are real changes).
+        start = time.monotonic() + STARTUP + warmup
         # The simulated agents run in worker processes, so the load generator is not one Python core.
         workers = [subprocess.Popen([sys.executable, __file__, "--worker", str(w), "--workers", str(nworkers),
                                      "--sites", str(sites), "--interval", str(interval), "--port", str(api),
-                                     "--seconds", str(warmup + seconds), "--warmup", str(warmup)],
+                                     "--seconds", str(seconds), "--start", repr(start)],
                                     stdout=subprocess.PIPE, text=True) for w in range(nworkers)]
-        await asyncio.sleep(warmup)  # first reports of every site are real changes: not steady state
+        await asyncio.sleep(max(0.0, start - time.monotonic()))
         writes0, cpu0, t0 = scrape(metrics, "steering_etcd_writes_total"), cpu_seconds(ctl.pid), time.monotonic()
         kinds0 = scrape(metrics, "steering_etcd_writes_total", by_label=True)
         requests0 = scrape(metrics, "steering_etcd_write_requests_total")
-        while any(w.poll() is None for w in workers):
-            await asyncio.sleep(0.2)
-        dt = time.monotonic() - t0
+        await asyncio.sleep(max(0.0, start + seconds - time.monotonic()))
         writes, cpu = scrape(metrics, "steering_etcd_writes_total") - writes0, cpu_seconds(ctl.pid) - cpu0
+        dt = time.monotonic() - t0
         kinds = {k: v - kinds0.get(k, 0.0) for k, v in scrape(metrics, "steering_etcd_writes_total", True).items()}
         requests = scrape(metrics, "steering_etcd_write_requests_total") - requests0
-        acks = errors = flips = 0
+        lag = t0 - start  # how late the parent sampled the window's start (it was busy too)
+        while any(w.poll() is None for w in workers):
+            await asyncio.sleep(0.2)
+        acks = errors = flips = all_errors = 0
         codes: dict[str, int] = {}
         for w in workers:
             out = json.loads((w.stdout.read() if w.stdout else "").strip().splitlines()[-1])
             acks += out["acks"]
             errors += out["errors"]
+            all_errors += out["all_errors"]
             flips += out["flips"]
             for k, v in out["codes"].items():
                 codes[k] = codes.get(k, 0) + v
         counts = {"errors": errors}
-        print(f"sites={sites} interval={interval}s measured={dt:.1f}s (after {warmup:.0f}s warm-up)")
+        print(f"sites={sites} interval={interval}s measured={dt:.1f}s (after {warmup:.0f}s warm-up; window "
+              f"sampled {lag * 1e3:.0f} ms late)")
         print(f"reports/s sustained: {acks / dt:,.0f} (offered {sites / interval:,.0f}/s)")
         print(f"etcd writes/s: {writes / dt:.1f} (goal < 100/s at steady state); by kind: "
               + ", ".join(f"{k.split('=')[-1].strip('}').strip(chr(34))} {v / dt:.1f}/s" for k, v in sorted(kinds.items()))
@@ -190,7 +212,8 @@ async def main(sites: int, seconds: float, interval: float, nworkers: int) -> in
         print(f"status changes sent by the agents: {flips / (dt + warmup):.1f}/s")
         print(f"controller CPU: {cpu / dt:.2f} cores ({cpu / max(acks, 1) * 1e6:.0f} µs per report)")
         print(f"stream errors (each followed by a reconnect): {counts['errors']}  "
-              f"(load from {nworkers} processes on the same 2 cores) {codes}")
+              f"(load from {nworkers} processes on the same 2 cores) {codes}; {all_errors} including the "
+              "warm-up and the end")
         return 0
     finally:
         if os.environ.get("INGEST_KEY_VERSIONS"):
@@ -215,9 +238,9 @@ if __name__ == "__main__":
     ap.add_argument("--workers", type=int, default=2, help="load-generating processes")
     ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
-    ap.add_argument("--warmup", type=float, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--start", type=float, default=0, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker is not None:
-        asyncio.run(worker(a.worker, a.workers, a.sites, a.interval, a.port, a.seconds, a.warmup))
+        asyncio.run(worker(a.worker, a.workers, a.sites, a.interval, a.port, a.seconds, a.start))
         sys.exit(0)
     sys.exit(asyncio.run(main(a.sites, a.seconds, a.interval, a.workers)))

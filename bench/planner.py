@@ -10,7 +10,11 @@ restore, and the peak memory that tracemalloc saw during one plan. Goal:
 under 100 ms per plan at 20 regions.
 
 ``--distinct`` is the worst case: every service answers for a different target
-set, so no two services share a water-filling. ``--profile`` adds a cProfile of
+set, so no two services share a water-filling. Each line also gives the
+incremental re-plan (``steering.replan.Replanner``, what the leader runs):
+the median CPU time of a plan after one site's health changed, the previous
+table being the last plan (goal: under 10 ms), checked byte for byte
+against ``planner.plan``. ``--profile`` adds a cProfile of
 one plan; for a sampling profile without cProfile's overhead, run the bench
 under ``.venv/bin/py-spy record -f raw -o out.txt -- .venv/bin/python bench/planner.py ...``.
 Any change to the planner must keep tests/test_planner_golden.py passing: it
@@ -29,8 +33,9 @@ from collections.abc import Callable
 from typing import Any
 
 from steering.config import Config, parse_config
-from steering.model import Evacuation, Observed, Overrides, Restore, TargetHealth
+from steering.model import Evacuation, Observed, Overrides, Restore, Status, TargetHealth
 from steering.planner import plan
+from steering.replan import Replanner
 from steering.table import RoutingTable
 
 SITES = 10_000
@@ -44,7 +49,7 @@ def build(regions: int, seed: int = 1, distinct: bool = False) -> tuple[dict[str
     region_ids = [f"region-{i:02d}" for i in range(regions)]
     site_ids = [f"site-{i:05d}" for i in range(SITES)]
     site_region = {s: region_ids[i % regions] for i, s in enumerate(site_ids)}
-    geos = []
+    geos: list[dict[str, Any]] = []
     for g in range(GEOS):
         home = g % regions
         # Home first, then the others in a geo-specific order (as if by distance).
@@ -78,7 +83,7 @@ def build(regions: int, seed: int = 1, distinct: bool = False) -> tuple[dict[str
     for r in region_ids:
         health[r] = TargetHealth(status="healthy", capacity=50_000, load=rng.uniform(20_000, 40_000))
     for k, s in enumerate(site_ids):
-        status = "unhealthy" if k % 97 == 0 else "healthy"
+        status: Status = "unhealthy" if k % 97 == 0 else "healthy"
         health[s] = TargetHealth(status=status, capacity=400, load=rng.uniform(0, 300))
     total = regions * 50_000 * 0.7  # busy enough that some geos spill
     demand = {g["id"]: total * g["demand"] / sum(x["demand"] for x in geos) for g in geos}
@@ -123,10 +128,39 @@ def bench(regions: int, runs: int, distinct: bool) -> None:
     mem1 = peak_bytes(lambda: plan(config, observed, Overrides(), None, 0.0))
     mem2 = peak_bytes(lambda: plan(config, observed, ramps, first, 30.0))
     assert isinstance(second, RoutingTable) and second.parent_version == first.version
+    replan_t = incremental(config, observed, runs)
     print(f"{'distinct ' if distinct else ''}regions={regions:>2} sites={len(config.sites)} geos={len(config.geos)} services={len(config.services)}: "
           f"validate {validate * 1e3:7.0f} ms | plan {first_t * 1e3:6.1f} ms (peak {mem1 / 2**20:5.1f} MiB) | "
           f"plan+previous+ramps {second_t * 1e3:6.1f} ms (peak {mem2 / 2**20:5.1f} MiB) | "
-          f"to_json {json_t * 1e3:5.1f} ms, {len(blob) / 2**20:.2f} MiB", flush=True)
+          f"to_json {json_t * 1e3:5.1f} ms, {len(blob) / 2**20:.2f} MiB | "
+          f"re-plan after one site's change {replan_t * 1e3:5.2f} ms", flush=True)
+
+
+def incremental(config: Config, observed: Observed, runs: int) -> float:
+    """Median CPU time of a Replanner's plan after one site's health flips (unhealthy <-> healthy), each
+    planned from the last; the result is checked against a full plan (outside the timing)."""
+    replanner = Replanner()
+    health = dict(observed.health)
+    previous = replanner.plan(config, Observed(health=dict(health), demand=observed.demand), Overrides(), None, 0.0)
+    rng = random.Random(7)
+    sites = [s.id for s in config.sites]
+    times = []
+    for i in range(max(runs, 5) * 3):
+        site = rng.choice(sites)
+        h = health[site]
+        health[site] = TargetHealth(status="healthy" if h.status == "unhealthy" else "unhealthy",
+                                    capacity=h.capacity, load=h.load)
+        now_observed = Observed(health=dict(health), demand=observed.demand)
+        gc.collect()
+        t0 = time.process_time()
+        table = replanner.plan(config, now_observed, Overrides(), previous, float(i + 1))
+        times.append(time.process_time() - t0)
+        if not replanner.last_incremental:
+            raise SystemExit("the re-plan was not incremental")
+        if i == 0 and table.to_json() != plan(config, now_observed, Overrides(), previous, float(i + 1)).to_json():
+            raise SystemExit("the incremental plan differs from a full plan")
+        previous = table
+    return statistics.median(times)
 
 
 def main() -> None:

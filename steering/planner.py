@@ -60,6 +60,7 @@ class _Fleets:
     cands: tuple[dict[str, tuple[str, ...]], ...]  # per service (config order): geo -> candidates
     fleet: tuple[int, ...]  # per service: services with equal targets and candidates share a number
     targets: tuple[tuple[str, ...], ...]  # per service: every candidate once, in first-seen order
+    region_sites: Mapping[str, tuple[str, ...]]  # region -> its sites: what a ramp's region takes away
 
 
 def _fleets(config: Config) -> _Fleets:
@@ -67,6 +68,9 @@ def _fleets(config: Config) -> _Fleets:
     fleets: dict[tuple[object, ...], int] = {}
     fleet = tuple(fleets.setdefault((svc.targets, tuple(c.items())), len(fleets))
                   for svc, c in zip(config.services, cands, strict=True))
+    region_sites: dict[str, list[str]] = {r.id: [] for r in config.regions}
+    for s in config.sites:
+        region_sites[s.region].append(s.id)
     return _Fleets(
         geo_ids=tuple(g.id for g in config.geos),
         site_region=site_regions(config),
@@ -74,6 +78,7 @@ def _fleets(config: Config) -> _Fleets:
         cands=cands,
         fleet=fleet,
         targets=tuple(tuple(dict.fromkeys(t for ts in c.values() for t in ts)) for c in cands),
+        region_sites={r: tuple(ss) for r, ss in region_sites.items()},
     )
 
 
@@ -149,7 +154,7 @@ def plan(
     for svc, cands, key, targets in zip(config.services, derived.cands, derived.fleet, derived.targets, strict=True):
         ideal = fills.get(key)
         if ideal is None:
-            ideal = fills[key] = _ideal(cands, targets, demand, region_cap, site_cap, site_region, regions,
+            ideal = fills[key] = _ideal(cands, targets, demand, region_cap, site_cap, derived.region_sites, regions,
                                         policy.watermark, unreachable)
         prev_svc = previous.services.get(svc.name) if previous else None
         svc_pins = {g: p for (name, g), p in pins.items() if name == svc.name} if pins else {}
@@ -259,8 +264,8 @@ def _exclusions(cands: Mapping[str, tuple[str, ...]], capacity: Mapping[str, flo
 
 
 def _ideal(cands: Mapping[str, tuple[str, ...]], targets: Sequence[str], demand: Mapping[str, float],
-           region_cap: Mapping[str, float], site_cap: Mapping[str, float], site_region: Mapping[str, str],
-           regions: _Regions, watermark: float,
+           region_cap: Mapping[str, float], site_cap: Mapping[str, float],
+           region_sites: Mapping[str, tuple[str, ...]], regions: _Regions, watermark: float,
            unreachable: Mapping[str, frozenset[str]] | None = None) -> _Ideal:
     capacity = {t: (site_cap[t] if t in site_cap else region_cap[t]) for t in targets}
     excluded, opened = _exclusions(cands, capacity, unreachable) if unreachable else ({}, ())
@@ -269,8 +274,14 @@ def _ideal(cands: Mapping[str, tuple[str, ...]], targets: Sequence[str], demand:
                   for g, order in cands.items()} if excluded else cands
 
     def usable_without(out: set[str]) -> dict[str, float]:
-        # ``out`` holds region ids, which no site id equals (the config insists).
-        return {t: (0.0 if (t in out or site_region.get(t) in out) else c) for t, c in capacity.items()}
+        # The capacities with ``out``'s regions and their sites at zero: a copy patched where they are
+        # (same keys, same order), cheaper than a pass over thousands of sites per ramp.
+        cap = dict(capacity)
+        for r in out:
+            for t in (r, *region_sites.get(r, ())):
+                if t in cap:
+                    cap[t] = 0.0
+        return cap
 
     fill = waterfill(fill_cands, demand, capacity, watermark)
     alloc = fill.alloc
@@ -292,7 +303,8 @@ def _ideal(cands: Mapping[str, tuple[str, ...]], targets: Sequence[str], demand:
                 continue  # nothing else can serve this geo: the ramp cannot take it away
             # Only candidates carry shares, so blending by candidate position is
             # blending over every key either side has.
-            ideal[g] = [f * a + rest * alt.get(t, 0.0) for a, t in zip(ideal[g], order, strict=True)]
+            get = alt.get
+            ideal[g] = [f * a + rest * get(t, 0.0) for a, t in zip(ideal[g], order, strict=True)]
             ramp_reason[g][ramp.region] = ramp.label
     return _Ideal(cands=cands, capacity=capacity, fill=fill, shares=ideal, ramp_reason=ramp_reason,
                   excluded=excluded, reach_open=opened)
@@ -302,37 +314,19 @@ def _route_service(geo_ids: Sequence[str], ideal: _Ideal, prev_svc: ServiceRoute
                    demand: Mapping[str, float], config_cap: Mapping[str, float],
                    health: Mapping[str, TargetHealth], site_region: Mapping[str, str], regions: _Regions,
                    limit: int, hysteresis: int) -> _Routed:
-    capacity = ideal.capacity
-    cands = ideal.cands
-    shares = ideal.shares
-    ramp_reasons = ideal.ramp_reason
-    fill = ideal.fill
     prev_geos = prev_svc.geos if prev_svc else None
     geos: dict[str, GeoRoute] = {}
     planned: dict[str, float] = {}
     failed: list[tuple[str, str]] = []
     converging = False
     for geo_id in geo_ids:
-        order = cands[geo_id]
         prev_route = prev_geos.get(geo_id) if prev_geos else None
         pin = pins.get(geo_id) if pins else None
-        excluded = ideal.excluded.get(geo_id) if ideal.excluded else None
-        # For this geo, a target its observers cannot reach can take nothing (its traffic leaves at once).
-        cap = capacity if not excluded else {**capacity, **dict.fromkeys(excluded, 0.0)}
-        route = _pinned(pin, order, cap) if pin else None
-        if route is None and not any(cap[t] > 0 for t in order):
-            route, why = _fail_open(order, config_cap, prev_route)
+        route, why, ramped = _route_geo(geo_id, ideal, prev_route, pin, config_cap, health, site_region, regions,
+                                        limit, hysteresis)
+        if why is not None:
             failed.append((geo_id, why))
-        if route is None:
-            goal = apportion_values(shares[geo_id], TOTAL_WEIGHT, order)
-            if prev_route is None:
-                weights, ramped = goal, False  # _step's own first case, without the call
-            else:
-                weights, ramped = _step(goal, prev_route, order, cap, limit, hysteresis)
-                converging = converging or ramped
-            reasons = _reasons(order, weights, cap, fill, geo_id, health, site_region, regions,
-                               ramp_reasons[geo_id], ramped, excluded)
-            route = GeoRoute(weights, reasons)
+        converging = converging or ramped
         geos[geo_id] = route
         d = demand.get(geo_id, 0.0)
         # A zero weight adds exactly 0.0 (finite demand): only the key would differ, and
@@ -342,6 +336,33 @@ def _route_service(geo_ids: Sequence[str], ideal: _Ideal, prev_svc: ServiceRoute
             if w or not skip_zero:
                 planned[t] = planned.get(t, 0.0) + d * w / TOTAL_WEIGHT
     return _Routed(geos=geos, planned=planned, fail_open=tuple(failed), converging=converging)
+
+
+def _route_geo(geo_id: str, ideal: _Ideal, prev_route: GeoRoute | None, pin: Pin | None,
+               config_cap: Mapping[str, float], health: Mapping[str, TargetHealth], site_region: Mapping[str, str],
+               regions: _Regions, limit: int, hysteresis: int) -> tuple[GeoRoute, str | None, bool]:
+    """One (service, geo): its route, what it serves if it fails open (else None), and whether it still ramps.
+    Depends on nothing but its arguments: ``steering.replan`` redoes it for the geos a change reaches."""
+    order = ideal.cands[geo_id]
+    capacity = ideal.capacity
+    excluded = ideal.excluded.get(geo_id) if ideal.excluded else None
+    # For this geo, a target its observers cannot reach can take nothing (its traffic leaves at once).
+    cap = capacity if not excluded else {**capacity, **dict.fromkeys(excluded, 0.0)}
+    route = _pinned(pin, order, cap) if pin else None
+    why: str | None = None
+    ramped = False
+    if route is None and not any(cap[t] > 0 for t in order):
+        route, why = _fail_open(order, config_cap, prev_route)
+    if route is None:
+        goal = apportion_values(ideal.shares[geo_id], TOTAL_WEIGHT, order)
+        if prev_route is None:
+            weights = goal  # _step's own first case, without the call
+        else:
+            weights, ramped = _step(goal, prev_route, order, cap, limit, hysteresis)
+        reasons = _reasons(order, weights, cap, ideal.fill, geo_id, health, site_region, regions,
+                           ideal.ramp_reason[geo_id], ramped, excluded)
+        route = GeoRoute(weights, reasons)
+    return route, why, ramped
 
 
 def _demand(config: Config, observed: Observed) -> dict[str, float]:

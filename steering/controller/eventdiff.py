@@ -70,20 +70,30 @@ def baseline_of(table: RoutingTable | None) -> dict[str, str]:
 
 
 def reporters(health: TargetHealth, records: Mapping[str, TargetHealth],
-              target: str) -> tuple[dict[str, str], dict[str, str]]:
+              target: str, by_site: Mapping[str, list[tuple[str, str, TargetHealth]]] | None = None,
+              ) -> tuple[dict[str, str], dict[str, str]]:
     """Who reported what on ``target`` (``local``: its own agent; an observer by its agent_id), and which
     replica heard each: the merge's views when the target has observers, else the newest record of each
-    reporter among ``records``."""
+    reporter among ``records``. ``by_site``: ``newest_by_site(records)``, when the caller asks for many
+    targets (each call would otherwise go over every record)."""
     if health.reporters:
         return ({v.reporter: v.status for v in health.reporters},
                 {v.reporter: v.heard_by for v in health.reporters if v.heard_by})
     said: dict[str, str] = {}
     heard: dict[str, str] = {}
-    for (site, reporter), (replica, record) in sorted(newest(records).items()):
-        if site == target:
-            said[reporter] = record.status
-            heard[reporter] = replica
+    index = by_site if by_site is not None else newest_by_site(records)
+    for reporter, replica, record in index.get(target, ()):
+        said[reporter] = record.status
+        heard[reporter] = replica
     return said, heard
+
+
+def newest_by_site(records: Mapping[str, TargetHealth]) -> dict[str, list[tuple[str, str, TargetHealth]]]:
+    """Per site, (reporter, replica, newest record) of each of its reporters, by reporter."""
+    out: dict[str, list[tuple[str, str, TargetHealth]]] = {}
+    for (site, reporter), (replica, record) in sorted(newest(records).items()):
+        out.setdefault(site, []).append((reporter, replica, record))
+    return out
 
 
 def health_events(baseline: Mapping[str, str], health: Mapping[str, TargetHealth],
@@ -93,6 +103,7 @@ def health_events(baseline: Mapping[str, str], health: Mapping[str, TargetHealth
     events and the new baseline. ``records``: the ``site@replica`` records the view was merged from."""
     out: list[Event] = []
     new = dict(baseline)
+    by_site: dict[str, list[tuple[str, str, TargetHealth]]] | None = None  # built once, if a target changed
     for target in sorted(health):
         h = health[target]
         if h.status == "unknown":
@@ -103,7 +114,9 @@ def health_events(baseline: Mapping[str, str], health: Mapping[str, TargetHealth
             continue  # first sighting in this term's baseline, or no change
         subj, kind = _target_subject(target, known)
         checks = [c.to_dict() for c in h.checks]
-        who, heard = reporters(h, records, target)
+        if by_site is None and not h.reporters:
+            by_site = newest_by_site(records)
+        who, heard = reporters(h, records, target, by_site)
         why = "; ".join(f"{c.name}" + (f" ({c.kind})" if c.kind else "") + (f": {c.detail}" if c.detail else "")
                         for c in h.checks) or h.detail
         by = " (" + "; ".join(f"{r}: {st}" + (f" via {heard[r]}" if r in heard else "")

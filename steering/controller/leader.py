@@ -34,6 +34,7 @@ from steering.model import Evacuation, Observed, Overrides, Pin, Restore, Skippe
 from steering.overridecheck import usable
 from steering.planner import plan
 from steering.ports import LeaderStore, Sink
+from steering.replan import Replanner
 from steering.table import RoutingTable
 
 if TYPE_CHECKING:
@@ -60,6 +61,9 @@ class Leader:
         self.known = [r.id for r in config.regions] + [s.id for s in config.sites]
         self._stopping = False
         self._skipped: set[Skipped] = set()  # records left out of the last plan, to report each once
+        # Most plans follow one site's health change: the replanner redoes only what it reaches, and
+        # returns exactly what planner.plan would (docs/architecture.md, "Incremental planning").
+        self._replanner = Replanner()
 
     @property
     def is_leader(self) -> bool:
@@ -194,7 +198,8 @@ class Leader:
         observed = Observed(health=health)
         overrides = usable(self.config, overrides)
         try:
-            table = plan(self.config, observed, overrides, previous, now, leader=self.replica, elapsed=elapsed)
+            table = self._replanner.plan(self.config, observed, overrides, previous, now, leader=self.replica,
+                                         elapsed=elapsed)
         except Exception:
             # No known record does this (``usable`` sets them aside); should one, it must not stop every
             # plan: find the records that fail on their own and plan without them. Raises if that fails too.

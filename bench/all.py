@@ -1,0 +1,241 @@
+"""The project's benches in one run, with short bounded settings, summed up in one table (``make bench``).
+
+    .venv/bin/python bench/all.py [--only planner,failover,ingest,dns,dns-swap] [--long] [--timeout 900]
+
+Each bench runs as its own process (its full output is kept under
+``--out``, default a fresh temporary directory, and its last lines are shown
+when it fails); this script reads the figures from that output and prints,
+per figure: the value, the goal (issue 18; DNS from issue 10 §8), whether it
+is met, and where a peer runs on this machine (knot for DNS) the ratio
+measured in the same run. It asserts nothing and exits 0 whatever the figures
+say, non-zero only when a bench could not run. The load average before and
+after each bench is printed beside it: on a shared machine it moves every
+figure. ``--long`` uses the issue's settings (30 failover trials, 60 s of
+ingest, 3 DNS rounds) instead of the short ones.
+
+docs/benchmarks.md records a table from this script with the machine, date
+and commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+@dataclass
+class Row:
+    bench: str
+    figure: str
+    value: str
+    goal: str
+    met: str  # "yes" | "no" | "-" (no goal) | "n/a" (not measured)
+    peer: str = ""
+
+
+@dataclass(frozen=True)
+class Bench:
+    name: str
+    args: tuple[str, ...]
+    long_args: tuple[str, ...]
+    parse: Callable[[str], list[Row]]
+
+
+def _num(pattern: str, text: str, group: int = 1) -> float | None:
+    m = re.search(pattern, text)
+    return float(m.group(group).replace(",", "")) if m else None
+
+
+def _row(bench: str, figure: str, value: float | None, unit: str, goal: str,
+         ok: Callable[[float], bool] | None, fmt: str = "{:.1f}", peer: str = "") -> Row:
+    if value is None:
+        return Row(bench, figure, "not found in output", goal, "n/a", peer)
+    met = "-" if ok is None else ("yes" if ok(value) else "no")
+    return Row(bench, figure, fmt.format(value) + unit, goal, met, peer)
+
+
+def parse_planner(out: str) -> list[Row]:
+    b = "planner"
+    return [
+        _row(b, "plan, 10k sites x 250 geos x 20 distinct services", _num(r"\| plan\s+([\d.]+) ms", out), " ms",
+             "-", None),
+        _row(b, "plan with previous table and ramps", _num(r"plan\+previous\+ramps\s+([\d.]+) ms", out), " ms",
+             "<= 100 ms", lambda v: v <= 100),
+        _row(b, "incremental re-plan after one site's change", _num(r"re-plan after one site's change\s+([\d.]+) ms",
+                                                                    out), " ms", "<= 10 ms", lambda v: v <= 10,
+             "{:.2f}"),
+        _row(b, "config validation at that scale", _num(r"validate\s+(\d+) ms", out), " ms", "-", None, "{:.0f}"),
+    ]
+
+
+def parse_failover(out: str) -> list[Row]:
+    b = "failover"
+    window = _num(r"detection window \(fall x interval\): ([\d.]+)s", out)
+    brk = _num(r"break -> answer without \S+: n=\d+ p50=[\d.]+s p99=([\d.]+)s", out)
+    evac = _num(r"evacuate --now -> answer without \S+: n=\d+ p50=[\d.]+s p99=([\d.]+)s", out)
+    trials = _num(r"break -> answer without \S+: n=(\d+)", out)
+    n = f" over {trials:.0f} trials" if trials else ""
+    limit = (window or 0.0) + 0.3
+    return [
+        _row(b, f"break -> answer without the region, p99{n}", brk, " s",
+             f"<= window + 0.3 s = {limit:.2f} s" if window is not None else "<= window + 0.3 s",
+             (lambda v: v <= limit) if window is not None else None, "{:.2f}"),
+        _row(b, f"evacuate --now -> answer without it, p99{n}", evac, " s", "<= 0.3 s", lambda v: v <= 0.3,
+             "{:.3f}"),
+    ]
+
+
+def parse_ingest(out: str) -> list[Row]:
+    b = "ingest"
+    sites = _num(r"sites=(\d+)", out)
+    rate = _num(r"reports/s sustained: ([\d,]+)", out)
+    offered = _num(r"\(offered ([\d,]+)/s\)", out)
+    per = _num(r"controller CPU: [\d.]+ cores \((\d+) µs per report\)", out)
+    cores = _num(r"controller CPU: ([\d.]+) cores", out)
+    writes = _num(r"etcd writes/s: ([\d.]+)", out)
+    errors = _num(r"stream errors \(each followed by a reconnect\): (\d+)", out)
+    at = f" at {sites:.0f} sites" if sites else ""
+    return [
+        _row(b, f"controller CPU per report{at}", per, " µs", "<= 60 µs", lambda v: v <= 60, "{:.0f}"),
+        _row(b, f"reports/s sustained{at}", rate, f" of {offered:,.0f} offered" if offered else "",
+             "= offered", (lambda v: v >= 0.98 * offered) if offered else None, "{:,.0f}"),
+        _row(b, "controller CPU", cores, " cores", "-", None, "{:.2f}"),
+        _row(b, "etcd writes/s", writes, "", "< 100/s", lambda v: v < 100),
+        _row(b, "load generator's own stream errors", errors, "", "0", lambda v: v == 0, "{:.0f}"),
+    ]
+
+
+def parse_dns(out: str) -> list[Row]:
+    b = "dns"
+    rows = []
+    for mode in ("plain", "ecs", "subnets"):
+        ratio = _num(rf"ratio ours/knot per core, steered name, {mode}\s*: median ([\d.]+)", out)
+        # The per-core rate is the last column of the server's line.
+        ours = _num(rf"(?m)^ours\s+{mode}\s.*\s(\d+)$", out)
+        knot = _num(rf"(?m)^knot\s+{mode}\s.*\s(\d+)$", out)
+        peer = f"ours {ours:,.0f} / knot {knot:,.0f} q/s per core" if ours and knot else ""
+        rows.append(_row(b, f"queries/s per core vs knot, {mode} (RRL, cookies, NSID on)", ratio, " x knot",
+                         ">= 0.90 x knot", lambda v: v >= 0.90, "{:.2f}", peer))
+    rows.append(_row(b, "--workers 2 CPU per query / --workers 1", _num(r"workers 2 / workers 1 cpu per query: ([\d.]+)",
+                                                                       out),
+                     "", "<= 1.10", lambda v: v <= 1.10, "{:.2f}"))
+    return rows
+
+
+def parse_swap(out: str) -> list[Row]:
+    b = "dns-swap"
+    quiet = _num(r"longest gap between answers without swaps \(\d+ s\): ([\d.]+) ms", out)
+    return [
+        _row(b, "table render at 10k sites x 250 geos x 20 services (DNSSEC off)",
+             _num(r"render at \d+ sites, .*: median ([\d.]+) s CPU", out), " s", "<= 1 s", lambda v: v <= 1, "{:.2f}"),
+        _row(b, "longest gap between answers while tables change every second",
+             _num(r"longest gap between answers with a swap every second \(\d+ s\): ([\d.]+) ms", out), " ms",
+             "<= 10 ms", lambda v: v <= 10, "{:.1f}",
+             f"{quiet:.1f} ms without swaps, same run" if quiet is not None else ""),
+    ]
+
+
+BENCHES = {
+    "planner": Bench("planner", ("bench/planner.py", "--distinct", "--regions", "20", "--runs", "5"),
+                     ("bench/planner.py", "--distinct", "--regions", "20", "--runs", "9"), parse_planner),
+    "failover": Bench("failover", ("bench/failover.py", "--trials", "10"), ("bench/failover.py", "--trials", "30"),
+                      parse_failover),
+    "ingest": Bench("ingest", ("bench/ingest.py", "--sites", "5000", "--seconds", "20"),
+                    ("bench/ingest.py", "--sites", "5000", "--seconds", "60"), parse_ingest),
+    "dns": Bench("dns", ("bench/dns_vs_knot.py", "--seconds", "4", "--repeat", "2"),
+                 ("bench/dns_vs_knot.py", "--seconds", "8", "--repeat", "3"), parse_dns),
+    "dns-swap": Bench("dns-swap", ("bench/dns_swap.py", "--seconds", "10", "--renders", "1", "--clients", "2"),
+                      ("bench/dns_swap.py", "--seconds", "60", "--renders", "5", "--clients", "4"), parse_swap),
+}
+
+# Goals of issue 18 no bench measures yet: listed so the table shows what is missing.
+NOT_MEASURED = [
+    Row("dns-swap", "table render with DNSSEC on", "not measured", "<= 1 s", "n/a"),
+    Row("memory", "controller / DNS resident at 10k sites, growth over 10 min", "not measured", "no growth", "n/a"),
+]
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default=",".join(BENCHES), help="comma-separated: " + ", ".join(BENCHES))
+    ap.add_argument("--long", action="store_true", help="the issue's settings instead of the short ones")
+    ap.add_argument("--timeout", type=float, default=900, help="seconds per bench before it is stopped")
+    ap.add_argument("--out", type=Path, default=None, help="directory for each bench's full output")
+    args = ap.parse_args()
+    names = [n for n in args.only.split(",") if n]
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        print(f"--only: unknown bench {', '.join(unknown)} (known: {', '.join(BENCHES)})", file=sys.stderr)
+        return 2
+    out_dir = args.out or Path(tempfile.mkdtemp(prefix="steering-bench-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {platform.node()} {platform.machine()} {_cpu()} x{os.cpu_count()}, "
+          f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    rows: list[Row] = []
+    commands: list[str] = []
+    failed = 0
+    for name in names:
+        bench = BENCHES[name]
+        argv = bench.long_args if args.long else bench.args
+        cmd = ".venv/bin/python " + " ".join(argv)
+        commands.append(cmd)
+        before = load()
+        t0 = time.monotonic()
+        print(f"[{name}] {cmd}  (load average before: {before})", flush=True)
+        try:
+            proc = subprocess.run([PY, *argv], cwd=ROOT, capture_output=True, text=True, timeout=args.timeout)
+            text, code = proc.stdout + proc.stderr, proc.returncode
+        except subprocess.TimeoutExpired as exc:
+            text = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+            code = -1
+            text += f"\n(stopped after {args.timeout:.0f} s)"
+        (out_dir / f"{name}.txt").write_text(text)
+        print(f"[{name}] {time.monotonic() - t0:.0f} s, exit {code}, load average after: {load()}; "
+              f"output: {out_dir / (name + '.txt')}", flush=True)
+        if code != 0:
+            failed += 1
+            print("\n".join("    " + line for line in text.strip().splitlines()[-8:]))
+        rows.extend(bench.parse(text))
+    rows.extend(r for r in NOT_MEASURED if r.bench in names or r.bench == "memory")
+    print()
+    print(table(rows))
+    return 1 if failed else 0
+
+
+def table(rows: list[Row]) -> str:
+    head = ("bench", "figure", "value", "goal", "met", "peer, same run")
+    cells = [head] + [(r.bench, r.figure, r.value, r.goal, r.met, r.peer) for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
+    lines = ["| " + " | ".join(c[i].ljust(widths[i]) for i in range(len(head))) + " |" for c in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,429 @@
+"""Incremental planning: ``Replanner().plan(...)`` returns what ``planner.plan(...)`` returns, byte for byte,
+redoing only what changed since its last call.
+
+Most plans follow one change: a site's health. A plan's parts depend on few
+inputs each: a fleet's water-filling (``steering.refill``) on its targets'
+capacities, a (service, geo) route on that geo's shares, its candidates'
+capacity and health and its previous route, a target's planned load on the
+routes of the geos that have it, a site's state on its health, capacity and
+planned load. The replanner keeps each part with what it was made from and,
+when the next call differs only in the health of some sites, redoes the parts
+those sites reach (and the routes that were still moving toward their goal).
+Anything else (another config object, other overrides, a ramp under way, a
+previous table it did not make or plan from, a region's health, per-geo
+reachability in play, non-finite demand) plans in full, then keeps the parts
+again for the next call.
+
+Pure like the planner: no I/O, no clock. Not thread-safe: one per leader loop.
+tests/test_replan.py checks, over random sequences of changes, that every
+table it returns serializes to the same bytes as ``planner.plan``'s.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from steering.config import TOTAL_WEIGHT, Config, Site
+from steering.model import Observed, Overrides, Pin, TargetHealth
+from steering.overridecheck import usable
+from steering.planner import (
+    _NO_REPORT,
+    _demand,
+    _fleets,
+    _Ideal,
+    _region_decisions,
+    _Regions,
+    _route_geo,
+    _state,
+    plan,
+)
+from steering.refill import Log, fill, refill
+from steering.table import GeoRoute, RoutingTable, ServiceRoute, TargetState
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class _Index:
+    """What the replanner looks up per config object, besides the planner's own fleets."""
+
+    by_target: tuple[dict[str, tuple[str, ...]], ...]  # per fleet: target -> the geos it is a candidate of
+    fleets_of: dict[str, tuple[int, ...]]  # target -> the fleets it is in
+    sites: dict[str, Site]
+    regions: frozenset[str]
+    geo_pos: dict[str, int]
+    fleet_count: int
+
+
+def _index(config: Config) -> _Index:
+    f = config.derived("planner.fleets", _fleets)
+    count = max(f.fleet, default=-1) + 1
+    by_target: list[dict[str, tuple[str, ...]]] = [{} for _ in range(count)]
+    for key, cands in zip(f.fleet, f.cands, strict=True):
+        if by_target[key]:
+            continue
+        acc: dict[str, list[str]] = {}
+        for g in f.geo_ids:  # geo order: planned loads are summed in it
+            for t in cands[g]:
+                acc.setdefault(t, []).append(g)
+        by_target[key] = {t: tuple(gs) for t, gs in acc.items()}
+    fleets_of: dict[str, list[int]] = {}
+    for key, ts in enumerate(by_target):
+        for t in ts:
+            fleets_of.setdefault(t, []).append(key)
+    return _Index(by_target=tuple(by_target), fleets_of={t: tuple(k) for t, k in fleets_of.items()},
+                  sites={s.id: s for s in config.sites}, regions=frozenset(r.id for r in config.regions),
+                  geo_pos={g: i for i, g in enumerate(f.geo_ids)}, fleet_count=count)
+
+
+@dataclass
+class _State:
+    config: Config
+    overrides: Overrides
+    planned_from: RoutingTable | None  # the previous table of the last call
+    last: RoutingTable  # what the last call returned
+    health: dict[str, TargetHealth]
+    demand: dict[str, float]
+    regions: _Regions
+    limit: int
+    hysteresis: int
+    site_cap: dict[str, float]
+    region_cap: dict[str, float]
+    logs: list[Log]  # per fleet
+    ideals: list[_Ideal]  # per fleet
+    routes: list[dict[str, GeoRoute]]  # per service
+    fails: list[dict[str, str]]  # per service: geo -> what it serves, failing open
+    ramping: list[set[str]]  # per service: geos still moving max_shift per step
+    unstable: list[set[str]]  # per service: geos whose route differs from planned_from's
+    planned: list[dict[str, float]]  # per service: target -> planned load
+    peak: dict[str, float]
+
+
+class Replanner:
+    """``plan`` with the same arguments and result as ``steering.planner.plan``."""
+
+    def __init__(self) -> None:
+        self._state: _State | None = None
+        self.last_incremental = False  # whether the last call reused its parts (for benches and tests)
+
+    def plan(self, config: Config, observed: Observed, overrides: Overrides, previous: RoutingTable | None,
+             now: float, leader: str = "", elapsed: float | None = None) -> RoutingTable:
+        state, self._state = self._state, None
+        ov = usable(config, overrides)
+        table: RoutingTable | None = None
+        self.last_incremental = False
+        if state is not None:
+            table = self._update(state, config, observed, ov, previous, now, leader, elapsed)
+            self.last_incremental = table is not None
+        if table is None:
+            table = self._build(config, observed, ov, previous, now, leader, elapsed)
+        if table is None:
+            table = plan(config, observed, overrides, previous, now, leader=leader, elapsed=elapsed)
+        return table
+
+    # ------------------------------------------------------------------ in full, keeping the parts
+
+    def _build(self, config: Config, observed: Observed, overrides: Overrides, previous: RoutingTable | None,
+               now: float, leader: str, elapsed: float | None) -> RoutingTable | None:
+        policy = config.policy
+        health = observed.health
+        regions = _region_decisions(config, health, overrides, previous, now, elapsed)
+        demand = _demand(config, observed)
+        if regions.ramps or not all(math.isfinite(d) for d in demand.values()):
+            return None
+        if policy.health.per_geo_reachability and any(h.unreachable_from for h in health.values()):
+            return None
+        f = config.derived("planner.fleets", _fleets)
+        index = config.derived("replan.index", _index)
+        evacuated = regions.evacuated
+        region_cap: dict[str, float] = {}
+        for r in config.regions:
+            h = health.get(r.id, _NO_REPORT)
+            cap = r.capacity if h.capacity is None else h.capacity
+            region_cap[r.id] = cap if h.can_serve and r.id not in evacuated else 0.0
+        site_cap: dict[str, float] = {}
+        for s in config.sites:
+            h = health.get(s.id, _NO_REPORT)
+            cap = s.capacity if h.capacity is None else h.capacity
+            site_cap[s.id] = cap if h.can_serve and s.region not in evacuated else 0.0
+        logs: list[Log | None] = [None] * index.fleet_count
+        ideals: list[_Ideal | None] = [None] * index.fleet_count
+        for key, cands, targets in zip(f.fleet, f.cands, f.targets, strict=True):
+            if logs[key] is not None:
+                continue
+            capacity = {t: (site_cap[t] if t in site_cap else region_cap[t]) for t in targets}
+            log = logs[key] = fill(cands, demand, capacity, policy.watermark)
+            ideals[key] = _ideal_of(log, {}, set(cands), None)
+        limit, hysteresis = _limits(config)
+        state = _State(config=config, overrides=overrides, planned_from=previous, last=_EMPTY, health=dict(health),
+                       demand=demand, regions=regions, limit=limit, hysteresis=hysteresis, site_cap=site_cap,
+                       region_cap=region_cap, logs=[x for x in logs if x is not None],
+                       ideals=[x for x in ideals if x is not None], routes=[], fails=[], ramping=[], unstable=[],
+                       planned=[], peak={})
+        pins = _pins(overrides)
+        for i, svc in enumerate(config.services):
+            ideal = state.ideals[f.fleet[i]]
+            prev_svc = previous.services.get(svc.name) if previous else None
+            routes: dict[str, GeoRoute] = {}
+            fails: dict[str, str] = {}
+            ramping: set[str] = set()
+            unstable: set[str] = set()
+            svc_pins = pins.get(svc.name, {})
+            for g in f.geo_ids:
+                prev_route = prev_svc.geos.get(g) if prev_svc else None
+                route, why, ramped = _route_geo(g, ideal, prev_route, svc_pins.get(g), f.config_cap, health,
+                                                f.site_region, regions, limit, hysteresis)
+                routes[g] = route
+                if why is not None:
+                    fails[g] = why
+                if ramped:
+                    ramping.add(g)
+                if route != prev_route:
+                    unstable.add(g)
+            planned: dict[str, float] = {}
+            for g in f.geo_ids:
+                d = demand.get(g, 0.0)
+                for t, w in routes[g].weights.items():
+                    if w:
+                        planned[t] = planned.get(t, 0.0) + d * w / TOTAL_WEIGHT
+            state.routes.append(routes)
+            state.fails.append(fails)
+            state.ramping.append(ramping)
+            state.unstable.append(unstable)
+            state.planned.append(planned)
+        for p in state.planned:
+            for t, load in p.items():
+                state.peak[t] = max(state.peak.get(t, 0.0), load)
+        sites = {s.id: _state("site", s.region, health.get(s.id, _NO_REPORT), s.capacity, site_cap[s.id],
+                              state.peak.get(s.id, 0.0), regions.labels.get(s.region, "")) for s in config.sites}
+        services = {svc.name: ServiceRoute(targets=svc.targets, geos=state.routes[i])
+                    for i, svc in enumerate(config.services)}
+        table = _table(config, state, services, sites, health, overrides, previous, now, leader)
+        state.last = table
+        self._state = state
+        return table
+
+    # ------------------------------------------------------------------ only what changed
+
+    def _update(self, s: _State, config: Config, observed: Observed, overrides: Overrides,
+                previous: RoutingTable | None, now: float, leader: str, elapsed: float | None) -> RoutingTable | None:
+        if config is not s.config or overrides != s.overrides:
+            return None
+        after_last = previous is s.last
+        if not after_last and previous is not s.planned_from:
+            return None
+        health = observed.health
+        old = s.health
+        index = config.derived("replan.index", _index)
+        changed: list[str] = []
+        for k in [k for k, v in health.items() if old.get(k, _MISSING) is not v] + list(old.keys() - health.keys()):
+            h = health.get(k, _NO_REPORT)
+            if h == old.get(k, _NO_REPORT):
+                continue  # a new object, equal (the merge makes one per plan for a target without a record)
+            if k not in index.sites:
+                if k in index.regions:
+                    return None  # a region's health reaches demand, evacuation decisions and its sites' reasons
+                continue  # not a target of this config: the planner never reads it
+            if h.unreachable_from:
+                return None
+            changed.append(k)
+        regions = _region_decisions(config, health, overrides, previous, now, elapsed)
+        if (regions.ramps or regions.blocked != s.regions.blocked or regions.evacuated != s.regions.evacuated
+                or regions.labels != s.regions.labels):
+            return None
+        demand = _demand(config, observed)
+        if demand != s.demand:
+            return None
+        f = config.derived("planner.fleets", _fleets)
+        evacuated = regions.evacuated
+        site_cap = dict(s.site_cap)
+        cap_changed: set[str] = set()
+        for t in changed:
+            site = index.sites[t]
+            h = health.get(t, _NO_REPORT)
+            cap = site.capacity if h.capacity is None else h.capacity
+            c = cap if h.can_serve and site.region not in evacuated else 0.0
+            if c != site_cap[t]:
+                site_cap[t] = c
+                cap_changed.add(t)
+        # Per fleet: the geos whose shares moved, and those a changed target is a candidate of.
+        logs = list(s.logs)
+        ideals = list(s.ideals)
+        reached: list[set[str]] = [set() for _ in range(index.fleet_count)]
+        for t in changed:
+            for key in index.fleets_of.get(t, ()):
+                reached[key].update(index.by_target[key][t])
+        for key in range(index.fleet_count):
+            mine = {t for t in cap_changed if t in index.by_target[key]}
+            if not mine:
+                continue
+            capacity = dict(s.ideals[key].capacity)
+            for t in mine:
+                capacity[t] = site_cap[t]
+            log, moved = refill(s.logs[key], capacity, mine)
+            logs[key] = log
+            ideals[key] = _ideal_of(log, ideals[key].shares, moved, ideals[key])
+            reached[key] |= moved
+        pins = _pins(overrides)
+        routes_all = list(s.routes)
+        fails_all = list(s.fails)
+        ramping_all = list(s.ramping)
+        unstable_all = list(s.unstable)
+        planned_all = list(s.planned)
+        services = dict(s.last.services)
+        touched_targets: set[str] = set()
+        for i, svc in enumerate(config.services):
+            key = f.fleet[i]
+            redo = reached[key] | s.unstable[i] if after_last else reached[key]
+            if not redo:
+                if after_last:
+                    unstable_all[i] = set()
+                continue
+            ideal = ideals[key]
+            prev_svc = previous.services.get(svc.name) if previous else None
+            routes = dict(s.routes[i])
+            fails = dict(s.fails[i])
+            ramping = set(s.ramping[i])
+            unstable = set() if after_last else s.unstable[i] - redo
+            svc_pins = pins.get(svc.name, {})
+            moved_routes: list[str] = []
+            for g in sorted(redo, key=index.geo_pos.__getitem__):
+                prev_route = prev_svc.geos.get(g) if prev_svc else None
+                route, why, ramped = _route_geo(g, ideal, prev_route, svc_pins.get(g), f.config_cap, health,
+                                                f.site_region, regions, s.limit, s.hysteresis)
+                if why is not None:
+                    fails[g] = why
+                else:
+                    fails.pop(g, None)
+                if ramped:
+                    ramping.add(g)
+                else:
+                    ramping.discard(g)
+                if route != prev_route:
+                    unstable.add(g)
+                if route != routes[g]:
+                    moved_routes.append(g)
+                    routes[g] = route
+                else:
+                    # Equal: keep the object, so what did not move stays what it was.
+                    pass
+            routes_all[i] = routes
+            fails_all[i] = fails
+            ramping_all[i] = ramping
+            unstable_all[i] = unstable
+            if not moved_routes:
+                continue
+            services[svc.name] = ServiceRoute(targets=svc.targets, geos=routes)
+            planned = dict(s.planned[i])
+            by_target = index.by_target[key]
+            targets = {t for g in moved_routes for t in f.cands[i][g]}
+            for t in targets:
+                total: float | None = None
+                for g in by_target[t]:
+                    w = routes[g].weights.get(t, 0)
+                    if w:
+                        total = (0.0 if total is None else total) + demand.get(g, 0.0) * w / TOTAL_WEIGHT
+                if total is None:
+                    planned.pop(t, None)
+                else:
+                    planned[t] = total
+            planned_all[i] = planned
+            touched_targets |= targets
+        peak = s.peak
+        if touched_targets:
+            peak = dict(peak)
+            for t in touched_targets:
+                top: float | None = None
+                for p in planned_all:
+                    load = p.get(t)
+                    if load is not None:
+                        top = max(0.0 if top is None else top, load)
+                if top is None:
+                    peak.pop(t, None)
+                else:
+                    peak[t] = top
+        sites: dict[str, TargetState] = dict(s.last.sites)
+        for t in set(changed) | cap_changed | {t for t in touched_targets if t in index.sites}:
+            site = index.sites[t]
+            sites[t] = _state("site", site.region, health.get(t, _NO_REPORT), site.capacity, site_cap[t],
+                              peak.get(t, 0.0), regions.labels.get(site.region, ""))
+        state = _State(config=config, overrides=overrides, planned_from=previous, last=s.last, health=dict(health),
+                       demand=demand, regions=regions, limit=s.limit, hysteresis=s.hysteresis, site_cap=site_cap,
+                       region_cap=s.region_cap, logs=logs, ideals=ideals, routes=routes_all, fails=fails_all,
+                       ramping=ramping_all, unstable=unstable_all, planned=planned_all, peak=peak)
+        table = _table(config, state, services, sites, health, overrides, previous, now, leader)
+        state.last = table
+        self._state = state
+        return table
+
+
+def _limits(config: Config) -> tuple[int, int]:
+    # No ramp under way (else the replanner plans in full): the step limit is the policy's alone.
+    policy = config.policy
+    limit = max(1, math.floor(max(policy.max_shift, 0.0) * TOTAL_WEIGHT + 1e-9))
+    hysteresis = math.floor(policy.hysteresis * TOTAL_WEIGHT + 1e-9)
+    return limit, hysteresis
+
+
+def _pins(overrides: Overrides) -> dict[str, dict[str, Pin]]:
+    out: dict[str, dict[str, Pin]] = {}
+    for p in overrides.pins:
+        out.setdefault(p.service, {})[p.geo] = p  # the last pin of a (service, geo) wins, as in the planner
+    return out
+
+
+def _ideal_of(log: Log, shares: Mapping[str, list[float]], geos: set[str], old: _Ideal | None) -> _Ideal:
+    """The planner's _Ideal for a fleet without ramps or reachability exclusions; ``geos``: whose shares to
+    (re)compute, the others kept from ``shares``."""
+    alloc = log.fill.alloc
+    cands = log.candidates
+    new = dict(shares)
+    empty: dict[str, float] = {}
+    for g in geos:
+        mine = alloc.get(g, empty)
+        new[g] = [mine.get(t, 0.0) for t in cands[g]]
+    reasons = old.ramp_reason if old is not None else {g: {} for g in cands}
+    return _Ideal(cands=cands, capacity=log.capacity, fill=log.fill, shares=new, ramp_reason=reasons,
+                  excluded={}, reach_open=())
+
+
+def _table(config: Config, s: _State, services: dict[str, ServiceRoute], sites: dict[str, TargetState],
+           health: Mapping[str, TargetHealth], overrides: Overrides, previous: RoutingTable | None, now: float,
+           leader: str) -> RoutingTable:
+    """The table around the parts, as planner.plan assembles it."""
+    notes: list[str] = []
+    index = config.derived("replan.index", _index)
+    for svc, fails in zip(config.services, s.fails, strict=True):
+        for g in sorted(fails, key=index.geo_pos.__getitem__):
+            notes.append(f"FAIL-OPEN {svc.name} {g}: no healthy, non-evacuated target; serving {fails[g]}")
+    regions = s.regions
+    for region, why in sorted(regions.blocked.items()):
+        notes.append(f"EVACUATION BLOCKED {region}: {why}")
+    notes.extend(dict.fromkeys(x.note() for x in overrides.skipped))
+    region_cap = s.region_cap
+    region_states = {
+        r.id: _state("region", r.id, health.get(r.id, _NO_REPORT), r.capacity, region_cap[r.id],
+                     s.peak.get(r.id, 0.0), regions.labels.get(r.id, ""))
+        for r in config.regions
+    }
+    version = previous.version + 1 if previous else 1
+    return RoutingTable(
+        version=version,
+        parent_version=previous.version if previous else 0,
+        generated_at=max(now, previous.generated_at) if previous else now,
+        services=services,
+        regions=region_states,
+        sites=sites,
+        fail_open=any(s.fails),
+        converging=any(s.ramping),
+        topology=config.fingerprint(),
+        leader=leader,
+        notes=tuple(notes),
+        ramps=dict(sorted(regions.progress.items())),
+    )
+
+
+_EMPTY = RoutingTable(version=0, parent_version=0, generated_at=0.0, services={}, regions={}, sites={},
+                      fail_open=False, converging=False, topology="", leader="", notes=(), ramps={})
