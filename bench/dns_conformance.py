@@ -1,6 +1,6 @@
 """Third-party conformance: Zonemaster against ``steering dns`` and against knot, same zone, no network.
 
-    .venv/bin/python bench/dns_conformance.py [--level INFO] [--keep]
+    .venv/bin/python bench/dns_conformance.py [--level INFO] [--keep] [--dnssec]
 
 Both servers serve ``deploy/examples/example.test.zone`` (zone ``example.test``)
 unchanged; ours runs ``steering dns --no-etcd`` from
@@ -29,6 +29,10 @@ has and knot does not is printed with its arguments, and the exit status is 1
 when there is any (0 when none, 2 when a run could not be made). ``--keep``
 keeps the work directory (both runs' JSON, logs, configs).
 
+``--dnssec`` signs the zone on both sides (ours: a combined ECDSA P-256 key, docs/dnssec.md; knot: its
+default policy) and gives zonemaster each server's DS (from the DNSKEY it publishes), so its DNSSEC test
+cases run too.
+
 Installs Debian ``zonemaster-cli`` and ``knot`` on demand (apt-get, before
 entering the namespace). Needs root (namespaces). Every process started here
 is stopped by PID, and the namespace goes away with them.
@@ -55,6 +59,7 @@ from dnsserver.persist import save_table  # noqa: E402
 from steering.config import Config, load_config  # noqa: E402
 from tests.support import EXAMPLES, stop_process  # noqa: E402
 from tests.support.dns_server import table_with, write_config  # noqa: E402
+from tests.support.dnssec import signed_config  # noqa: E402
 
 ZONE = "example.test."
 FAKE_ROOT = "127.0.0.4"
@@ -126,7 +131,7 @@ def _wait_answer(addr: str, port: int, qname: str, deadline: float, proc: subpro
 
 
 def start_knot(work: Path, listens: Sequence[tuple[str, int]], zones: Iterable[tuple[str, str]],
-               server_extra: str = "", extra: str = "") -> subprocess.Popen[bytes]:
+               server_extra: str = "", extra: str = "", dnssec: bool = False) -> subprocess.Popen[bytes]:
     """knotd serving ``zones`` ((domain, zone text)) on ``listens``; answers before this returns."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -135,7 +140,8 @@ def start_knot(work: Path, listens: Sequence[tuple[str, int]], zones: Iterable[t
     for domain, text in zones:
         fname = ("root" if domain == "." else domain.rstrip(".")) + ".zone"
         (work / fname).write_text(text)
-        zone_items.append(f"  - domain: \"{domain}\"\n    storage: \"{work}\"\n    file: \"{fname}\"\n")
+        zone_items.append(f"  - domain: \"{domain}\"\n    storage: \"{work}\"\n    file: \"{fname}\"\n"
+                          + ("    dnssec-signing: on\n" if dnssec and domain != "." else ""))
         first = first or domain
     listen = "\n".join(f"    listen: {a}@{p}" for a, p in listens)
     conf = work / "knot.conf"
@@ -169,19 +175,23 @@ zone:
 
 
 def ours_config(work: Path, listens: Sequence[tuple[str, int]], extra_zone: str = "",
-                dns: Mapping[str, Any] | None = None) -> Path:
-    """The example config for ours on ``listens`` with ``dns`` settings on top, the default-geo table persisted."""
+                dns: Mapping[str, Any] | None = None, dnssec: bool = False) -> Path:
+    """The example config for ours on ``listens`` with ``dns`` settings on top, the default-geo table persisted;
+    ``dnssec``: the zone signed with a combined ECDSA P-256 key (docs/dnssec.md)."""
     listen = [f"[{a}]:{p}" if ":" in a else f"{a}:{p}" for a, p in listens]
     settings = {"listen": listen, **(dns or {})}
-    config = write_config(work, dns=settings, extra_zone=extra_zone)
+    if dnssec:
+        config = signed_config(work, extra_zone=extra_zone, dns_settings=settings)[0]
+    else:
+        config = write_config(work, dns=settings, extra_zone=extra_zone)
     save_table(work / "dns-table.json", table_with(load_config(config), 1, {}))
     return config
 
 
 def start_ours(work: Path, listens: Sequence[tuple[str, int]], extra_zone: str = "",
-               dns: Mapping[str, Any] | None = None) -> subprocess.Popen[bytes]:
+               dns: Mapping[str, Any] | None = None, dnssec: bool = False) -> subprocess.Popen[bytes]:
     """``steering dns --no-etcd`` on ``listens``; answers before this returns."""
-    config = ours_config(work, listens, extra_zone, dns)
+    config = ours_config(work, listens, extra_zone, dns, dnssec)
     with open(work / "steering-dns.log", "wb") as log:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen([sys.executable, "-c", "from steering.cli.main import main; main()", "dns",
                                  "--config", str(config), "--no-etcd"],
@@ -207,11 +217,35 @@ ns.fake-root.            3600000      A     {FAKE_ROOT}
 """
 
 
-def zonemaster(work: Path, servers: Sequence[tuple[str, str]], level: str, timeout: float) -> list[dict[str, Any]]:
-    """One undelegated run against ``servers`` ((NS name, address)): its JSON entries (level, module, tag, args)."""
+def zone_ds(addr: str) -> list[str]:
+    """The DS (SHA-256, zonemaster's ``--ds`` form) of every SEP key the server at ``addr`` publishes."""
+    import dns.dnssec
+    import dns.message
+    import dns.query
+    import dns.rdatatype
+
+    reply = dns.query.tcp(dns.message.make_query(ZONE, "DNSKEY", want_dnssec=True), addr, port=53, timeout=5)
+    out = []
+    for rrset in reply.answer:
+        if rrset.rdtype == dns.rdatatype.DNSKEY:
+            for key in rrset:
+                if key.flags & 1:  # SEP
+                    ds = dns.dnssec.make_ds(ZONE, key, "SHA256")
+                    out.append(f"{ds.key_tag},{ds.algorithm},{ds.digest_type},{ds.digest.hex()}")
+    if not out:
+        raise RuntimeError(f"no signed DNSKEY RRset at {addr}")
+    return out
+
+
+def zonemaster(work: Path, servers: Sequence[tuple[str, str]], level: str, timeout: float,
+               ds: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """One undelegated run against ``servers`` ((NS name, address)): its JSON entries (level, module, tag, args);
+    ``ds``: the parent's DS records to check the zone's keys against (a signed zone)."""
     hints = work / "hints.zone"
     hints.write_text(HINTS)
     cmd = ["zonemaster-cli", "--json", "--no-progress", "--level", level, "--hints", str(hints)]
+    for record in ds:
+        cmd += ["--ds", record]
     for name, addr in servers:
         cmd += ["--ns", f"{name.rstrip('.')}/{addr}"]
     cmd.append(ZONE.rstrip("."))
@@ -290,13 +324,14 @@ def run(args: argparse.Namespace) -> int:
         procs.append(start_knot(work / "root", [(FAKE_ROOT, 53)], [(".", ROOT_ZONE)]))
         for name in ("ours", "knot"):
             if name == "ours":
-                proc = start_ours(work / "ours", listens, dns=json.loads(args.dns))
+                proc = start_ours(work / "ours", listens, dns=json.loads(args.dns), dnssec=args.dnssec)
             else:
-                proc = start_knot(work / "knot", listens, [(ZONE, knot_zone_text(cfg))])
+                proc = start_knot(work / "knot", listens, [(ZONE, knot_zone_text(cfg))], dnssec=args.dnssec)
             procs.append(proc)
             try:
                 t0 = time.monotonic()
-                results[name] = zonemaster(work, servers, args.level, args.timeout)
+                ds = zone_ds(listens[0][0]) if args.dnssec else []
+                results[name] = zonemaster(work, servers, args.level, args.timeout, ds)
                 print(f"{name}: zonemaster-cli gave {len(results[name])} messages at {args.level} or above"
                       f" in {time.monotonic() - t0:.1f} s", flush=True)
             finally:
@@ -339,6 +374,9 @@ def main() -> None:
     ap.add_argument("--level", default="INFO", choices=LEVELS, help="least severe level compared")
     ap.add_argument("--timeout", type=float, default=900.0, help="bound on each zonemaster run (seconds)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, zone files, JSON)")
+    ap.add_argument("--dnssec", action="store_true",
+                    help="both zones signed (ours: a combined key, docs/dnssec.md; knot: its default policy), "
+                         "zonemaster given each one's DS: its DNSSEC test cases run")
     ap.add_argument("--dns", default="{}", help="JSON object of dns settings for ours on top of the example's"
                     " (default: none, so RRL, cookies and NSID are on as shipped)")
     args = ap.parse_args()

@@ -1,6 +1,7 @@
 """DNS speed, per core: our server vs knot on the same machine, loopback only.
 
     .venv/bin/python bench/dns_vs_knot.py [--seconds 8] [--repeat 3] [--subnets 250000] [--servers ours,knot]
+                                          [--dnssec]
 
 Method (docs/dependencies.md, "DNS speed"): each server is pinned to core 0 and
 shares it with a busy loop, so the server, not the load generator, is the
@@ -19,6 +20,11 @@ query still pays the per-query RRL accounting. Three loads:
   (dnsperf ``-B`` reading wire-format queries we generate): mostly /24s
   across the IPv4 space, some inside the configured geo prefixes (IPv4 /24
   and /26, IPv6 /56), so nothing keyed on the query bytes can repeat.
+
+``--dnssec`` adds ``ours+dnssec`` (example.test signed with a combined ECDSA P-256 key, docs/dnssec.md)
+and ``knot+dnssec`` (knot signing the zone with its default policy), every query with the DO bit (dnsperf
+``-D``, or in the generated OPTs), and prints ours signed / ours unsigned per core (issue 17's goal: at
+least 0.80) and ours / knot with both signed.
 
 ``--workers`` (default on) then runs ours unpinned with ``--workers 1`` and
 ``--workers 2`` under the ``subnets`` load and reports, for each, the CPU per
@@ -59,6 +65,7 @@ from dnsserver.persist import save_table  # noqa: E402
 from steering.config import load_config  # noqa: E402
 from tests.support import free_port, stop_process  # noqa: E402
 from tests.support.dns_server import table_with, write_config  # noqa: E402
+from tests.support.dnssec import signed_config  # noqa: E402
 
 CLK = os.sysconf("SC_CLK_TCK")
 ECS_OPTION = "8:00011800c63364"  # ECS 198.51.100.0/24: family 1, source 24, scope 0
@@ -94,8 +101,9 @@ def wait_udp(port: int, deadline: float) -> None:
 
 
 
-def subnet_queries(path: Path, count: int, qname: str = "api.example.test") -> None:
-    """``count`` A queries for ``qname`` with distinct ECS subnets, in dnsperf's -B format (length-prefixed)."""
+def subnet_queries(path: Path, count: int, qname: str = "api.example.test", do: bool = False) -> None:
+    """``count`` A queries for ``qname`` with distinct ECS subnets, in dnsperf's -B format (length-prefixed);
+    ``do``: with the DNSSEC OK bit."""
     rnd = random.Random(7)
     name = b"".join(bytes((len(p),)) + p.encode() for p in qname.split(".")) + b"\x00"
     head = struct.pack("!HHHHHH", 0, 0, 1, 0, 0, 1) + name + struct.pack("!HH", 1, 1)
@@ -123,7 +131,7 @@ def subnet_queries(path: Path, count: int, qname: str = "api.example.test") -> N
             continue
         seen.add((src, addr))
         ecs = struct.pack("!HBB", family, src, 0) + addr
-        opt = b"\x00" + struct.pack("!HHIH", 41, 1232, 0, len(ecs) + 4) + struct.pack("!HH", 8, len(ecs)) + ecs
+        opt = b"\x00" + struct.pack("!HHIH", 41, 1232, 0x8000 if do else 0, len(ecs) + 4) + struct.pack("!HH", 8, len(ecs)) + ecs
         msg = head + opt
         out += struct.pack("!H", len(msg)) + msg
     path.write_bytes(bytes(out))
@@ -134,7 +142,7 @@ def loadavg() -> str:
 
 
 def dnsperf(port: int, qfile: Path, seconds: float, mode: str, pin: bool = True,
-            clients: int = 1) -> tuple[int, float]:
+            clients: int = 1, do: bool = False) -> tuple[int, float]:
     # several clients = several source ports, which SO_REUSEPORT spreads over the workers by hash
     cmd = (["taskset", "-c", "1"] if pin else []) + ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(qfile),
            "-l", str(seconds), "-q", "200", "-t", "2", "-c", str(clients)]
@@ -142,6 +150,8 @@ def dnsperf(port: int, qfile: Path, seconds: float, mode: str, pin: bool = True,
         cmd += ["-E", ECS_OPTION]
     elif mode == "subnets":
         cmd += ["-B"]
+    if do and mode != "subnets":  # the subnets file carries DO in its own OPTs
+        cmd += ["-D"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30).stdout
     done = re.search(r"Queries completed:\s+(\d+)", out)
     qps = re.search(r"Queries per second:\s+([\d.]+)", out)
@@ -150,15 +160,15 @@ def dnsperf(port: int, qfile: Path, seconds: float, mode: str, pin: bool = True,
     return int(done.group(1)), float(qps.group(1))
 
 
-def measure(pid: int, port: int, qfile: Path, seconds: float, mode: str) -> dict[str, float]:
+def measure(pid: int, port: int, qfile: Path, seconds: float, mode: str, do: bool = False) -> dict[str, float]:
     before = cpu_seconds(pid)
-    answered, qps = dnsperf(port, qfile, seconds, mode)
+    answered, qps = dnsperf(port, qfile, seconds, mode, do=do)
     used = cpu_seconds(pid) - before
     us = used * 1e6 / max(answered, 1)
     return {"answered": answered, "qps_shared_core": qps, "cpu_us_per_query": us, "qps_per_core": 1e6 / us}
 
 
-def knot_conf(work: Path, port: int) -> Path:
+def knot_conf(work: Path, port: int, dnssec: bool = False) -> Path:
     zone = (ROOT / "deploy" / "examples" / "example.test.zone").read_text()
     zone += "\napi IN A 192.0.2.10\napi IN A 192.0.2.11\napi IN AAAA 2001:db8::10\n"
     (work / "example.test.zone").write_text(zone)
@@ -178,7 +188,7 @@ zone:
   - domain: example.test
     storage: "{work}"
     file: "example.test.zone"
-""")
+""" + ("    dnssec-signing: on\n" if dnssec else ""))  # knot's default policy: ECDSA P-256, keys it makes
     return conf
 
 
@@ -189,9 +199,11 @@ MODES = ("plain", "ecs", "subnets")
 OURS_DNS = {"rrl": {"enabled": True, "exempt": ["127.0.0.0/8"]}, "cookies": {"enabled": True}, "nsid": True}
 
 
-def start_ours(work: Path, workers: int, pin: bool) -> tuple[subprocess.Popen[bytes], int, int]:
-    """``steering dns`` serving the persisted table (weighted split in every geo), no etcd, metrics on."""
-    config = write_config(work / "ours", dns=OURS_DNS)
+def start_ours(work: Path, workers: int, pin: bool, dnssec: bool = False) -> tuple[subprocess.Popen[bytes], int, int]:
+    """``steering dns`` serving the persisted table (weighted split in every geo), no etcd, metrics on;
+    ``dnssec``: example.test signed with a combined ECDSA P-256 key (docs/dnssec.md)."""
+    config = signed_config(work / "ours", dns_settings=OURS_DNS)[0] if dnssec else write_config(work / "ours",
+                                                                                                  dns=OURS_DNS)
     cfg = load_config(config)
     save_table(work / "ours" / "dns-table.json", table_with(cfg, 1, WEIGHTS))
     port, mport = free_port(), free_port()
@@ -204,10 +216,10 @@ def start_ours(work: Path, workers: int, pin: bool) -> tuple[subprocess.Popen[by
     return ours, port, mport
 
 
-def run_ours(work: Path, seconds: float, files: dict[str, Path]) -> dict[str, dict[str, float]]:
-    ours, port, _ = start_ours(work, 1, pin=True)
+def run_ours(work: Path, seconds: float, files: dict[str, Path], dnssec: bool = False) -> dict[str, dict[str, float]]:
+    ours, port, _ = start_ours(work, 1, pin=True, dnssec=dnssec)
     try:
-        return {m: measure(ours.pid, port, files[m], seconds, m) for m in MODES}
+        return {m: measure(ours.pid, port, files[m], seconds, m, do=dnssec) for m in MODES}
     finally:
         stop_process(ours, 10)
 
@@ -248,17 +260,17 @@ def run_workers(work: Path, seconds: float, qfile: Path, workers: int) -> dict[s
         stop_process(ours, 10)
 
 
-def run_knot(work: Path, seconds: float, files: dict[str, Path]) -> dict[str, dict[str, float]]:
+def run_knot(work: Path, seconds: float, files: dict[str, Path], dnssec: bool = False) -> dict[str, dict[str, float]]:
     kwork = work / "knot"
     shutil.rmtree(kwork, ignore_errors=True)
     kwork.mkdir()
     kport = free_port()
     knotd = shutil.which("knotd") or "/usr/sbin/knotd"
-    knot = subprocess.Popen(["taskset", "-c", "0", knotd, "-c", str(knot_conf(kwork, kport))],
+    knot = subprocess.Popen(["taskset", "-c", "0", knotd, "-c", str(knot_conf(kwork, kport, dnssec))],
                             stderr=subprocess.DEVNULL)
     try:
         wait_udp(kport, time.monotonic() + 20)
-        return {m: measure(knot.pid, kport, files[m], seconds, m) for m in MODES}
+        return {m: measure(knot.pid, kport, files[m], seconds, m, do=dnssec) for m in MODES}
     finally:
         stop_process(knot, 10)
 
@@ -273,12 +285,17 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="rounds; the median and spread are reported")
     ap.add_argument("--subnets", type=int, default=250_000, help="distinct ECS subnets in the 'subnets' load")
     ap.add_argument("--servers", default="ours,knot", help="which servers to run (comma-separated)")
+    ap.add_argument("--dnssec", action="store_true",
+                    help="also signed: ours with example.test signed and knot signing it, every query with DO set "
+                         "(servers ours+dnssec and knot+dnssec; docs/dnssec.md)")
     ap.add_argument("--no-workers", dest="workers", action="store_false",
                     help="skip the --workers 1 vs --workers 2 comparison")
     args = ap.parse_args()
     seconds = min(max(args.seconds, 1.0), 30.0)
     rounds = min(max(args.repeat, 1), 10)
     servers = [s for s in args.servers.split(",") if s]
+    if args.dnssec:
+        servers += [f"{s}+dnssec" for s in servers if "+" not in s]
     if (os.cpu_count() or 1) < 2:
         sys.exit("needs two cores: the server on one, dnsperf on the other")
     ensure_tools()
@@ -288,13 +305,19 @@ def main() -> None:
     subnets = work / "subnets.bin"
     subnet_queries(subnets, min(max(args.subnets, 1), 2_000_000))
     files = {"plain": plain, "ecs": plain, "subnets": subnets}
+    signed_subnets = work / "subnets-do.bin"
+    if args.dnssec:
+        subnet_queries(signed_subnets, min(max(args.subnets, 1), 2_000_000), do=True)
+    signed_files = {**files, "subnets": signed_subnets}
     busy = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", "while True: pass"])
     results: dict[str, dict[str, list[dict[str, float]]]] = {s: {m: [] for m in MODES} for s in servers}
     try:
         for r in range(rounds):
             print(f"round {r + 1}/{rounds}: load average before: {loadavg()}", flush=True)
             for server in servers:
-                got = (run_ours if server == "ours" else run_knot)(work, seconds, files)
+                signed = server.endswith("+dnssec")
+                got = (run_ours if server.startswith("ours") else run_knot)(
+                    work, seconds, signed_files if signed else files, signed)
                 for m in MODES:
                     results[server][m].append(got[m])
     finally:
@@ -322,6 +345,18 @@ def main() -> None:
             ratios = [k["cpu_us_per_query"] / o["cpu_us_per_query"]
                       for o, k in zip(results["ours"][m], results["knot"][m], strict=True)]
             print(f"ratio ours/knot per core, steered name, {m:8}: median {statistics.median(ratios):.2f}"
+                  f" (rounds: {', '.join(f'{x:.2f}' for x in ratios)})")
+    if "ours" in servers and "ours+dnssec" in servers:
+        for m in MODES:
+            ratios = [o["cpu_us_per_query"] / s["cpu_us_per_query"]
+                      for o, s in zip(results["ours"][m], results["ours+dnssec"][m], strict=True)]
+            print(f"ours signed (DO=1) / ours unsigned per core, {m:8}: median {statistics.median(ratios):.2f}"
+                  f" (goal >= 0.80; rounds: {', '.join(f'{x:.2f}' for x in ratios)})")
+    if "ours+dnssec" in servers and "knot+dnssec" in servers:
+        for m in MODES:
+            ratios = [k["cpu_us_per_query"] / o["cpu_us_per_query"]
+                      for o, k in zip(results["ours+dnssec"][m], results["knot+dnssec"][m], strict=True)]
+            print(f"ratio ours/knot per core, both signed, DO=1, {m:8}: median {statistics.median(ratios):.2f}"
                   f" (rounds: {', '.join(f'{x:.2f}' for x in ratios)})")
     if multi[1] and multi[2]:
         one = [x["cpu_us_per_query"] for x in multi[1]]

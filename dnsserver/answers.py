@@ -122,6 +122,7 @@ class Catalog:
         self.zones = list(zones)
         self.steered = dict(steered)
         self.existing: set[dns.name.Name] = set()
+        self._sorted: list[dns.name.Name] | None = None
         owners = [(z, n) for z in self.zones for n in z.nodes] + [(None, n) for n in self.steered]
         for home, owner in owners:
             zone = self.zone_for(owner)
@@ -143,6 +144,12 @@ class Catalog:
 
     def names(self) -> list[dns.name.Name]:
         return sorted(self.existing)
+
+    def sorted_names(self) -> list[dns.name.Name]:
+        """``names()``, sorted once (canonical order: DNSSEC's denial looks up a name's predecessor)."""
+        if self._sorted is None:
+            self._sorted = sorted(self.existing)
+        return self._sorted
 
 
 Chooser = Callable[[SteeredName], str]

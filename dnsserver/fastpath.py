@@ -26,6 +26,11 @@ Extended DNS Error 3 (Stale Answer) placed before the ECS option, so the
 pre-rendered OPT echo only swaps to another table of shapes and a query
 costs the same either way.
 
+DNSSEC (docs/dnssec.md): each variant carries at index 4 what a DO=1 query
+gets, the signed twin render made (itself again outside signed zones); the
+OPT shapes already key on the DO bit, so the shape says which to copy and a
+query without DO does no extra work.
+
 The weighted pick is ``steering.pick.pick`` through the split's
 ``SlotTable``, written out inline (a function call per query would cost more
 than the arithmetic): the client subnet's slot (crc32, seeded, mixed, top 16
@@ -105,8 +110,9 @@ class _Tables:
 
 
 def _variant(v: tuple[Any, ...], memo: dict[int, tuple[Any, ...]]) -> tuple[Any, ...]:
-    """render's ``(rcode, counts, counts_with_opt, body, udp_cell, tcp_cell, flags)`` as
-    ``(heads, body, udp_cell, tcp_cell)``: ``heads[RD | CD | 2 if OPT]`` is flags and counts, ready to copy.
+    """render's ``(rcode, counts, counts_with_opt, body, udp_cell, tcp_cell, flags[, signed])`` as
+    ``(heads, body, udp_cell, tcp_cell, do)``: ``heads[RD | CD | 2 if OPT]`` is flags and counts, ready to
+    copy; ``do`` the same for a DO=1 query (the signed variant in a DNSSEC zone, else these four again).
     ``flags`` (QR, and AA unless a referral) may be left out: QR and AA."""
     out = memo.get(id(v))
     if out is None:
@@ -114,7 +120,8 @@ def _variant(v: tuple[Any, ...], memo: dict[int, tuple[Any, ...]]) -> tuple[Any,
         top = v[6] if len(v) > 6 else 0x84
         heads = tuple(bytes((top | (i & 0x01), (i & 0x10) | rcode)) + (counts_opt if i & 0x02 else counts)
                       for i in range(0x14))
-        out = memo[id(v)] = (heads, body, udp_cell, tcp_cell)
+        do = _variant(v[7], memo)[:4] if len(v) > 7 else (heads, body, udp_cell, tcp_cell)
+        out = memo[id(v)] = (heads, body, udp_cell, tcp_cell, do)
     return out
 
 
@@ -270,14 +277,15 @@ class FastPath:
             # level decides; GeoMap.key's scope replaces the last byte otherwise). The levels split into the
             # first and the rest: the first decides for most addresses.
             out = {flags + k: (v[0], v[1], v[2] and v[2][0], v[2] and v[2][1:], *v[3:7], opt + k[:9] + b"\x00",
-                               steered_opt(opt, k[:2], k[2:9] + bytes((v[7],)), stale), v[8], v[9])
+                               steered_opt(opt, k[:2], k[2:9] + bytes((v[7],)), stale), v[8], v[9],
+                               opt is _OPT_DO)
                    for k, v in self.keys.shapes.items()
                    for flags, opt in ((b"\x00\x00\x00", _OPT_NO_DO), (b"\x00\x80\x00", _OPT_DO))}
             # an OPT without options (what most resolvers send): "-8 address bytes" makes the length check
             # mean rdlen 0
             for flags, opt in ((b"\x00\x00\x00", _OPT_NO_DO), (b"\x00\x80\x00", _OPT_DO)):
                 out[flags + b"\x00\x00"] = (-8, 0, None, None, b"", b"", 0, 0, opt + b"\x00\x00",
-                                             steered_opt(opt, b"\x00\x00", b"", stale), None, None)
+                                             steered_opt(opt, b"\x00\x00", b"", stale), None, None, opt is _OPT_DO)
             return out
 
         fresh_shapes = make_shapes(False)
@@ -335,7 +343,7 @@ class FastPath:
                 shape = shape_of(q[qe + 6:qe + 19])
                 if shape is None or n != qe + 19 + shape[0] or q[qe:qe + 3] != opt_type:
                     return general(q, host, tcp)  # other options or flags, or not valid
-                nb, mask, first, levels, subhead, pad, family, src, echo, steered_echo, inner, dense = shape
+                nb, mask, first, levels, subhead, pad, family, src, echo, steered_echo, inner, dense, do = shape
                 if nb < 0:
                     addr = b""
                     if seed is not None:
@@ -414,6 +422,8 @@ class FastPath:
                         i = fill(s)
                 variant = variants[i]
             if hi & 2:
+                if do:  # DO=1: the signed answer (the same one outside signed zones)
+                    variant = variant[4]
                 resp = join((q[:2], variant[0][hi], question, variant[1], echo, addr))
                 m = len(resp)
                 if m > 512:  # the payload limit is never below 512: read it only when it may matter
@@ -525,6 +535,8 @@ class FastPath:
                 if i >= _UNSET:
                     i = fill(s)
             variant = variants[i]
+        if opt is _OPT_DO:
+            variant = variant[4]  # the signed answer (the same one outside signed zones)
         # a steered answer while stale: EDE 3 first in the OPT's rdata (before the ECS option)
         ede = _EDE_STALE if self.stale and seed is not None else b""
         if opt is None:

@@ -48,6 +48,9 @@ class Stats:
         self.ede: dict[int, list[int]] = {}  # Extended DNS Error info-code: slow-path replies carrying it
         self.stale = [0]  # 1 while steered answers carry EDE 3 (old table, control plane unreachable)
         self.control_plane_reachable = [1]
+        self.dnssec_signatures = [0]  # RRSIGs made (render and slow path; docs/dnssec.md)
+        self.dnssec_resign_at = 0.0  # when the next signing epoch starts (0: nothing signed)
+        self.dnssec_expires_at = 0.0  # the earliest expiration of the current epoch's signatures
         self.table_version = -1
         self.table_generated_at = 0.0
         self.table_applied_at = 0.0
@@ -143,6 +146,13 @@ class StatsCollector(Collector):
                                 value=s.stale[0])
         yield GaugeMetricFamily("steering_dns_control_plane_reachable", "1 while etcd answers the feed's probe",
                                 value=s.control_plane_reachable[0])
+        yield CounterMetricFamily("steering_dns_dnssec_signatures", "DNSSEC signatures made (docs/dnssec.md)",
+                                  value=s.dnssec_signatures[0])
+        if s.dnssec_resign_at:
+            yield GaugeMetricFamily("steering_dns_dnssec_next_resign_timestamp_seconds",
+                                    "When the next DNSSEC signing epoch starts", value=s.dnssec_resign_at)
+            yield GaugeMetricFamily("steering_dns_dnssec_expiration_timestamp_seconds",
+                                    "The earliest expiry of the signatures served", value=s.dnssec_expires_at)
         yield GaugeMetricFamily("steering_dns_table_version", "Version of the routing table served (-1: none)",
                                 value=s.table_version)
         age = time.time() - s.table_generated_at if s.table_version >= 0 else -1.0

@@ -16,8 +16,9 @@ any other, with AA clear in their flags byte.
 
 Entry layouts (tuples, because the hot path indexes them):
 
-* variant: ``(rcode, counts, counts_with_opt, body, udp_cell, tcp_cell, flags)``;
-  ``flags`` is the reply's header byte 2 before RD: QR, and AA when authoritative
+* variant: ``(rcode, counts, counts_with_opt, body, udp_cell, tcp_cell, flags[, signed])``;
+  ``flags`` is the reply's header byte 2 before RD: QR, and AA when authoritative; ``signed``, in a
+  DNSSEC-signed zone, the variant a DO=1 query gets (RRSIGs and denial proofs: ``dnssec.sign_resolution``)
 * static entry: ``(None, variant)``
 * steered entry: ``(seed, splits)``; ``splits[geo] = (slot_table, variants, answer_cells, fallback_cell)``,
   ``slot_table`` the split's ``steering.pick.SlotTable`` (``variants[i]`` answers for its target i),
@@ -41,6 +42,7 @@ import dns.rdatatype
 import dns.rrset
 
 from dnsserver.answers import Catalog, Chooser, Fallback, Resolution, SteeredName, build_steering, resolve
+from dnsserver.dnssec import Signing, sign_resolution
 from dnsserver.geo import GeoMap
 from dnsserver.metrics import Stats
 from dnsserver.zones import LoadedZone
@@ -54,7 +56,7 @@ PRERENDER_TYPES: tuple[dns.rdatatype.RdataType, ...] = (
     dns.rdatatype.HTTPS, dns.rdatatype.SVCB,
 )
 
-Variant = tuple[int, bytes, bytes, bytes, list[int], list[int], int]
+Variant = tuple[Any, ...]  # (rcode, counts, counts_with_opt, body, udp_cell, tcp_cell, flags[, signed])
 _QR_AA = 0x84  # header byte 2: QR, AA
 _QR = 0x80
 
@@ -79,7 +81,12 @@ def _name_wire(name: dns.name.Name) -> bytes:
     return cast(bytes, name.to_wire())  # without a file to write to, to_wire returns the bytes (never None)
 
 
-def _variant(qname: dns.name.Name, qtype: dns.rdatatype.RdataType, res: Resolution, stats: Stats) -> Variant:
+def _variant(qname: dns.name.Name, qtype: dns.rdatatype.RdataType, res: Resolution, stats: Stats,
+             catalog: Catalog | None = None, signing: Signing | None = None) -> Variant:
+    if signing is not None and catalog is not None:
+        signed = sign_resolution(signing, catalog, qname, qtype, res)
+        if signed is not res:
+            return (*_variant(qname, qtype, res, stats), _variant(qname, qtype, signed, stats))
     wire = message_for(qname, qtype, res).to_wire()
     qlen = len(_name_wire(qname)) + 4
     an, ns, ar = struct.unpack("!HHH", wire[6:12])
@@ -95,6 +102,7 @@ class RenderedAnswers:
     entries: dict[bytes, tuple[Any, Any]]
     table: RoutingTable | None
     fallbacks: tuple[Fallback, ...]
+    signing: Signing | None = None  # the DNSSEC epoch whose signatures these answers carry (slow path too)
 
 
 def _always(target: str) -> Chooser:
@@ -119,7 +127,7 @@ def _probe(catalog: Catalog, qname: dns.name.Name, qtype: int) -> tuple[SteeredN
 
 
 def build_snapshot(cfg: Config, zones: Sequence[LoadedZone], geomap: GeoMap, table: RoutingTable | None,
-                   stats: Stats) -> RenderedAnswers:
+                   stats: Stats, signing: Signing | None = None) -> RenderedAnswers:
     steered, fallbacks = build_steering(cfg, table, geomap)
     catalog = Catalog(zones, steered)
     entries: dict[bytes, tuple[Any, Any]] = {}
@@ -131,7 +139,7 @@ def build_snapshot(cfg: Config, zones: Sequence[LoadedZone], geomap: GeoMap, tab
             if res is None:
                 continue  # depends on two picks (a CNAME chain across steered names): slow path
             if dep is None:
-                entries[key] = (None, _variant(qname, qtype, res, stats))
+                entries[key] = (None, _variant(qname, qtype, res, stats, catalog, signing))
                 continue
             by_target: dict[str, Variant] = {}
             splits = []
@@ -141,10 +149,10 @@ def build_snapshot(cfg: Config, zones: Sequence[LoadedZone], geomap: GeoMap, tab
                 for target in split.targets:
                     if target not in by_target:
                         r = resolve(catalog, qname, qtype, _always(target))
-                        by_target[target] = _variant(qname, qtype, r, stats)
+                        by_target[target] = _variant(qname, qtype, r, stats, catalog, signing)
                     variants.append(by_target[target])
                     cells.append(stats.answer_cell(dep.service, geomap.ids[gi], target))
                 fb = stats.fallback_cell(dep.service, geomap.ids[gi], split.fallback) if split.fallback else None
                 splits.append((slot_table(split, dep.seed), tuple(variants), tuple(cells), fb))
             entries[key] = (dep.seed, tuple(splits))
-    return RenderedAnswers(catalog, entries, table, tuple(fallbacks))
+    return RenderedAnswers(catalog, entries, table, tuple(fallbacks), signing)

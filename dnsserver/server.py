@@ -19,10 +19,11 @@ import socket
 import struct
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import cast
 
 from dnsserver.clientkeys import ClientKeys
+from dnsserver.dnssec import ClockError, Signing
 from dnsserver.fastpath import FastPath
 from dnsserver.geo import GeoMap
 from dnsserver.metrics import Stats
@@ -32,7 +33,7 @@ from dnsserver.rrl import RateLimiter
 from dnsserver.slowpath import SlowPath, slow_path_for
 from dnsserver.udpbatch import BatchUdpWorker, batch_available
 from dnsserver.udpthread import UdpWorker, bind_udp
-from dnsserver.zones import load_zones
+from dnsserver.zones import ZoneError, load_zones
 from steering import logs
 from steering.addr import parse_hostport
 from steering.config import Config
@@ -48,13 +49,23 @@ _SERVFAIL = 2
 class DnsServer:
     def __init__(self, cfg: Config, table: RoutingTable | None = None, state_file: str | None = None,
                  stats: Stats | None = None, udp_threads: bool = True, udp_batch: bool = True,
-                 geoip: GeoIpMap | None = None) -> None:
+                 geoip: GeoIpMap | None = None, clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
+        self.clock = clock  # DNSSEC's signing windows (tests inject one)
         self.udp_threads = udp_threads
         self.udp_batch = udp_batch
         self.state_file = state_file
         self.stats = stats or Stats()
         self.zones = load_zones(cfg)
+        self.zone_keys = [z.keys for z in self.zones if z.keys is not None]
+        try:
+            # DNSSEC (docs/dnssec.md): one signing epoch for every signed zone; follow_signing starts the next
+            self.signing = (Signing.create(self.zone_keys, clock(), self.stats.dnssec_signatures)
+                            if self.zone_keys else None)
+        except ClockError as exc:
+            raise ZoneError(f"dnssec: {exc}") from None
+        self._publish_keys()
+        self._resign_task: asyncio.Task[None] | None = None
         # geoip: the configured database compiled here unless given (GeoIpError when it cannot be)
         geoip = geoip if geoip is not None else load_for(cfg)
         self.geomap = GeoMap(cfg.geos, cfg.default_geo.id, geoip)
@@ -76,7 +87,47 @@ class DnsServer:
     # ---- tables
 
     def _render(self, table: RoutingTable | None) -> RenderedAnswers:
-        return build_snapshot(self.cfg, self.zones, self.geomap, table, self.stats)
+        return build_snapshot(self.cfg, self.zones, self.geomap, table, self.stats, self.signing)
+
+    def _publish_keys(self) -> None:
+        """The apex DNSKEY, CDS and CDNSKEY as the keys' timeline has them at the epoch's start (a ZSK
+        pre-published, a retired one removed): each RRset replaced by one assignment."""
+        if self.signing is None:
+            return
+        self.stats.dnssec_resign_at = self.signing.resign_at
+        self.stats.dnssec_expires_at = float(min(s.expiration for s in self.signing.signers.values()))
+        for zone in self.zones:
+            if zone.keys is not None:
+                zone.nodes[zone.origin].update(zone.keys.apex_rrsets(self.signing.started))
+
+    async def follow_signing(self, check_seconds: float = 600.0) -> None:
+        """Start a new DNSSEC signing epoch when the current one is due (half its validity left) and swap in
+        answers signed in it, until cancelled: signatures never expire under a running server."""
+        while True:
+            signing = self.signing
+            if signing is None:
+                return
+            await asyncio.sleep(max(0.05, min(check_seconds, signing.resign_at - self.clock())))
+            await self.resign_if_due()
+
+    async def resign_if_due(self) -> bool:
+        """Re-sign (a new epoch, answers re-rendered off the loop) if the current epoch is due."""
+        signing = self.signing
+        now = self.clock()
+        if signing is None or not signing.due(now):
+            return False
+        try:
+            self.signing = Signing.create(self.zone_keys, now, self.stats.dnssec_signatures)
+        except ClockError as exc:
+            self.stats.errors[0] += 1  # the old signatures stay until the clock (or the key timeline) is right
+            log.error("dns.dnssec.clock_refused", error=str(exc))
+            return False
+        self._publish_keys()
+        snap = await asyncio.to_thread(self._render, self.snapshot.table)
+        self.install(snap)
+        log.info("dns.dnssec.resigned", zones=[str(k.origin) for k in self.zone_keys],
+                 resign_at=round(self.signing.resign_at), signatures=self.signing.signatures_made())
+        return True
 
     def _note(self, snap: RenderedAnswers) -> None:
         table = snap.table
@@ -194,6 +245,8 @@ class DnsServer:
         so the kernel hands this process connections only once it can accept them.
         """
         loop = asyncio.get_running_loop()
+        if self.signing is not None and self._resign_task is None:
+            self._resign_task = asyncio.create_task(self.follow_signing(), name="dnssec-resign")
         for udp_sock, tcp_sock in bound:
             udp_sock.setblocking(True)
             tcp_srv = await loop.create_server(lambda: _Tcp(self), sock=tcp_sock)
@@ -256,6 +309,10 @@ class DnsServer:
             self._udp.append(udp)
 
     async def close(self) -> None:
+        if self._resign_task is not None:
+            self._resign_task.cancel()
+            await asyncio.gather(self._resign_task, return_exceptions=True)
+            self._resign_task = None
         workers, self._workers = self._workers, []
         for worker in workers:
             worker.request_stop()  # all flags first, so the threads wind down together

@@ -33,6 +33,7 @@ import dns.rrset
 from dnsserver import ednsopts
 from dnsserver.answers import SteeredName, pick, required_glue, resolve
 from dnsserver.cookies import Cookies, packed_address
+from dnsserver.dnssec import sign_resolution
 from dnsserver.fastpath import MAX_UDP_PAYLOAD
 from dnsserver.geo import ClientKey, GeoMap
 from dnsserver.metrics import Stats
@@ -259,6 +260,9 @@ class SlowPath:
             return target
 
         res = resolve(snapshot.catalog, q.name, q.rdtype, choose)
+        if snapshot.signing is not None and query.edns >= 0 and query.ednsflags & dns.flags.DO:
+            # DO=1: RRSIGs and denial proofs, the signatures the rendered answers carry (docs/dnssec.md)
+            res = sign_resolution(snapshot.signing, snapshot.catalog, q.name, q.rdtype, res)
         if res.authoritative:
             response.flags |= dns.flags.AA
         response.answer = res.answer

@@ -20,6 +20,7 @@ import dns.rdtypes.ANY.SOA
 import dns.rrset
 import dns.zone
 
+from dnsserver.dnssec import KeyError_, ZoneKeys, load_zone_keys
 from steering.config import Config, Zone
 
 
@@ -35,6 +36,7 @@ class LoadedZone:
     nodes: dict[dns.name.Name, dict[int, dns.rrset.RRset]]
     # owners below the apex with NS records: delegations to child zones
     cuts: frozenset[dns.name.Name] = field(init=False)
+    keys: ZoneKeys | None = None  # DNSSEC signing keys (docs/dnssec.md); None: unsigned
 
     def __post_init__(self) -> None:
         cuts = frozenset(n for n, rrs in self.nodes.items() if n != self.origin and dns.rdatatype.NS in rrs)
@@ -58,10 +60,14 @@ class LoadedZone:
         return min(self.soa.ttl, soa.minimum)
 
     def negative_soa(self) -> dns.rrset.RRset:
-        rrset = dns.rrset.RRset(self.origin, dns.rdataclass.IN, dns.rdatatype.SOA)
-        rrset.update_ttl(self.negative_ttl)
-        rrset.add(self.soa[0])
-        return rrset
+        # one object per zone (nothing mutates it): DNSSEC signs it once per epoch, found by identity
+        cached: dns.rrset.RRset | None = self.__dict__.get("_negative_soa")
+        if cached is None:
+            cached = dns.rrset.RRset(self.origin, dns.rdataclass.IN, dns.rdatatype.SOA)
+            cached.update_ttl(self.negative_ttl)
+            cached.add(self.soa[0])
+            object.__setattr__(self, "_negative_soa", cached)
+        return cached
 
 
 def _synthesized(zone: Zone) -> dict[dns.name.Name, dict[int, dns.rrset.RRset]]:
@@ -98,7 +104,7 @@ def _from_file(zone: Zone, path: str) -> dict[dns.name.Name, dict[int, dns.rrset
 def load_zones(cfg: Config) -> list[LoadedZone]:
     """Every configured zone, longest origin first (so the most specific zone wins)."""
     out: list[LoadedZone] = []
-    for zone in cfg.zones:
+    for i, zone in enumerate(cfg.zones):
         origin = dns.name.from_text(zone.origin)
         nodes = _from_file(zone, str(cfg.resolve_path(zone.file))) if zone.file else _synthesized(zone)
         apex = nodes.get(origin, {})
@@ -106,6 +112,33 @@ def load_zones(cfg: Config) -> list[LoadedZone]:
             raise ZoneError(f"zone {zone.origin}: no SOA record at the apex")
         if dns.rdatatype.NS not in apex:
             raise ZoneError(f"zone {zone.origin}: no NS records at the apex")
-        out.append(LoadedZone(origin, apex[dns.rdatatype.SOA], nodes))
+        keys = None
+        if zone.dnssec is not None and zone.dnssec.enabled:
+            keys = _signed(cfg, i, origin, nodes)
+        out.append(LoadedZone(origin, apex[dns.rdatatype.SOA], nodes, keys))
     out.sort(key=lambda z: -len(z.origin))
     return out
+
+
+_SIGNED_TYPES = (dns.rdatatype.RRSIG, dns.rdatatype.NSEC, dns.rdatatype.NSEC3, dns.rdatatype.NSEC3PARAM,
+                 dns.rdatatype.DNSKEY, dns.rdatatype.CDS, dns.rdatatype.CDNSKEY)
+
+
+def _signed(cfg: Config, index: int, origin: dns.name.Name,
+            nodes: dict[dns.name.Name, dict[int, dns.rrset.RRset]]) -> ZoneKeys:
+    """The zone's keys (ZoneError naming the field when a key file cannot be used); the apex gets the
+    DNSKEY, CDS and CDNSKEY RRsets, and DNSSEC records a zone file brings are dropped (we sign online)."""
+    settings = cfg.zones[index].dnssec
+    assert settings is not None
+    try:
+        keys = load_zone_keys(origin, settings, f"zones[{index}].dnssec", cfg.resolve_path)
+    except KeyError_ as exc:
+        raise ZoneError(str(exc)) from None
+    for rrsets in nodes.values():
+        for t in _SIGNED_TYPES:
+            rrsets.pop(t, None)
+    apex = nodes[origin]
+    apex[dns.rdatatype.DNSKEY] = keys.dnskey_rrset()
+    apex[dns.rdatatype.CDS] = keys.cds_rrset()
+    apex[dns.rdatatype.CDNSKEY] = keys.cdnskey_rrset()
+    return keys

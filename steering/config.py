@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, NamedTuple, TypeVar
 
 import dns.name
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from steering import geocodes
 
@@ -218,6 +218,47 @@ class Service(_Model):
         return _normalise_name(value)
 
 
+class DnssecKey(_Model):
+    """A private key file (PKCS#8 PEM, as ``steerctl dnssec keygen`` writes it), read by every DNS replica."""
+    file: str = Field(min_length=1, max_length=4096)
+    role: Literal["csk", "ksk", "zsk"] = "csk"
+    active: bool = True  # false: a ZSK published in the DNSKEY RRset ahead of its roll (docs/dnssec.md)
+    # the key's timeline (ISO 8601 with a zone, or POSIX seconds; unset: always): in the DNSKEY RRset from
+    # publish until delete, signing from activate until inactive; the server follows it (a ZSK roll)
+    publish: AwareDatetime | None = None
+    activate: AwareDatetime | None = None
+    inactive: AwareDatetime | None = None
+    delete: AwareDatetime | None = None
+
+
+class Dnssec(_Model):
+    """A zone's DNSSEC signing (docs/dnssec.md): a combined key, or a KSK and a ZSK."""
+    enabled: bool = True
+    algorithm: Literal["ECDSAP256SHA256", "ED25519"] = "ECDSAP256SHA256"
+    keys: tuple[DnssecKey, ...] = Field((), max_length=8)
+    validity_days: int = Field(14, ge=2, le=90)
+    dnskey_ttl: int = Field(3600, ge=0, le=86400)
+
+    @field_validator("keys", mode="before")
+    @classmethod
+    def _plain_paths(cls, value: Any) -> Any:
+        # a bare path is a combined signing key
+        if isinstance(value, (list, tuple)):
+            return [{"file": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @field_validator("keys")
+    @classmethod
+    def _roles(cls, value: tuple[DnssecKey, ...], info: ValidationInfo) -> tuple[DnssecKey, ...]:
+        if info.data.get("enabled", True):
+            roles = {k.role for k in value if k.active or k.role != "zsk"}
+            if not value:
+                raise ValueError("DNSSEC is enabled but no keys are listed")
+            if "csk" not in roles and not {"ksk", "zsk"} <= roles:
+                raise ValueError("needs a combined key (role csk), or a ksk and an active zsk")
+        return value
+
+
 class Zone(_Model):
     origin: str
     file: str | None = None
@@ -225,6 +266,7 @@ class Zone(_Model):
     soa_mname: str | None = None
     soa_rname: str | None = None
     negative_ttl: int = Field(60, ge=0, le=86400)
+    dnssec: Dnssec | None = None
 
     @field_validator("origin")
     @classmethod
@@ -473,6 +515,8 @@ class Config(_Model):
             for codes in ("continents", "countries", "subdivisions"):
                 if not geo.get(codes):
                     geo.pop(codes, None)
+        for zone in topology["zones"]:  # DNSSEC signing changes no answer's choice (nor older configs' hash)
+            zone.pop("dnssec", None)
         blob = json.dumps(topology, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -26,8 +26,9 @@ from dnsserver.fastpath import FastPath
 from dnsserver.geo import GeoMap
 from dnsserver.server import DnsServer
 from steering import pick as shared
-from steering.config import Geo
+from steering.config import Geo, load_config
 from tests.support.dns_server import load, table_with
+from tests.support.dnssec import signed_config
 from tests.support.strategies import ecs_options, geomaps
 
 WEIGHTS = {"api.example.test.": {g: {"us-east-1": 500, "us-west-2": 300, "eu-west-1": 200}
@@ -75,9 +76,11 @@ def test_client_keys_reject_malformed(opt: bytes) -> None:
     assert keys.ecs(opt) is None
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> DnsServer:
-    cfg = load(Path(tmp_path_factory.mktemp("fast")))
+@pytest.fixture(scope="module", params=["unsigned", "signed"])
+def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> DnsServer:
+    # signed: example.test with DNSSEC (docs/dnssec.md), so DO=1 queries get the signed variants
+    directory = Path(tmp_path_factory.mktemp("fast"))
+    cfg = load(directory) if request.param == "unsigned" else load_config(signed_config(directory)[0])
     return DnsServer(cfg, table_with(cfg, 1, WEIGHTS))
 
 

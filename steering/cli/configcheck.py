@@ -46,6 +46,7 @@ def check(config_path: str | None, agent_paths: tuple[str, ...]) -> None:
             except ConfigError as exc:
                 problems += str(exc).splitlines()
             problems += _geoip_problems(config_path, config)
+            problems += _dnssec_problems(config_path, config)
     if agent_paths:
         from agents.config import parse_agent_config
         from steering.config import load_yaml
@@ -80,3 +81,21 @@ def _geoip_problems(config_path: str, config: Config) -> list[str]:
     except GeoIpError as exc:
         return [f"{config_path}: {exc}"]
     return []
+
+
+def _dnssec_problems(config_path: str, config: Config) -> list[str]:
+    """Every signed zone's key files read as the DNS server reads them (docs/dnssec.md): readable, PEM, the
+    configured algorithm."""
+    from dnsserver.dnssec import KeyError_, load_zone_keys
+
+    problems = []
+    for i, zone in enumerate(config.zones):
+        if zone.dnssec is None or not zone.dnssec.enabled:
+            continue
+        import dns.name
+
+        try:
+            load_zone_keys(dns.name.from_text(zone.origin), zone.dnssec, f"zones[{i}].dnssec", config.resolve_path)
+        except KeyError_ as exc:
+            problems.append(f"{config_path}: {exc}")
+    return problems

@@ -40,6 +40,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "explain": ("steering.cli.explain_cmd", "explain",
                 "Why CLIENT_IP gets its answer for SERVICE: geo, weights, pick, records, TTL, ECS scope."),
     "route53": ("steering.cli.route53_cmd", "route53", "Route 53: see what a sync would change."),
+    "dnssec": ("steering.cli.dnssec_cmd", "dnssec",
+               "DNSSEC keys: generate them, print the DS for the registrar, show signing status."),
     "drill": ("steering.cli.drill_cmd", "drill",
               "Chaos drills: practice evacuating a region, with guards that abort and a report."),
 }
