@@ -183,7 +183,8 @@ def main() -> None:
     try:
         cli.main(prog_name="steerctl", standalone_mode=False)
     except click.UsageError as exc:
-        hint = f" (see 'steerctl {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.parent else ""
+        # the whole command path: 'steerctl dnssec keygen --help', not 'steerctl keygen --help'
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx and exc.ctx.parent else ""
         fail(exc.format_message() + hint, EXIT_USAGE)
     except click.ClickException as exc:
         fail(exc.format_message(), EXIT_USAGE)
