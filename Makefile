@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 CHROMIUM ?= /usr/bin/chromium
+NFT ?= /usr/sbin/nft
 
-.PHONY: all venv demo test test-browser test-lab chromium lint proto bench bench-dns bench-conformance clean
+.PHONY: all venv demo test test-browser test-lab chromium nftables lint proto bench bench-dns bench-conformance clean
 
 all: test
 
@@ -25,12 +26,12 @@ demo: $(STAMP)
 
 # The suite on two workers; then, each on one worker, the browser tests (one demo) and the lab's (one set of
 # network namespaces per machine: root; without root they say so and skip).
-test: $(STAMP) chromium
+test: $(STAMP) chromium nftables
 	$(BIN)/python -m pytest -q -n 2 --ignore=tests/browser --ignore=tests/test_lab.py $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -q -p no:xdist -p no:cacheprovider tests/browser
 	$(BIN)/python -m pytest -q -p no:xdist -p no:cacheprovider tests/test_lab.py
 
-test-lab: $(STAMP)   # steering lab's tests alone (docs/lab.md)
+test-lab: $(STAMP) nftables   # steering lab's tests alone (docs/lab.md)
 	$(BIN)/python -m pytest -q -p no:xdist -p no:cacheprovider tests/test_lab.py
 
 test-browser: $(STAMP) chromium   # the console in Debian's chromium only (docs/console.md)
@@ -41,6 +42,10 @@ chromium:   # Debian's chromium for tests/browser, installed on first use (root)
 	  { echo "tests/browser need Debian's chromium at $(CHROMIUM): apt-get install chromium (as root)"; exit 1; }; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@test -x $(CHROMIUM)
+
+nftables:   # nft for steering lab's random loss where the kernel has no netem (docs/lab.md); installed on first use (root)
+	@test -x $(NFT) || test "$$(id -u)" != 0 || ! command -v apt-get >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables >/dev/null; }
 
 lint: $(STAMP)   # mypy strict and ruff, configured in pyproject.toml
 	$(BIN)/mypy steering agents dnsserver

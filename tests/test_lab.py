@@ -4,8 +4,8 @@ The lab tests (marked ``lab``; root only, CI runs as root) bring up one lab for 
 config (three regions, one service, a geo per region whose prefix is that region's lab range, so a client
 in a region is steered to it), then: DNS answers from inside every region; refusals that change nothing; a
 region partitioned from the others and healed; the leader's controller killed with SIGKILL and a new
-leader; two fault-matrix scenarios (the leader's region cut off; one etcd member lost while an operator
-evacuates); ``down`` leaving no namespace or process, also after a crash (found by prefix).
+leader; the fault-matrix scenarios (docs/failure-modes.md: the leader's region cut off, one etcd member
+lost while an operator evacuates, ..., 20 % loss between all regions); ``down`` leaving no namespace or process, also after a crash (found by prefix).
 
 Every DNS query is made from inside a region's namespace (``ip netns exec`` with dnspython), as a client
 of that region: the lab's addresses exist only there.
@@ -120,6 +120,19 @@ def test_a_cut_is_total_loss_and_heal_is_the_base_link_exactly() -> None:
     with pytest.raises(PlanError, match="unknown region 'mars-1'"):
         check_pair(topo, "us-east-1", "mars-1")
     assert pairs_of(topo, "us-east-1") == [("us-east-1", "us-west-2"), ("eu-west-1", "us-east-1")]
+
+
+def test_loss_without_netem_is_one_nft_table_per_region_replaced_whole() -> None:
+    _, west, eu = plan_regions(list(REGIONS), {}, None)
+    script = netops._loss_table([(west, 20.0), (eu, 0.0)])
+    lines = script.splitlines()
+    # Made empty then deleted first, so replacing never fails on a table that is not there; 0 % is no rule.
+    assert lines[:2] == [f"table inet {netops.NFT_TABLE}", f"delete table inet {netops.NFT_TABLE}"]
+    rules = [x.strip() for x in lines if "numgen" in x]
+    assert rules == [f'ip daddr {west.addr} numgen random mod 10000 < 2000 counter drop comment "loss 20% to us-west-2"']
+    assert "hook output" in script and eu.addr not in script
+    assert "numgen" not in netops._loss_table([(west, 0.0), (eu, 0.0)])
+    assert "< 5 counter" in netops._loss_table([(west, 0.05)])  # steps of 0.01 %
 
 
 def test_the_lab_config_of_two_example_regions_is_a_valid_deployment(tmp_path: Path) -> None:
@@ -673,6 +686,69 @@ def test_scenario_clock_skew_on_the_leader_during_a_ramped_evacuation(restored: 
     timed("clocks back: one leader, one table", lambda: one_leader_everywhere(lab), 40)
     timed("clocks back: every client home everywhere", home_everywhere, 40)
     assert ctl_status(slow)["evacuations"] == []
+
+
+LOSS_ROUNDS = 4  # rounds of every region's DNS checked while the loss is on (each about 3 s here)
+
+
+def dropped(state: Path) -> int:
+    """Packets the nft loss rules have dropped, in every region (0 where netem makes the loss)."""
+    return sum(int(rule["dropped_packets"]) for r in status(state)["regions"] for rule in r.get("loss_rules") or [])
+
+
+@pytest.mark.lab
+@pytest.mark.skipif(not ROOT, reason="steering lab needs root")
+def test_scenario_20_percent_loss_between_all_regions(restored: Path) -> None:
+    lab = restored
+    leader = eventually_sync(lambda: one_leader_everywhere(lab), timeout=60, what="one leader")
+    pairs = [(a, b) for i, a in enumerate(REGIONS) for b in REGIONS[i + 1:]]
+    for a, b in pairs:
+        res = lab_cmd("loss", a, b, "20%", state=lab)
+        assert res.returncode == 0 and "20% loss each way" in res.stdout, res.stderr
+    st = status(lab)
+    assert all(link["loss_pct"] == 20 and link["loss_by"] in ("netem", "nft") and not link["cut"]
+               for link in st["links"]), st["links"]
+    by_nft = all(link["loss_by"] == "nft" for link in st["links"])
+    if by_nft:  # the rules as the kernel holds them: each region drops 20 % of what it sends to each other
+        assert all(sorted(rule["to"] for rule in r["loss_rules"]) == sorted(a for x, a in ADDR.items() if x != r["id"])
+                   and all(rule["loss_pct"] == 20 for rule in r["loss_rules"]) for r in st["regions"]), st["regions"]
+    # During: the control plane's traffic between regions loses a fifth of its packets (TCP retransmits);
+    # every region's DNS answers every region's clients with their own region, round after round.
+    t0 = time.monotonic()
+    before = dropped(lab) if by_nft else 0
+    for _ in range(LOSS_ROUNDS):
+        assert home_everywhere(), {r: everywhere(r) for r in REGIONS}
+    if by_nft:
+        assert dropped(lab) > before  # the loss was real while the rounds were answered
+    print(f"under 20 % loss: every client home in every region for {LOSS_ROUNDS} rounds "
+          f"({time.monotonic() - t0:.1f}s){f', {dropped(lab)} packets dropped' if by_nft else ''}")
+    ctl = ctl_status(REGIONS[0])  # steerctl status: a leader, not stale, every region healthy
+    assert ctl["leader"] and not ctl["stale"] and all(health_of(ctl, r) == "healthy" for r in REGIONS), ctl
+    # An operator action through a replica that does not lead crosses the lossy links both ways.
+    via = next(r for r in REGIONS if r != region_of(leader))
+    gone = next(r for r in REGIONS if r not in (via, region_of(leader)))
+    t1 = time.monotonic()
+    res = steerctl_in(via, "evacuate", gone, "--reason", "loss", "--now", "--yes")
+    assert res.returncode == 0, res.stderr
+    print(f"under 20 % loss: evacuate --now through {via} returned in {time.monotonic() - t1:.1f}s")
+    timed("under 20 % loss: the evacuation in every region's DNS",
+          lambda: all((a := answers(r, subnet=SUBNET[gone])) and ANSWER[gone] not in a for r in REGIONS), 40)
+    ctl = ctl_status(via)  # steerctl status through that replica: a leader, not stale, the evacuation
+    assert ctl["leader"] and not ctl["stale"] and [e["region"] for e in ctl["evacuations"]] == [gone]
+    res = steerctl_in(via, "restore", gone, "--now", "--yes")
+    assert res.returncode == 0, res.stderr
+    timed("under 20 % loss: after restore, every client home everywhere", home_everywhere, 40)
+    print(f"  leaders during the loss: {leaders(lab)} (before: {leader})")
+    # After: the links as `up` made them, no rule left; one leader, one table, every client home.
+    res = lab_cmd("heal", state=lab)
+    assert res.returncode == 0 and "healed:" in res.stdout
+    st = status(lab)
+    assert all(link["loss_pct"] == 0 and not link["loss_by"] for link in st["links"])
+    assert all(not r.get("loss_rules") for r in st["regions"])
+    assert all(netops.loss_rules(r) == [] for r in plan_regions(list(REGIONS), {}, None))  # none in the kernel
+    timed("after heal: one leader and one table everywhere", lambda: one_leader_everywhere(lab), 40)
+    timed("after heal: every client home everywhere", home_everywhere, 40)
+    assert not ctl_status(via)["stale"]
 
 
 # ---------------------------------------------------------------------- the history checker (issue 15 §3)

@@ -165,7 +165,12 @@ def status_(as_json: bool, state_dir: str | None) -> None:
             click.echo(f"etcd: {r['id']}'s member CUT from its peers")
     for link in st["links"]:
         state = "CUT" if link["cut"] else f"{link['delay_ms']}ms +/- {link['jitter_ms']}ms loss {link['loss_pct']:g}%"
-        click.echo(f"link {link['a']} <-> {link['b']}: {state}")
+        by = f" (by {link['loss_by']})" if link.get("loss_by") and not link["cut"] else ""
+        click.echo(f"link {link['a']} <-> {link['b']}: {state}{by}")
+    for r in st["regions"]:
+        for rule in r.get("loss_rules") or []:
+            click.echo(f"nft loss in {r['id']}: {rule['loss_pct']:g}% of what it sends to {rule['to']} "
+                       f"({rule['dropped_packets']} packets dropped)")
 
 
 @command.command(name="down")
@@ -267,11 +272,12 @@ def loss_(a: str, b: str, percent: str, state_dir: str | None) -> None:
     topo = lab.topology
     check_pair(topo, a, b)
     pct = parse_loss(percent)
-    if not topo.netem:
-        raise LabError("loss: this kernel has no netem (sch_netem); only partitions can be made here")
+    if not topo.netem and not netops.has_nft_loss():
+        raise LabError(f"loss: this kernel has no netem (sch_netem) and nft cannot drop at random here: "
+                       f"{netops.NFT_INSTALL}")
     link = topo.link(a, b)
     lab.set_link(a, b, Link(link.delay_ms, link.jitter_ms, pct, link.cut))
-    click.echo(f"{a} <-> {b}: {pct:g}% loss each way")
+    click.echo(f"{a} <-> {b}: {pct:g}% loss each way" + ("" if topo.netem else " (nftables: no netem here)"))
 
 
 @command.command(name="kill")

@@ -114,6 +114,12 @@ class Lab:
             links[key] = link.to_json()
         self.info["links"] = links
         self.save()
+        if not topo.netem and (link.loss_pct or topo.link(a, b).loss_pct):
+            # Without netem, random loss is nftables rules in both regions (each replaced whole).
+            now = self.topology
+            for src in (now.region(a), now.region(b)):
+                netops.set_loss(src, [(dst, now.link(src.id, dst.id).loss_pct)
+                                      for dst in now.regions if dst.id != src.id])
 
     def set_etcd_cut(self, region: str, cut: bool) -> None:
         """Cut (or heal) ``region``'s etcd member from its peers only (``netops.etcd_cut``), recorded."""
@@ -220,8 +226,13 @@ class Lab:
                             "etcd_peers_cut": r.id in (self.info.get("etcd_cut") or []),
                             "clock_offset_seconds": (self.info.get("clock") or {}).get(r.id, 0)})
         topo = self.topology
-        links = [{"a": a.id, "b": b.id, **topo.link(a.id, b.id).to_json()}
+        links = [{"a": a.id, "b": b.id, **topo.link(a.id, b.id).to_json(),
+                  "loss_by": ("netem" if topo.netem else "nft") if topo.link(a.id, b.id).loss_pct else ""}
                  for i, a in enumerate(topo.regions) for b in topo.regions[i + 1:]]
+        if not topo.netem and any(link.loss_pct for link in topo.links.values()):
+            # the loss rules as the kernel holds them, with what they dropped (asked only while there is loss)
+            for r, entry in zip(topo.regions, regions, strict=True):
+                entry["loss_rules"] = netops.loss_rules(r)
         return {"state_dir": str(self.state_dir), "qname": self.info["qname"], "regions": regions, "links": links,
                 "etcd": self.info.get("etcd_tuning")}
 
@@ -291,7 +302,8 @@ def up(state_dir: Path, topo: Topology, lab: dict[str, Any], qname: str) -> Lab:
     if not netops.has_netem():
         if topo.base != Link(0, 0):
             warnings.append(f"this kernel has no netem (sch_netem): the links run without the "
-                            f"{topo.base.delay_ms} ms delay; partitions work, latency and loss do not")
+                            f"{topo.base.delay_ms} ms delay; partitions work, latency does not, loss "
+                            f"{'is made with nftables' if netops.nft() else 'does not (no nft either)'}")
         topo = Topology(topo.regions, Link(0, 0), netem=False)
     heartbeat, election = etcd_timing(topo.base.delay_ms, topo.base.jitter_ms)
     info: dict[str, Any] = {

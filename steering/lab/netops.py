@@ -8,11 +8,18 @@ is 0 while the pair is cut. ``shape`` changes one pair's leaves; ``etcd_cut``
 sends a region's etcd peer traffic (port 2380) to a class that drops everything
 (u32 port filters, matched first); ``remove`` deletes namespaces (their veths
 and qdiscs go with them).
+
+Random loss without netem: ``set_loss`` writes an nftables table of the lab's own
+(``NFT_TABLE``) in a region's namespace, one rule per destination region that
+drops that share of what the region sends there (``numgen random``); both
+regions of a pair get one, so the loss is each way. Namespaces take their tables
+with them when removed.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -34,6 +41,10 @@ CUT_PRIO = "1"  # the etcd peer cut's filters: matched before the per-destinatio
 DST_PRIO = "2"
 DROP_CLASS = "1:2"
 CAP_NET_ADMIN = 12
+NFT_TABLE = "steering_lab"  # the lab's nftables table in each region's namespace (loss without netem)
+NFT_CHAIN = "loss"
+NFT_SCALE = 10_000  # numgen modulus: loss in steps of 0.01 %
+NFT_INSTALL = "install nftables (apt-get install nftables) or use a kernel with sch_netem"
 
 
 class NetError(RuntimeError):
@@ -136,6 +147,75 @@ def build(topo: Topology) -> None:
               "htb", "rate", "10gbit")
         in_ns(r.netns, "tc", "qdisc", "add", "dev", REGION_IF, "parent", DROP_CLASS, "handle", "2:",
               "pfifo", "limit", "0")
+
+
+def nft() -> str | None:
+    """The nft binary, also where root's PATH is not searched (``/usr/sbin``)."""
+    return shutil.which("nft") or next((p for p in ("/usr/sbin/nft", "/sbin/nft") if os.access(p, os.X_OK)), None)
+
+
+def _nft_script(ns: str, script: str) -> None:
+    binary = nft()
+    if binary is None:
+        raise NetError(f"nft: not found; {NFT_INSTALL}")
+    res = subprocess.run(["ip", "netns", "exec", ns, binary, "-f", "-"], input=script, capture_output=True,
+                         text=True, timeout=30, check=False)
+    if res.returncode != 0:
+        raise NetError(f"nft -f - in {ns}: {(res.stderr or res.stdout).strip()}")
+
+
+def _loss_table(losses: list[tuple[Region, float]]) -> str:
+    """The whole table: created empty first so that deleting it never fails, then made anew."""
+    lines = [f"table inet {NFT_TABLE}", f"delete table inet {NFT_TABLE}"]
+    rules = [f"    ip daddr {dst.addr} numgen random mod {NFT_SCALE} < {round(pct * NFT_SCALE / 100)} counter drop "
+             f'comment "loss {pct:g}% to {dst.id}"' for dst, pct in losses if pct > 0]
+    if rules:
+        lines += [f"table inet {NFT_TABLE} {{", f"  chain {NFT_CHAIN} {{",
+                  "    type filter hook output priority 0; policy accept;", *rules, "  }", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def has_nft_loss() -> bool:
+    """Whether nft is installed and the kernel takes a ``numgen random`` drop rule (tried in the lab's own
+    namespace, then removed)."""
+    if nft() is None:
+        return False
+    probe = Region("probe", 0, ())
+    try:
+        _nft_script(LAB_NS, _loss_table([(probe, 1.0)]))
+        _nft_script(LAB_NS, _loss_table([]))
+    except NetError:
+        return False
+    return True
+
+
+def set_loss(region: Region, losses: list[tuple[Region, float]]) -> None:
+    """Make ``region`` drop ``pct`` % (at random) of what it sends to each region of ``losses``; the region's
+    earlier loss rules are replaced (an empty list removes them)."""
+    _nft_script(region.netns, _loss_table(losses))
+
+
+def loss_rules(region: Region) -> list[dict[str, object]]:
+    """The loss rules in ``region``'s namespace as the kernel holds them: destination, share, packets
+    dropped so far (none without nft or without the table)."""
+    binary = nft()
+    if binary is None:
+        return []
+    res = subprocess.run(["ip", "netns", "exec", region.netns, binary, "list", "chain", "inet", NFT_TABLE,
+                          NFT_CHAIN], capture_output=True, text=True, timeout=30, check=False)
+    out: list[dict[str, object]] = []
+    for line in res.stdout.splitlines() if res.returncode == 0 else []:
+        words = line.split()
+        if "numgen" not in words or "daddr" not in words:
+            continue
+        try:
+            dst = words[words.index("daddr") + 1]
+            share = int(words[words.index("<") + 1]) * 100 / NFT_SCALE
+            dropped = int(words[words.index("packets") + 1]) if "packets" in words else 0
+        except (ValueError, IndexError):
+            continue
+        out.append({"to": dst, "loss_pct": share, "dropped_packets": dropped})
+    return out
 
 
 def etcd_cut(region: Region, cut: bool) -> None:
