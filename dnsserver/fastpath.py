@@ -447,7 +447,9 @@ class FastPath:
                 return resp
             # RateLimiter.check's common case, inline (the window is the one the loop moved to)
             win = rl_cur[0]
-            if resp[3] & 0x0F or not resp[2] & 0x06:  # not an authoritative NOERROR (a referral): check classifies
+            # not an authoritative NOERROR (a referral): check classifies. A compact denial (RateLimiter.check
+            # routes replies without answers to classify) never comes from here: only the slow path makes one
+            if resp[3] & 0x0F or not resp[2] & 0x06:
                 return rl_check(q, resp, host, win.second) or b""
             bucket = (host & rl_m4 if type(host) is int else rl_prefix(host), lq)
             cell = win.buckets.get(bucket)

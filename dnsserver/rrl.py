@@ -17,6 +17,9 @@ current one-second window:
   would otherwise each get a bucket of their own);
 * nxdomain: one bucket per prefix and zone (the longest configured zone that
   holds the name; random-subdomain floods share it), at ``nxdomains_per_second``;
+  a DNSSEC compact denial (RFC 9824: NOERROR, no answers, an NSEC at the name
+  whose bitmap holds NXNAME) is an NXDOMAIN and counted here too, or a flood of
+  random names with DO set would get a bucket per name;
 * errors: every other rcode (FORMERR, REFUSED, SERVFAIL, NOTIMP, and BADVERS,
   whose header rcode is 0 but which has no records), one bucket per prefix,
   at ``errors_per_second``.
@@ -85,6 +88,54 @@ def truncated(reply: bytes) -> bytes:
         if end >= 0 and end + 5 <= len(reply):
             return head + b"\x00\x01" + _NO_RECORDS + reply[12:end + 5]
     return head + b"\x00\x00" + _NO_RECORDS
+
+
+_NSEC = 47
+_NXNAME_OCTET = 128 // 8  # type 128 (NXNAME) in window 0: octet 16, bit 0x80
+
+
+def _skip_name(m: bytes, i: int) -> int:
+    """The offset after the (possibly compressed) name at ``i``; -1 when it runs off the end."""
+    n = len(m)
+    while i < n:
+        c = m[i]
+        if c == 0:
+            return i + 1
+        if c & 0xC0 == 0xC0:
+            return i + 2 if i + 2 <= n else -1
+        i += c + 1
+    return -1
+
+
+def is_compact_denial(reply: bytes) -> bool:
+    """Whether ``reply`` (NOERROR, no answers) proves the name does not exist the RFC 9824 way: an NSEC
+    in the authority section whose type bitmap holds NXNAME. Walks the wire; anything malformed is False."""
+    m = reply
+    if len(m) < 12 or m[4:6] != b"\x00\x01":
+        return False
+    i = _skip_name(m, 12)
+    if i < 0:
+        return False
+    i += 4  # the question's type and class
+    for _ in range(min((m[8] << 8) | m[9], 16)):  # authority records: a compact denial has a few
+        i = _skip_name(m, i)
+        if i < 0 or i + 10 > len(m):
+            return False
+        rtype = (m[i] << 8) | m[i + 1]
+        rdlen = (m[i + 8] << 8) | m[i + 9]
+        start, i = i + 10, i + 10 + rdlen
+        if i > len(m):
+            return False
+        if rtype == _NSEC:
+            j = _skip_name(m[:i], start)  # the next name (never compressed in NSEC, but bounded either way)
+            while j >= 0 and j + 2 <= i:
+                window, length = m[j], m[j + 1]
+                if window == 0:
+                    return length > _NXNAME_OCTET and j + 2 + _NXNAME_OCTET < i and \
+                        bool(m[j + 2 + _NXNAME_OCTET] & 0x80)
+                j += 2 + length
+            return False
+    return False
 
 
 def host_text(host: Host) -> str:
@@ -252,6 +303,9 @@ class RateLimiter:
         if not rc:
             if reply[2] & 0x06:  # AA or TC: an answer, NODATA, or one cut short
                 end = reply.find(b"\x00", 12)
+                if not (reply[6] | reply[7]) and (reply[8] | reply[9]) and is_compact_denial(reply):
+                    zone = self.zone_of(reply[12:end + 1].lower()) if end > 0 else b""
+                    return (pfx, NXDOMAIN, zone), NXDOMAIN  # RFC 9824's NXDOMAIN: per zone, not per name
                 return (pfx, reply[12:end + 5].lower()), RESPONSES
             if reply[6] | reply[7]:
                 end = reply.find(b"\x00", 12)
@@ -332,10 +386,11 @@ class RateLimiter:
             else:
                 known = pget(host)
                 pfx = known if known is not None else prefix(host)
-            if reply[3] & 0x0F or not reply[2] & 0x06:
+            if reply[3] & 0x0F or not reply[2] & 0x06 or not (reply[6] | reply[7]):
+                # an error, a referral, or no answers (NODATA, or a compact denial: an NXDOMAIN)
                 key, cls = classify(reply, pfx)
                 return count(q, reply, host, win, key, rates[cls], cls)
-            # the common case, inline: an authoritative NOERROR, counted by prefix and question
+            # the common case, inline: an authoritative NOERROR with answers, counted by prefix and question
             key = (pfx, reply[12:reply.find(b"\x00", 12) + 5].lower())
             cell = win.buckets.get(key)
             if cell is None:

@@ -18,9 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dnsserver.rrl import RateLimiter
+from dnsserver.rrl import NXDOMAIN, RateLimiter, is_compact_denial
 from dnsserver.server import DnsServer
-from steering.config import Rrl
+from steering.config import Rrl, load_config
 from tests.support.dns_server import load
 
 ZONE = b"\x07example\x04test\x00"
@@ -227,3 +227,45 @@ def test_the_fast_path_counts_what_it_answers(tmp_path: Path, fast_queries: list
         assert [r != b"" and sent(r) == full for r in got] == [True, True, False, False, False]
         assert [r == b"" for r in got] == [False, False, True, False, True]  # slip 2: the 2nd over the rate slips
         assert got[3] and got[3][2] & 0x02 and not got[0][2] & 0x02  # type: ignore[index]
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory) -> DnsServer:
+    from tests.support.dnssec import signed_config
+
+    path, _ = signed_config(tmp_path_factory.mktemp("rrlsigned"),
+                            dns_settings={"rrl": {"enabled": True, "nxdomains_per_second": 2,
+                                                  "responses_per_second": 50, "slip": 0}})
+    return DnsServer(load_config(path))
+
+
+def do_query(name: str, rdtype: str = "A") -> bytes:
+    q = dns.message.make_query(name, rdtype, want_dnssec=True)
+    wire: bytes = q.to_wire()
+    return wire
+
+
+def test_a_compact_denial_is_limited_as_an_nxdomain_per_zone(signed: DnsServer) -> None:
+    """With DNSSEC a missing name is NOERROR + an NSEC with NXNAME to DO=1 queries (RFC 9824): still an
+    NXDOMAIN to the rate limit, one bucket per zone, so random names from one prefix share it."""
+    lim = signed._rate_limiter()
+    assert lim is not None
+    replies = []
+    for i in range(5):  # five random names under the zone, one prefix, one second
+        q = do_query(f"rnd{i}x.example.test")
+        r = signed.handle(q, "192.0.2.1", 0)
+        assert r is not None and r[3] & 0x0F == 0 and is_compact_denial(r)  # NOERROR: the compact form
+        replies.append(lim.check(q, r, "192.0.2.1", 7))
+    assert [r is not None for r in replies] == [True, True, False, False, False]  # 2/s, then dropped (slip 0)
+    assert (lim.prefix("192.0.2.1"), NXDOMAIN, b"\x07example\x04test\x00") in lim.buckets
+    # NODATA (the name exists, not the type) is not a denial of the name: an answer-class bucket per name
+    nodata = signed.handle(do_query("www.example.test", "TXT"), "192.0.2.9", 0)
+    assert nodata is not None and not is_compact_denial(nodata)
+    plain = signed.handle(dns.message.make_query("rnd0x.example.test", "A").to_wire(), "192.0.2.9", 0)
+    assert plain is not None and plain[3] & 0x0F == 3 and not is_compact_denial(plain)  # DO=0: NXDOMAIN
+
+
+@settings(max_examples=400, deadline=None)
+@given(reply=st.binary(min_size=0, max_size=120))
+def test_is_compact_denial_never_raises(reply: bytes) -> None:
+    assert is_compact_denial(reply) in (True, False)
