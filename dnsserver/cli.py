@@ -72,6 +72,7 @@ async def _run(cfg: Config, listen: tuple[str, ...], metrics_addr: str | None, n
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.request_key_reload)  # DNSSEC key files (docs/dnssec.md)
     await serve(cfg, server, no_etcd, stop)
 
 
@@ -96,6 +97,8 @@ def command(config_path: str, listen: tuple[str, ...], metrics_addr: str | None,
     from dnsserver.zones import ZoneError, load_zones
 
     logs.setup(component="dns")
+    # SIGHUP reloads (DNSSEC key files): until the handler is in place it must not end the server
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from steering.geoipwatch import load_for
 
     try:

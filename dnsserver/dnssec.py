@@ -61,7 +61,13 @@ PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
 
 class KeyError_(Exception):
-    """A key file that cannot be used: the message names the config field."""
+    """A key file that cannot be used: the message names the config field (``field_name``) and the file
+    (``path``: empty when the problem is the set of keys, not one file)."""
+
+    def __init__(self, message: str, field_name: str = "", path: str = "") -> None:
+        super().__init__(message)
+        self.field_name = field_name
+        self.path = path
 
 
 @dataclass(frozen=True)
@@ -162,16 +168,18 @@ def read_key(path: Path, field_name: str, algorithm: int, role: str) -> tuple[Pr
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise KeyError_(f"{field_name}: cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+        raise KeyError_(f"{field_name}: cannot read {path}: {exc.strerror or type(exc).__name__}", field_name,
+                        str(path)) from None
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
-        raise KeyError_(f"{field_name}: {path} is not an unencrypted PKCS#8 PEM private key") from None
+        raise KeyError_(f"{field_name}: {path} is not an unencrypted PKCS#8 PEM private key", field_name,
+                        str(path)) from None
     want = ed25519.Ed25519PrivateKey if algorithm == 15 else ec.EllipticCurvePrivateKey
     if not isinstance(key, want) or (isinstance(key, ec.EllipticCurvePrivateKey)
                                      and not isinstance(key.curve, ec.SECP256R1)):
         name = next(n for n, v in ALGORITHMS.items() if v == algorithm)
-        raise KeyError_(f"{field_name}: {path} is not a {name} key")
+        raise KeyError_(f"{field_name}: {path} is not a {name} key", field_name, str(path))
     return key, make_dnskey(key, algorithm, role)
 
 
@@ -185,7 +193,8 @@ def load_zone_keys(origin: dns.name.Name, settings: Any, where: str, resolve: An
         keys.append(SigningKey(k.role, private, dnskey, k.file, k.active, *(
             None if t is None else t.timestamp() for t in (k.publish, k.activate, k.inactive, k.delete))))
     if not any(k.signs_keys for k in keys) or not any(k.signs_zone for k in keys):
-        raise KeyError_(f"{where}.keys: needs an active combined (csk) key, or a ksk and an active zsk")
+        raise KeyError_(f"{where}.keys: needs an active combined (csk) key, or a ksk and an active zsk",
+                        f"{where}.keys")
     return ZoneKeys(origin, algorithm, tuple(keys), settings.dnskey_ttl, settings.validity_days)
 
 

@@ -51,6 +51,8 @@ class Stats:
         self.dnssec_signatures = [0]  # RRSIGs made (render and slow path; docs/dnssec.md)
         self.dnssec_resign_at = 0.0  # when the next signing epoch starts (0: nothing signed)
         self.dnssec_expires_at = 0.0  # the earliest expiration of the current epoch's signatures
+        self.dnssec_key_reloads = [0]  # key files read again and all usable (SIGHUP, or a file replaced)
+        self.dnssec_key_reload_errors = [0]  # key files read again, one not usable: the previous keys stay
         self.table_version = -1
         self.table_generated_at = 0.0
         self.table_applied_at = 0.0
@@ -148,6 +150,12 @@ class StatsCollector(Collector):
                                 value=s.control_plane_reachable[0])
         yield CounterMetricFamily("steering_dns_dnssec_signatures", "DNSSEC signatures made (docs/dnssec.md)",
                                   value=s.dnssec_signatures[0])
+        yield CounterMetricFamily("steering_dns_dnssec_key_reloads",
+                                  "DNSSEC key files read again while running, every one usable",
+                                  value=s.dnssec_key_reloads[0])
+        yield CounterMetricFamily("steering_dns_dnssec_key_reload_errors",
+                                  "DNSSEC key files read again while running, one not usable: previous keys kept",
+                                  value=s.dnssec_key_reload_errors[0])
         if s.dnssec_resign_at:
             yield GaugeMetricFamily("steering_dns_dnssec_next_resign_timestamp_seconds",
                                     "When the next DNSSEC signing epoch starts", value=s.dnssec_resign_at)

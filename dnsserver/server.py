@@ -15,6 +15,7 @@ event loop instead.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import struct
 import time
@@ -23,9 +24,10 @@ from collections.abc import Callable, Sequence
 from typing import cast
 
 from dnsserver.clientkeys import ClientKeys
-from dnsserver.dnssec import ClockError, Signing
+from dnsserver.dnssec import ClockError, KeyError_, Signing
 from dnsserver.fastpath import FastPath
 from dnsserver.geo import GeoMap
+from dnsserver.keyreload import key_stamps, read_zone_keys, same_keys, tags
 from dnsserver.metrics import Stats
 from dnsserver.persist import save_table
 from dnsserver.render import RenderedAnswers, build_snapshot
@@ -66,6 +68,11 @@ class DnsServer:
             raise ZoneError(f"dnssec: {exc}") from None
         self._publish_keys()
         self._resign_task: asyncio.Task[None] | None = None
+        # the key files as read at the start: a change (or SIGHUP) reads them again (reload_keys)
+        self._key_stamps = key_stamps(cfg) if self.zone_keys else {}
+        self.key_check_seconds = 30.0  # how often the re-signing timer looks at the key files' stamps
+        self._key_lock = asyncio.Lock()
+        self._reloads: set[asyncio.Task[bool]] = set()
         # geoip: the configured database compiled here unless given (GeoIpError when it cannot be)
         geoip = geoip if geoip is not None else load_for(cfg)
         self.geomap = GeoMap(cfg.geos, cfg.default_geo.id, geoip)
@@ -102,12 +109,16 @@ class DnsServer:
 
     async def follow_signing(self, check_seconds: float = 600.0) -> None:
         """Start a new DNSSEC signing epoch when the current one is due (half its validity left) and swap in
-        answers signed in it, until cancelled: signatures never expire under a running server."""
+        answers signed in it, until cancelled: signatures never expire under a running server. Each wake
+        also looks at the key files' stamps: a replaced file is read again (``reload_keys``)."""
         while True:
             signing = self.signing
             if signing is None:
                 return
-            await asyncio.sleep(max(0.05, min(check_seconds, signing.resign_at - self.clock())))
+            await asyncio.sleep(max(0.05, min(check_seconds, self.key_check_seconds,
+                                              signing.resign_at - self.clock())))
+            if await asyncio.to_thread(key_stamps, self.cfg) != self._key_stamps:
+                await self.reload_keys("key_files_changed")
             await self.resign_if_due()
 
     async def resign_if_due(self) -> bool:
@@ -116,6 +127,12 @@ class DnsServer:
         now = self.clock()
         if signing is None or not signing.due(now):
             return False
+        async with self._key_lock:  # not while a key reload re-signs: the last render installed must be the newest
+            if self.signing is not signing:
+                return False  # a key reload started a new epoch meanwhile
+            return await self._resign(now)
+
+    async def _resign(self, now: float) -> bool:
         try:
             self.signing = Signing.create(self.zone_keys, now, self.stats.dnssec_signatures)
         except ClockError as exc:
@@ -128,6 +145,60 @@ class DnsServer:
         log.info("dns.dnssec.resigned", zones=[str(k.origin) for k in self.zone_keys],
                  resign_at=round(self.signing.resign_at), signatures=self.signing.signatures_made())
         return True
+
+    # ---- DNSSEC key files read again (docs/dnssec.md, "Replacing key files")
+
+    def request_key_reload(self, reason: str = "sighup") -> None:
+        """SIGHUP's handler: read the key files again in a task (the loop goes on answering)."""
+        task = asyncio.get_running_loop().create_task(self.reload_keys(reason), name="dnssec-key-reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload_keys(self, reason: str) -> bool:
+        """Read every signed zone's key files again; all usable: sign with them from a new epoch started now
+        (answers re-rendered off the loop, swapped in at once). One not usable (missing, unreadable, not a
+        key, not the zone's algorithm): the keys in use stay, and one line and a counter say which file
+        and why. True when the files were read (changed or not)."""
+        if self.signing is None:
+            log.info("dns.dnssec.key_reload_skipped", reason=reason, why="no zone is signed")
+            return False
+        async with self._key_lock:  # SIGHUP and the timer may ask at once: one reload at a time
+            # stamps first: a file replaced while it is read is seen as changed at the next look
+            self._key_stamps = await asyncio.to_thread(key_stamps, self.cfg)
+            try:
+                fresh = await asyncio.to_thread(read_zone_keys, self.cfg)
+            except KeyError_ as exc:
+                return self._key_reload_failed(reason, exc.field_name, exc.path, str(exc))
+            except Exception as exc:  # a file no check foresaw (a PEM of an unsupported type): named by type only
+                return self._key_reload_failed(reason, "", "", f"a key file cannot be used: {type(exc).__name__}")
+            self.stats.dnssec_key_reloads[0] += 1
+            if same_keys(self.zone_keys, fresh):
+                log.info("dns.dnssec.keys_unchanged", reason=reason, keys=tags(fresh))
+                return True
+            old_zones, old_keys, old_signing = self.zones, self.zone_keys, self.signing
+            by_origin = {k.origin: k for k in fresh}
+            # new zone objects with their own apex: the answers served until the swap keep the old DNSKEY
+            self.zones = [z if z.keys is None else dataclasses.replace(
+                z, keys=by_origin[z.origin], nodes={**z.nodes, z.origin: dict(z.nodes[z.origin])})
+                for z in self.zones]
+            self.zone_keys = [z.keys for z in self.zones if z.keys is not None]
+            try:
+                resigned = await self._resign(self.clock())
+            except Exception as exc:  # the answers in use stay; so must the keys they were signed with
+                resigned = False
+                log.error("dns.dnssec.resign_failed", error=f"{type(exc).__name__}: {exc}")
+            if not resigned:
+                self.zones, self.zone_keys, self.signing = old_zones, old_keys, old_signing
+                self._publish_keys()  # the metrics' epoch figures back to the one in use
+                return False
+            log.info("dns.dnssec.keys_reloaded", reason=reason, previous=tags(old_keys), keys=tags(fresh))
+            return True
+
+    def _key_reload_failed(self, reason: str, field: str, path: str, error: str) -> bool:
+        self.stats.dnssec_key_reload_errors[0] += 1
+        log.error("dns.dnssec.key_reload_failed", reason=reason, field=field, file=path, error=error,
+                  kept=tags(self.zone_keys))
+        return False
 
     def _note(self, snap: RenderedAnswers) -> None:
         table = snap.table

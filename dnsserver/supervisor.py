@@ -411,6 +411,17 @@ class Supervisor:
             if slot.channel is not None:
                 await slot.channel.close()
 
+    def pass_reload(self) -> None:
+        """SIGHUP: every running worker reads its DNSSEC key files again (docs/dnssec.md); each logs and
+        counts the outcome itself."""
+        pids = [s.proc.pid for s in self.slots if s.proc is not None and s.proc.poll() is None]
+        log.info("dns.supervisor.reload", workers=pids)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGHUP)
+            except ProcessLookupError:
+                pass  # ended meanwhile: its successor reads the files at its start
+
     # -- metrics
 
     async def metrics(self) -> list[Family]:
@@ -436,6 +447,7 @@ class Supervisor:
         stop = self.stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.pass_reload)
         from prometheus_client import REGISTRY
 
         collector = _Collector(self, loop)

@@ -14,6 +14,7 @@ It stops (cleanly, exit 0) on SIGTERM, and when the supervisor is gone: the
 kernel sends SIGTERM when the parent dies (PR_SET_PDEATHSIG), and the
 control socket reads EOF. SIGINT is ignored: a Ctrl-C in a terminal reaches
 every process of the group, and stopping the workers is the supervisor's job.
+SIGHUP (passed on by the supervisor) reads the DNSSEC key files again.
 
 ``serve`` (follow etcd, wait for the stop, shut down in order) is shared with
 the single-process mode of ``cli.py``.
@@ -177,6 +178,7 @@ async def _run_worker(spec: dict[str, Any]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.request_key_reload)  # the supervisor passes SIGHUP on
     control = asyncio.create_task(_control(socket.socket(fileno=int(spec["control"])), server, stop))
     try:
         await serve(cfg, server, bool(spec["no_etcd"]), stop)
@@ -190,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     spec = json.loads(args[0])
     index = int(spec["index"])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload, not a stop, even before the handler is in place
     logs.setup(component="dns")
     tag_logs(index)
     die_with_parent(int(spec["parent"]))
