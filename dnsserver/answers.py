@@ -66,6 +66,13 @@ class Fallback:
     reason: str
 
 
+# The last config's records per service, reused by the next table's render: they do not depend on the table,
+# and with 10,000 answers building them was half of a render. One config only (the one served: a reload
+# replaces it), so an old config's records go with it. Never mutated once built (the pre-rendered bytes and
+# DNSSEC's by-identity signature memo rely on that).
+_last_records: tuple[Config, dict[str, dict[str, dict[int, dns.rrset.RRset]]]] | None = None
+
+
 def _target_records(name: dns.name.Name, svc: Service) -> dict[str, dict[int, dns.rrset.RRset]]:
     out: dict[str, dict[int, dns.rrset.RRset]] = {}
     for target, ans in svc.answers.items():
@@ -82,10 +89,15 @@ def _target_records(name: dns.name.Name, svc: Service) -> dict[str, dict[int, dn
 
 def build_steering(cfg: Config, table: RoutingTable | None,
                    geomap: GeoMap) -> tuple[dict[dns.name.Name, SteeredName], list[Fallback]]:
+    global _last_records
     steered: dict[dns.name.Name, SteeredName] = {}
     fallbacks: list[Fallback] = []
+    last = _last_records
+    records = last[1] if last is not None and last[0] is cfg else {}
     for svc in cfg.services:
         name = dns.name.from_text(svc.name)
+        if svc.name not in records:
+            records[svc.name] = _target_records(name, svc)
         splits: list[Split] = []
         for geo_id in geomap.ids:
             split, reason = shared.table_split(table, svc.name, geo_id, svc.answers)
@@ -93,8 +105,9 @@ def build_steering(cfg: Config, table: RoutingTable | None,
                 fallbacks.append(Fallback(svc.name, geo_id, reason))
                 split = shared.spread(fail_open_targets(cfg, svc, geo_id), reason)
             splits.append(split)
-        steered[name] = SteeredName(svc.name, name, svc.ttl, name_seed(name), _target_records(name, svc),
+        steered[name] = SteeredName(svc.name, name, svc.ttl, name_seed(name), records[svc.name],
                                     tuple(splits))
+    _last_records = (cfg, records)
     return steered, fallbacks
 
 

@@ -29,7 +29,7 @@ Entry layouts (tuples, because the hot path indexes them):
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -126,11 +126,33 @@ def _probe(catalog: Catalog, qname: dns.name.Name, qtype: int) -> tuple[SteeredN
     return (seen[0] if seen else None), res
 
 
+def _resolution_key(res: Resolution) -> tuple[Any, ...]:
+    """Everything ``_variant`` (and ``sign_resolution``) reads of ``res``: its RRsets by identity (the zone's
+    and the steered targets' objects, alive while the memo holds ``res``), and the record types of the
+    targets it picked (a signed NODATA's NSEC lists them)."""
+    return (res.rcode, res.authoritative, tuple(map(id, res.answer)), tuple(map(id, res.authority)),
+            tuple(map(id, res.additional)), tuple((id(s), frozenset(s.records[t])) for s, t in res.picks))
+
+
+def _records_key(records: Mapping[int, dns.rrset.RRset], qtype: int) -> tuple[Any, ...]:
+    """What ``resolve`` reads of a picked target's records for ``qtype``: the RRset of that type (for ANY, of
+    the first type) and the CNAME, by identity, and which types there are (a signed NODATA lists them).
+    Targets alike here resolve alike: every target without the type (nor a CNAME) gets the same NODATA."""
+    first = records[min(records)] if qtype == dns.rdatatype.ANY and records else None
+    return (id(records.get(qtype)), id(records.get(dns.rdatatype.CNAME)), id(first), frozenset(records))
+
+
 def build_snapshot(cfg: Config, zones: Sequence[LoadedZone], geomap: GeoMap, table: RoutingTable | None,
                    stats: Stats, signing: Signing | None = None) -> RenderedAnswers:
+    """Render every entry. Each (name, type, resolution) is rendered once: targets whose records resolve
+    alike (a NODATA for every target without the type) are resolved once, targets whose resolutions are
+    alike share one variant, and a steered name's slot tables and counters are looked up once for all its
+    types (the bytes are those of rendering every target apart: tests/test_render_memo.py)."""
     steered, fallbacks = build_steering(cfg, table, geomap)
     catalog = Catalog(zones, steered)
     entries: dict[bytes, tuple[Any, Any]] = {}
+    # per steered name, per geo: (slot table, answer cells, fallback cell), the same for every qtype
+    split_parts: dict[int, list[tuple[Any, tuple[list[int], ...], list[int] | None]]] = {}
     for qname in catalog.names():
         key_name = _name_wire(qname.canonicalize())
         for qtype in PRERENDER_TYPES:
@@ -141,18 +163,35 @@ def build_snapshot(cfg: Config, zones: Sequence[LoadedZone], geomap: GeoMap, tab
             if dep is None:
                 entries[key] = (None, _variant(qname, qtype, res, stats, catalog, signing))
                 continue
+            parts = split_parts.get(id(dep))
+            if parts is None:
+                parts = split_parts[id(dep)] = [
+                    (slot_table(split, dep.seed),
+                     tuple(stats.answer_cell(dep.service, geomap.ids[gi], t) for t in split.targets),
+                     stats.fallback_cell(dep.service, geomap.ids[gi], split.fallback) if split.fallback else None)
+                    for gi, split in enumerate(dep.splits)]
             by_target: dict[str, Variant] = {}
+            by_records: dict[tuple[Any, ...], Variant] = {}  # ids of dep.records' RRsets: alive all along
+            by_resolution: dict[tuple[Any, ...], tuple[Resolution, Variant]] = {}  # holds res: its ids stay its own
+            by_targets: dict[tuple[str, ...], tuple[Variant, ...]] = {}
             splits = []
-            for gi, split in enumerate(dep.splits):
-                variants = []
-                cells = []
-                for target in split.targets:
-                    if target not in by_target:
-                        r = resolve(catalog, qname, qtype, _always(target))
-                        by_target[target] = _variant(qname, qtype, r, stats, catalog, signing)
-                    variants.append(by_target[target])
-                    cells.append(stats.answer_cell(dep.service, geomap.ids[gi], target))
-                fb = stats.fallback_cell(dep.service, geomap.ids[gi], split.fallback) if split.fallback else None
-                splits.append((slot_table(split, dep.seed), tuple(variants), tuple(cells), fb))
+            for split, (slots, cells, fb) in zip(dep.splits, parts, strict=True):
+                variants = by_targets.get(split.targets)
+                if variants is None:
+                    for target in split.targets:
+                        if target in by_target:
+                            continue
+                        recs_key = _records_key(dep.records[target], qtype)
+                        variant = by_records.get(recs_key)
+                        if variant is None:
+                            r = resolve(catalog, qname, qtype, _always(target))
+                            rkey = _resolution_key(r)
+                            hit = by_resolution.get(rkey)
+                            if hit is None:
+                                hit = by_resolution[rkey] = (r, _variant(qname, qtype, r, stats, catalog, signing))
+                            variant = by_records[recs_key] = hit[1]
+                        by_target[target] = variant
+                    variants = by_targets[split.targets] = tuple(by_target[t] for t in split.targets)
+                splits.append((slots, variants, cells, fb))
             entries[key] = (dep.seed, tuple(splits))
     return RenderedAnswers(catalog, entries, table, tuple(fallbacks), signing)
