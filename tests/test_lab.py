@@ -283,10 +283,18 @@ def timed(what: str, fn: Any, timeout: float) -> tuple[Any, float]:
     return value, took
 
 
+TESTS_LAB = Path("/run/steering-lab-tests")  # the state dir of the lab these tests run now
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     if not ROOT:
         pytest.skip("steering lab needs root")
+    left = TESTS_LAB.read_text().strip() if TESTS_LAB.exists() else ""
+    if netops.lab_namespaces() and left and Path(left, "lab.json").exists():
+        # an earlier run of these tests that was cut off (a timeout in teardown): its lab, not a user's
+        print(f"taking down the lab an earlier test run left ({left})")
+        lab_cmd("down", state=Path(left))
     if netops.lab_namespaces():
         pytest.fail(f"a lab is running on this machine ({', '.join(netops.lab_namespaces())}): `steering lab down` "
                     "first (a skip would hide these tests)")
@@ -294,6 +302,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     config = base / "lab.yaml"
     config.write_text(yaml.safe_dump(LAB_CONFIG))
     state = base / "state"
+    TESTS_LAB.write_text(str(state))  # so a later run can tell a lab it left from a user's
     t0 = time.monotonic()
     res = lab_cmd("up", "--config", str(config), "--latency", "20ms", state=state)
     print(f"lab up: {time.monotonic() - t0:.1f}s; {res.stdout.splitlines()[0] if res.stdout else res.stderr}")
@@ -304,6 +313,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield state
     finally:
         lab_cmd("down", state=state)
+        TESTS_LAB.unlink(missing_ok=True)
 
 
 @pytest.fixture
