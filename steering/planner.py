@@ -33,7 +33,7 @@ leader whose wall clock is off neither steps back nor finishes early; and
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, fields
 
 from steering.config import TOTAL_WEIGHT, Config
@@ -101,6 +101,23 @@ class _Regions:
     progress: Mapping[str, RampProgress]  # region -> its ramp's progress, complete ones included
 
 
+def capacities(config: Config, health: Mapping[str, TargetHealth], evacuated: Collection[str]
+               ) -> tuple[dict[str, float], dict[str, float]]:
+    """Each region's and site's capacity to plan with: the reported one (else the configured), 0 when it
+    cannot serve or its region is evacuated."""
+    region_cap: dict[str, float] = {}
+    for r in config.regions:
+        h = health.get(r.id, _NO_REPORT)
+        cap = r.capacity if h.capacity is None else h.capacity
+        region_cap[r.id] = cap if h.can_serve and r.id not in evacuated else 0.0
+    site_cap: dict[str, float] = {}
+    for s in config.sites:
+        h = health.get(s.id, _NO_REPORT)
+        cap = s.capacity if h.capacity is None else h.capacity
+        site_cap[s.id] = cap if h.can_serve and s.region not in evacuated else 0.0
+    return region_cap, site_cap
+
+
 def plan(
     config: Config,
     observed: Observed,
@@ -122,16 +139,7 @@ def plan(
     unreachable = _unreachable(health) if policy.health.per_geo_reachability else {}
 
     evacuated = regions.evacuated
-    region_cap: dict[str, float] = {}
-    for r in config.regions:
-        h = health.get(r.id, _NO_REPORT)
-        cap = r.capacity if h.capacity is None else h.capacity
-        region_cap[r.id] = cap if h.can_serve and r.id not in evacuated else 0.0
-    site_cap: dict[str, float] = {}
-    for s in config.sites:
-        h = health.get(s.id, _NO_REPORT)
-        cap = s.capacity if h.capacity is None else h.capacity
-        site_cap[s.id] = cap if h.can_serve and s.region not in evacuated else 0.0
+    region_cap, site_cap = capacities(config, health, evacuated)
 
     pins = {(p.service, p.geo): p for p in overrides.pins}
     ramp_step = max((r.step for r in regions.ramps), default=0.0)

@@ -37,6 +37,7 @@ from steering.planner import (
     _Regions,
     _route_geo,
     _state,
+    capacities,
     plan,
 )
 from steering.refill import Log, fill, refill
@@ -138,16 +139,7 @@ class Replanner:
         f = config.derived("planner.fleets", _fleets)
         index = config.derived("replan.index", _index)
         evacuated = regions.evacuated
-        region_cap: dict[str, float] = {}
-        for r in config.regions:
-            h = health.get(r.id, _NO_REPORT)
-            cap = r.capacity if h.capacity is None else h.capacity
-            region_cap[r.id] = cap if h.can_serve and r.id not in evacuated else 0.0
-        site_cap: dict[str, float] = {}
-        for s in config.sites:
-            h = health.get(s.id, _NO_REPORT)
-            cap = s.capacity if h.capacity is None else h.capacity
-            site_cap[s.id] = cap if h.can_serve and s.region not in evacuated else 0.0
+        region_cap, site_cap = capacities(config, health, evacuated)
         logs: list[Log | None] = [None] * index.fleet_count
         ideals: list[_Ideal | None] = [None] * index.fleet_count
         for key, cands, targets in zip(f.fleet, f.cands, f.targets, strict=True):
