@@ -59,6 +59,7 @@ a mix. Counters are ``cell[0] += 1`` on pre-allocated lists (no lock).
 from __future__ import annotations
 
 import ipaddress
+import os
 import sys
 import zlib
 from collections.abc import Callable
@@ -73,6 +74,11 @@ from steering.pick import GOLDEN as _GOLDEN
 from steering.pick import SLOT_SHIFT as _SLOT_SHIFT
 from steering.pick import UNSET as _UNSET
 from steering.pick import SlotTable
+
+try:  # the hot path in C (dnsserver/_hot.c): built where a C compiler was at install time
+    from dnsserver import _hot
+except ImportError:  # pragma: no cover - the Python closure below answers alike
+    _hot = None  # type: ignore[assignment]
 
 MAX_UDP_PAYLOAD = 1232  # what we advertise and cap UDP answers at (DNS flag day 2020)
 _OPT_DO = b"\x00\x00\x29" + MAX_UDP_PAYLOAD.to_bytes(2, "big") + b"\x00\x00\x80\x00"
@@ -91,6 +97,16 @@ Host = str | bytes | int
 _LETTERS = frozenset(range(0x41, 0x5B)) | frozenset(range(0x61, 0x7B))
 # the hot path writes the pick's constants as literals (a literal costs less than a closure cell)
 assert (_GOLDEN, _SLOT_SHIFT, _UNSET) == (0x9E3779B1, 16, 255), "update FastPath.answer's literals"
+
+
+def native_module() -> Any:
+    """``dnsserver._hot`` when built and not turned off, else None."""
+    return _hot if native_available() else None
+
+
+def native_available() -> bool:
+    """Whether the C hot path is built and not turned off (``STEERING_DNS_NATIVE=0``: the Python closure)."""
+    return _hot is not None and os.environ.get("STEERING_DNS_NATIVE", "1") != "0"
 
 
 class _Tables:
@@ -176,6 +192,30 @@ def _flag_heads() -> dict[bytes, int]:
 _FLAG_HEADS = _flag_heads()
 
 
+def _steered_opt(opt: bytes, rdlen: bytes, rest: bytes, stale: bool) -> bytes:
+    """A steered answer's OPT up to the address; the stale EDE goes first, so the address stays last."""
+    if not stale:
+        return opt + rdlen + rest
+    return opt + (int.from_bytes(rdlen, "big") + len(_EDE_STALE)).to_bytes(2, "big") + _EDE_STALE + rest
+
+
+def opt_shapes(keys: ClientKeys, stale: bool) -> dict[bytes, tuple[Any, ...]]:
+    """The hot path's table of OPT shapes: keyed by the OPT's version and flags (only DO may be set) before
+    ``ClientKeys.shapes``' key: its shape, and the reply's OPT up to the address, when static (scope 0) and
+    when steered (with the scope when a level decides; ``GeoMap.key``'s scope replaces the last byte
+    otherwise). The levels split into the first and the rest: the first decides for most addresses."""
+    out = {flags + k: (v[0], v[1], v[2] and v[2][0], v[2] and v[2][1:], *v[3:7], opt + k[:9] + b"\x00",
+                       _steered_opt(opt, k[:2], k[2:9] + bytes((v[7],)), stale), v[8], v[9],
+                       opt is _OPT_DO)
+           for k, v in keys.shapes.items()
+           for flags, opt in ((b"\x00\x00\x00", _OPT_NO_DO), (b"\x00\x80\x00", _OPT_DO))}
+    # an OPT without options (what most resolvers send): "-8 address bytes" makes the length check mean rdlen 0
+    for flags, opt in ((b"\x00\x00\x00", _OPT_NO_DO), (b"\x00\x80\x00", _OPT_DO)):
+        out[flags + b"\x00\x00"] = (-8, 0, None, None, b"", b"", 0, 0, opt + b"\x00\x00",
+                                     _steered_opt(opt, b"\x00\x00", b"", stale), None, None, opt is _OPT_DO)
+    return out
+
+
 class FastPath:
     """``answer(query, host, tcp)``: the reply bytes, or None for the slow path.
 
@@ -190,7 +230,8 @@ class FastPath:
     (a Hypothesis property checks it)."""
 
     def __init__(self, geomap: GeoMap, snapshot: RenderedAnswers,
-                 routed: tuple[frozenset[int], frozenset[int]] = ROUTED, limiter: RateLimiter | None = None) -> None:
+                 routed: tuple[frozenset[int], frozenset[int]] = ROUTED, limiter: RateLimiter | None = None,
+                 native: bool | None = None) -> None:
         self.geomap = geomap
         self.keys = ClientKeys(geomap)
         self.routed = routed  # option codes the slow path answers, for UDP and TCP
@@ -200,8 +241,10 @@ class FastPath:
         # each answer closure's setters (its cells): set_stale and set_geomap call them all
         self._set_stale: list[Callable[[bool], None]] = []
         self._set_geomap: list[Callable[[GeoMap, ClientKeys, dict[Host, ClientTuple]], None]] = []
-        self.answer = self._make_answer(None)
-        self.answer_udp = self._make_answer(limiter) if limiter is not None else self.answer
+        make = self._make_native if (native_available() if native is None else native) else self._make_answer
+        self.native = make == self._make_native
+        self.answer: Callable[[bytes, Host, int], bytes | None] = make(None)
+        self.answer_udp = make(limiter) if limiter is not None else self.answer
 
     def set_stale(self, stale: bool) -> None:
         """Steered answers to EDNS queries carry EDE 3 (Stale Answer) while ``stale``; one reference swap."""
@@ -250,6 +293,39 @@ class FastPath:
             key = src[host] = (k.geo, k.subnet, k.scope)
         return key
 
+    def _make_native(self, limiter: RateLimiter | None) -> Callable[[bytes, Host, int], bytes | None]:
+        """``_make_answer``'s closure as ``dnsserver._hot.Answer``: the same steps and Python objects, in C."""
+        assert _hot is not None
+        fresh = opt_shapes(self.keys, False)
+        stale = opt_shapes(self.keys, True)
+        general: Callable[[bytes, Host, int], bytes | None] = self.answer_general
+        if limiter is not None:
+            rl_cur = limiter.hot()[0]
+            rl_check = limiter.check
+
+            def general_limited(q: bytes, host: Host, tcp: int) -> bytes | None:
+                resp = self.answer_general(q, host, tcp)
+                if resp is None:
+                    return None
+                return rl_check(q, resp, host, rl_cur[0].second) or b""
+
+            general = general_limited
+        hot = _hot.Answer(self._cur, stale if self.stale else fresh, self._src, self.source_key, self.geomap.key,
+                          self.geomap.default, general, limiter.hot() if limiter is not None else None,
+                          limiter.check if limiter is not None else None, RESPONSES)
+
+        def set_stale(stale_now: bool) -> None:
+            hot.set_shapes(stale if stale_now else fresh)
+
+        def set_geomap(geomap: GeoMap, keys: ClientKeys, src: dict[Host, ClientTuple]) -> None:
+            nonlocal fresh, stale
+            fresh, stale = opt_shapes(keys, False), opt_shapes(keys, True)
+            hot.set_geomap(geomap.key, src, geomap.default, stale if self.stale else fresh)
+
+        self._set_stale.append(set_stale)
+        self._set_geomap.append(set_geomap)
+        return hot
+
     def _make_answer(self, limiter: RateLimiter | None) -> Callable[[bytes, Host, int], bytes | None]:
         # everything the closure touches is a local of this frame: a cell read per use, no attribute lookups
         cur = self._cur
@@ -265,28 +341,8 @@ class FastPath:
         opt_type = _OPT_TYPE
         scopes = _SCOPE
 
-        def steered_opt(opt: bytes, rdlen: bytes, rest: bytes, stale: bool) -> bytes:
-            """A steered answer's OPT up to the address; the stale EDE goes first, so the address stays last."""
-            if not stale:
-                return opt + rdlen + rest
-            return opt + (int.from_bytes(rdlen, "big") + len(_EDE_STALE)).to_bytes(2, "big") + _EDE_STALE + rest
-
         def make_shapes(stale: bool) -> dict[bytes, tuple[Any, ...]]:
-            # keyed by the OPT's version and flags (only DO may be set) before ClientKeys' key: its shape, and
-            # the reply's OPT up to the address, when static (scope 0) and when steered (with the scope when a
-            # level decides; GeoMap.key's scope replaces the last byte otherwise). The levels split into the
-            # first and the rest: the first decides for most addresses.
-            out = {flags + k: (v[0], v[1], v[2] and v[2][0], v[2] and v[2][1:], *v[3:7], opt + k[:9] + b"\x00",
-                               steered_opt(opt, k[:2], k[2:9] + bytes((v[7],)), stale), v[8], v[9],
-                               opt is _OPT_DO)
-                   for k, v in self.keys.shapes.items()
-                   for flags, opt in ((b"\x00\x00\x00", _OPT_NO_DO), (b"\x00\x80\x00", _OPT_DO))}
-            # an OPT without options (what most resolvers send): "-8 address bytes" makes the length check
-            # mean rdlen 0
-            for flags, opt in ((b"\x00\x00\x00", _OPT_NO_DO), (b"\x00\x80\x00", _OPT_DO)):
-                out[flags + b"\x00\x00"] = (-8, 0, None, None, b"", b"", 0, 0, opt + b"\x00\x00",
-                                             steered_opt(opt, b"\x00\x00", b"", stale), None, None, opt is _OPT_DO)
-            return out
+            return opt_shapes(self.keys, stale)
 
         fresh_shapes = make_shapes(False)
         stale_shapes = make_shapes(True)
@@ -299,9 +355,9 @@ class FastPath:
         self._set_stale.append(set_stale)
 
         def set_geomap(geomap: GeoMap, keys: ClientKeys, src: dict[Host, ClientTuple]) -> None:
-            nonlocal gkey, src_get, fresh_shapes, stale_shapes, shape_of  # cells, as set_stale's
+            nonlocal gkey, src_get, default, fresh_shapes, stale_shapes, shape_of  # cells, as set_stale's
             fresh, stale = make_shapes(False), make_shapes(True)
-            gkey, src_get = geomap.key, src.get
+            gkey, src_get, default = geomap.key, src.get, geomap.default
             fresh_shapes, stale_shapes = fresh, stale
             shape_of = (stale_shapes if self.stale else fresh_shapes).get
 

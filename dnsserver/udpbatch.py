@@ -33,6 +33,7 @@ import struct
 import sys
 import time
 
+from dnsserver import fastpath
 from dnsserver.rrl import RateLimiter
 from dnsserver.udpthread import Answer, FastAnswer, UdpWorker
 
@@ -85,6 +86,13 @@ class BatchUdpWorker(UdpWorker):
         self.v6 = sock.family == socket.AF_INET6
 
     def _serve(self) -> None:
+        hot = fastpath.native_module()
+        if hot is not None:
+            # the same loop in C (dnsserver/_hot.c): it calls a native answer object directly
+            rrl = self.rrl
+            hot.serve(self.sock.fileno(), self.v6, self.fast, self.slow, self._text,
+                      rrl.tick if rrl is not None else None, rrl.check if rrl is not None else None, self._stop)
+            return
         assert _libc is not None
         recvmmsg = _libc.recvmmsg
         sendmmsg = _libc.sendmmsg
