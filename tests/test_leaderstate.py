@@ -137,6 +137,21 @@ def test_the_debounce_counts_from_when_the_leader_is_next_idle() -> None:
     assert wait_at(state, T0 + 2.0) == pytest.approx(T0 + 2.2)  # not from T0 + 1.7, when the change came
 
 
+def test_an_operator_action_ends_a_debounce_under_way() -> None:
+    state = started()
+    publish_first(state, T0 + 1.0)
+    state.health_changed(records(load=900.0))
+    assert wait_at(state, T0 + 1.5) == pytest.approx(T0 + 1.7)  # a health change waits out the debounce
+    evacuation = Evacuation(region="us-west-2", mode="now", started_at=WALL, reason="test")
+    state.overrides_changed(Overrides(evacuations=(evacuation,)))
+    step = plan_at(state, T0 + 1.55)  # the operator's action does not
+    assert step.overrides.evacuations == (evacuation,) and {h.load for h in step.health.values()} == {900.0}
+    assert isinstance(state.planned(*run(step)), Publish)
+    state.published(True)
+    state.health_changed(records(load=800.0))
+    assert wait_at(state, T0 + 2.0) == pytest.approx(T0 + 2.2)  # and health debounces again after it
+
+
 def test_without_a_debounce_a_change_is_planned_at_once() -> None:
     state = started(timing=dataclasses.replace(TIMING, debounce_seconds=0.0))
     state.health_changed(records())
@@ -204,8 +219,7 @@ def test_an_operator_action_is_published_at_once_even_when_it_moves_nothing() ->
     publish_first(state, T0 + 1.0)
     state.overrides_changed(Overrides())  # after the first snapshot: an operator action (here a no-op)
     assert state.operator_pending
-    wait_at(state, T0 + 1.5)
-    table, unchanged = run(plan_at(state, T0 + 1.7))  # within step_seconds of the last table
+    table, unchanged = run(plan_at(state, T0 + 1.5))  # at once (no debounce), within step_seconds of the last
     assert unchanged
     assert state.planned(table, unchanged) == Publish(table)
     state.published(True)
@@ -220,16 +234,14 @@ def test_an_operator_action_that_arrives_while_a_plan_runs_gets_its_own_table() 
     state = started()
     publish_first(state, T0 + 1.0)
     state.overrides_changed(Overrides())
-    wait_at(state, T0 + 1.5)
-    step = plan_at(state, T0 + 1.7)
+    step = plan_at(state, T0 + 1.5)
     evacuation = Evacuation(region="us-west-2", mode="now", started_at=WALL, reason="test")
     state.overrides_changed(Overrides(evacuations=(evacuation,)))  # lands during the plan
     outcome = state.planned(*run(step))
     assert isinstance(outcome, Publish)
     state.published(True)
     assert state.operator_pending  # the table just published was planned without it
-    wait_at(state, T0 + 2.0)
-    step = plan_at(state, T0 + 2.2)
+    step = plan_at(state, T0 + 2.0)  # planned at once after the one that ran
     assert step.overrides.evacuations == (evacuation,)
     assert isinstance(state.planned(*run(step)), Publish)
     state.published(True)

@@ -19,7 +19,8 @@ becomes the plan's ``generated_at``):
   once: never from a half-read state.
 - **Debounce**: after a change, wait ``controller.debounce_seconds`` from when
   the leader is next idle, gathering a burst into one plan; later changes do
-  not extend the wait.
+  not extend the wait. An operator action is planned at once, also when it
+  lands during a debounce (which it then ends).
 - **Tick**: with no change, plan anyway every ``policy.step_seconds`` (ramps
   move on the clock), when a deferred step is due, and just after the start-up
   grace ends.
@@ -190,7 +191,9 @@ class LeaderState:
         if self._dirty:
             if self._debounce_until is None:
                 self._debounce_until = monotonic + self.timing.debounce_seconds
-            if monotonic < self._debounce_until:
+            # An operator action is planned at once: the debounce gathers bursts of health reports, and an
+            # operator waiting on `steerctl evacuate --now` is not one (issue 18: evacuate -> answer p99 0.3 s)
+            if monotonic < self._debounce_until and not self.operator_pending:
                 return Wait(self._debounce_until)
         elif monotonic < self._tick_until:
             return Wait(self._tick_until)
