@@ -1,24 +1,30 @@
 """Ingest at scale: N simulated agents stream reports every second to one controller process.
 
 Starts a real etcd and one `steering controller` process (with --metrics-addr)
-on loopback, with a synthetic topology of N cache sites, then opens N
-grpc.aio streams from this process (spread over a few channels) that each
-report once per interval for a bounded time. Load jitters inside the
-controller's report band, as steady traffic does, and a small share of sites
-flip status now and then. Prints reports/s sustained, etcd writes/s (from the
-controller's own counter) and the controller's CPU use.
+on loopback, with a synthetic topology of N cache sites, then N Report
+streams from load processes (``--workers``), ``--per-connection`` streams to
+an HTTP/2 connection, each reporting once per interval for a bounded time.
+Load jitters inside the controller's report band, as steady traffic does, and
+a small share of sites flip status now and then.
+
+The load is ``ingest_h2``: gRPC over HTTP/2 written for this bench, because
+grpc.aio clients cost ~190 µs of CPU per report, as much as the controller
+they measure. Streams open at ``--open-rate`` per second (a Python gRPC
+server accepts new calls one at a time on its event loop, and grpc core
+cancels the calls that wait too long for it: the CANCELLED errors of the
+earlier generator, which started thousands of streams within one second).
 
 The measurement window is one interval of the system-wide monotonic clock,
-fixed by the parent before the load processes start (after the warm-up and an
-allowance for their start-up): the processes count only the acks and stream
-errors inside it and the parent samples the controller's CPU and counters at
-its two ends, so every figure covers the same seconds (before, the acks of
-each process's own window were divided by the parent's longer one, which
-included the processes' start-up and their streams' ending). Stream errors
-inside the window are the load generator's own failures: the figures are only
-as good as that count is small.
+fixed by the parent before the load processes start (after their start-up,
+the ramp of stream opens and a warm-up): the processes count only the reports
+sent, the acks and the stream errors inside it and their own CPU time, and
+the parent samples the controller's CPU (/proc) and counters at its two ends,
+so every figure covers the same seconds. Prints reports/s offered, sent and
+acknowledged, stream errors by kind (grpc-status of the trailers, RST_STREAM,
+ack timeouts), etcd writes/s, the controller's CPU per report and the load
+generator's own CPU.
 
-Usage: python bench/ingest.py [--sites 5000] [--seconds 30] [--interval 1.0]
+Usage: python bench/ingest.py [--sites 5000] [--seconds 30] [--interval 1.0] [--per-connection 100]
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,7 +44,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import grpc
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +51,6 @@ sys.path.insert(0, str(ROOT))
 
 from steering.etcdproc import EtcdCluster  # noqa: E402
 from steering.v1 import steering_pb2 as pb  # noqa: E402
-from steering.v1 import steering_pb2_grpc as pb_grpc  # noqa: E402
 from tests.support import free_port  # noqa: E402
 
 REGIONS = ["us-east-1", "us-west-2", "eu-west-1"]
@@ -82,74 +87,32 @@ def scrape(port: int, metric: str, by_label: bool = False) -> Any:
     return per if by_label else sum(per.values())
 
 
-async def agent(stub: pb_grpc.HealthServiceStub, site: str, region: str, kind: pb.SiteKind, interval: float,
-                window: tuple[float, float], counts: dict[str, int], rng: random.Random) -> None:
-    """One simulated agent: a stream of reports; after a stream error it reconnects, as agents do."""
-    seq = 0
-    status = pb.HEALTH_STATUS_HEALTHY
-    start, until = window
-    await asyncio.sleep(rng.random() * interval)  # spread the agents over the interval
-
-    while time.monotonic() < until:
-        # call.write/read rather than a request generator: with thousands of streams in one process,
-        # grpc.aio's generator-driven calls fail now and then (CANCELLED from the client's own core;
-        # reproduced against a trivial server, whose handlers are never cancelled).
-        call = stub.Report()
-        try:
-            due = time.monotonic()
-            while time.monotonic() < until:
-                seq += 1
-                if kind == pb.SITE_KIND_CACHE and rng.random() < FLIP:  # a rare real change
-                    status = (pb.HEALTH_STATUS_UNHEALTHY if status == pb.HEALTH_STATUS_HEALTHY
-                              else pb.HEALTH_STATUS_HEALTHY)
-                    counts["flips"] = counts.get("flips", 0) + 1
-                await call.write(pb.HealthReport(site=site, region=region, kind=kind, status=status,
-                                                 capacity=1000, load=500 + rng.uniform(-10, 10), sequence=seq,
-                                                 agent_id=f"bench-{site}"))
-                await call.read()
-                if start <= time.monotonic() < until:
-                    counts["acks"] += 1
-                due += interval  # on a fixed beat, so the offered rate really is one report per interval
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
-            await call.done_writing()
-        except grpc.aio.AioRpcError as exc:
-            counts["all_errors"] = counts.get("all_errors", 0) + 1
-            if start <= time.monotonic() < until:
-                counts["errors"] += 1
-                code = f"error:{exc.code().name}:{(exc.details() or '')[:60]}"
-                counts[code] = counts.get(code, 0) + 1
-            if counts["all_errors"] <= 3:
-                print(f"stream error {site} at {until - time.monotonic():.1f}s before the end: {exc.code().name} "
-                      f"{exc.details()}", file=sys.stderr)
-            await asyncio.sleep(0.5 + rng.random() * 0.5)
-
-
-async def worker(index: int, nworkers: int, sites: int, interval: float, port: int, seconds: float,
-                 start: float) -> None:
-    """One load process: agents index, index + nworkers, ...; prints the acks and errors of the window
+def worker(index: int, nworkers: int, sites: int, interval: float, port: int, seconds: float, start: float,
+           first: float, per_connection: int, open_rate: float) -> None:
+    """One load process: agents index, index + nworkers, ...; prints what it saw in the window
     [start, start + seconds) (system-wide monotonic clock) as JSON."""
-    mine = range(index, sites, nworkers)
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(max(1, len(mine) // 100))]
-    counts = {"acks": 0, "errors": 0}
-    rng = random.Random(index)
-    window = (start, start + seconds)
-    stubs = [pb_grpc.HealthServiceStub(ch) for ch in channels]  # type: ignore[no-untyped-call]
-    tasks = [asyncio.create_task(agent(stubs[n % len(stubs)], f"s{i:05d}",
-                                       REGIONS[i % 3], pb.SITE_KIND_CACHE, interval, window, counts, rng))
-             for n, i in enumerate(mine)]
+    import uvloop
+
+    from bench.ingest_h2 import Agent, Counts, Load
+
+    agents = [Agent(site=f"s{i:05d}", region=REGIONS[i % 3], kind=pb.SITE_KIND_CACHE)
+              for i in range(index, sites, nworkers)]
     if index == 0:  # the regions report too, or the planner (rightly) calls them silent and fails open
-        tasks += [asyncio.create_task(agent(stubs[0], r, r, pb.SITE_KIND_REGION,
-                                            interval, window, {"acks": 0, "errors": 0}, rng)) for r in REGIONS]
-    await asyncio.gather(*tasks)
-    for ch in channels:
-        await ch.close()
-    print(json.dumps({"acks": counts["acks"], "errors": counts["errors"], "all_errors": counts.get("all_errors", 0),
-                      "flips": counts.get("flips", 0),
-                      "codes": {k: v for k, v in counts.items() if k.startswith("error:")}}))
+        agents = [Agent(site=r, region=r, kind=pb.SITE_KIND_REGION) for r in REGIONS] + agents
+    counts = Counts(start=start, until=start + seconds)
+    load = Load("127.0.0.1", port, agents, interval=interval, connections=-(-len(agents) // per_connection),
+                open_rate=open_rate / nworkers, counts=counts, flip=FLIP, rng=random.Random(index))
+    uvloop.run(load.run(first))
+    print(json.dumps({"acks": counts.acks, "sent": counts.sent, "blocked": counts.blocked,
+                      "no_stream": counts.no_stream, "errors": counts.errors, "all_errors": counts.all_errors,
+                      "flips": counts.flips, "late_max": counts.late_max, "connections": len(load.conns),
+                      "cpu": (counts.cpu1 or 0.0) - (counts.cpu0 or 0.0)}))
 
 
-async def main(sites: int, seconds: float, interval: float, nworkers: int) -> int:
+async def main(sites: int, seconds: float, interval: float, nworkers: int, per_connection: int,
+               open_rate: float) -> int:
     root = Path(tempfile.mkdtemp(prefix="steering-ingest-"))
+    done = False
     etcd = EtcdCluster.create(1, root=root / "etcd").start()
     cfg_path = root / "steering.yaml"
     cfg_path.write_text(yaml.safe_dump(topology(sites, etcd.endpoints, root)))
@@ -171,49 +134,69 @@ async def main(sites: int, seconds: float, interval: float, nworkers: int) -> in
                     print(f"controller did not start; log: {root / 'controller.log'}", file=sys.stderr)
                     return 1
                 await asyncio.sleep(0.2)
-        warmup = float(os.environ.get("INGEST_WARMUP", min(25.0, seconds / 2)))
+        ramp = (sites + len(REGIONS)) / open_rate  # every stream open, at the bounded rate
+        warmup = float(os.environ.get("INGEST_WARMUP", min(25.0, seconds / 2))) + ramp
         # The window, on the monotonic clock every process shares: after the processes' start-up (a few
-        # seconds on a busy machine) and the warm-up (first reports of every site are real changes).
-        start = time.monotonic() + STARTUP + warmup
+        # seconds on a busy machine), the streams' ramp and the warm-up (first reports of every site are
+        # real changes).
+        first = time.monotonic() + STARTUP
+        start = first + warmup
+        load0 = os.getloadavg()[0]
         # The simulated agents run in worker processes, so the load generator is not one Python core.
         workers = [subprocess.Popen([sys.executable, __file__, "--worker", str(w), "--workers", str(nworkers),
                                      "--sites", str(sites), "--interval", str(interval), "--port", str(api),
-                                     "--seconds", str(seconds), "--start", repr(start)],
+                                     "--seconds", str(seconds), "--start", repr(start), "--first", repr(first),
+                                     "--per-connection", str(per_connection), "--open-rate", str(open_rate)],
                                     stdout=subprocess.PIPE, text=True) for w in range(nworkers)]
         await asyncio.sleep(max(0.0, start - time.monotonic()))
         writes0, cpu0, t0 = scrape(metrics, "steering_etcd_writes_total"), cpu_seconds(ctl.pid), time.monotonic()
         kinds0 = scrape(metrics, "steering_etcd_writes_total", by_label=True)
         requests0 = scrape(metrics, "steering_etcd_write_requests_total")
+        rejected0 = scrape(metrics, "steering_reports_rejected_total")
         await asyncio.sleep(max(0.0, start + seconds - time.monotonic()))
         writes, cpu = scrape(metrics, "steering_etcd_writes_total") - writes0, cpu_seconds(ctl.pid) - cpu0
         dt = time.monotonic() - t0
         kinds = {k: v - kinds0.get(k, 0.0) for k, v in scrape(metrics, "steering_etcd_writes_total", True).items()}
         requests = scrape(metrics, "steering_etcd_write_requests_total") - requests0
+        rejected = scrape(metrics, "steering_reports_rejected_total") - rejected0
+        load1 = os.getloadavg()[0]
         lag = t0 - start  # how late the parent sampled the window's start (it was busy too)
         while any(w.poll() is None for w in workers):
             await asyncio.sleep(0.2)
-        acks = errors = flips = all_errors = 0
-        codes: dict[str, int] = {}
+        total: dict[str, Any] = {"acks": 0, "sent": 0, "blocked": 0, "no_stream": 0, "all_errors": 0, "flips": 0,
+                                 "connections": 0, "cpu": 0.0}
+        errors: dict[str, int] = {}
+        late = 0.0
         for w in workers:
-            out = json.loads((w.stdout.read() if w.stdout else "").strip().splitlines()[-1])
-            acks += out["acks"]
-            errors += out["errors"]
-            all_errors += out["all_errors"]
-            flips += out["flips"]
-            for k, v in out["codes"].items():
-                codes[k] = codes.get(k, 0) + v
-        counts = {"errors": errors}
-        print(f"sites={sites} interval={interval}s measured={dt:.1f}s (after {warmup:.0f}s warm-up; window "
-              f"sampled {lag * 1e3:.0f} ms late)")
-        print(f"reports/s sustained: {acks / dt:,.0f} (offered {sites / interval:,.0f}/s)")
+            lines = (w.stdout.read() if w.stdout else "").strip().splitlines()
+            if w.returncode != 0 or not lines:
+                print(f"a load process failed (exit {w.returncode}); its error is above", file=sys.stderr)
+                return 1
+            out = json.loads(lines[-1])
+            for k in total:
+                total[k] += out[k]
+            for k, v in out["errors"].items():
+                errors[k] = errors.get(k, 0) + v
+            late = max(late, out["late_max"])
+        acks = total["acks"]
+        print(f"sites={sites} interval={interval}s measured={dt:.1f}s (after {STARTUP:.0f}s start-up, "
+              f"{warmup:.0f}s warm-up with a {ramp:.0f}s ramp of stream opens; window sampled "
+              f"{lag * 1e3:.0f} ms late); load average {load0:.1f} -> {load1:.1f}")
+        print(f"reports/s sustained: {acks / dt:,.0f} (offered {sites / interval:,.0f}/s; sent "
+              f"{total['sent'] / dt:,.0f}/s; over {total['connections']} HTTP/2 connections from {nworkers} "
+              f"processes)")
         print(f"etcd writes/s: {writes / dt:.1f} (goal < 100/s at steady state); by kind: "
               + ", ".join(f"{k.split('=')[-1].strip('}').strip(chr(34))} {v / dt:.1f}/s" for k, v in sorted(kinds.items()))
               + f"; in {requests / dt:.1f} write requests/s")
-        print(f"status changes sent by the agents: {flips / (dt + warmup):.1f}/s")
+        print(f"status changes sent by the agents: {total['flips'] / (dt + warmup):.1f}/s")
         print(f"controller CPU: {cpu / dt:.2f} cores ({cpu / max(acks, 1) * 1e6:.0f} µs per report)")
-        print(f"stream errors (each followed by a reconnect): {counts['errors']}  "
-              f"(load from {nworkers} processes on the same 2 cores) {codes}; {all_errors} including the "
-              "warm-up and the end")
+        print(f"load generator CPU: {total['cpu'] / dt:.2f} cores ({total['cpu'] / max(total['sent'], 1) * 1e6:.0f} µs "
+              f"per report sent); latest beat {late * 1e3:.0f} ms behind its time")
+        print(f"stream errors (each followed by a reconnect): {sum(errors.values())} "
+              f"{dict(sorted(errors.items()))}; {total['all_errors']} including the warm-up and the end; "
+              f"reports not sent: {total['no_stream']} (no stream), {total['blocked']} (flow control); "
+              f"rejected by the controller: {rejected:.0f}")
+        done = True
         return 0
     finally:
         if os.environ.get("INGEST_KEY_VERSIONS"):
@@ -228,6 +211,8 @@ async def main(sites: int, seconds: float, interval: float, nworkers: int) -> in
         except subprocess.TimeoutExpired:
             ctl.kill()
         etcd.close()
+        if done:  # etcd's data is ~60 MB a run; a failed run keeps it with the controller's log
+            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
@@ -236,11 +221,16 @@ if __name__ == "__main__":
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--workers", type=int, default=2, help="load-generating processes")
+    ap.add_argument("--per-connection", type=int, default=100,
+                    help="agents' streams per HTTP/2 connection (an agent has one connection of its own: 1)")
+    ap.add_argument("--open-rate", type=float, default=500.0, help="streams opened per second at the start")
     ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--first", type=float, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--start", type=float, default=0, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker is not None:
-        asyncio.run(worker(a.worker, a.workers, a.sites, a.interval, a.port, a.seconds, a.start))
+        worker(a.worker, a.workers, a.sites, a.interval, a.port, a.seconds, a.start, a.first, a.per_connection,
+               a.open_rate)
         sys.exit(0)
-    sys.exit(asyncio.run(main(a.sites, a.seconds, a.interval, a.workers)))
+    sys.exit(asyncio.run(main(a.sites, a.seconds, a.interval, a.workers, a.per_connection, a.open_rate)))

@@ -91,6 +91,48 @@ def _clip(text: str, most: int = limits.MAX_ID) -> str:
     return text if len(text) <= most else f"{text[:most]}...({len(text)} characters)"
 
 
+class _IdleWatch:
+    """Cancels the stream's task when one wait for a report lasts ``seconds``: one timer per stream, moved
+    only when it fires, instead of an ``asyncio.timeout`` (a timer armed and cancelled) around every report.
+
+    ``expired`` tells the task's CancelledError apart: True when it was this watch's alone, which it then
+    takes back (as ``asyncio.timeout`` does), so a cancellation from elsewhere still ends the stream.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
+        self.since: float | None = None  # loop time the current wait began; None while not waiting
+        self.fired = False
+        self.handle = self.loop.call_at(self.loop.time() + seconds, self._check)
+
+    def waiting(self) -> None:
+        self.since = self.loop.time()
+
+    def received(self) -> None:
+        self.since = None
+
+    def _check(self) -> None:
+        now = self.loop.time()
+        since = self.since
+        if since is not None and now - since >= self.seconds and self.task is not None:
+            self.fired = True
+            self.task.cancel()
+            return
+        # Not waiting for that long: look again when the current wait (or one starting now) could expire.
+        self.handle = self.loop.call_at((now if since is None else since) + self.seconds, self._check)
+
+    def expired(self) -> bool:
+        if not self.fired or self.task is None:
+            return False
+        self.fired = False
+        return self.task.uncancel() == 0
+
+    def close(self) -> None:
+        self.handle.cancel()
+
+
 class Ingest(pb_grpc.HealthServiceServicer):
     def __init__(self, config: Config, store: HealthWriter, replica: str, is_leader: Callable[[], bool],
                  clock: Callable[[], float] = time.time) -> None:
@@ -146,19 +188,23 @@ class Ingest(pb_grpc.HealthServiceServicer):
         key = next(_IDS)
         self.sessions[key] = session
         reports = request_iterator.__aiter__()
+        idle = _IdleWatch(self.idle_seconds)
         try:
             while True:
+                idle.waiting()
                 try:
-                    async with asyncio.timeout(self.idle_seconds):
-                        report = await reports.__anext__()
+                    report = await reports.__anext__()
                 except StopAsyncIteration:
                     return
-                except TimeoutError:
+                except asyncio.CancelledError:
+                    if not idle.expired():
+                        raise
                     log.info("agent stream idle; closed", site=session.site, agent=session.agent,
                              peer=session.peer, idle_seconds=self.idle_seconds)
                     await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
                                         f"no report for {self.idle_seconds:g}s; open a new stream")
                     return
+                idle.received()
                 metrics.REPORTS.inc()
                 now = self.clock()
                 try:
@@ -186,6 +232,7 @@ class Ingest(pb_grpc.HealthServiceServicer):
                                     reporter=r.reporter)
                 yield pb.ReportAck(sequence=r.sequence, controller_id=self.replica, leader=self.is_leader())
         finally:
+            idle.close()
             del self.sessions[key]
             self._streams -= 1
             metrics.CONNECTED_AGENTS.set(self._streams)

@@ -60,21 +60,33 @@ def check_sizes(report: pb.HealthReport) -> None:
     _bounded("agent_id", report.agent_id, limits.MAX_AGENT_ID)
     _bounded("site", report.site, limits.MAX_ID)
     _bounded("region", report.region, limits.MAX_ID)
-    if len(report.checks) > limits.MAX_CHECKS:
-        raise ReportError("checks", f"{len(report.checks)} checks; at most {limits.MAX_CHECKS}")
-    for i, c in enumerate(report.checks):
-        _bounded(f"checks[{i}].name", c.name, limits.MAX_CHECK_NAME)
-        _bounded(f"checks[{i}].kind", c.kind, limits.MAX_CHECK_KIND)
-        _bounded(f"checks[{i}].detail", c.detail, limits.MAX_CHECK_DETAIL)
-    if len(report.geos) > MAX_GEOS:
-        raise ReportError("geos", f"{len(report.geos)} entries; at most {MAX_GEOS}")
-    for i, geo in enumerate(report.geos):
-        _bounded(f"geos[{i}]", geo, limits.MAX_ID)
-    if len(report.geo_load) > limits.MAX_GEO_LOAD:
-        raise ReportError("geo_load", f"{len(report.geo_load)} entries; at most {limits.MAX_GEO_LOAD}")
-    for geo in report.geo_load:
-        if len(geo) > limits.MAX_ID:
-            raise ReportError("geo_load", f"a key of {len(geo)} characters; at most {limits.MAX_ID}")
+    # Each list read once, and an entry's field names (``checks[3].detail``) formatted only for a message:
+    # this runs for every report, and a report's entries are nearly always within bounds.
+    checks = report.checks
+    if checks:
+        if len(checks) > limits.MAX_CHECKS:
+            raise ReportError("checks", f"{len(checks)} checks; at most {limits.MAX_CHECKS}")
+        for i, c in enumerate(checks):
+            name, kind, detail = c.name, c.kind, c.detail
+            if (len(name) > limits.MAX_CHECK_NAME or len(kind) > limits.MAX_CHECK_KIND
+                    or len(detail) > limits.MAX_CHECK_DETAIL):
+                _bounded(f"checks[{i}].name", name, limits.MAX_CHECK_NAME)
+                _bounded(f"checks[{i}].kind", kind, limits.MAX_CHECK_KIND)
+                _bounded(f"checks[{i}].detail", detail, limits.MAX_CHECK_DETAIL)
+    geos = report.geos
+    if geos:
+        if len(geos) > MAX_GEOS:
+            raise ReportError("geos", f"{len(geos)} entries; at most {MAX_GEOS}")
+        for i, geo in enumerate(geos):
+            if len(geo) > limits.MAX_ID:
+                _bounded(f"geos[{i}]", geo, limits.MAX_ID)
+    geo_load = report.geo_load
+    if geo_load:
+        if len(geo_load) > limits.MAX_GEO_LOAD:
+            raise ReportError("geo_load", f"{len(geo_load)} entries; at most {limits.MAX_GEO_LOAD}")
+        for geo in geo_load:
+            if len(geo) > limits.MAX_ID:
+                raise ReportError("geo_load", f"a key of {len(geo)} characters; at most {limits.MAX_ID}")
 
 
 def _reporter(report: pb.HealthReport, config: Config) -> str:
@@ -102,28 +114,41 @@ def _reporter(report: pb.HealthReport, config: Config) -> str:
     return LOCAL
 
 
+def _rate(field: str, value: float) -> None:
+    """A capacity, load or geo_load figure: finite, non-negative and within ``limits.RATE``."""
+    lo, hi = limits.RATE
+    if lo <= value <= hi:  # the common case in one comparison (NaN fails it: its comparisons are all false)
+        return
+    if math.isnan(value) or math.isinf(value) or value < 0:
+        raise ReportError(field, f"{value!r} is not a finite non-negative number")
+    raise ReportError(field, f"{value:g} is outside [{lo:g}, {hi:g}]")
+
+
 def validate(report: pb.HealthReport, config: Config, last_sequence: int | None, now: float) -> Report:
     """Check ``report``; ``last_sequence`` is the previous sequence on the same stream (None: its first report)."""
     check_sizes(report)
-    if not report.site:
+    # Each field read once: a protobuf attribute read builds a new Python object every time, and this runs
+    # for every report of every agent.
+    site_id, region_id, kind_value = report.site, report.region, report.kind
+    if not site_id:
         raise ReportError("site", "missing")
-    if not report.region:
+    if not region_id:
         raise ReportError("region", "missing")
-    if report.kind == pb.SITE_KIND_REGION:
+    if kind_value == pb.SITE_KIND_REGION:
         try:
-            config.region(report.site)
+            config.region(site_id)
         except KeyError:
-            raise ReportError("site", f"unknown region {report.site!r} (kind region reports use the region id)") from None
-        if report.region != report.site:
-            raise ReportError("region", f"{report.region!r} differs from site {report.site!r} for kind region")
+            raise ReportError("site", f"unknown region {site_id!r} (kind region reports use the region id)") from None
+        if region_id != site_id:
+            raise ReportError("region", f"{region_id!r} differs from site {site_id!r} for kind region")
         kind = "region"
-    elif report.kind == pb.SITE_KIND_CACHE:
+    elif kind_value == pb.SITE_KIND_CACHE:
         try:
-            site = config.site(report.site)
+            site = config.site(site_id)
         except KeyError:
-            raise ReportError("site", f"unknown cache site {report.site!r}") from None
-        if report.region != site.region:
-            raise ReportError("region", f"{report.region!r}, but site {report.site!r} is in {site.region!r}")
+            raise ReportError("site", f"unknown cache site {site_id!r}") from None
+        if region_id != site.region:
+            raise ReportError("region", f"{region_id!r}, but site {site_id!r} is in {site.region!r}")
         kind = "cache"
     else:
         raise ReportError("kind", "must be SITE_KIND_REGION or SITE_KIND_CACHE")
@@ -131,43 +156,42 @@ def validate(report: pb.HealthReport, config: Config, last_sequence: int | None,
     if status is None:
         raise ReportError("status", "must be HEALTH_STATUS_HEALTHY or HEALTH_STATUS_UNHEALTHY")
     reporter = _reporter(report, config)
-    lo, hi = limits.RATE
-    for name in ("capacity", "load"):
-        value = getattr(report, name)
-        if math.isnan(value) or math.isinf(value) or value < 0:
-            raise ReportError(name, f"{value!r} is not a finite non-negative number")
-        if not lo <= value <= hi:
-            raise ReportError(name, f"{value:g} is outside [{lo:g}, {hi:g}]")
-    for geo, value in report.geo_load.items():
-        if math.isnan(value) or math.isinf(value) or value < 0:
-            raise ReportError(f"geo_load.{geo}", f"{value!r} is not a finite non-negative number")
-        if not lo <= value <= hi:
-            raise ReportError(f"geo_load.{geo}", f"{value:g} is outside [{lo:g}, {hi:g}]")
-    if report.sequence == 0:
+    capacity, load = report.capacity, report.load
+    _rate("capacity", capacity)
+    _rate("load", load)
+    geo_load = report.geo_load
+    if geo_load:
+        for geo, value in geo_load.items():
+            _rate(f"geo_load.{geo}", value)
+    sequence = report.sequence
+    if sequence == 0:
         raise ReportError("sequence", "missing (must start at 1)")
-    if last_sequence is not None and report.sequence <= last_sequence:
-        raise ReportError("sequence", f"{report.sequence} is not above the previous {last_sequence} on this stream")
-    agent = report.agent_id or f"{report.site}-agent"
-    failing = [c for c in report.checks if not c.ok]
-    detail = "; ".join(f"{c.name}: {c.detail or 'failed'}" for c in failing)[:200]
+    if last_sequence is not None and sequence <= last_sequence:
+        raise ReportError("sequence", f"{sequence} is not above the previous {last_sequence} on this stream")
+    agent_id = report.agent_id
+    agent = agent_id or f"{site_id}-agent"
+    checks = report.checks
+    failing = [c for c in checks if not c.ok] if checks else []
+    detail = "; ".join(f"{c.name}: {c.detail or 'failed'}" for c in failing)[:200] if failing else ""
     observer = reporter != LOCAL
     return Report(
-        site=report.site,
-        region=report.region,
+        site=site_id,
+        region=region_id,
         kind=kind,
         agent=agent,
-        sequence=report.sequence,
+        sequence=sequence,
         reporter=reporter,
-        slot=slot(report.site, reporter),
+        slot=slot(site_id, reporter),
         health=TargetHealth(
             status=status,
             # A report of capacity 0 with a healthy status is "no capacity figure": keep the config's.
             # An observer sees the target from outside: its capacity and load are not its to say.
-            capacity=None if observer else report.capacity if report.capacity > 0 or status == "unhealthy" else None,
-            load=None if observer else report.load,
+            capacity=None if observer else capacity if capacity > 0 or status == "unhealthy" else None,
+            load=None if observer else load,
             updated_at=now,
             detail=detail,
             checks=tuple(Check(name=c.name or "unnamed", kind=c.kind,
-                               detail=(c.detail or "failed")[:MAX_CHECK_DETAIL]) for c in failing[:MAX_CHECKS]),
+                               detail=(c.detail or "failed")[:MAX_CHECK_DETAIL]) for c in failing[:MAX_CHECKS])
+            if failing else (),
         ),
     )
