@@ -33,6 +33,21 @@ async def test_table_round_trip(store: Store) -> None:
     assert await store.get_table() == t2
 
 
+async def test_the_writer_reads_its_own_table_without_decoding_it_and_others_decode(etcd: EtcdCluster) -> None:
+    # the leader's watch sees the table it just wrote: the written object, not a decoded copy; a table
+    # written by another process (or rewritten with other content) is read from etcd as always
+    async with Store(etcd_cfg(etcd.endpoints)) as writer, Store(etcd_cfg(etcd.endpoints)) as other:
+        t = make_table(1)
+        await writer.put_table(t)
+        assert await writer.get_table() is t
+        from_other = await other.get_table()
+        assert from_other == t and from_other is not t
+        t2 = make_table(2)
+        await other.put_table(t2)
+        got = await writer.get_table()
+        assert got == t2 and got is not t2 and got is not t
+
+
 async def test_health_round_trip(store: Store) -> None:
     a = TargetHealth(status="healthy", capacity=100.0, load=12.5, updated_at=5.0, detail="ok")
     b = TargetHealth(status="unhealthy", detail="http 503")
