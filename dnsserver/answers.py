@@ -24,6 +24,7 @@ purpose). Splits come from ``steering.pick.table_split`` and, failing open,
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -31,6 +32,8 @@ import dns.name
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
+import dns.rdtypes.IN.A
+import dns.rdtypes.IN.AAAA
 import dns.rrset
 
 from dnsserver.geo import GeoMap
@@ -58,6 +61,18 @@ class SteeredName:
     records: Mapping[str, Mapping[int, dns.rrset.RRset]]  # target -> rdtype -> rrset
     splits: tuple[Split, ...]  # by geo index
 
+    @functools.cached_property
+    def cname_targets(self) -> tuple[str, ...]:
+        """One target per distinct CNAME among those the splits race: the only answers that go on to another
+        name, which may be another steered name (a second pick); targets with one CNAME lead to the same names."""
+        by_cname: dict[dns.name.Name, str] = {}
+        for split in self.splits:
+            for target in split.targets:
+                cname = self.records[target].get(dns.rdatatype.CNAME)
+                if cname is not None:
+                    by_cname.setdefault(cname[0].target, target)
+        return tuple(by_cname.values())
+
 
 @dataclass(frozen=True)
 class Fallback:
@@ -77,10 +92,16 @@ def _target_records(name: dns.name.Name, svc: Service) -> dict[str, dict[int, dn
     out: dict[str, dict[int, dns.rrset.RRset]] = {}
     for target, ans in svc.answers.items():
         recs: dict[int, dns.rrset.RRset] = {}
+        # addresses straight into their rdata classes: what from_text_list makes of them, without its tokenizer
+        # (10,000 site answers per service took seconds through it)
         if ans.A:
-            recs[dns.rdatatype.A] = dns.rrset.from_text_list(name, svc.ttl, "IN", "A", list(ans.A))
+            recs[dns.rdatatype.A] = dns.rrset.from_rdata_list(name, svc.ttl, [
+                dns.rdtypes.IN.A.A(dns.rdataclass.IN, dns.rdatatype.A, a)  # type: ignore[no-untyped-call]
+                for a in ans.A])
         if ans.AAAA:
-            recs[dns.rdatatype.AAAA] = dns.rrset.from_text_list(name, svc.ttl, "IN", "AAAA", list(ans.AAAA))
+            recs[dns.rdatatype.AAAA] = dns.rrset.from_rdata_list(name, svc.ttl, [
+                dns.rdtypes.IN.AAAA.AAAA(dns.rdataclass.IN, dns.rdatatype.AAAA, a)  # type: ignore[no-untyped-call]
+                for a in ans.AAAA])
         if ans.CNAME:
             recs[dns.rdatatype.CNAME] = dns.rrset.from_text(name, svc.ttl, "IN", "CNAME", ans.CNAME)
         out[target] = recs
@@ -192,6 +213,7 @@ def resolve(catalog: Catalog, qname: dns.name.Name, qtype: int, choose: Chooser)
     res = Resolution(dns.rcode.NOERROR)
     name = qname
     owner = asked  # the name as written (0x20 case), for records synthesized from a wildcard
+    seen = {qname}  # a CNAME loop ends where it comes back, each CNAME once (as BIND and knot answer it)
     for _ in range(MAX_CNAME_CHAIN + 1):
         cut = zone.cut_above(name)
         if cut is not None and not (name == cut and qtype == dns.rdatatype.DS):
@@ -233,6 +255,9 @@ def resolve(catalog: Catalog, qname: dns.name.Name, qtype: int, choose: Chooser)
         res.answer.append(_owned_by(cname, owner) if synthesized else cname)
         owner = cname[0].target
         name = owner.canonicalize()
+        if name in seen:
+            return res  # a loop: the resolver sees it in the CNAMEs given
+        seen.add(name)
         next_zone = catalog.zone_for(name)
         if next_zone is None:
             return res  # the resolver follows it elsewhere

@@ -61,7 +61,7 @@ async def _run(cfg: Config, listen: tuple[str, ...], metrics_addr: str | None, n
     table = load_table(state_file) if state_file else None
     if table is not None:
         log.info("dns.state.loaded", path=state_file, version=table.version)
-    server = DnsServer(cfg, table, state_file=state_file, geoip=geoip)
+    server = DnsServer(cfg, table, state_file=state_file, geoip=geoip, tune_interpreter=True)
     for collector in collectors(server):
         REGISTRY.register(collector)
     REGISTRY.register(_single_process_collector(server.stats))

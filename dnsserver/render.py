@@ -41,13 +41,23 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from dnsserver.answers import Catalog, Chooser, Fallback, Resolution, SteeredName, build_steering, resolve
-from dnsserver.dnssec import Signing, sign_resolution
+from dnsserver.answers import (
+    _TARGET_TYPES,
+    Catalog,
+    Chooser,
+    Fallback,
+    Resolution,
+    SteeredName,
+    build_steering,
+    resolve,
+)
+from dnsserver.answerwire import answer_body
+from dnsserver.dnssec import Signer, Signing, sign_resolution
 from dnsserver.geo import GeoMap
 from dnsserver.metrics import Stats
 from dnsserver.zones import LoadedZone
 from steering.config import Config
-from steering.pick import slot_table
+from steering.pick import SlotTable, Split, slot_table
 from steering.table import RoutingTable
 
 PRERENDER_TYPES: tuple[dns.rdatatype.RdataType, ...] = (
@@ -81,19 +91,73 @@ def _name_wire(name: dns.name.Name) -> bytes:
     return cast(bytes, name.to_wire())  # without a file to write to, to_wire returns the bytes (never None)
 
 
+_CELL_LABELS: dict[tuple[int, int], tuple[str, str]] = {}  # (qtype, rcode) -> their texts (the counters' labels)
+
+
+def _labels(qtype: dns.rdatatype.RdataType, rcode: dns.rcode.Rcode) -> tuple[str, str]:
+    labels = _CELL_LABELS.get((qtype, rcode))
+    if labels is None:
+        labels = _CELL_LABELS[(qtype, rcode)] = (dns.rdatatype.to_text(qtype), dns.rcode.to_text(rcode))
+    return labels
+
+
 def _variant(qname: dns.name.Name, qtype: dns.rdatatype.RdataType, res: Resolution, stats: Stats,
              catalog: Catalog | None = None, signing: Signing | None = None) -> Variant:
     if signing is not None and catalog is not None:
-        signed = sign_resolution(signing, catalog, qname, qtype, res)
-        if signed is not res:
-            return (*_variant(qname, qtype, res, stats), _variant(qname, qtype, signed, stats))
-    wire = message_for(qname, qtype, res).to_wire()
-    qlen = len(_name_wire(qname)) + 4
-    an, ns, ar = struct.unpack("!HHH", wire[6:12])
-    qt = dns.rdatatype.to_text(qtype)
-    rc = dns.rcode.to_text(res.rcode)
-    return (res.rcode, wire[4:12], struct.pack("!HHHH", 1, an, ns, ar + 1), wire[12 + qlen:],
-            stats.query_cell("udp", qt, rc), stats.query_cell("tcp", qt, rc), _QR_AA if res.authoritative else _QR)
+        return _pair(qname, qtype, res, sign_resolution(signing, catalog, qname, qtype, res), stats)
+    direct = answer_body(qname, res)
+    if direct is not None:
+        an, body = direct
+        counts, counts_opt = struct.pack("!HHHH", 1, an, 0, 0), struct.pack("!HHHH", 1, an, 0, 1)
+    else:
+        wire = message_for(qname, qtype, res).to_wire()
+        qlen = len(_name_wire(qname)) + 4
+        an, ns, ar = struct.unpack("!HHH", wire[6:12])
+        counts, counts_opt, body = wire[4:12], struct.pack("!HHHH", 1, an, ns, ar + 1), wire[12 + qlen:]
+    qt, rc = _labels(qtype, res.rcode)
+    return (res.rcode, counts, counts_opt, body, stats.query_cell("udp", qt, rc), stats.query_cell("tcp", qt, rc),
+            _QR_AA if res.authoritative else _QR)
+
+
+Parts = tuple[SlotTable, tuple[list[int], ...], list[int] | None]  # a split's slot table, answer and fallback cells
+
+
+def _pair(qname: dns.name.Name, qtype: dns.rdatatype.RdataType, res: Resolution, signed: Resolution,
+          stats: Stats) -> Variant:
+    """The variant of ``res`` with its signed twin (``signed``: ``res`` itself outside signed zones)."""
+    if signed is res:
+        return _variant(qname, qtype, res, stats)
+    return (*_variant(qname, qtype, res, stats), _variant(qname, qtype, signed, stats))
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """What the next table's render may take from this one (``build_snapshot``'s ``previous``).
+
+    A variant depends on the (name, type), the picked target's records, the zones and the other steered
+    names (existence, denial, CNAME targets), the signing epoch and the counters it points at; never on the
+    table. So while ``inputs`` (config, zones, signing epoch and Stats by identity, the geo ids by value)
+    and every steered name's ``records`` object are the ones of the next render, that render takes each
+    (entry, target)'s variant from ``by_target``, and renders (and signs) only targets it has not seen;
+    and each entry's row of a geo whose split did not change (``rows``: a one-site change touches a few
+    geos). A new config, zone set, key set or epoch (re-signing before expiry), or another Stats, starts
+    empty (tests/test_render_reuse.py: a reused render equals a render from nothing)."""
+
+    inputs: tuple[Any, ...]
+    records: dict[dns.name.Name, Mapping[str, Mapping[int, dns.rrset.RRset]]]  # held: keeps their ids unique
+    # entry key -> target -> variant: shared by the renders of one ``inputs`` and only ever added to, so it is
+    # bounded by the config's (name, type, target)s, not by the number of tables
+    by_target: dict[bytes, dict[str, Variant]]
+    statics: dict[bytes, Variant]
+    # each steered name's splits, and each steered entry's rows (one per geo): a geo whose split is equal
+    # in the next table (targets, weights, fallback) keeps its row, which those determine
+    splits: dict[dns.name.Name, tuple[Split, ...]]
+    rows: dict[bytes, tuple[Any, ...]]
+
+    def fits(self, inputs: tuple[Any, ...], steered: Mapping[dns.name.Name, SteeredName]) -> bool:
+        return (len(inputs) == len(self.inputs) and all(a is b for a, b in zip(inputs[1:], self.inputs[1:], strict=True))
+                and inputs[0] == self.inputs[0] and len(steered) == len(self.records)
+                and all(self.records.get(name) is s.records for name, s in steered.items()))
 
 
 @dataclass(frozen=True)
@@ -103,6 +167,7 @@ class RenderedAnswers:
     table: RoutingTable | None
     fallbacks: tuple[Fallback, ...]
     signing: Signing | None = None  # the DNSSEC epoch whose signatures these answers carry (slow path too)
+    reuse: Reuse | None = None
 
 
 def _always(target: str) -> Chooser:
@@ -110,17 +175,23 @@ def _always(target: str) -> Chooser:
 
 
 def _probe(catalog: Catalog, qname: dns.name.Name, qtype: int) -> tuple[SteeredName | None, Resolution | None]:
-    """Resolve once to learn whether the answer depends on a single steered pick (or none)."""
+    """Resolve to learn whether the answer depends on a single steered pick (or none): once, then once per
+    CNAME among the picked name's targets (``cname_targets``: a mix of addresses and CNAMEs to another
+    steered name must not be judged by its first target alone)."""
     seen: list[SteeredName] = []
+    chosen: list[str] = []  # the target the resolution takes for seen[0]; its first split's first until set
 
     def choose(s: SteeredName) -> str:
         if seen and seen[0] is not s:
             raise _MultiplePicks
         seen.append(s)
-        return s.splits[0].targets[0]
+        return chosen[0] if chosen else s.splits[0].targets[0]
 
     try:
         res = resolve(catalog, qname, qtype, choose)
+        for target in seen[0].cname_targets if seen else ():
+            chosen[:] = [target]
+            resolve(catalog, qname, qtype, choose)
     except _MultiplePicks:
         return None, None
     return (seen[0] if seen else None), res
@@ -142,17 +213,66 @@ def _records_key(records: Mapping[int, dns.rrset.RRset], qtype: int) -> tuple[An
     return (id(records.get(qtype)), id(records.get(dns.rdatatype.CNAME)), id(first), frozenset(records))
 
 
+def _own_rrset(records: Mapping[int, dns.rrset.RRset], qtype: int) -> dns.rrset.RRset | None:
+    """The RRset that answers ``qtype`` at a steered name itself with these records, if one does."""
+    if qtype == dns.rdatatype.ANY:
+        return records[min(records)] if records else None  # RFC 8482: one RRset (resolve's choice)
+    return None if qtype in _TARGET_TYPES else records.get(qtype)
+
+
+def _answers_with_own(res: Resolution, dep: SteeredName, target: str, own: dns.rrset.RRset | None) -> bool:
+    """``res`` (resolved for ``target``) is ``own`` alone, picked at the question's name. ``resolve`` takes the
+    same steps for every target up to the pick (zone, cut, existence: the name's, not the target's), and
+    after it answers with the target's RRset of the type and stops (``_own_rrset``'s types): so once one
+    target's resolution is this, every target with its own RRset resolves to that RRset alone."""
+    return (own is not None and res.rcode == dns.rcode.NOERROR and res.authoritative and len(res.answer) == 1
+            and res.answer[0] is own and not res.authority and not res.additional
+            and len(res.picks) == 1 and res.picks[0][0] is dep and res.picks[0][1] == target)
+
+
+def _signed_shape(signing: Signing | None, catalog: Catalog, qname: dns.name.Name, res: Resolution,
+                  signed: Resolution) -> tuple[Signer | None] | None:
+    """Given ``res``, a steered name's own RRset alone (``_answers_with_own``), and ``signed``, what
+    ``sign_resolution`` made of it: ``(signer,)`` when that is the RRset and its RRSIGs alone, so every other
+    target's own RRset is signed alike by ``signer``; ``(None,)`` when nothing signs it; None otherwise (each
+    target then goes through ``resolve`` and ``sign_resolution``)."""
+    if signed is res:
+        return (None,)
+    zone = catalog.zone_for(qname.canonicalize())
+    signer = signing.signer_for(zone.origin) if signing is not None and zone is not None else None
+    own = res.answer[0]
+    if (signer is None or signed.rcode != res.rcode or signed.authoritative != res.authoritative
+            or signed.authority or signed.additional or len(signed.answer) != 2 or signed.answer[0] is not own
+            or signed.answer[1] is not signer.rrsigs(own)):
+        return None
+    return (signer,)
+
+
 def build_snapshot(cfg: Config, zones: Sequence[LoadedZone], geomap: GeoMap, table: RoutingTable | None,
-                   stats: Stats, signing: Signing | None = None) -> RenderedAnswers:
+                   stats: Stats, signing: Signing | None = None,
+                   previous: RenderedAnswers | None = None) -> RenderedAnswers:
     """Render every entry. Each (name, type, resolution) is rendered once: targets whose records resolve
     alike (a NODATA for every target without the type) are resolved once, targets whose resolutions are
     alike share one variant, and a steered name's slot tables and counters are looked up once for all its
-    types (the bytes are those of rendering every target apart: tests/test_render_memo.py)."""
+    types (the bytes are those of rendering every target apart: tests/test_render_memo.py).
+
+    ``previous``: the render this one follows (the table served until now). What did not change since is
+    taken from it (``Reuse``): a table that moves a few sites renders and signs only those sites' answers."""
     steered, fallbacks = build_steering(cfg, table, geomap)
     catalog = Catalog(zones, steered)
+    inputs = (tuple(geomap.ids), cfg, signing, stats, *zones)
+    old = previous.reuse if previous is not None else None
+    if old is not None and not old.fits(inputs, steered):
+        old = None
+    reuse = Reuse(inputs, {name: s.records for name, s in steered.items()},
+                  old.by_target if old is not None else {}, {}, {}, {})
+    old_statics = old.statics if old is not None else {}
+    by_target_all = reuse.by_target
     entries: dict[bytes, tuple[Any, Any]] = {}
-    # per steered name, per geo: (slot table, answer cells, fallback cell), the same for every qtype
-    split_parts: dict[int, list[tuple[Any, tuple[list[int], ...], list[int] | None]]] = {}
+    # per steered name: the geos whose split changed since the previous render (None: every geo), and
+    # per geo (slot table, answer cells, fallback cell), the same for every qtype
+    changed: dict[int, list[int] | None] = {}
+    parts_by_dep: dict[int, dict[int, Parts]] = {}
     for qname in catalog.names():
         key_name = _name_wire(qname.canonicalize())
         for qtype in PRERENDER_TYPES:
@@ -161,37 +281,79 @@ def build_snapshot(cfg: Config, zones: Sequence[LoadedZone], geomap: GeoMap, tab
             if res is None:
                 continue  # depends on two picks (a CNAME chain across steered names): slow path
             if dep is None:
-                entries[key] = (None, _variant(qname, qtype, res, stats, catalog, signing))
+                static = old_statics.get(key)
+                if static is None:
+                    static = _variant(qname, qtype, res, stats, catalog, signing)
+                entries[key] = (None, reuse.statics.setdefault(key, static))
                 continue
-            parts = split_parts.get(id(dep))
-            if parts is None:
-                parts = split_parts[id(dep)] = [
-                    (slot_table(split, dep.seed),
-                     tuple(stats.answer_cell(dep.service, geomap.ids[gi], t) for t in split.targets),
-                     stats.fallback_cell(dep.service, geomap.ids[gi], split.fallback) if split.fallback else None)
-                    for gi, split in enumerate(dep.splits)]
-            by_target: dict[str, Variant] = {}
+            if id(dep) not in changed:
+                changed[id(dep)] = _changed_geos(old.splits.get(dep.name) if old is not None else None, dep.splits)
+                reuse.splits[dep.name] = dep.splits
+                parts_by_dep[id(dep)] = {}
+            moved = changed[id(dep)]
+            old_rows = old.rows.get(key) if old is not None else None
+            if old_rows is not None and moved is not None and not moved:
+                reuse.rows[key] = old_rows  # no geo of this name changed: the very rows of the previous render
+                entries[key] = (dep.seed, old_rows)
+                continue
+            parts = parts_by_dep[id(dep)]
+            # the steered name's own RRset answers for every target that has one, once one target's did
+            own_shape = catalog.steered.get(qname) is dep and qtype not in _TARGET_TYPES
+            shape: tuple[Signer | None] | None = None  # set once one target answered with its own RRset
             by_records: dict[tuple[Any, ...], Variant] = {}  # ids of dep.records' RRsets: alive all along
             by_resolution: dict[tuple[Any, ...], tuple[Resolution, Variant]] = {}  # holds res: its ids stay its own
             by_targets: dict[tuple[str, ...], tuple[Variant, ...]] = {}
-            splits = []
-            for split, (slots, cells, fb) in zip(dep.splits, parts, strict=True):
+            known = by_target_all.setdefault(key, {})
+            rows = list(old_rows) if old_rows is not None else [None] * len(dep.splits)
+            for gi in (range(len(dep.splits)) if old_rows is None or moved is None else moved):
+                split = dep.splits[gi]
+                part = parts.get(gi)
+                if part is None:
+                    part = parts[gi] = _parts(dep, gi, split, geomap, stats)
                 variants = by_targets.get(split.targets)
                 if variants is None:
+                    picked = []
                     for target in split.targets:
-                        if target in by_target:
-                            continue
-                        recs_key = _records_key(dep.records[target], qtype)
-                        variant = by_records.get(recs_key)
+                        variant = known.get(target)
                         if variant is None:
-                            r = resolve(catalog, qname, qtype, _always(target))
-                            rkey = _resolution_key(r)
-                            hit = by_resolution.get(rkey)
-                            if hit is None:
-                                hit = by_resolution[rkey] = (r, _variant(qname, qtype, r, stats, catalog, signing))
-                            variant = by_records[recs_key] = hit[1]
-                        by_target[target] = variant
-                    variants = by_targets[split.targets] = tuple(by_target[t] for t in split.targets)
-                splits.append((slots, variants, cells, fb))
-            entries[key] = (dep.seed, tuple(splits))
-    return RenderedAnswers(catalog, entries, table, tuple(fallbacks), signing)
+                            records = dep.records[target]
+                            recs_key = _records_key(records, qtype)
+                            variant = by_records.get(recs_key)
+                            if variant is None:
+                                own = _own_rrset(records, qtype) if own_shape else None
+                                if shape is not None and own is not None:
+                                    r = Resolution(dns.rcode.NOERROR, [own], picks=[(dep, target)])
+                                    signed = r if shape[0] is None else Resolution(
+                                        dns.rcode.NOERROR, [own, shape[0].rrsigs(own)], picks=[(dep, target)])
+                                    variant = _pair(qname, qtype, r, signed, stats)
+                                else:
+                                    r = resolve(catalog, qname, qtype, _always(target))
+                                    rkey = _resolution_key(r)
+                                    hit = by_resolution.get(rkey)
+                                    if hit is None:
+                                        signed = r if signing is None else sign_resolution(signing, catalog, qname,
+                                                                                           qtype, r)
+                                        hit = by_resolution[rkey] = (r, _pair(qname, qtype, r, signed, stats))
+                                        if shape is None and own_shape and _answers_with_own(r, dep, target, own):
+                                            shape = _signed_shape(signing, catalog, qname, r, signed)
+                                    variant = hit[1]
+                                by_records[recs_key] = variant
+                            known[target] = variant
+                        picked.append(variant)
+                    variants = by_targets[split.targets] = tuple(picked)
+                rows[gi] = (part[0], variants, part[1], part[2])
+            entries[key] = (dep.seed, reuse.rows.setdefault(key, tuple(rows)))
+    return RenderedAnswers(catalog, entries, table, tuple(fallbacks), signing, reuse)
+
+
+def _parts(dep: SteeredName, gi: int, split: Split, geomap: GeoMap, stats: Stats) -> Parts:
+    geo = geomap.ids[gi]
+    return (slot_table(split, dep.seed), tuple(stats.answer_cell(dep.service, geo, t) for t in split.targets),
+            stats.fallback_cell(dep.service, geo, split.fallback) if split.fallback else None)
+
+
+def _changed_geos(old: tuple[Split, ...] | None, new: tuple[Split, ...]) -> list[int] | None:
+    """The geo indexes whose split differs (None: no previous splits to compare with)."""
+    if old is None or len(old) != len(new):
+        return None
+    return [gi for gi, (a, b) in enumerate(zip(old, new, strict=True)) if a is not b and a != b]

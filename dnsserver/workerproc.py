@@ -172,7 +172,7 @@ async def _run_worker(spec: dict[str, Any]) -> None:
     if table is not None:
         log.info("dns.state.loaded", path=state_file, version=table.version)
     # only the writer persists: one process renames over the file, the others read it at their start
-    server = DnsServer(cfg, table, state_file=state_file if writer else None)
+    server = DnsServer(cfg, table, state_file=state_file if writer else None, tune_interpreter=True)
     pairs = [(socket.socket(fileno=int(u)), socket.socket(fileno=int(t))) for u, t in spec["sockets"]]
     await server.start(bound=pairs)
     stop = asyncio.Event()

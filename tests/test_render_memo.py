@@ -146,10 +146,11 @@ def test_example_config_renders_byte_identical(tmp_path: Path, signed: bool) -> 
         assert any(seed is not None for seed, _ in snap.entries.values())  # steered entries were compared
 
 
-def generated(directory: Path, signed: bool, seed: int = 7) -> tuple[Config, Observed]:
+def generated(directory: Path, signed: bool, seed: int = 7, shift: int = 0) -> tuple[Config, Observed]:
     """A topology with many targets per geo, and targets of every kind a service may answer with: A only,
     A and AAAA, a CNAME into the zone or out of it, and targets answering alike. (Not a CNAME to another
-steered name from some targets only: the render's probe, before the memo as after, looks at one target.)"""
+steered name from some targets only: the render's probe, before the memo as after, looks at one target.)
+    ``shift``: another address for the targets answering with one A record (a config whose answers changed)."""
     rng = random.Random(seed)
     regions = [f"r{i}" for i in range(6)]
     sites = [f"s{i:03d}" for i in range(80)]
@@ -162,7 +163,7 @@ steered name from some targets only: the render's probe, before the memo as afte
     def answer(j: int) -> dict[str, Any]:
         kind = j % 5
         if kind == 0:
-            return {"A": [f"198.18.{j // 200}.{j % 200 + 1}"]}
+            return {"A": [f"198.18.{j // 200}.{j % 200 + 1 + shift}"]}
         if kind == 1:
             return {"A": [f"198.19.0.{j % 7 + 1}", "198.19.1.1"], "AAAA": [f"2001:db8::{j % 7 + 1:x}"]}
         if kind == 2:
