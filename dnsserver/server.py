@@ -503,7 +503,7 @@ def _release(tables: object) -> None:
     unsigned, 60-140 ms signed, with no UDP thread answering. Entry by entry, the interpreter switches threads
     between them. A query that took the old tables just before the swap and finds its entry gone goes to the
     slow path, which answers it from the snapshot."""
-    for name in ("folded", "entries"):  # folded shares entries' values: they are freed with entries'
+    for name in ("folded", "entries", "memo"):  # folded shares entries' values; the memo holds what they held
         table = getattr(tables, name, None)
         if isinstance(table, dict):
             while table:

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dnsserver.dnssec import Signing
+from dnsserver.fastpath import _Tables
 from dnsserver.geo import GeoMap
 from dnsserver.metrics import Stats
 from dnsserver.render import RenderedAnswers, build_snapshot
@@ -81,6 +82,7 @@ def test_a_reused_render_equals_a_render_from_nothing(setup: Setup, steps: list[
     cfg = cfg_a
     table: RoutingTable | None = plan(cfg, observed, Overrides(), previous=None, now=1000.0)
     previous = build_snapshot(cfg, zones, geomap, table, stats, signing)
+    tables = _Tables(previous.entries)  # the fast path's, installed along the chain as the server does
     for n, (what, seed) in enumerate(steps):
         rng = random.Random(seed)
         if what == "sites":  # what most tables are: a few sites' health moved
@@ -108,6 +110,12 @@ def test_a_reused_render_equals_a_render_from_nothing(setup: Setup, steps: list[
         _same(got, stats, want, want_stats)
         if what in ("sites", "region", "demand", "same", "no-table"):  # not vacuous: it did take from the previous
             assert _variant_ids(got) & _variant_ids(previous)
+        # the fast path's install converts only what is new (_Tables' memo), and gives what a fresh one does
+        installed = _Tables(got.entries, tables)
+        assert installed.entries == _Tables(got.entries).entries
+        if what in ("sites", "same"):
+            assert any(hit[1] is tables.memo[k][1] for k, hit in installed.memo.items() if k in tables.memo)
+        tables = installed
         previous = got
 
 
