@@ -96,7 +96,8 @@ def command() -> None:
 @command.command(name="up")
 @click.option("--regions", "count", type=int, default=None,
               help="run the first N regions of the config (default: all of them)")
-@click.option("--latency", default="40ms", show_default=True, help="one-way delay between any two regions")
+@click.option("--latency", default="40ms", show_default=True,
+              help="one-way delay between any two regions (netem; without it, the lab's relay process)")
 @click.option("--jitter", default=None, help="delay jitter (default: a tenth of --latency)")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="the deployment (default: deploy/examples/steering.yaml)")
@@ -131,7 +132,8 @@ def up_(count: int | None, latency: str, jitter: str | None, config_path: str | 
         click.echo(f"warning: {warning}", err=True)
     base = lab.topology.base
     click.echo(f"lab up in {time.monotonic() - t0:.1f}s (every region ready {took:.1f}s after the last process started); "
-               f"{len(topo.regions)} regions, {base.delay_ms} ms one-way +/- {base.jitter_ms} ms between them; "
+               f"{len(topo.regions)} regions, {base.delay_ms} ms one-way +/- {base.jitter_ms} ms between them "
+               f"(by {lab.info.get('delay_by') or 'netem'}); "
                f"etcd heartbeat {hb} ms, election {el} ms")
     for r in topo.regions:
         click.echo(f"  {r.id:<14} netns {r.netns:<18} {r.addr}: etcd :{ETCD_CLIENT_PORT}  "
@@ -165,8 +167,19 @@ def status_(as_json: bool, state_dir: str | None) -> None:
             click.echo(f"etcd: {r['id']}'s member CUT from its peers")
     for link in st["links"]:
         state = "CUT" if link["cut"] else f"{link['delay_ms']}ms +/- {link['jitter_ms']}ms loss {link['loss_pct']:g}%"
-        by = f" (by {link['loss_by']})" if link.get("loss_by") and not link["cut"] else ""
+        makers = [f"{what} by {link[key]}" for what, key in (("delay", "delay_by"), ("loss", "loss_by"))
+                  if link.get(key) and not link["cut"]]
+        by = f" ({', '.join(makers)})" if makers else ""
         click.echo(f"link {link['a']} <-> {link['b']}: {state}{by}")
+    relay = st.get("relay")
+    if relay:
+        click.echo(f"relay (netns {relay['netns']}) pid {relay['pid']} {'alive' if relay['alive'] else 'DEAD'}: "
+                   f"{relay['frames'] or 0} frames, {relay['delayed'] or 0} held, {relay['dropped'] or 0} dropped "
+                   "(queue full)")
+        for p in relay.get("pairs") or []:
+            if p["delay_ms"] or p["jitter_ms"] or p["queued"]:
+                click.echo(f"  {p['from']} -> {p['to']}: {p['delay_ms']:g}ms +/- {p['jitter_ms']:g}ms in force, "
+                           f"{p['queued']} held now, {p['held']} held, {p['dropped']} dropped")
     for r in st["regions"]:
         for rule in r.get("loss_rules") or []:
             click.echo(f"nft loss in {r['id']}: {rule['loss_pct']:g}% of what it sends to {rule['to']} "
@@ -253,11 +266,12 @@ def latency_(a: str, b: str, delay: str, state_dir: str | None) -> None:
     topo = lab.topology
     check_pair(topo, a, b)
     ms = parse_delay(delay)
-    if not topo.netem:
-        raise LabError("latency: this kernel has no netem (sch_netem); only partitions can be made here")
+    if not topo.netem and not lab.by_relay:
+        raise LabError("latency: this kernel has no netem (sch_netem) and this lab has no relay (started by an "
+                       "older steering); `steering lab down` and `up` again")
     link = topo.link(a, b)
     lab.set_link(a, b, Link(ms, ms // 10, link.loss_pct, link.cut))
-    click.echo(f"{a} <-> {b}: {ms} ms one-way +/- {ms // 10} ms")
+    click.echo(f"{a} <-> {b}: {ms} ms one-way +/- {ms // 10} ms" + ("" if topo.netem else " (by the relay: no netem here)"))
 
 
 @command.command(name="loss")

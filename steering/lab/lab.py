@@ -1,9 +1,12 @@
 """A lab's life: ``up`` builds it and records it in ``<state-dir>/lab.json``, the other commands read that record.
 
 The record holds the topology (regions, the base link and every changed pair),
-each process with its command line, environment, PID and start time, and each
-region's clock offset. ``down`` needs none of it to clean up after a crash: it
-also finds the namespaces by their prefix and kills what still lives in them.
+each process with its command line, environment, PID and start time, each
+region's clock offset, and who makes the delay (``delay_by``: "netem", or
+"relay" on a kernel without netem: then ``lab/relay`` is one of the processes
+and every change of a pair's delay waits until the relay has it in force).
+``down`` needs none of it to clean up after a crash: it also finds the
+namespaces by their prefix and kills what still lives in them.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from steering.lab.plan import (
     ETCD_CLIENT_PORT,
     ETCD_PEER_PORT,
     LAB_NS,
+    RELAY_NS,
     Link,
     PlanError,
     Region,
@@ -42,11 +46,15 @@ from steering.lab.plan import (
     pair,
     plan_regions,
     region_config,
+    relay_delays,
 )
 from steering.store.keys import Keys
 
 STATE_FILE = "lab.json"
 READY_TIMEOUT = 90.0
+RELAY_CONFIG = "relay.json"  # the relay's ports and delays (steering/lab/relay.py), rewritten on each change
+RELAY_STATS = "relay-stats.json"  # what the relay has in force, rewritten by it every second
+RELAY_TIMEOUT = 10.0  # seconds for the relay to start, or to take new delays
 
 
 class LabError(Exception):
@@ -103,8 +111,15 @@ class Lab:
 
     # ------------------------------------------------------------------ faults
 
+    @property
+    def by_relay(self) -> bool:
+        return self.info.get("delay_by") == "relay"
+
     def set_link(self, a: str, b: str, link: Link) -> None:
         topo = self.topology
+        if not topo.netem and not self.by_relay and (link.delay_ms or link.jitter_ms):
+            raise LabError("latency: this lab has no netem and no relay (started by an older steering); "
+                           "`steering lab down` and `up` again")
         netops.shape(topo, a, b, link)
         links = dict(self.info.get("links") or {})
         key = "|".join(pair(a, b))
@@ -114,12 +129,57 @@ class Lab:
             links[key] = link.to_json()
         self.info["links"] = links
         self.save()
+        if self.by_relay and relay_delays(self.topology) != relay_delays(topo):
+            self.update_relay()
         if not topo.netem and (link.loss_pct or topo.link(a, b).loss_pct):
             # Without netem, random loss is nftables rules in both regions (each replaced whole).
             now = self.topology
             for src in (now.region(a), now.region(b)):
                 netops.set_loss(src, [(dst, now.link(src.id, dst.id).loss_pct)
                                       for dst in now.regions if dst.id != src.id])
+
+    # ------------------------------------------------------------------ the relay (a kernel without netem)
+
+    def write_relay_config(self) -> int:
+        """The relay's config from the record, under a new generation; that generation."""
+        topo = self.topology
+        generation = int(self.info.get("relay_generation") or 0) + 1
+        doc = {"generation": generation,
+               "ports": [{"region": r.id, "inner": r.relay_inner, "outer": r.relay_outer, "addr": r.addr}
+                         for r in topo.regions],
+               "delays": relay_delays(topo)}
+        tmp = self.state_dir / (RELAY_CONFIG + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=1))
+        os.replace(tmp, self.state_dir / RELAY_CONFIG)
+        self.info["relay_generation"] = generation
+        self.save()
+        return generation
+
+    def relay_stats(self) -> dict[str, Any] | None:
+        try:
+            stats = json.loads((self.state_dir / RELAY_STATS).read_text())
+        except (OSError, ValueError):
+            return None
+        return stats if isinstance(stats, dict) else None
+
+    def wait_relay(self, generation: int, timeout: float = RELAY_TIMEOUT) -> None:
+        """Until the relay reports ``generation`` in force; LabError if it is dead or the time runs out."""
+        rec = (self.info.get("procs") or {}).get("lab/relay")
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = self.relay_stats()
+            if stats is not None and int(stats.get("generation") or 0) >= generation \
+                    and rec is not None and stats.get("pid") == rec["pid"]:
+                return
+            if rec is None or not procs.alive(rec):
+                raise LabError(f"the delay relay is not running (log: {self.state_dir / 'logs' / 'relay.log'}); "
+                               "`steering lab down` and `up` again")
+            if time.monotonic() >= deadline:
+                raise LabError(f"the delay relay (pid {rec['pid']}) did not take the delays within {timeout:.0f}s")
+            time.sleep(0.02)
+
+    def update_relay(self) -> None:
+        self.wait_relay(self.write_relay_config())
 
     def set_etcd_cut(self, region: str, cut: bool) -> None:
         """Cut (or heal) ``region``'s etcd member from its peers only (``netops.etcd_cut``), recorded."""
@@ -226,15 +286,27 @@ class Lab:
                             "etcd_peers_cut": r.id in (self.info.get("etcd_cut") or []),
                             "clock_offset_seconds": (self.info.get("clock") or {}).get(r.id, 0)})
         topo = self.topology
-        links = [{"a": a.id, "b": b.id, **topo.link(a.id, b.id).to_json(),
-                  "loss_by": ("netem" if topo.netem else "nft") if topo.link(a.id, b.id).loss_pct else ""}
-                 for i, a in enumerate(topo.regions) for b in topo.regions[i + 1:]]
-        if not topo.netem and any(link.loss_pct for link in topo.links.values()):
+        delay_by = str(self.info.get("delay_by") or ("netem" if topo.netem else ""))
+        links = []
+        for i, a in enumerate(topo.regions):
+            for b in topo.regions[i + 1:]:
+                link = topo.link(a.id, b.id)
+                links.append({"a": a.id, "b": b.id, **link.to_json(),
+                              "delay_by": delay_by if link.delay_ms or link.jitter_ms else "",
+                              "loss_by": ("netem" if topo.netem else "nft") if link.loss_pct else ""})
+        if not topo.netem and any(x.loss_pct for x in topo.links.values()):
             # the loss rules as the kernel holds them, with what they dropped (asked only while there is loss)
             for r, entry in zip(topo.regions, regions, strict=True):
                 entry["loss_rules"] = netops.loss_rules(r)
-        return {"state_dir": str(self.state_dir), "qname": self.info["qname"], "regions": regions, "links": links,
-                "etcd": self.info.get("etcd_tuning")}
+        out = {"state_dir": str(self.state_dir), "qname": self.info["qname"], "regions": regions, "links": links,
+               "etcd": self.info.get("etcd_tuning"), "delay_by": delay_by}
+        relay = (self.info.get("procs") or {}).get("lab/relay")
+        if relay is not None:  # what the relay holds, as it last wrote it (every second)
+            stats = self.relay_stats() or {}
+            out["relay"] = {"pid": relay["pid"], "alive": procs.alive(relay), "netns": RELAY_NS,
+                            **{k: stats.get(k) for k in ("generation", "frames", "passed", "delayed", "dropped",
+                                                         "send_errors", "pairs")}}
+        return out
 
 
 def faketime_env(offset: int) -> dict[str, str]:
@@ -299,12 +371,12 @@ def up(state_dir: Path, topo: Topology, lab: dict[str, Any], qname: str) -> Lab:
     (state_dir / STATE_FILE).write_text(json.dumps({"version": 1, "procs": {}}))  # `down` finds a crash
     netops.create_lab_ns()
     warnings = []
-    if not netops.has_netem():
-        if topo.base != Link(0, 0):
-            warnings.append(f"this kernel has no netem (sch_netem): the links run without the "
-                            f"{topo.base.delay_ms} ms delay; partitions work, latency does not, loss "
-                            f"{'is made with nftables' if netops.nft() else 'does not (no nft either)'}")
-        topo = Topology(topo.regions, Link(0, 0), netem=False)
+    relay = not netops.has_netem()
+    if relay:  # the delay by the lab's relay process, the loss by nftables
+        if not netops.nft():
+            warnings.append(f"this kernel has no netem (sch_netem) and there is no nft: `loss` will not work "
+                            f"({netops.NFT_INSTALL})")
+        topo = Topology(topo.regions, topo.base, netem=False)
     heartbeat, election = etcd_timing(topo.base.delay_ms, topo.base.jitter_ms)
     info: dict[str, Any] = {
         "version": 1, "created": time.time(), "qname": qname,
@@ -312,12 +384,21 @@ def up(state_dir: Path, topo: Topology, lab: dict[str, Any], qname: str) -> Lab:
         "regions": [{"id": r.id, "index": r.index, "targets": list(r.targets), "netns": r.netns, "addr": r.addr}
                     for r in topo.regions],
         "base": topo.base.to_json(), "links": {}, "clock": {}, "procs": {}, "netem": topo.netem,
+        "delay_by": "relay" if relay else "netem",
         "warnings": warnings,
         "etcd_tuning": {"heartbeat_ms": heartbeat, "election_ms": election},
     }
     result = Lab(state_dir, info)
     result.save()
-    netops.build(topo)
+    netops.build(topo, relay=relay)
+    if relay:  # before anything talks across the regions: without it nothing crosses
+        (state_dir / RELAY_STATS).unlink(missing_ok=True)
+        generation = result.write_relay_config()
+        info["procs"]["lab/relay"] = procs.spawn(
+            RELAY_NS, [sys.executable, "-m", "steering.lab.relay", str(state_dir / RELAY_CONFIG),
+                       str(state_dir / RELAY_STATS)], state_dir / "logs" / "relay.log")
+        result.save()
+        result.wait_relay(generation)
     initial = ",".join(f"{r.id}=http://{r.addr}:{ETCD_PEER_PORT}" for r in topo.regions)
     logs = state_dir / "logs"
     caps = {r["id"]: r["capacity"] for r in lab["regions"]} | {s["id"]: s["capacity"] for s in lab["sites"]}
@@ -390,7 +471,7 @@ def down(state_dir: Path) -> list[str]:
     lines = []
     if lab is not None:
         recs = lab.info.get("procs") or {}
-        order = ("agent", "sim", "dns", "controller", "etcd")  # clients first, the store last
+        order = ("agent", "sim", "dns", "controller", "etcd", "relay")  # clients first, the store, the wire last
         running = {n: r for n, r in recs.items() if procs.alive(r)}
         for comp in order:
             group = [r for n, r in running.items() if n.partition("/")[2].split("-")[0] == comp]

@@ -1,5 +1,9 @@
 """The lab's only contact with the kernel's networking: ``ip`` and ``tc`` commands, nothing decided here.
 
+On a kernel without sch_netem ``build(topo, relay=True)`` also makes the relay
+namespace and passes each region's link through it (steering/lab/relay.py
+makes the delay there).
+
 ``build`` makes the namespaces, the bridge and the veth pairs of a topology and
 gives every direction its own leaf qdisc (an HTB class per destination region,
 selected by a u32 filter on the destination address): netem (delay, jitter,
@@ -30,6 +34,7 @@ from steering.lab.plan import (
     LAB_NS,
     PREFIX,
     REGION_IF,
+    RELAY_NS,
     SUBNET,
     Link,
     Region,
@@ -112,17 +117,40 @@ def create_lab_ns() -> None:
     in_ns(LAB_NS, "ip", "link", "set", "lo", "up")
 
 
-def build(topo: Topology) -> None:
+def _create_relay_ns() -> None:
+    """The relay's namespace: no address, no route, no IPv6, so its kernel neither forwards nor answers
+    what crosses it (the relay process moves every frame)."""
+    run("ip", "netns", "add", RELAY_NS)
+    in_ns(RELAY_NS, "ip", "link", "set", "lo", "up")
+    if Path("/proc/sys/net/ipv6").is_dir() and shutil.which("sysctl"):
+        # without it its interfaces would send their own neighbour discovery into the regions
+        in_ns(RELAY_NS, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
+              "net.ipv6.conf.default.disable_ipv6=1")
+
+
+def build(topo: Topology, relay: bool = False) -> None:
     """Bridge, region namespaces, veths, addresses and one leaf qdisc per direction (in the lab namespace
-    ``create_lab_ns`` made); raises NetError half-way (the caller removes what exists by prefix)."""
+    ``create_lab_ns`` made); raises NetError half-way (the caller removes what exists by prefix). With
+    ``relay`` each region's eth0 reaches its bridge port through two interfaces of the relay namespace
+    (``Region.relay_inner``, ``relay_outer``) that only the relay process joins."""
     in_ns(LAB_NS, "ip", "link", "add", BRIDGE, "type", "bridge")
     in_ns(LAB_NS, "ip", "addr", "add", f"{LAB_ADDR}/{SUBNET.prefixlen}", "dev", BRIDGE)
     in_ns(LAB_NS, "ip", "link", "set", BRIDGE, "up")
+    if relay:
+        _create_relay_ns()
     for r in topo.regions:
         run("ip", "netns", "add", r.netns)
         in_ns(r.netns, "ip", "link", "set", "lo", "up")
-        run("ip", "link", "add", REGION_IF, "netns", r.netns, "type", "veth",
-            "peer", "name", r.bridge_port, "netns", LAB_NS)
+        if relay:
+            run("ip", "link", "add", REGION_IF, "netns", r.netns, "type", "veth",
+                "peer", "name", r.relay_inner, "netns", RELAY_NS)
+            run("ip", "link", "add", r.relay_outer, "netns", RELAY_NS, "type", "veth",
+                "peer", "name", r.bridge_port, "netns", LAB_NS)
+            for dev in (r.relay_inner, r.relay_outer):
+                in_ns(RELAY_NS, "ip", "link", "set", dev, "up")
+        else:
+            run("ip", "link", "add", REGION_IF, "netns", r.netns, "type", "veth",
+                "peer", "name", r.bridge_port, "netns", LAB_NS)
         in_ns(LAB_NS, "ip", "link", "set", r.bridge_port, "master", BRIDGE)
         in_ns(LAB_NS, "ip", "link", "set", r.bridge_port, "up")
         in_ns(r.netns, "ip", "addr", "add", f"{r.addr}/{SUBNET.prefixlen}", "dev", REGION_IF)

@@ -24,6 +24,7 @@ from typing import Any
 
 PREFIX = "stl-"
 LAB_NS = f"{PREFIX}lab"
+RELAY_NS = f"{PREFIX}relay"  # the delay relay's namespace, on a kernel without netem (steering/lab/relay.py)
 BRIDGE = f"{PREFIX}br"
 SUBNET = ipaddress.IPv4Network("10.77.0.0/16")
 LAB_ADDR = "10.77.0.254"
@@ -64,6 +65,14 @@ class Region:
     def bridge_port(self) -> str:
         return f"{PREFIX}v{self.index}"  # the veth peer in the lab namespace (IFNAMSIZ: at most 15)
 
+    @property
+    def relay_inner(self) -> str:
+        return f"{PREFIX}r{self.index}"  # in the relay namespace: the peer of the region's eth0
+
+    @property
+    def relay_outer(self) -> str:
+        return f"{PREFIX}w{self.index}"  # in the relay namespace: the peer of the region's bridge port
+
     def sim_port(self, target: str) -> int:
         return SIM_BASE_PORT + self.targets.index(target)
 
@@ -79,7 +88,8 @@ class Link:
 
     def leaf(self, netem: bool) -> list[str]:
         """The qdisc (kind and arguments) of either direction: netem with delay, jitter and loss where the
-        kernel has it; else a FIFO that holds nothing while the pair is cut (no delay, no random loss)."""
+        kernel has it; else a FIFO that holds nothing while the pair is cut (the delay is then the relay's,
+        the random loss nftables')."""
         if netem:
             return ["netem", *self.netem()]
         return ["pfifo", "limit", "0" if self.cut else "1000"]
@@ -118,6 +128,17 @@ class Topology:
 
     def link(self, a: str, b: str) -> Link:
         return self.links.get(pair(a, b), self.base)
+
+
+def relay_delays(topo: Topology) -> list[dict[str, Any]]:
+    """The relay's one-way delay per ordered pair of regions (both directions of a link, the same)."""
+    out: list[dict[str, Any]] = []
+    for a in topo.regions:
+        for b in topo.regions:
+            link = topo.link(a.id, b.id)
+            if a.id != b.id and (link.delay_ms or link.jitter_ms):
+                out.append({"from": a.id, "to": b.id, "delay_ms": link.delay_ms, "jitter_ms": link.jitter_ms})
+    return out
 
 
 def pair(a: str, b: str) -> tuple[str, str]:
