@@ -1,6 +1,7 @@
 """The project's benches in one run, with short bounded settings, summed up in one table (``make bench``).
 
-    .venv/bin/python bench/all.py [--only planner,failover,ingest,dns,dns-swap,dns-swap-dnssec] [--long] [--timeout 900]
+    .venv/bin/python bench/all.py [--only planner,failover,ingest,dns,dns-swap,dns-swap-dnssec,memory] [--long]
+        [--timeout 900]
 
 Each bench runs as its own process (its full output is kept under
 ``--out``, default a fresh temporary directory, and its last lines are shown
@@ -11,7 +12,9 @@ measured in the same run. It asserts nothing and exits 0 whatever the figures
 say, non-zero only when a bench could not run. The load average before and
 after each bench is printed beside it: on a shared machine it moves every
 figure. ``--long`` uses the issue's settings (30 failover trials, 60 s of
-ingest, 3 DNS rounds) instead of the short ones.
+ingest, 3 DNS rounds) instead of the short ones, and adds the memory bench
+(20 minutes of reports at 10,000 sites; it runs without --long only when
+named in ``--only``).
 
 docs/benchmarks.md records a table from this script with the machine, date
 and commands.
@@ -51,6 +54,8 @@ class Bench:
     args: tuple[str, ...]
     long_args: tuple[str, ...]
     parse: Callable[[str], list[Row]]
+    long_only: bool = False  # too long for ``make bench``: runs with --long or when named in --only
+    timeout: float = 0.0  # seconds it may take at least, whatever --timeout says
 
 
 def _num(pattern: str, text: str, group: int = 1) -> float | None:
@@ -153,6 +158,27 @@ def parse_swap(out: str) -> list[Row]:
     ]
 
 
+def parse_memory(out: str) -> list[Row]:
+    """RSS at half time and at the end, and the growth's least-squares slope over the second half: "no
+    growth" is met when that slope is at most 1 % of the resident memory per 10 minutes (RSS moves by a few
+    MiB from sample to sample, and a DNS worker's by ~10 MiB as each table replaces the last)."""
+    rows = []
+    for who, label in (("controller", "controller"),
+                       (r"DNS server \(\d+ processes, summed\)", "DNS server (all processes)")):
+        m = re.search(rf"(?m)^{who}: RSS at ([\d.]+) min ([\d.]+) MiB, at ([\d.]+) min ([\d.]+) MiB, growth "
+                      r"([+-][\d.]+) MiB; slope over the second half ([+-][\d.]+|nan) MiB per 10 min", out)
+        if not m:
+            rows.append(Row("memory", f"{label} resident at 10k sites", "not found in output", "no growth", "n/a"))
+            continue
+        t1, rss1, t2, rss2, growth, slope = m.groups()
+        rows.append(Row("memory", f"{label} resident (RSS) at {t1} / {t2} min, 10k sites",
+                        f"{float(rss1):.0f} / {float(rss2):.0f} MiB", "-", "-"))
+        ok = slope != "nan" and float(slope) <= 0.01 * float(rss1)
+        rows.append(Row("memory", f"{label} growth {t1} -> {t2} min (least-squares slope)",
+                        f"{growth} MiB ({slope} MiB / 10 min)", "no growth (slope <= 1 %)", "yes" if ok else "no"))
+    return rows
+
+
 BENCHES = {
     "planner": Bench("planner", ("bench/planner.py", "--distinct", "--regions", "20", "--runs", "5"),
                      ("bench/planner.py", "--distinct", "--regions", "20", "--runs", "9"), parse_planner),
@@ -168,12 +194,16 @@ BENCHES = {
                              ("bench/dns_swap.py", "--dnssec", "--seconds", "10", "--renders", "1", "--clients", "2"),
                              ("bench/dns_swap.py", "--dnssec", "--seconds", "60", "--renders", "5", "--clients", "4"),
                              parse_swap),
+    # the goal's own settings both ways: 10 minutes of reports, then 10 more
+    "memory": Bench("memory", ("bench/memory.py", "--minutes", "20"), ("bench/memory.py", "--minutes", "20"),
+                    parse_memory, long_only=True, timeout=1800),
 }
 
-# Goals of issue 18 no bench measures yet: listed so the table shows what is missing.
-NOT_MEASURED = [
-    Row("memory", "controller / DNS resident at 10k sites, growth over 10 min", "not measured", "no growth", "n/a"),
-]
+# What the table says of a long-only bench that did not run, so the table shows what is missing.
+NOT_RUN = {
+    "memory": Row("memory", "controller / DNS resident at 10k sites, growth over 10 min",
+                  "not run (20 min: --long or --only memory)", "no growth", "n/a"),
+}
 
 
 def load() -> str:
@@ -182,12 +212,14 @@ def load() -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default=",".join(BENCHES), help="comma-separated: " + ", ".join(BENCHES))
+    ap.add_argument("--only", default=None, help="comma-separated: " + ", ".join(BENCHES) + " (default: all but "
+                    + ", ".join(n for n, b in BENCHES.items() if b.long_only) + ", which runs with --long)")
     ap.add_argument("--long", action="store_true", help="the issue's settings instead of the short ones")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per bench before it is stopped")
     ap.add_argument("--out", type=Path, default=None, help="directory for each bench's full output")
     args = ap.parse_args()
-    names = [n for n in args.only.split(",") if n]
+    names = ([n for n in args.only.split(",") if n] if args.only is not None
+             else [n for n, b in BENCHES.items() if args.long or not b.long_only])
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
         print(f"--only: unknown bench {', '.join(unknown)} (known: {', '.join(BENCHES)})", file=sys.stderr)
@@ -207,13 +239,14 @@ def main() -> int:
         before = load()
         t0 = time.monotonic()
         print(f"[{name}] {cmd}  (load average before: {before})", flush=True)
+        limit = max(args.timeout, bench.timeout)
         try:
-            proc = subprocess.run([PY, *argv], cwd=ROOT, capture_output=True, text=True, timeout=args.timeout)
+            proc = subprocess.run([PY, *argv], cwd=ROOT, capture_output=True, text=True, timeout=limit)
             text, code = proc.stdout + proc.stderr, proc.returncode
         except subprocess.TimeoutExpired as exc:
             text = (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
             code = -1
-            text += f"\n(stopped after {args.timeout:.0f} s)"
+            text += f"\n(stopped after {limit:.0f} s)"
         (out_dir / f"{name}.txt").write_text(text)
         print(f"[{name}] {time.monotonic() - t0:.0f} s, exit {code}, load average after: {load()}; "
               f"output: {out_dir / (name + '.txt')}", flush=True)
@@ -221,7 +254,7 @@ def main() -> int:
             failed += 1
             print("\n".join("    " + line for line in text.strip().splitlines()[-8:]))
         rows.extend(bench.parse(text))
-    rows.extend(r for r in NOT_MEASURED if r.bench in names or r.bench == "memory")
+    rows.extend(r for name, r in NOT_RUN.items() if name not in names)
     print()
     print(table(rows))
     return 1 if failed else 0
