@@ -168,7 +168,7 @@ def measure(pid: int, port: int, qfile: Path, seconds: float, mode: str, do: boo
     return {"answered": answered, "qps_shared_core": qps, "cpu_us_per_query": us, "qps_per_core": 1e6 / us}
 
 
-def knot_conf(work: Path, port: int, dnssec: bool = False) -> Path:
+def knot_conf(work: Path, port: int, dnssec: bool = False, udp_workers: int = 1) -> Path:
     zone = (ROOT / "deploy" / "examples" / "example.test.zone").read_text()
     zone += "\napi IN A 192.0.2.10\napi IN A 192.0.2.11\napi IN AAAA 2001:db8::10\n"
     (work / "example.test.zone").write_text(zone)
@@ -176,7 +176,7 @@ def knot_conf(work: Path, port: int, dnssec: bool = False) -> Path:
     conf.write_text(f"""server:
     rundir: "{work}"
     listen: 127.0.0.1@{port}
-    udp-workers: 1
+    udp-workers: {udp_workers}
     tcp-workers: 1
     background-workers: 1
 database:
@@ -260,6 +260,25 @@ def run_workers(work: Path, seconds: float, qfile: Path, workers: int) -> dict[s
         stop_process(ours, 10)
 
 
+def run_knot_workers(work: Path, seconds: float, qfile: Path, workers: int) -> dict[str, Any]:
+    """knot with ``workers`` UDP threads, unpinned like ours in ``run_workers``: the peer's own cost of a
+    second worker on this machine (both share the two cores with dnsperf)."""
+    kwork = work / f"knot-w{workers}"
+    shutil.rmtree(kwork, ignore_errors=True)
+    kwork.mkdir()
+    kport = free_port()
+    knotd = shutil.which("knotd") or "/usr/sbin/knotd"
+    knot = subprocess.Popen([knotd, "-c", str(knot_conf(kwork, kport, udp_workers=workers))], stderr=subprocess.DEVNULL)
+    try:
+        wait_udp(kport, time.monotonic() + 20)
+        before = cpu_seconds(knot.pid)  # every thread's
+        answered, qps = dnsperf(kport, qfile, seconds, "subnets", pin=False, clients=32)
+        return {"answered": answered, "qps": qps,
+                "cpu_us_per_query": (cpu_seconds(knot.pid) - before) * 1e6 / max(answered, 1)}
+    finally:
+        stop_process(knot, 10)
+
+
 def run_knot(work: Path, seconds: float, files: dict[str, Path], dnssec: bool = False) -> dict[str, dict[str, float]]:
     kwork = work / "knot"
     shutil.rmtree(kwork, ignore_errors=True)
@@ -323,11 +342,14 @@ def main() -> None:
     finally:
         stop_process(busy, 10)
     multi: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+    knot_multi: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
     try:
         if args.workers and "ours" in servers:
             for _ in range(rounds):
                 for n in (1, 2):
                     multi[n].append(run_workers(work, seconds, subnets, n))
+                    if "knot" in servers:
+                        knot_multi[n].append(run_knot_workers(work, seconds, subnets, n))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"load average after: {loadavg()}")
@@ -367,6 +389,12 @@ def main() -> None:
               f"qps {statistics.median(x['qps'] for x in multi[2]):.0f}")
         print(f"workers 2 / workers 1 cpu per query: {statistics.median(two) / statistics.median(one):.2f}"
               f" (goal <= 1.10)")
+        if knot_multi[1] and knot_multi[2]:
+            k1 = [x["cpu_us_per_query"] for x in knot_multi[1]]
+            k2 = [x["cpu_us_per_query"] for x in knot_multi[2]]
+            print(f"knot udp-workers 1 (unpinned, subnets): cpu us/query {_spread(k1)}; udp-workers 2: {_spread(k2)}")
+            print(f"knot udp-workers 2 / 1 cpu per query: {statistics.median(k2) / statistics.median(k1):.2f} "
+                  "(the peer's cost of a second worker here, same run)")
         for i, x in enumerate(multi[2]):
             shares = ", ".join(f"worker {w}: {s:.0%}" for w, s in x["shares"].items())
             print(f"  round {i + 1} share of queries: {shares} (goal: each >= 30%)")
