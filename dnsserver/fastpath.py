@@ -325,23 +325,26 @@ class FastPath:
             key = src[host] = (k.geo, k.subnet, k.scope)
         return key
 
+    def _general_limited(self, limiter: RateLimiter) -> Callable[[bytes, Host, int], bytes | None]:
+        """``answer_general`` with the rate limit applied to what it answers (b"": drop), counted in the window
+        the UDP loop moved to, as the hot path counts its own replies."""
+        rl_cur = limiter.hot()[0]
+        rl_check = limiter.check
+
+        def general_limited(q: bytes, host: Host, tcp: int) -> bytes | None:
+            resp = self.answer_general(q, host, tcp)
+            if resp is None:
+                return None
+            return rl_check(q, resp, host, rl_cur[0].second) or b""
+
+        return general_limited
+
     def _make_native(self, limiter: RateLimiter | None) -> Callable[[bytes, Host, int], bytes | None]:
         """``_make_answer``'s closure as ``dnsserver._hot.Answer``: the same steps and Python objects, in C."""
         assert _hot is not None
         fresh = opt_shapes(self.keys, False)
         stale = opt_shapes(self.keys, True)
-        general: Callable[[bytes, Host, int], bytes | None] = self.answer_general
-        if limiter is not None:
-            rl_cur = limiter.hot()[0]
-            rl_check = limiter.check
-
-            def general_limited(q: bytes, host: Host, tcp: int) -> bytes | None:
-                resp = self.answer_general(q, host, tcp)
-                if resp is None:
-                    return None
-                return rl_check(q, resp, host, rl_cur[0].second) or b""
-
-            general = general_limited
+        general = self._general_limited(limiter) if limiter is not None else self.answer_general
         hot = _hot.Answer(self._cur, stale if self.stale else fresh, self._src, self.source_key, self.geomap.key,
                           self.geomap.default, general, limiter.hot() if limiter is not None else None,
                           limiter.check if limiter is not None else None, RESPONSES)
@@ -362,7 +365,7 @@ class FastPath:
         # everything the closure touches is a local of this frame: a cell read per use, no attribute lookups
         cur = self._cur
         heads_of = _FLAG_HEADS.get
-        general = self.answer_general
+        general: Callable[[bytes, Host, int], bytes | None] = self.answer_general
         src_get = self._src.get
         source_key = self.source_key
         gkey = self.geomap.key
@@ -400,14 +403,7 @@ class FastPath:
             # answer, bucket (prefix, question lower-cased)): the lowered question is at hand already
             rl_cur, rl_m4, rl_prefix, rl_rps, rl_count, rl_limited = limiter.hot()
             rl_check = limiter.check
-
-            def general_limited(q: bytes, host: Host, tcp: int) -> bytes | None:
-                resp = self.answer_general(q, host, tcp)
-                if resp is None:
-                    return None
-                return rl_check(q, resp, host, rl_cur[0].second) or b""
-
-            general = general_limited
+            general = self._general_limited(limiter)
 
         def answer(q: bytes, host: Host, tcp: int) -> bytes | None:
             hi = heads_of(q[2:12])

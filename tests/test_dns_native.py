@@ -105,7 +105,7 @@ def wire(name: str, qtype: str, edns: int | None, payload: int, dnssec: bool, ec
     return bytes(w)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(name=st.sampled_from(NAMES), qtype=st.sampled_from(TYPES), edns=st.sampled_from([None, 0, 1]),
        payload=st.sampled_from([0, 512, 600, 1232, 4096]), dnssec=st.booleans(),
        family=st.sampled_from([1, 2, 3]), src=st.integers(0, 130), addr=st.binary(max_size=17),
@@ -145,7 +145,7 @@ def test_native_answers_as_the_python_closure(
     assert [b - a for a, b in zip(before, mid, strict=True)] == [b - a for a, b in zip(mid, after, strict=True)]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.data())
 def test_native_geo_and_pick_match_with_either_block_index(data: st.DataObject) -> None:
     # random prefix sets, dict levels or the dense arrays: C and Python give the same bytes, the geo, pick and
@@ -189,7 +189,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> DnsServer:
     return DnsServer(load(tmp_path_factory.mktemp("nativerrl"), dns={"rrl": RRL}), None)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(events=st.lists(st.tuples(st.sampled_from(NAMES[:6]), st.sampled_from(["A", "AAAA", "TXT"]),
                                  st.sampled_from([None, 0]), st.sampled_from([0x0100007F, 0x0A00007F,
                                                                               b"\x00" * 15 + b"\x01"]),
