@@ -170,11 +170,24 @@ class TableRecords:
     async def _load_for_watch(self, value: bytes) -> RoutingTable | None:
         conn = self.kv.conn
         backoff = conn.backoff()
+        lagging = 0
         while not conn.closed:
             try:
                 return await self._load(value)
             except Superseded:
-                return None  # a newer pointer exists; the watch brings it
+                # no chunks for this pointer: a newer pointer cleaned them up (the watch brings it), or the
+                # member read is still catching up with the txn that wrote them; only the first may skip
+                try:
+                    current = await self.kv.get(self.keys.routing_current)
+                except StoreError as exc:
+                    log.warning("routing_table_load_retry", error=str(exc))
+                    await backoff.sleep()
+                    continue
+                lagging += 1
+                if not current.kvs or current.kvs[0].value != value or lagging > 5:
+                    return None  # superseded, or a pointer without chunks (never fatal: the next one is read)
+                log.info("routing_table_load_retry", error="chunks not readable yet for the current pointer")
+                await backoff.sleep()
             except ValueError as exc:
                 log.warning("routing_table_unreadable", key="routing/current", error=str(exc))
                 return None
