@@ -14,6 +14,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import grpc.aio
 from etcd3aio._protobuf import LeaseKeepAliveRequest
@@ -22,6 +23,9 @@ from steering import logs
 from steering.store.client import Backoff, Conn, LeaseNotFound, StoreError, describe, is_transient
 
 log = logs.get(__name__)
+
+# New streams one slow keepalive may be sent on besides its own (see LeaseKeeper._keepalive).
+HEDGES = 2
 
 
 class LeaseKeeper:
@@ -47,11 +51,18 @@ class LeaseKeeper:
         self._callbacks.append(callback)
 
     async def grant(self, deadline: float | None = None) -> int:
-        sent = time.monotonic()
-        resp = await self.conn.call("Lease.Grant", self.conn.lease.grant, self.ttl, deadline=deadline)
+        starts: list[float] = []
+
+        async def attempt(ttl: int, timeout: float) -> Any:
+            starts.append(time.monotonic())
+            return await self.conn.lease.grant(ttl, timeout=timeout)
+
+        resp = await self.conn.call("Lease.Grant", attempt, self.ttl, deadline=deadline)
         self.id = int(resp.ID)
         self.ttl = int(resp.TTL) or self.ttl
-        self._expires = sent + self.ttl
+        # from the start of the attempt that was answered, not of the first: a retried grant (a slow link, a
+        # member that timed out) would otherwise start its life already near or past its expiry
+        self._expires = starts[-1] + self.ttl
         self._task = asyncio.create_task(self._run(), name=f"lease-keepalive-{self.purpose}")
         log.debug("lease_granted", purpose=self.purpose, lease=self.id, ttl=self.ttl)
         return self.id
@@ -84,20 +95,30 @@ class LeaseKeeper:
                 log.exception("lease_lost_callback_failed", purpose=self.purpose)
 
     async def _run(self) -> None:
+        """Send a keepalive every ``interval`` (a third of the TTL) from the last one's send, on one stream.
+
+        A keepalive may take long (through a member that does not lead, over a slow link: a round trip to the
+        leader and its own confirmation, over a second at 300 ms one-way) or never come back (a silent member).
+        So one is never given up for being slow while the lease still runs: it may take until the expiry.
+        But when it takes longer than ``interval``, the same keepalive is also sent on a second stream (round
+        robin puts it on another member), and whichever answers first renews the lease and carries on. Before,
+        each keepalive had ``interval`` to be answered and was then sent again: at a 3 s TTL with 1.2 s round
+        trips every try timed out and the lease lapsed (docs/failure-modes.md, the 300 ms finding)."""
         backoff = Backoff(0.05, min(1.0, self.conn.cfg.reconnect_max_seconds), self.conn)
         interval = max(0.3, self.ttl / 3)
+        stream: Any = None
         while not self.lost.is_set():
-            stream = None
             try:
-                stream = self.conn.lease_stub().LeaseKeepAlive(metadata=self.conn.metadata())
+                if stream is None:
+                    stream = self._open()
                 while True:
-                    left = self._expires - time.monotonic()
-                    if left <= 0:
+                    if time.monotonic() >= self._expires:
                         break
                     sent = time.monotonic()
-                    async with asyncio.timeout(min(interval, left)):
-                        await stream.write(LeaseKeepAliveRequest(ID=self.id))
-                        resp = await stream.read()
+                    resp, winner = await self._keepalive(stream, sent, interval)
+                    if winner is not stream:  # the hedge answered first: it is the stream from now on
+                        stream.cancel()
+                        stream = winner
                     if resp is grpc.aio.EOF:
                         raise ConnectionError("keepalive stream ended")
                     if resp.TTL <= 0:
@@ -106,26 +127,81 @@ class LeaseKeeper:
                     self._expires = sent + resp.TTL
                     self.conn.answered()
                     backoff.reset()
+                    # the next one ``interval`` after this one was sent, not after its answer came: a slow answer
+                    # must not push the next keepalive towards the expiry
                     with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(interval):
+                        async with asyncio.timeout(max(0.0, sent + interval - time.monotonic())):
                             await self._kick.wait()
                     self._kick.clear()
             except asyncio.CancelledError:
+                if stream is not None:
+                    stream.cancel()
                 raise
             except (grpc.aio.AioRpcError, TimeoutError, ConnectionError, StoreError, asyncio.InvalidStateError) as exc:
                 # InvalidStateError: grpc.aio refuses a write on a stream the server already ended.
                 if not isinstance(exc, grpc.aio.AioRpcError) or is_transient(exc):
                     self.conn.failed(exc)
                 log.info("lease_keepalive_retry", purpose=self.purpose, lease=self.id, error=describe(exc))
-            except Exception:  # never die silently: a dead keepalive loop would lose the lease unnoticed
-                log.exception("lease_keepalive_error", purpose=self.purpose, lease=self.id)
-            finally:
                 if stream is not None:
                     stream.cancel()
+                stream = None
+            except Exception:  # never die silently: a dead keepalive loop would lose the lease unnoticed
+                log.exception("lease_keepalive_error", purpose=self.purpose, lease=self.id)
+                if stream is not None:
+                    stream.cancel()
+                stream = None
             if time.monotonic() >= self._expires:
+                if stream is not None:
+                    stream.cancel()
                 self._set_lost("no keepalive acknowledged within the TTL")
                 return
             await backoff.sleep()
+
+    def _open(self) -> Any:
+        return self.conn.lease_stub().LeaseKeepAlive(metadata=self.conn.metadata())
+
+    async def _keepalive(self, stream: Any, sent: float, interval: float) -> tuple[Any, Any]:
+        """One keepalive: its answer and the stream that gave it (``stream``, or a hedge opened meanwhile,
+        which then replaces it: the caller cancels the other). Unanswered after ``interval``, it is also sent
+        on a new stream, and again every half ``interval``, at most ``HEDGES`` times: round robin spreads them
+        over the members, so one that went silent does not hold the lease to its expiry. Raises TimeoutError at
+        the lease's expiry, or the last stream's error when none is left to wait for."""
+        req = LeaseKeepAliveRequest(ID=self.id)
+        tasks = {asyncio.create_task(_ask(stream, req), name=f"lease-keepalive-{self.purpose}"): stream}
+        hedges: list[Any] = []
+        winner: Any = None
+        next_hedge = sent + interval
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= self._expires:
+                    raise TimeoutError("no keepalive answered before the lease's expiry")
+                if now >= next_hedge and len(hedges) < HEDGES:
+                    hedge = self._open()
+                    hedges.append(hedge)
+                    tasks[asyncio.create_task(_ask(hedge, req), name=f"lease-keepalive-{self.purpose}-hedge")] = hedge
+                    log.debug("lease_keepalive_slow", purpose=self.purpose, lease=self.id, waited=round(now - sent, 3),
+                             streams=len(tasks))
+                    next_hedge = now + interval / 2
+                until = min(self._expires, next_hedge) if len(hedges) < HEDGES else self._expires
+                done, _ = await asyncio.wait(set(tasks), timeout=max(0.0, until - time.monotonic()),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    st = tasks.pop(task)
+                    exc = task.exception()
+                    if exc is None:
+                        winner = st
+                        return task.result(), st
+                    if not tasks and (len(hedges) >= HEDGES or time.monotonic() >= self._expires):
+                        raise exc
+                    if not tasks:
+                        next_hedge = time.monotonic()  # the only stream failed: try a new one at once
+        finally:
+            for task in tasks:
+                task.cancel()
+            for hedge in hedges:
+                if hedge is not winner:
+                    hedge.cancel()
 
     async def stop(self) -> None:
         """Stop keeping the lease alive (it then expires by itself after its TTL)."""
@@ -142,3 +218,8 @@ class LeaseKeeper:
             with contextlib.suppress(LeaseNotFound, StoreError):
                 await self.conn.call("Lease.Revoke", self.conn.lease.revoke, self.id)
         self._set_lost("revoked by us")
+
+
+async def _ask(stream: Any, req: LeaseKeepAliveRequest) -> Any:
+    await stream.write(req)
+    return await stream.read()

@@ -1,0 +1,50 @@
+"""A lease lives through a slow link (docs/failure-modes.md, the 300 ms finding).
+
+Through a member that does not lead, a keepalive takes a round trip to the leader and the leader's own
+confirmation; at 300 ms one-way in the lab that was over 1.2 s, while each keepalive was given a third of a
+3 s TTL to be answered and then sent again: every try timed out and the lease lapsed, taking a healthy
+region's records with it. Now a keepalive may take until the lease's expiry, and one slower than a third of
+the TTL is also sent on a second stream. Real etcd; the link is a loopback proxy adding a fixed delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from structlog.testing import capture_logs
+
+from steering.etcdproc import EtcdCluster
+from steering.store import Store
+from steering.store.lease import LeaseKeeper
+from tests.support.slowlink import SlowLink
+from tests.support.store import etcd_cfg
+
+TTL = 3
+
+
+async def _hold(keeper: LeaseKeeper, seconds: float) -> None:
+    """Wait ``seconds`` unless the lease is lost first."""
+    try:
+        await asyncio.wait_for(keeper.lost.wait(), seconds)
+    except TimeoutError:
+        return
+
+
+async def test_a_lease_lives_through_a_link_whose_round_trip_is_half_its_ttl(etcd: EtcdCluster) -> None:
+    host, port = etcd.endpoints[0].rsplit(":", 1)
+    link = SlowLink((host, int(port)), delay=0.7)  # 1.4 s round trip: more than a third of the TTL
+    await link.start()
+    try:
+        # unary calls need a budget above the round trip too (each try gets a third of it)
+        async with Store(etcd_cfg([link.endpoint], timeout=6.0)) as store:
+            keeper = LeaseKeeper(store.conn, TTL, "slow-link")
+            with capture_logs() as logs:
+                await keeper.grant(deadline=6.0)
+                await _hold(keeper, 4 * TTL)
+            assert not keeper.lost.is_set(), keeper.lost_reason
+            assert any(e["event"] == "lease_keepalive_slow" for e in logs)  # the slow path was taken
+            ttl = await store.conn.call("Lease.TimeToLive", store.conn.lease.time_to_live, keeper.id, deadline=6.0)
+            assert int(ttl.TTL) > 0  # etcd agrees: alive
+            await keeper.revoke()
+    finally:
+        await link.close()
