@@ -33,6 +33,7 @@ from dnsserver.keyreload import key_stamps, read_zone_keys, same_keys, tags
 from dnsserver.metrics import Stats
 from dnsserver.persist import save_table
 from dnsserver.render import RenderedAnswers, build_snapshot
+from dnsserver.retire import retire
 from dnsserver.rrl import RateLimiter
 from dnsserver.slowpath import SlowPath, slow_path_for
 from dnsserver.udpbatch import BatchUdpWorker, batch_available
@@ -47,6 +48,11 @@ from steering.table import RoutingTable
 
 log = logs.get(__name__)
 
+# How often the daemon (tune_interpreter: the collector off) collects what it has not frozen.
+GC_SECONDS = 30.0
+# The daemon's switch interval (tune_interpreter): how long a UDP thread may wait for a busy interpreter.
+SWITCH_SECONDS = 0.001
+
 _SERVFAIL = 2
 
 
@@ -57,8 +63,6 @@ class DnsServer:
                  tune_interpreter: bool = False) -> None:
         self.cfg = cfg
         self.tune_interpreter = tune_interpreter  # the daemon's: see _render_and_install and _settle
-        self._tuned = 0  # renders under way with the interpreter tuned (_render_and_install)
-        self._switch = sys.getswitchinterval()
         self._install_lock = asyncio.Lock()
         self.clock = clock  # DNSSEC's signing windows (tests inject one)
         self.udp_threads = udp_threads
@@ -91,6 +95,15 @@ class DnsServer:
         if tune_interpreter:
             gc.collect()  # before answering: what start-up left behind, once, then _settle keeps it small
             gc.freeze()
+            # The collector runs when this process says (collect_garbage), never in the middle of decoding a
+            # table: set off by allocation, a collection there walked the 100,000 objects a table decoded
+            # from etcd is made of, holding every UDP thread for 20-26 ms, several times per table.
+            gc.disable()
+            # A UDP thread gives the interpreter up at every recvmmsg and asks for it again after; while a
+            # table decodes or renders, each ask waited up to the switch interval (5 ms by default), several
+            # times per query (the convoy effect): 15-35 ms answers under a swap at 10,000 sites.
+            sys.setswitchinterval(SWITCH_SECONDS)
+        self._gc_task: asyncio.Task[None] | None = None
         self.rrl = self._rate_limiter()  # UDP only; None when dns.rrl.enabled is false
         # the fast path counts its own UDP replies against the limit (answer_udp): one pass over the reply
         self.fast = FastPath(self.geomap, self.snapshot, self.slow.routed, self.rrl)
@@ -240,28 +253,18 @@ class DnsServer:
     async def _render_and_install(self, table: RoutingTable | None) -> None:
         """Render off the loop and swap in. The fast path's tables are built in the render's thread too (its
         ``install`` ends in one reference swap, safe from any thread): half a second of CPU at 10,000 sites,
-        which on the loop held TCP answers back. With ``tune_interpreter``, meanwhile: the cyclic collector
-        waits (the render and those tables allocate hundreds of thousands of objects, and each collection they
-        would set off walks all of them, holding the interpreter: 30-400 ms pauses in bench/dns_swap.py;
-        ``_settle`` then freezes them with the rest), and the interpreter switches threads every 1 ms instead
-        of 5, so the UDP threads wait less for their turn."""
-        tune = self.tune_interpreter
-        if tune:
-            if not self._tuned:
-                self._switch = sys.getswitchinterval()
-                sys.setswitchinterval(min(self._switch, 0.001))
-                gc.disable()
-            self._tuned += 1
-        try:
-            async with self._install_lock:  # one at a time: the fast path and the rest swap in the same order
-                snap = await asyncio.to_thread(self._render_for_install, table)
-                self.install(snap, fast_installed=True)
-        finally:
-            if tune:
-                self._tuned -= 1
-                if not self._tuned:  # a re-signing and a table may render at once: the last one restores
-                    gc.enable()
-                    sys.setswitchinterval(self._switch)
+        which on the loop held TCP answers back. With ``tune_interpreter`` the cyclic collector is off (the
+        render and those tables allocate hundreds of thousands of objects, and each collection they would set
+        off walks all of them, holding the interpreter: 30-400 ms pauses in bench/dns_swap.py; ``_settle``
+        freezes them with the rest, ``collect_garbage`` collects what is not frozen between swaps), and the
+        interpreter switches threads every ``SWITCH_SECONDS`` instead of 5 ms (see ``__init__``)."""
+        async with self._install_lock:  # one at a time: the fast path and the rest swap in the same order
+            snap = await asyncio.to_thread(self._render_for_install, table)
+            old = [self.snapshot]
+            self.install(snap, fast_installed=True)
+        # The answers and the table just replaced, freed a piece at a time off the loop (dropped whole, a
+        # table decoded from etcd alone is a 6-11 ms cascade at 10,000 sites that no UDP thread can answer in)
+        await asyncio.to_thread(retire, old)
 
     def _render_for_install(self, table: RoutingTable | None) -> RenderedAnswers:
         snap = self._render(table)
@@ -374,6 +377,8 @@ class DnsServer:
         loop = asyncio.get_running_loop()
         if self.signing is not None and self._resign_task is None:
             self._resign_task = asyncio.create_task(self.follow_signing(), name="dnssec-resign")
+        if self.tune_interpreter and self._gc_task is None:
+            self._gc_task = asyncio.create_task(self.collect_garbage(), name="dns-gc")
         for udp_sock, tcp_sock in bound:
             udp_sock.setblocking(True)
             tcp_srv = await loop.create_server(lambda: _Tcp(self), sock=tcp_sock)
@@ -435,7 +440,23 @@ class DnsServer:
             udp, _proto = await asyncio.get_running_loop().create_datagram_endpoint(lambda: _Udp(self), sock=sock)
             self._udp.append(udp)
 
+    async def collect_garbage(self, every: float = GC_SECONDS) -> None:
+        """With ``tune_interpreter`` (the collector off): every ``every`` seconds, collect what is not frozen,
+        unless a table is being swapped in (its objects are about to be frozen, and walking them is the stall
+        this avoids). What is not frozen is what this process made since the last swap: a short walk."""
+        while True:
+            await asyncio.sleep(every)
+            if self._install_lock.locked():
+                continue
+            t0 = time.perf_counter()
+            found = gc.collect()
+            log.debug("dns.gc.collected", unreachable=found, seconds=round(time.perf_counter() - t0, 4))
+
     async def close(self) -> None:
+        if self._gc_task is not None:
+            self._gc_task.cancel()
+            await asyncio.gather(self._gc_task, return_exceptions=True)
+            self._gc_task = None
         if self._resign_task is not None:
             self._resign_task.cancel()
             await asyncio.gather(self._resign_task, return_exceptions=True)

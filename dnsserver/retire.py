@@ -1,0 +1,48 @@
+"""Free a large object graph a piece at a time, so the interpreter can switch threads between the pieces.
+
+Dropping the last reference to a routing table of 10,000 sites (decoded from etcd: every object its own)
+frees ~100,000 objects in one cascade of deallocations, and no thread switch can interrupt a cascade: 6-11 ms
+here with no UDP thread answering, at every table swap. ``retire`` takes the graph apart instead, from the
+top: an object only this walk holds (its reference count says so) has its containers emptied one item at a
+time onto the walk's stack, so each step frees one small object; an object anyone else still holds (a
+variant the next render shares, a route the next table reuses) is only let go, and stays whole for its
+other holders. Nothing it touches is visible to anyone else, by that same count.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+# Held by the walk alone: the local name and getrefcount's own argument.
+_ALONE = 2
+
+
+def retire(box: list[Any]) -> int:
+    """Free ``box``'s one item piecewise (the box is emptied: the caller must hold no other reference).
+    Returns the objects taken apart, for tests and logs."""
+    stack: list[Any] = [box.pop()]
+    taken = 0
+    getrefcount = sys.getrefcount
+    while stack:
+        o = stack.pop()
+        if getrefcount(o) > _ALONE:
+            continue  # shared: dropping this reference frees nothing else
+        kind = type(o)
+        if kind is dict:
+            while o:
+                stack.append(o.popitem()[1])
+        elif kind is list:
+            while o:
+                stack.append(o.pop())
+        elif kind is tuple or kind is frozenset or kind is set:
+            stack.extend(o)  # the container still holds them until it goes, on the next line
+        else:
+            d = getattr(o, "__dict__", None)
+            if type(d) is not dict:
+                continue  # a scalar, bytes, a slotted or native object: freed whole, small
+            del d
+            stack.append(vars(o))  # the instance goes now; its attribute dict is taken apart next
+        taken += 1
+        del o
+    return taken

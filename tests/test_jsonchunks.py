@@ -1,0 +1,87 @@
+"""``steering.jsonchunks`` gives what ``json`` gives: the same text written, the same values read, the same
+documents refused (a ValueError), at every depth."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from steering import jsonchunks
+
+SCALARS = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8))
+VALUES = st.recursive(SCALARS, lambda kids: st.one_of(st.lists(kids, max_size=5),
+                                                       st.tuples(kids, kids),
+                                                       st.dictionaries(st.text(max_size=6), kids, max_size=5)),
+                      max_leaves=40)
+DEPTHS = st.integers(0, 5)
+
+
+def reference(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(VALUES, DEPTHS)
+def test_dumps_writes_what_json_writes(obj: Any, depth: int) -> None:
+    assert jsonchunks.dumps(obj, depth) == reference(obj)
+
+
+@settings(max_examples=300, deadline=None)
+@given(VALUES, DEPTHS, st.sampled_from([None, 0, 2]), st.booleans(), st.booleans())
+def test_loads_reads_what_json_reads(obj: Any, depth: int, indent: int | None, as_bytes: bool,
+                                     ascii_only: bool) -> None:
+    doc: str | bytes = json.dumps(obj, indent=indent, ensure_ascii=ascii_only)
+    if as_bytes:
+        doc = doc.encode()
+    # compared as written: NaN is not equal to itself, but it writes as NaN both times
+    assert reference(jsonchunks.loads(doc, depth)) == reference(json.loads(doc))
+
+
+def _outcome(fn: Any, doc: str) -> tuple[str, str]:
+    try:
+        return "ok", reference(fn(doc))
+    except ValueError:
+        return "refused", ""
+
+
+@settings(max_examples=400, deadline=None)
+@given(VALUES, DEPTHS, st.data())
+def test_a_mangled_document_is_refused_or_read_as_json_does(obj: Any, depth: int, data: st.DataObject) -> None:
+    doc = json.dumps(obj, indent=data.draw(st.sampled_from([None, 1])))
+    edits = data.draw(st.lists(st.tuples(st.integers(0, max(0, len(doc))), st.sampled_from(
+        ["", "{", "}", "[", "]", ",", ":", '"', " ", "\\", "x", "1", "\ufeff", "nul", "-", "."])), min_size=1,
+        max_size=3))
+    for pos, text in edits:  # replace one character (or insert at the end)
+        doc = doc[:pos] + text + doc[pos + 1:]
+    assert _outcome(lambda d: jsonchunks.loads(d, depth), doc) == _outcome(json.loads, doc)
+
+
+@pytest.mark.parametrize("doc", ["", " ", "{", "[1,]", '{"a" 1}', '{"a":1,}', "[1 2]", "01", '"\\x"', "\ufeff{}",
+                                 "{} {}", '{"a":[1,{"b":}]}', "nan", "[NaN, Infinity, -Infinity]"])
+def test_edge_documents(doc: str) -> None:
+    for depth in range(5):
+        assert _outcome(lambda d, k=depth: jsonchunks.loads(d, k), doc) == _outcome(json.loads, doc)
+
+
+def test_a_table_round_trips_through_the_pieces_as_through_json() -> None:
+    from steering.config import load_config
+    from steering.model import Observed, Overrides, TargetHealth
+    from steering.planner import plan
+    from steering.table import RoutingTable
+    from tests.support import EXAMPLE_CONFIG
+
+    config = load_config(EXAMPLE_CONFIG)
+    observed = Observed(health={t: TargetHealth(status="healthy", capacity=1000.0, load=100.0)
+                                for t in [*(r.id for r in config.regions), *(s.id for s in config.sites)]})
+    table = plan(config, observed, Overrides(), None, 0.0)
+    blob = table.to_json()
+    assert blob == reference(table.to_dict()).encode()  # to_json writes through the pieces, as json would
+    again = RoutingTable.from_json(blob)
+    assert again == table and again.to_json() == blob
+    assert not math.isnan(again.generated_at)
