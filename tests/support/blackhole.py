@@ -11,55 +11,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from tests.support.proxy import LoopbackProxy
 
-class Blackhole:
+
+class Blackhole(LoopbackProxy):
     def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
+        super().__init__(target)
         self.silent = False
         self.swallowed = 0  # bytes clients sent after ``silence()`` that went nowhere
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._writers: list[asyncio.StreamWriter] = []
-
-    @property
-    def endpoint(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
 
     def silence(self) -> None:
         self.silent = True
 
-    async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for w in self._writers:
-            w.close()
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await self._server.wait_closed()
-
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.append(writer)
         if self.silent:
+            self._writers.append(writer)
             await self._swallow(reader)
             return
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.close()
+        up = await self._upstream(writer)
+        if up is None:
             return
-        self._writers.append(up_writer)
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(src, dst))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        for src, dst in ((reader, up[1]), (up[0], writer)):
+            self._spawn(self._pipe(src, dst))
 
     async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
