@@ -136,44 +136,48 @@ class _Tables:
         self.memo = memo
 
 
+def _memoized(obj: tuple[Any, ...], memo: Memo, prev: Memo,
+              convert: Callable[[tuple[Any, ...], Memo, Memo], tuple[Any, ...]]) -> tuple[Any, ...]:
+    """``convert(obj)``, once per render object: from this install's memo, else taken over from the previous
+    install's when it holds this very object (by identity: the memo keeps each object alive, so its id is
+    not another's), else converted."""
+    hit = memo.get(id(obj))
+    if hit is not None:
+        return hit[1]  # type: ignore[no-any-return]
+    old = prev.get(id(obj))
+    out = old[1] if old is not None and old[0] is obj else convert(obj, memo, prev)
+    memo[id(obj)] = (obj, out)
+    return out
+
+
 def _variant(v: tuple[Any, ...], memo: Memo, prev: Memo) -> tuple[Any, ...]:
     """render's ``(rcode, counts, counts_with_opt, body, udp_cell, tcp_cell, flags[, signed])`` as
     ``(heads, body, udp_cell, tcp_cell, do)``: ``heads[RD | CD | 2 if OPT]`` is flags and counts, ready to
     copy; ``do`` the same for a DO=1 query (the signed variant in a DNSSEC zone, else these four again).
     ``flags`` (QR, and AA unless a referral) may be left out: QR and AA."""
-    hit = memo.get(id(v))
-    if hit is not None:
-        return hit[1]  # type: ignore[no-any-return]
-    old = prev.get(id(v))
-    if old is not None and old[0] is v:
-        out = old[1]
-    else:
-        rcode, counts, counts_opt, body, udp_cell, tcp_cell = v[:6]
-        top = v[6] if len(v) > 6 else 0x84
-        heads = tuple(bytes((top | (i & 0x01), (i & 0x10) | rcode)) + (counts_opt if i & 0x02 else counts)
-                      for i in range(0x14))
-        do = _variant(v[7], memo, prev)[:4] if len(v) > 7 else (heads, body, udp_cell, tcp_cell)
-        out = (heads, body, udp_cell, tcp_cell, do)
-    memo[id(v)] = (v, out)
-    return out  # type: ignore[no-any-return]
+    return _memoized(v, memo, prev, _convert_variant)
+
+
+def _convert_variant(v: tuple[Any, ...], memo: Memo, prev: Memo) -> tuple[Any, ...]:
+    rcode, counts, counts_opt, body, udp_cell, tcp_cell = v[:6]
+    top = v[6] if len(v) > 6 else 0x84
+    heads = tuple(bytes((top | (i & 0x01), (i & 0x10) | rcode)) + (counts_opt if i & 0x02 else counts)
+                  for i in range(0x14))
+    do = _variant(v[7], memo, prev)[:4] if len(v) > 7 else (heads, body, udp_cell, tcp_cell)
+    return heads, body, udp_cell, tcp_cell, do
 
 
 def _row(row: tuple[Any, ...], memo: Memo, prev: Memo) -> tuple[Any, ...]:
     """A geo's split ``(slot_table, variants, cells, fallback_cell)`` as ``(index, fill, variants, cells,
     fallback_cell)``: the table's two halves as locals; ``fill`` None for a split of one target (target 0 for
     every client: no slot to compute)."""
-    hit = memo.get(id(row))
-    if hit is not None:
-        return hit[1]  # type: ignore[no-any-return]
-    old = prev.get(id(row))
-    if old is not None and old[0] is row:
-        out = old[1]
-    else:
-        table, variants, cells, fb = row
-        out = (table.index, table.fill if len(table.targets) > 1 else None,
-               tuple(_variant(v, memo, prev) for v in variants), cells, fb)
-    memo[id(row)] = (row, out)
-    return out  # type: ignore[no-any-return]
+    return _memoized(row, memo, prev, _convert_row)
+
+
+def _convert_row(row: tuple[Any, ...], memo: Memo, prev: Memo) -> tuple[Any, ...]:
+    table, variants, cells, fb = row
+    return (table.index, table.fill if len(table.targets) > 1 else None,
+            tuple(_variant(v, memo, prev) for v in variants), cells, fb)
 
 
 def _entry(e: tuple[Any, Any], memo: Memo, prev: Memo, keep: list[SlotTable]) -> tuple[Any, Any]:

@@ -100,8 +100,9 @@ class LeaseKeeper:
         A keepalive may take long (through a member that does not lead, over a slow link: a round trip to the
         leader and its own confirmation, over a second at 300 ms one-way) or never come back (a silent member).
         So one is never given up for being slow while the lease still runs: it may take until the expiry.
-        But when it takes longer than ``interval``, the same keepalive is also sent on a second stream (round
-        robin puts it on another member), and whichever answers first renews the lease and carries on. Before,
+        But when it takes longer than ``interval``, the same keepalive is also sent on new streams, up to
+        ``HEDGES`` (round robin puts them on other members), and whichever answers first renews the lease and
+        carries on (``_keepalive``). Before,
         each keepalive had ``interval`` to be answered and was then sent again: at a 3 s TTL with 1.2 s round
         trips every try timed out and the lease lapsed (docs/failure-modes.md, the 300 ms finding)."""
         backoff = Backoff(0.05, min(1.0, self.conn.cfg.reconnect_max_seconds), self.conn)

@@ -6,13 +6,14 @@ Subclasses say what happens to each accepted connection (``_accept``): forwarded
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 from collections.abc import Coroutine
 from typing import Any
 
 
-class LoopbackProxy:
+class LoopbackProxy(abc.ABC):
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
         self.port = 0
@@ -56,5 +57,6 @@ class LoopbackProxy:
         self._writers.append(up_writer)
         return up_reader, up_writer
 
+    @abc.abstractmethod
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        raise NotImplementedError
+        """Handle one accepted client connection (each subclass its own way)."""
