@@ -40,6 +40,9 @@ ChannelFactory = Callable[[str], grpc.aio.Channel]
 # The controller refuses what we send or who we are: only an operator can fix that.
 _REFUSALS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
 
+# How long a new stream waits for the controller's headers before writing anyway.
+ACCEPT_SECONDS = 2.0
+
 # What a controller may ask for in ReportAck.report_interval_seconds.
 MIN_INTERVAL = 0.05
 MAX_INTERVAL = 300.0
@@ -157,7 +160,10 @@ class ReportStream:
                 asyncio.create_task(stop.wait()),
             ]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            # The reader holds the call's real status; a failed write only echoes it.
+            # The reader holds the call's real status; a failed write only echoes it, so a write that failed
+            # first gives the reader a moment to bring the status.
+            if tasks[1] in done and tasks[0] not in done and not stop.is_set():
+                done |= (await asyncio.wait([tasks[0]], timeout=1.0))[0]
             for task in tasks[:3]:
                 if task in done and not task.cancelled() and task.exception() is not None:
                     self._record_error(endpoint, task.exception(), outcome)
@@ -210,6 +216,7 @@ class ReportStream:
         return ""
 
     async def _write(self, call: Any) -> None:
+        await self._accepted(call)
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -223,6 +230,21 @@ class ReportStream:
             if self._unacked_since is None:
                 self._unacked_since = time.monotonic()
             metrics.REPORTS_SENT.labels(self.site).inc()
+
+    async def _accepted(self, call: Any) -> None:
+        """Wait for the stream's headers: the controller sends them once it accepted our credential.
+
+        Writing before them races a refusal, and grpc.aio then ends the call INTERNAL instead of with the
+        controller's UNAUTHENTICATED or PERMISSION_DENIED, which the operator must see. Bounded, so a
+        controller that sends headers only with its first ack (before this was added) still gets reports.
+        """
+        try:
+            await asyncio.wait_for(call.initial_metadata(), ACCEPT_SECONDS)
+        except TimeoutError:
+            return
+        if call.done():
+            # Refused: the reader ends the session with the controller's status; write nothing.
+            await asyncio.Event().wait()
 
     async def _read(self, call: Any, outcome: _Outcome) -> None:
         while True:

@@ -9,12 +9,14 @@ import random
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import grpc
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from agents import backoff
+from agents import stream as stream_module
 from agents.agent import Agent, Sequencer
 from agents.config import Backoff, parse_agent_config
 from agents.stream import MAX_INTERVAL, ReportStream
@@ -280,6 +282,45 @@ async def test_hung_controller_is_left_after_ack_timeout(web: HttpTarget, tcp: T
     finally:
         await hung.stop()
         await good.stop()
+
+
+async def test_a_refused_credential_is_reported_with_its_status(controller: FakeController) -> None:
+    # The refusal comes before any report is read (the controller's auth interceptor) while the agent has
+    # reports to write at once. An agent that wrote before the stream's headers raced the refusal, and grpc.aio
+    # then ended most sessions INTERNAL ("Failed execute_batch"), hiding the UNAUTHENTICATED an operator must see.
+    controller.service.refuse = grpc.StatusCode.UNAUTHENTICATED
+    stream = ReportStream([controller.endpoint], site="us-east-1", rng=random.Random(1),
+                          policy=Backoff(initial_seconds=0.01, max_seconds=0.02, multiplier=2))
+    stop = asyncio.Event()
+
+    async def feed() -> None:
+        for seq in itertools.count(1):
+            stream.offer(steering_pb2.HealthReport(site="us-east-1", region="us-east-1", sequence=seq))
+            await asyncio.sleep(0.001)
+
+    with capture_logs() as logs:
+        feeder = asyncio.create_task(feed())
+        runner = asyncio.create_task(stream.run(stop))
+        try:
+            await eventually(lambda: len(stream.pauses) >= 12, timeout=20, what="12 refused sessions")
+        finally:
+            stop.set()
+            feeder.cancel()
+            await asyncio.gather(runner, feeder, return_exceptions=True)
+    errors = [e["error"] for e in logs if e["event"] == "controller stream retry"]
+    assert len(errors) >= 12
+    assert all(e == f"{controller.endpoint}: UNAUTHENTICATED: refused by test" for e in errors), errors
+    assert len([e for e in logs if e["event"] == "controller rejected report"]) >= 12
+    assert stream.sent == 0 and controller.reports == []
+
+
+async def test_a_controller_that_sends_headers_late_still_gets_reports(
+        web: HttpTarget, tcp: TcpTarget, controller: FakeController, monkeypatch: pytest.MonkeyPatch) -> None:
+    controller.service.early_headers = False  # a controller from before agents waited for the headers
+    monkeypatch.setattr(stream_module, "ACCEPT_SECONDS", 0.2)
+    async with Running(Agent(agent_config(web, tcp, [controller.endpoint]))) as agent:
+        await eventually(lambda: agent.stream.acks >= 2, what="acks from a late-headers controller")
+    assert len(controller.reports) >= 2
 
 
 async def test_invalid_argument_is_logged_and_backed_off(web: HttpTarget, tcp: TcpTarget,

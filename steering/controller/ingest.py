@@ -190,6 +190,10 @@ class Ingest(pb_grpc.HealthServiceServicer):
         reports = request_iterator.__aiter__()
         idle = _IdleWatch(self.idle_seconds)
         try:
+            # Headers now, not with the first ack: they tell the agent its credential was accepted, so it
+            # writes only to a stream that is not about to be refused. A refusal racing a client's write loses
+            # its status in grpc.aio (the client sees INTERNAL "execute_batch", not UNAUTHENTICATED).
+            await context.send_initial_metadata(())
             while True:
                 idle.waiting()
                 try:

@@ -32,10 +32,19 @@ class RecordingHealthService(steering_pb2_grpc.HealthServiceServicer):
         self.reject: str | None = None  # a field name: end each stream INVALID_ARGUMENT naming it
         self.silent = False  # accept reports but never ack (a hung controller)
         self.metadata: list[dict[str, Any]] = []  # invocation metadata of each stream
+        # A code: end each stream with it before reading a report, as the controller's auth interceptor does.
+        self.refuse: grpc.StatusCode | None = None
+        # Send the headers on accepting a stream, as the controller does; False: only with the first ack,
+        # as controllers did before agents waited for them.
+        self.early_headers = True
 
     async def Report(self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         self.streams += 1
         self.metadata.append(dict(context.invocation_metadata() or ()))
+        if self.refuse is not None:
+            await context.abort(self.refuse, "refused by test")
+        if self.early_headers:
+            await context.send_initial_metadata(())
         async for report in request_iterator:
             if self.reject is not None:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{self.reject}: rejected by test")

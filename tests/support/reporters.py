@@ -97,10 +97,11 @@ async def send(target: str, reports: Sequence[pb.HealthReport], token: str | Non
     ch = grpc.aio.secure_channel(target, credentials) if credentials else grpc.aio.insecure_channel(target)
     async with ch:
         call = pb_grpc.HealthServiceStub(ch).Report(metadata=md, timeout=10)
-        # Written by hand, not from a request iterator: when the server ends the stream (a refusal) while
-        # grpc's iterator task is still sending, the call ends INTERNAL ("Failed execute_batch") instead
-        # of with the server's status; seen under load. A write to an ended call fails here instead, and
+        # Written by hand, after the stream's headers (the controller sends them once the credential is
+        # accepted), as the agent does: a write racing the server's refusal ends the call INTERNAL ("Failed
+        # execute_batch") and the server's status is lost. A write to an ended call fails here instead, and
         # reading the call below gives the status the server sent.
+        await call.initial_metadata()
         try:
             for r in reports:
                 await call.write(r)
