@@ -23,9 +23,8 @@ from steering.etcdproc import EtcdCluster
 from steering.store import Store
 from steering.table import RoutingTable
 from steering.v1 import steering_pb2 as pb
-from steering.v1 import steering_pb2_grpc as pb_grpc
 from tests.support import EXAMPLE_CONFIG, eventually
-from tests.support.reporters import REGIONS, FakeAgent, start_agents
+from tests.support.reporters import REGIONS, FakeAgent, exchange, send_refused, start_agents
 
 
 def make_config(endpoints: list[str], **policy: Any) -> Config:
@@ -132,24 +131,18 @@ async def test_bad_reports_are_rejected_and_not_stored(cluster: tuple[Config, St
             (pb.HealthReport(site="us-east-1", region="us-east-1", kind=pb.SITE_KIND_REGION,
                              status=pb.HEALTH_STATUS_HEALTHY), "sequence"),
         ]
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-            stub = pb_grpc.HealthServiceStub(ch)
-            for report, field in cases:
-                call = stub.Report(iter([report]))
-                with pytest.raises(grpc.aio.AioRpcError) as info:
-                    async for _ in call:
-                        pass
-                assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-                assert (info.value.details() or "").startswith(field + ":"), info.value.details()
-            # A sequence that goes backwards on one agent is refused too.
-            good = dict(site="us-west-2", region="us-west-2", kind=pb.SITE_KIND_REGION,
-                        status=pb.HEALTH_STATUS_HEALTHY, agent_id="a1")
-            call = stub.Report(iter([pb.HealthReport(sequence=5, **good), pb.HealthReport(sequence=4, **good)]))
-            acks = []
-            with pytest.raises(grpc.aio.AioRpcError) as info:
-                async for ack in call:
-                    acks.append(ack.sequence)
-            assert acks == [5] and "sequence: 4" in (info.value.details() or "")
+        target = f"127.0.0.1:{port}"
+        for report, field in cases:
+            err = await send_refused(target, [report])
+            assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert (err.details() or "").startswith(field + ":"), err.details()
+        # A sequence that goes backwards on one agent is refused too.
+        good = dict(site="us-west-2", region="us-west-2", kind=pb.SITE_KIND_REGION,
+                    status=pb.HEALTH_STATUS_HEALTHY, agent_id="a1")
+        acks, refusal = await exchange(target, [pb.HealthReport(sequence=5, **good),
+                                                pb.HealthReport(sequence=4, **good)])
+        assert [a.sequence for a in acks] == [5]
+        assert refusal is not None and "sequence: 4" in (refusal.details() or "")
         async def good_one_stored() -> dict[str, Any] | None:
             # Once the valid report's record is in etcd, the writer has handled everything before it.
             found = await store.get_health()

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
-import pytest
 
 from steering.v1 import steering_pb2 as pb
 from steering.v1 import steering_pb2_grpc as pb_grpc
@@ -90,17 +89,20 @@ def report(site: str, region: str | None = None, sequence: int = 1, agent: str =
                            agent_id=agent, **kw)
 
 
-async def send(target: str, reports: Sequence[pb.HealthReport], token: str | None = None,
-               credentials: grpc.ChannelCredentials | None = None) -> list[pb.ReportAck]:
-    """One Report stream carrying ``reports``, then half-closed; the acks (raises the stream's error)."""
+async def exchange(target: str, reports: Sequence[pb.HealthReport], token: str | None = None,
+                   credentials: grpc.ChannelCredentials | None = None,
+                   ) -> tuple[list[pb.ReportAck], grpc.aio.AioRpcError | None]:
+    """One Report stream carrying ``reports``, then half-closed: its acks and the error that ended it (or None)."""
     md = (("authorization", f"Bearer {token}"),) if token else None
+    acks: list[pb.ReportAck] = []
     ch = grpc.aio.secure_channel(target, credentials) if credentials else grpc.aio.insecure_channel(target)
     async with ch:
         call = pb_grpc.HealthServiceStub(ch).Report(metadata=md, timeout=10)
         # Written by hand, after the stream's headers (the controller sends them once the credential is
-        # accepted), as the agent does: a write racing the server's refusal ends the call INTERNAL ("Failed
-        # execute_batch") and the server's status is lost. A write to an ended call fails here instead, and
-        # reading the call below gives the status the server sent.
+        # accepted), as the agent does; not from a request iterator: a write or half-close racing the
+        # server's refusal ends the call INTERNAL ("Failed execute_batch") or CANCELLED, and the server's
+        # status is lost. A write to an ended call fails here instead, and reading the call below gives the
+        # status the server sent.
         await call.initial_metadata()
         try:
             for r in reports:
@@ -108,11 +110,26 @@ async def send(target: str, reports: Sequence[pb.HealthReport], token: str | Non
             await call.done_writing()
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
             pass
-        return [a async for a in call]
+        try:
+            async for a in call:
+                acks.append(a)
+        except grpc.aio.AioRpcError as err:
+            return acks, err
+        return acks, None
 
 
-async def send_refused(target: str, reports: Sequence[pb.HealthReport], **kw: Any) -> grpc.aio.AioRpcError:
+async def send(target: str, reports: Sequence[pb.HealthReport], token: str | None = None,
+               credentials: grpc.ChannelCredentials | None = None) -> list[pb.ReportAck]:
+    """One Report stream carrying ``reports``, then half-closed; the acks (raises the stream's error)."""
+    acks, err = await exchange(target, reports, token, credentials)
+    if err is not None:
+        raise err
+    return acks
+
+
+async def send_refused(target: str, reports: Sequence[pb.HealthReport], token: str | None = None,
+                       credentials: grpc.ChannelCredentials | None = None) -> grpc.aio.AioRpcError:
     """The error ending a Report stream that must be refused (fails the test if it was not)."""
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await send(target, reports, **kw)
-    return info.value
+    acks, err = await exchange(target, reports, token, credentials)
+    assert err is not None, f"the stream was not refused (acks: {[a.sequence for a in acks]})"
+    return err
