@@ -33,6 +33,7 @@ import contextlib
 import contextvars
 import hashlib
 import hmac
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,12 +283,16 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return _as_actor(handler, found)
 
 
+def log_denied(denied: Denied, peer: str, method: str) -> None:
+    """One refused call, as every listener logs it: the message names the token's name at most, never the
+    secret (an invalid one is not echoed: it may be a real token with a typo)."""
+    _log.warning("authentication failed" if denied.code == grpc.StatusCode.UNAUTHENTICATED else "permission denied",
+                 peer=peer, method=method, code=denied.code.name, error=denied.message)
+
+
 def _deny(handler: _Handler, code: grpc.StatusCode, message: str, method: str) -> _Handler:
     def logged(context: _Context) -> None:
-        # The peer is known only here, inside the call. The message names the token's name at most, never
-        # the secret (an invalid one is not echoed: it may be a real token with a typo).
-        _log.warning("authentication failed" if code == grpc.StatusCode.UNAUTHENTICATED else "permission denied",
-                     peer=context.peer(), method=method, code=code.name, error=message)
+        log_denied(Denied(code, message), peer=context.peer(), method=method)  # the peer is known only here
 
     async def unary(request: Any, context: _Context) -> Any:
         logged(context)
@@ -366,3 +371,23 @@ def server_credentials(config: Config) -> grpc.ServerCredentials | None:
     ca = blobs.get("client_ca")
     return grpc.ssl_server_credentials([(blobs["key"], blobs["cert"])], root_certificates=ca,
                                        require_client_auth=ca is not None)
+
+
+def server_ssl_context(config: Config, alpn: list[str] | None = None) -> ssl.SSLContext | None:
+    """The ``tls`` section as a server context for the listeners gRPC does not serve (the REST API, the
+    ingest listener); with ``client_ca`` a client certificate signed by it is required (ConfigError naming
+    an unreadable file)."""
+    tls = config.tls
+    if tls is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(str(config.resolve_path(tls.cert)), str(config.resolve_path(tls.key)))
+        if tls.client_ca is not None:
+            ctx.load_verify_locations(str(config.resolve_path(tls.client_ca)))
+            ctx.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("tls", [f"cannot use the certificate, key or client_ca: {exc}"]) from None
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    return ctx

@@ -399,6 +399,9 @@ class Controller(_Model):
     listen: str = "127.0.0.1:50051"
     # the REST API (docs/rest-api.md) on HOST:PORT beside gRPC, with the same auth and tls; None: not served
     http_listen: str | None = Field(None, min_length=1, max_length=300)
+    # agents' HealthService.Report on HOST:PORT, gRPC over HTTP/2 without grpc core (a fraction of the CPU per
+    # report), with the same auth and tls; None: agents report on ``listen`` only
+    ingest_listen: str | None = Field(None, min_length=1, max_length=300)
     debounce_seconds: NonNegativeFloat = 0.2
     events: Events = Events()
 

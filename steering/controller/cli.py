@@ -1,5 +1,5 @@
-"""``steering controller --config FILE [--listen ADDR] [--http-addr ADDR] [--metrics-addr ADDR] [--id NAME]
-[--insecure]``."""
+"""``steering controller --config FILE [--listen ADDR] [--http-addr ADDR] [--ingest-addr ADDR]
+[--metrics-addr ADDR] [--id NAME] [--insecure]``."""
 
 from __future__ import annotations
 
@@ -22,12 +22,16 @@ from steering.geoip import GeoIpMap
 @click.option("--http-addr", default=None,
               help="serve the REST API (docs/rest-api.md) on HOST:PORT, with the same auth and tls as gRPC "
                    "(default: controller.http_listen of the config; none when neither is set)")
+@click.option("--ingest-addr", default=None,
+              help="take agents' reports on HOST:PORT too, gRPC over HTTP/2 without grpc core (a fraction of the "
+                   "CPU per report), with the same auth and tls (default: controller.ingest_listen of the config; "
+                   "none when neither is set)")
 @click.option("--metrics-addr", default=None, help="serve Prometheus metrics on HOST:PORT")
 @click.option("--id", "replica", default=None, help="replica identity (default: hostname-based)")
 @click.option("--insecure", is_flag=True,
               help="allow listening beyond loopback without auth, or with auth but without tls")
-def command(config_path: str, listen: str | None, http_addr: str | None, metrics_addr: str | None,
-            replica: str | None, insecure: bool) -> None:
+def command(config_path: str, listen: str | None, http_addr: str | None, ingest_addr: str | None,
+            metrics_addr: str | None, replica: str | None, insecure: bool) -> None:
     """Run a controller replica."""
     logs.setup(component="controller")
     log = logs.get("steering.controller")
@@ -66,10 +70,19 @@ def command(config_path: str, listen: str | None, http_addr: str | None, metrics
         flag = "--http-addr" if http_addr else "controller.http_listen"
         click.echo(f"steering controller: {flag}: {exc}", err=True)
         sys.exit(2)
+    ingest_address = ingest_addr or config.controller.ingest_listen
+    try:
+        ingest_host = parse_hostport(ingest_address)[0] if ingest_address else None
+    except ValueError as exc:
+        flag = "--ingest-addr" if ingest_addr else "controller.ingest_listen"
+        click.echo(f"steering controller: {flag}: {exc}", err=True)
+        sys.exit(2)
     # Client certificates (tls.client_ca) authenticate callers too, and bind agents to their sites.
     authenticated = config.auth is not None or (config.tls is not None and config.tls.client_ca is not None)
     if http_host is not None and http_address is not None:
-        _refuse_exposed(http_address, http_host, config, authenticated, insecure)
+        _refuse_exposed("the REST API", http_address, http_host, config, authenticated, insecure)
+    if ingest_host is not None and ingest_address is not None:
+        _refuse_exposed("agents' reports", ingest_address, ingest_host, config, authenticated, insecure)
     if not is_loopback(host) and not authenticated:
         if not insecure:
             click.echo(f"steering controller: refusing to listen on {address} without an auth section "
@@ -99,11 +112,14 @@ def command(config_path: str, listen: str | None, http_addr: str | None, metrics
         sys.exit(2)
     import uvloop
 
-    sys.exit(uvloop.run(_run(config, address, replica or default_replica_id(), geoip, http_address)))
+    sys.exit(uvloop.run(_run(config, address, replica or default_replica_id(), geoip, http_address,
+                             ingest_address)))
 
 
-def _refuse_exposed(address: str, host: str, config: Config, authenticated: bool, insecure: bool) -> None:
-    """The REST API beyond loopback takes the rules of the gRPC address: authentication, and tls with tokens."""
+def _refuse_exposed(what: str, address: str, host: str, config: Config, authenticated: bool,
+                    insecure: bool) -> None:
+    """Another listener beyond loopback takes the rules of the gRPC address: authentication, and tls with
+    tokens."""
     log = logs.get("steering.controller")
     if is_loopback(host):
         return
@@ -113,21 +129,21 @@ def _refuse_exposed(address: str, host: str, config: Config, authenticated: bool
     if not problem:
         return
     if not insecure:
-        click.echo(f"steering controller: refusing to serve the REST API on {address} {problem}; configure it "
+        click.echo(f"steering controller: refusing to serve {what} on {address} {problem}; configure it "
                    "or pass --insecure", err=True)
         sys.exit(2)
-    log.warning(f"REST API beyond loopback {problem} (--insecure)", http_listen=address)
+    log.warning(f"{what} beyond loopback {problem} (--insecure)", listen=address)
 
 
 async def _run(config: Config, address: str, replica: str, geoip: GeoIpMap | None = None,
-               http_address: str | None = None) -> int:
+               http_address: str | None = None, ingest_address: str | None = None) -> int:
     from prometheus_client import REGISTRY
 
     from steering.controller.server import Controller
     from steering.geoipwatch import GeoIpCollector
 
     log = logs.get("steering.controller")
-    ctl = Controller(config, replica, address, geoip, http_listen=http_address)
+    ctl = Controller(config, replica, address, geoip, http_listen=http_address, ingest_listen=ingest_address)
     if config.geoip is not None:
         REGISTRY.register(GeoIpCollector(ctl.placement.state))
     stop = asyncio.Event()

@@ -65,9 +65,13 @@ class Session:
     slot: str = ""  # the site, or ``site~observer`` for an observer (``vantage.slot``)
     sequence: int | None = None
     last_report: float = 0.0  # monotonic
+    grant: agentauth.Grant = agentauth.OPEN
+    key: int = 0  # in ``Ingest.sessions``
 
 
-class _Refused(Exception):
+class Refused(Exception):
+    """A report the stream ends on: ``code`` and ``message`` are the stream's status."""
+
     def __init__(self, code: grpc.StatusCode, field: str, message: str) -> None:
         super().__init__(message)
         self.code, self.field, self.message = code, field, message
@@ -181,12 +185,7 @@ class Ingest(pb_grpc.HealthServiceServicer):
 
     async def Report(self, request_iterator: AsyncIterator[pb.HealthReport],
                      context: grpc.aio.ServicerContext[pb.HealthReport, pb.ReportAck]) -> AsyncIterator[pb.ReportAck]:
-        self._streams += 1
-        metrics.CONNECTED_AGENTS.set(self._streams)
-        grant = agentauth.grant_for(self.config, context)
-        session = Session(peer=context.peer(), credential=grant.who, last_report=time.monotonic())
-        key = next(_IDS)
-        self.sessions[key] = session
+        session = self.open_stream(context.peer(), agentauth.grant_for(self.config, context))
         reports = request_iterator.__aiter__()
         idle = _IdleWatch(self.idle_seconds)
         try:
@@ -203,69 +202,99 @@ class Ingest(pb_grpc.HealthServiceServicer):
                 except asyncio.CancelledError:
                     if not idle.expired():
                         raise
-                    log.info("agent stream idle; closed", site=session.site, agent=session.agent,
-                             peer=session.peer, idle_seconds=self.idle_seconds)
-                    await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                        f"no report for {self.idle_seconds:g}s; open a new stream")
+                    self.log_idle(session)
+                    await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, self.idle_message())
                     return
                 idle.received()
-                metrics.REPORTS.inc()
-                now = self.clock()
                 try:
-                    r = self._accept(report, session, grant, now)
-                except _Refused as exc:
-                    metrics.REJECTED.labels(reason=_reason(exc.field)).inc()
-                    log.warning(_message(exc.code, exc.field),
-                                site=_clip(report.site), region=_clip(report.region),
-                                agent=_clip(report.agent_id, limits.MAX_AGENT_ID), peer=session.peer,
-                                credential=session.credential, error=exc.message)
+                    ack = self.take(session, report)
+                except Refused as exc:
                     await context.abort(exc.code, exc.message)
                     return
-                if not session.site:
-                    session.site, session.agent, session.slot = r.site, report.agent_id, r.slot
-                    log.info("agent connected", site=r.site, region=r.region, agent=r.agent, peer=session.peer,
-                             credential=session.credential, reporter=r.reporter)
-                    self._opened(session)
-                session.sequence, session.last_report = r.sequence, time.monotonic()
-                change = self.view.observe(r.slot, r.health, now)
-                if change is not None:
-                    if not self._closing:
-                        self._queue(r.slot, change)
-                    if change.status != "healthy":
-                        log.warning("site reported unhealthy", site=r.site, region=r.region, detail=change.detail,
-                                    reporter=r.reporter)
-                yield pb.ReportAck(sequence=r.sequence, controller_id=self.replica, leader=self.is_leader())
+                yield ack
         finally:
             idle.close()
-            del self.sessions[key]
-            self._streams -= 1
-            metrics.CONNECTED_AGENTS.set(self._streams)
-            if session.site:
-                log.info("agent stream closed", site=session.site, peer=session.peer, agent=session.agent)
-                self._closed(session)
+            self.close_stream(session)
+
+    # ------------------------------------------------- one stream, whatever carries it (gRPC, h2ingest)
+
+    def open_stream(self, peer: str, grant: agentauth.Grant) -> Session:
+        """A new Report stream from ``peer`` whose credentials allow ``grant``; ``close_stream`` ends it."""
+        self._streams += 1
+        metrics.CONNECTED_AGENTS.set(self._streams)
+        session = Session(peer=peer, credential=grant.who, grant=grant, key=next(_IDS),
+                          last_report=time.monotonic())
+        self.sessions[session.key] = session
+        return session
+
+    def take(self, session: Session, report: pb.HealthReport) -> pb.ReportAck:
+        """One report of ``session``'s stream: its ack, or Refused (logged and counted: the stream ends with
+        its status)."""
+        metrics.REPORTS.inc()
+        now = self.clock()
+        try:
+            r = self._accept(report, session, session.grant, now)
+        except Refused as exc:
+            metrics.REJECTED.labels(reason=_reason(exc.field)).inc()
+            log.warning(_message(exc.code, exc.field),
+                        site=_clip(report.site), region=_clip(report.region),
+                        agent=_clip(report.agent_id, limits.MAX_AGENT_ID), peer=session.peer,
+                        credential=session.credential, error=exc.message)
+            raise
+        if not session.site:
+            session.site, session.agent, session.slot = r.site, report.agent_id, r.slot
+            log.info("agent connected", site=r.site, region=r.region, agent=r.agent, peer=session.peer,
+                     credential=session.credential, reporter=r.reporter)
+            self._opened(session)
+        session.sequence, session.last_report = r.sequence, time.monotonic()
+        change = self.view.observe(r.slot, r.health, now)
+        if change is not None:
+            if not self._closing:
+                self._queue(r.slot, change)
+            if change.status != "healthy":
+                log.warning("site reported unhealthy", site=r.site, region=r.region, detail=change.detail,
+                            reporter=r.reporter)
+        return pb.ReportAck(sequence=r.sequence, controller_id=self.replica, leader=self.is_leader())
+
+    def close_stream(self, session: Session) -> None:
+        """``session``'s stream ended (any way); idempotent."""
+        if self.sessions.pop(session.key, None) is None:
+            return
+        self._streams -= 1
+        metrics.CONNECTED_AGENTS.set(self._streams)
+        if session.site:
+            log.info("agent stream closed", site=session.site, peer=session.peer, agent=session.agent)
+            self._closed(session)
+
+    def log_idle(self, session: Session) -> None:
+        log.info("agent stream idle; closed", site=session.site, agent=session.agent,
+                 peer=session.peer, idle_seconds=self.idle_seconds)
+
+    def idle_message(self) -> str:
+        return f"no report for {self.idle_seconds:g}s; open a new stream"
 
     def _accept(self, report: pb.HealthReport, session: Session, grant: agentauth.Grant, now: float) -> ValidReport:
-        """The validated report, or _Refused: the stream ends with its status."""
+        """The validated report, or Refused: the stream ends with its status."""
         try:
             r = validate(report, self.config, session.sequence, now)
         except ReportRefused as exc:
-            raise _Refused(grpc.StatusCode.PERMISSION_DENIED, "observer", str(exc)) from None
+            raise Refused(grpc.StatusCode.PERMISSION_DENIED, "observer", str(exc)) from None
         except ReportError as exc:
-            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, exc.field, str(exc)) from None
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, exc.field, str(exc)) from None
         if session.site and r.site != session.site:
-            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "site",
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "site",
                            f"site: {r.site!r} on a stream that reported {session.site!r}; one site per stream")
         if session.site and report.agent_id != session.agent:
-            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "agent_id",
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "agent_id",
                            f"agent_id: {report.agent_id!r} on a stream that reported {session.agent!r}; "
                            "one agent per stream")
         if r.reporter == LOCAL and not grant.allows(r.site):
             why = f" ({grant.why})" if grant.why else ""
-            raise _Refused(grpc.StatusCode.PERMISSION_DENIED, "permission",
+            raise Refused(grpc.StatusCode.PERMISSION_DENIED, "permission",
                            f"site: {grant.who} may not report {r.site!r}{why}")
         if r.reporter != LOCAL and not grant.allows_observer(r.reporter):
             why = f" ({grant.why})" if grant.why else ""
-            raise _Refused(grpc.StatusCode.PERMISSION_DENIED, "permission",
+            raise Refused(grpc.StatusCode.PERMISSION_DENIED, "permission",
                            f"agent_id: {grant.who} may not report as observer {r.reporter!r}{why}")
         return r
 

@@ -22,6 +22,7 @@ from steering.controller import metrics
 from steering.controller.api import add_api_services, build_services
 from steering.controller.drillapi import DrillService
 from steering.controller.drillrunner import DrillRunner
+from steering.controller.h2ingest import H2Ingest
 from steering.controller.ingest import Ingest
 from steering.controller.leader import Leader
 from steering.controller.sinks import EventSink, TableSink, share_status
@@ -50,11 +51,13 @@ def default_replica_id() -> str:
 
 class Controller:
     def __init__(self, config: Config, replica: str, listen: str, geoip: GeoIpMap | None = None,
-                 http_listen: str | None = None) -> None:
+                 http_listen: str | None = None, ingest_listen: str | None = None) -> None:
         self.config = config
         self.replica = replica
         self.listen = listen
         self.http_listen = http_listen  # the REST API's address (docs/rest-api.md); None: not served
+        # agents' Report over HTTP/2 without grpc core (h2ingest); None: only on ``listen``
+        self.ingest_listen = ingest_listen if ingest_listen is not None else config.controller.ingest_listen
         # where Resolve places clients: the geos' prefixes and the GeoIP database (compiled here unless
         # given; GeoIpError when it cannot be), reloaded when the file changes (docs/geoip.md)
         self.placement = Placement(config, geoip)
@@ -85,8 +88,10 @@ class Controller:
                                         lambda: self.leader.is_leader, drills=self.drills)
         self.server: grpc.aio.Server | None = None
         self.http: HttpApi | None = None
+        self.h2ingest: H2Ingest | None = None
         self.port = 0
         self.http_port = 0
+        self.ingest_port = 0
         self._tasks: list[asyncio.Task[None]] = []
 
     def _add_api(self, server: grpc.aio.Server) -> None:
@@ -127,6 +132,9 @@ class Controller:
                                                  routing=self.services.routing, tables=self.tables, store=self.store,
                                                  known=Known(self.config)), self.http_listen)
             self.http_port = await self.http.start()
+        if self.ingest_listen:
+            self.h2ingest = H2Ingest(self.ingest, self.config, self.ingest_listen)
+            self.ingest_port = await self.h2ingest.start()
         await self.server.start()
         self.ingest.start()
         self._tasks += [  # after the API's restore janitor (_add_api)
@@ -139,7 +147,8 @@ class Controller:
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("controller started", replica=self.replica, listen=self.listen, port=self.port,
-                 http_listen=self.http_listen or "", http_port=self.http_port)
+                 http_listen=self.http_listen or "", http_port=self.http_port,
+                 ingest_listen=self.ingest_listen or "", ingest_port=self.ingest_port)
         return self.port
 
     async def _follow_tables(self) -> None:
@@ -160,6 +169,8 @@ class Controller:
         await self.leader.stop()
         if self.http is not None:
             await self.http.stop()
+        if self.h2ingest is not None:
+            await self.h2ingest.close()
         if self.server is not None:
             await self.server.stop(grace=1.0)
         await self.ingest.close()

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from steering import auth, logs
 from steering.addr import is_loopback, parse_hostport
-from steering.config import Config, ConfigError
+from steering.config import Config
 from steering.http.errors import ApiError
 
 log = logs.get(__name__)
@@ -75,15 +75,4 @@ class Guard:
 
 def ssl_context(config: Config) -> ssl.SSLContext | None:
     """The ``tls`` section as a server context (ConfigError naming an unreadable file)."""
-    tls = config.tls
-    if tls is None:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        ctx.load_cert_chain(str(config.resolve_path(tls.cert)), str(config.resolve_path(tls.key)))
-        if tls.client_ca is not None:
-            ctx.load_verify_locations(str(config.resolve_path(tls.client_ca)))
-            ctx.verify_mode = ssl.CERT_REQUIRED
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError("tls", [f"cannot use the certificate, key or client_ca: {exc}"]) from None
-    return ctx
+    return auth.server_ssl_context(config)

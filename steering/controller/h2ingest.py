@@ -1,0 +1,404 @@
+"""``HealthService.Report`` on its own listener, gRPC over HTTP/2 spoken with ``h2`` on the event loop.
+
+Why a second way in: a grpc.aio servicer costs 83-147 µs of CPU per report before the controller does
+anything (docs/benchmarks.md, "Ingest"): two batch operations per message through gRPC core's completion
+queue, a poller thread waking the loop. Here a report is one DATA frame parsed where it arrived, and the
+acks of one read go out in one write: the agents are unchanged (grpc.aio clients; any gRPC client works),
+only their ``controllers`` point at ``controller.ingest_listen``. Every other RPC, and Report too, stays on
+the gRPC listener.
+
+What is spoken: POST ``/steering.v1.HealthService/Report`` with ``content-type: application/grpc``,
+uncompressed length-prefixed messages both ways, trailers with ``grpc-status`` and a percent-encoded
+``grpc-message``; anything else is answered with a gRPC status (UNIMPLEMENTED for another method or a
+compressed message) or, below gRPC, an HTTP/2 error (GOAWAY) that closes only that connection. Credentials
+are the gRPC listener's: a bearer token with the agent (or operator) role, and with ``tls.client_ca`` a
+client certificate whose URI SANs name the sites (``agentauth``); the stream's headers are sent once they
+are accepted, as on the gRPC listener, so an agent writes only to a stream that is not being refused.
+The per-report rules are ``Ingest.take``'s, shared with the gRPC path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any, cast
+from urllib.parse import quote
+
+import grpc
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+from google.protobuf.message import DecodeError
+from prometheus_client import Counter, Gauge
+
+from steering import auth, logs
+from steering.config import Config
+from steering.controller import agentauth
+from steering.controller.ingest import Ingest, Refused, Session
+from steering.v1 import steering_pb2 as pb
+
+log = logs.get("steering.ingest.h2")
+
+PATH = b"/steering.v1.HealthService/Report"
+METHOD = PATH.decode()
+MAX_MESSAGE = 1 << 20  # bytes of one report; validation bounds what is in it far below this
+MAX_STREAMS = 1000  # concurrent streams per connection (an agent needs one)
+MAX_HEADER_LIST = 16 * 1024
+HANDSHAKE_SECONDS = 10.0  # a connection that has not sent its preface and settings by then is closed
+HIGH_WATER = 1 << 20  # bytes queued for a peer before its connection stops being read
+
+CONNECTIONS = Gauge("steering_ingest_h2_connections", "HTTP/2 connections open on the ingest listener")
+PROTOCOL_ERRORS = Counter("steering_ingest_h2_protocol_errors_total",
+                          "Ingest listener connections closed for an HTTP/2 or TLS error", ["kind"])
+CALLS_REFUSED = Counter("steering_ingest_h2_calls_refused_total",
+                        "Ingest listener streams ended before a report: credentials, method or encoding",
+                        ["code"])
+
+_PREFIX = struct.Struct(">BI")
+
+
+def _frame(message: bytes) -> bytes:
+    return _PREFIX.pack(0, len(message)) + message
+
+
+def _trailers(code: grpc.StatusCode, message: str) -> list[tuple[bytes, bytes]]:
+    out = [(b"grpc-status", str(code.value[0]).encode())]
+    if message:
+        # The gRPC spec's percent-encoding: printable ASCII but '%' as is, the rest as %XX of UTF-8.
+        out.append((b"grpc-message", quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode()))
+    return out
+
+
+@dataclass
+class _Stream:
+    id: int
+    session: Session
+    buf: bytearray = field(default_factory=bytearray)
+    queued: list[bytes] = field(default_factory=list)  # acks waiting for the peer's flow-control window
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, server: H2Ingest) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=False, header_encoding=None, validate_inbound_headers=True))
+        self.streams: dict[int, _Stream] = {}
+        self.peer = "unknown"
+        self.cert_grant: agentauth.Grant | None = None
+        self.handshake: asyncio.TimerHandle | None = None
+        self.reading_paused = False
+
+    # ------------------------------------------------------------ transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # cast: uvloop's transports (the shipped daemon's) are not asyncio.Transport subclasses
+        self.transport = transport = cast(asyncio.Transport, transport)
+        self.peer = _peer(transport.get_extra_info("peername"))
+        if self.server.ssl is not None:
+            self.cert_grant = _certificate_grant(transport.get_extra_info("ssl_object"))
+        self.server.connections.add(self)
+        CONNECTIONS.set(len(self.server.connections))
+        transport.set_write_buffer_limits(high=HIGH_WATER)
+        self.conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
+                                   h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
+                                   h2.settings.SettingCodes.ENABLE_PUSH: 0})
+        self.conn.initiate_connection()
+        self.handshake = asyncio.get_running_loop().call_later(HANDSHAKE_SECONDS, self._handshake_expired)
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.handshake is not None:
+            self.handshake.cancel()
+        for st in self.streams.values():
+            self.server.ingest.close_stream(st.session)
+        self.streams.clear()
+        self.server.connections.discard(self)
+        CONNECTIONS.set(len(self.server.connections))
+
+    def pause_writing(self) -> None:
+        # The peer does not read its acks: stop reading its reports until it does.
+        if self.transport is not None and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and self.reading_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            self._fail("protocol", exc)
+            return
+        try:
+            for ev in events:
+                self._event(ev)
+        except h2.exceptions.ProtocolError as exc:
+            self._fail("protocol", exc)
+            return
+        except Exception as exc:  # a bug here ends this connection, never the listener
+            log.exception("ingest connection failed", peer=self.peer)
+            self._fail("internal", exc)
+            return
+        self._flush()
+
+    def _flush(self) -> None:
+        out = self.conn.data_to_send()
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(out)
+
+    def _fail(self, kind: str, exc: BaseException) -> None:
+        PROTOCOL_ERRORS.labels(kind=kind).inc()
+        log.info("ingest connection closed on an HTTP/2 error", peer=self.peer, error=f"{type(exc).__name__}: {exc}")
+        try:
+            self.conn.close_connection(h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            self._flush()
+        except h2.exceptions.ProtocolError:
+            pass
+        if self.transport is not None:
+            self.transport.close()
+
+    def _handshake_expired(self) -> None:
+        self.handshake = None
+        self._fail("handshake_timeout", TimeoutError(f"no HTTP/2 preface within {HANDSHAKE_SECONDS:g}s"))
+
+    def close(self) -> None:
+        """Stop: every stream ends UNAVAILABLE (the agent moves to another replica), then GOAWAY."""
+        for st in list(self.streams.values()):
+            self._end(st, grpc.StatusCode.UNAVAILABLE, "controller stopping")
+        try:
+            self.conn.close_connection()
+            self._flush()
+        except h2.exceptions.ProtocolError:
+            pass
+        if self.transport is not None:
+            self.transport.close()
+
+    # ------------------------------------------------------------ HTTP/2 events
+
+    def _event(self, ev: h2.events.Event) -> None:
+        if isinstance(ev, h2.events.DataReceived):
+            self._data(ev)
+        elif isinstance(ev, h2.events.RequestReceived):
+            self._request(ev)
+        elif isinstance(ev, h2.events.StreamEnded):
+            st = self.streams.get(ev.stream_id)
+            if st is not None:  # the agent half-closed: the stream ends well
+                self._end(st, grpc.StatusCode.OK, "")
+        elif isinstance(ev, h2.events.StreamReset):
+            st = self.streams.pop(ev.stream_id, None)
+            if st is not None:
+                self.server.ingest.close_stream(st.session)
+        elif isinstance(ev, h2.events.WindowUpdated):
+            self._drain(ev.stream_id)
+        elif isinstance(ev, h2.events.RemoteSettingsChanged):
+            if self.handshake is not None:
+                self.handshake.cancel()
+                self.handshake = None
+        elif isinstance(ev, h2.events.ConnectionTerminated) and self.transport is not None:
+            self.transport.close()
+
+    def _request(self, ev: h2.events.RequestReceived) -> None:
+        sid = ev.stream_id
+        headers: dict[bytes, bytes] = {}
+        for k, v in ev.headers or ():
+            headers.setdefault(bytes(k), bytes(v))
+        if headers.get(b":method") != b"POST" or headers.get(b":path") != PATH:
+            self._refuse(sid, grpc.StatusCode.UNIMPLEMENTED,
+                         f"{headers.get(b':path', b'').decode(errors='replace')[:200]!r}: this listener serves "
+                         f"only {METHOD} (POST)")
+            return
+        ctype = headers.get(b"content-type", b"")
+        if not (ctype == b"application/grpc" or ctype.startswith((b"application/grpc+", b"application/grpc;"))):
+            self.conn.send_headers(sid, [(b":status", b"415"), (b"content-type", b"text/plain")])
+            self.conn.send_data(sid, b"content-type: expected application/grpc\n", end_stream=True)
+            CALLS_REFUSED.labels(code="unsupported_media_type").inc()
+            return
+        encoding = headers.get(b"grpc-encoding", b"identity")
+        if encoding != b"identity":
+            self._refuse(sid, grpc.StatusCode.UNIMPLEMENTED,
+                         f"grpc-encoding: {encoding.decode(errors='replace')[:50]!r} not supported; send identity",
+                         accept_encoding=True)
+            return
+        grant = self._grant(headers.get(b"authorization"))
+        if isinstance(grant, auth.Denied):
+            self._refuse(sid, grant.code, grant.message)
+            return
+        session = self.server.ingest.open_stream(self.peer, grant)
+        self.streams[sid] = _Stream(sid, session)
+        self.conn.send_headers(sid, [(b":status", b"200"), (b"content-type", b"application/grpc")])
+
+    def _grant(self, authorization: bytes | None) -> agentauth.Grant | auth.Denied:
+        grants = []
+        tokens = self.server.tokens
+        if tokens is not None:
+            header = authorization.decode(errors="replace") if authorization is not None else None
+            found = auth.authorize(tokens, auth.bearer(header), METHOD, self.server.roles)
+            if isinstance(found, auth.Denied):
+                # As the gRPC interceptor: the token's name at most, never the secret.
+                auth.log_denied(found, peer=self.peer, method=METHOD)
+                return found
+            grants.append(agentauth.token_grant(found))
+        if self.cert_grant is not None:
+            grants.append(self.cert_grant)
+        return agentauth.combine(grants)
+
+    def _data(self, ev: h2.events.DataReceived) -> None:
+        sid = ev.stream_id
+        if ev.flow_controlled_length:
+            self.conn.acknowledge_received_data(ev.flow_controlled_length, sid)
+        st = self.streams.get(sid)
+        if st is None:
+            return  # a stream already ended (refused): what the peer still had in flight
+        st.buf += ev.data or b""
+        while len(st.buf) >= 5:
+            compressed, length = _PREFIX.unpack_from(st.buf)
+            if compressed:
+                self._end(st, grpc.StatusCode.UNIMPLEMENTED, "a compressed message without grpc-encoding")
+                return
+            if length > MAX_MESSAGE:
+                self._end(st, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"report of {length} bytes; at most {MAX_MESSAGE}")
+                return
+            if len(st.buf) < 5 + length:
+                return
+            body = bytes(st.buf[5:5 + length])
+            del st.buf[:5 + length]
+            try:
+                report = pb.HealthReport.FromString(body)
+            except DecodeError:
+                self._end(st, grpc.StatusCode.INVALID_ARGUMENT, "report: not a HealthReport message")
+                return
+            try:
+                ack = self.server.ingest.take(st.session, report)
+            except Refused as exc:
+                self._end(st, exc.code, exc.message)
+                return
+            self._send(st, _frame(ack.SerializeToString()))
+
+    # ------------------------------------------------------------ sending
+
+    def _send(self, st: _Stream, data: bytes) -> None:
+        if st.queued or self.conn.local_flow_control_window(st.id) < len(data):
+            st.queued.append(data)
+            if len(st.queued) > 1000:  # the agent stopped reading acks long ago
+                self._end(st, grpc.StatusCode.RESOURCE_EXHAUSTED, "acks not read; stream closed")
+            return
+        self.conn.send_data(st.id, data)
+
+    def _drain(self, sid: int) -> None:
+        targets = list(self.streams.values()) if sid == 0 else [s for s in (self.streams.get(sid),) if s]
+        for st in targets:
+            while st.queued and self.conn.local_flow_control_window(st.id) >= len(st.queued[0]):
+                self.conn.send_data(st.id, st.queued.pop(0))
+
+    def _end(self, st: _Stream, code: grpc.StatusCode, message: str) -> None:
+        """End ``st`` with trailers (acks that wait for the window are dropped: the stream is over)."""
+        self.streams.pop(st.id, None)
+        self.server.ingest.close_stream(st.session)
+        try:
+            self.conn.send_headers(st.id, _trailers(code, message), end_stream=True)
+            if code != grpc.StatusCode.OK and self._open_remote(st.id):
+                # The agent may still be writing: tell it to stop (gRPC servers do the same after trailers).
+                self.conn.reset_stream(st.id, h2.errors.ErrorCodes.NO_ERROR)
+        except h2.exceptions.StreamClosedError:
+            pass
+
+    def _refuse(self, sid: int, code: grpc.StatusCode, message: str, accept_encoding: bool = False) -> None:
+        """A Trailers-Only answer: the stream ends before any report."""
+        CALLS_REFUSED.labels(code=code.name.lower()).inc()
+        headers = [(b":status", b"200"), (b"content-type", b"application/grpc"), *_trailers(code, message)]
+        if accept_encoding:
+            headers.append((b"grpc-accept-encoding", b"identity"))
+        self.conn.send_headers(sid, headers, end_stream=True)
+        if self._open_remote(sid):
+            self.conn.reset_stream(sid, h2.errors.ErrorCodes.NO_ERROR)
+
+    def _open_remote(self, sid: int) -> bool:
+        # Called after our END_STREAM: a stream the peer had half-closed is CLOSED now, else HALF_CLOSED_LOCAL.
+        stream = self.conn.streams.get(sid)
+        return stream is not None and not stream.closed
+
+
+def _peer(name: Any) -> str:
+    """As grpc's ``context.peer()`` names it: ``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``."""
+    if isinstance(name, tuple) and len(name) >= 2:
+        host, port = name[0], name[1]
+        return f"ipv6:[{host}]:{port}" if ":" in str(host) else f"ipv4:{host}:{port}"
+    return "unknown"
+
+
+def _certificate_grant(ssl_object: ssl.SSLObject | None) -> agentauth.Grant | None:
+    """The grant of the peer's client certificate (None: TLS without client certificates)."""
+    if ssl_object is None:
+        return None
+    cert: dict[str, Any] = dict(ssl_object.getpeercert() or {})
+    if not cert:
+        return agentauth.certificate_grant({})
+    uris = [str(v).encode() for k, v in cert.get("subjectAltName", ()) if k == "URI"]
+    names = [str(v).encode() for rdn in cert.get("subject", ()) for k, v in rdn if k == "commonName"]
+    return agentauth.certificate_grant({"peer_uri": uris, "x509_common_name": names or [b"?"],
+                                        "x509_pem_cert": [b"-"]})
+
+
+class H2Ingest:
+    """The ingest listener: ``start`` binds, ``close`` ends every stream UNAVAILABLE and closes."""
+
+    def __init__(self, ingest: Ingest, config: Config, listen: str) -> None:
+        self.ingest = ingest
+        self.config = config
+        self.listen = listen
+        self.tokens = auth.tokens_for(config)
+        self.roles = auth.allowed_roles(METHOD) or frozenset()
+        self.ssl = auth.server_ssl_context(config, alpn=["h2"])
+        self.connections: set[_Connection] = set()
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        from steering.addr import parse_hostport
+
+        host, port = parse_hostport(self.listen)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), host.strip("[]"), port,
+                                                ssl=self.ssl, reuse_address=True, backlog=1024)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._sweeper = asyncio.create_task(self._sweep(), name="ingest-h2-idle")
+        log.info("ingest listening", listen=self.listen, port=self.port, tls=self.ssl is not None)
+        return self.port
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self._server is not None:
+            self._server.close()
+        for c in list(self.connections):
+            c.close()
+        if self._server is not None:
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            except TimeoutError:
+                pass
+
+    async def _sweep(self) -> None:
+        """Ends the streams idle for ``ingest.idle_seconds`` (DEADLINE_EXCEEDED, as the gRPC listener)."""
+        while True:
+            await asyncio.sleep(max(0.05, self.ingest.idle_seconds / 4))
+            cutoff = time.monotonic() - self.ingest.idle_seconds
+            for c in list(self.connections):
+                idle = [st for st in c.streams.values() if st.session.last_report <= cutoff]
+                for st in idle:
+                    self.ingest.log_idle(st.session)
+                    c._end(st, grpc.StatusCode.DEADLINE_EXCEEDED, self.ingest.idle_message())
+                if idle:
+                    c._flush()
