@@ -69,7 +69,8 @@ def pct(values: list[float], p: float) -> float:
 
 async def main(trials: int) -> int:
     state = Path(tempfile.mkdtemp(prefix="steering-failover-"))
-    demo = Demo(config_path=EXAMPLE_CONFIG, state_dir=state, dns_port=free_port(), api_port=free_port(), http_port=0)
+    demo = Demo(config_path=EXAMPLE_CONFIG, state_dir=state, dns_port=free_port(), api_port=free_port(), http_port=0,
+                ingest_port=free_port())
     demo.start()
     try:
         await wait_ready(demo, timeout=60)

@@ -24,7 +24,12 @@ acknowledged, stream errors by kind (grpc-status of the trailers, RST_STREAM,
 ack timeouts), etcd writes/s, the controller's CPU per report and the load
 generator's own CPU.
 
+The controller takes the streams on its ingest listener (``--ingest-addr``: gRPC over HTTP/2 spoken
+with h2, without grpc core), or with ``--listener grpc`` on its gRPC listener (grpc.aio), for the
+comparison.
+
 Usage: python bench/ingest.py [--sites 5000] [--seconds 30] [--interval 1.0] [--per-connection 100]
+                              [--listener ingest|grpc]
 """
 
 from __future__ import annotations
@@ -110,18 +115,20 @@ def worker(index: int, nworkers: int, sites: int, interval: float, port: int, se
 
 
 async def main(sites: int, seconds: float, interval: float, nworkers: int, per_connection: int,
-               open_rate: float) -> int:
+               open_rate: float, listener: str = "ingest") -> int:
     root = Path(tempfile.mkdtemp(prefix="steering-ingest-"))
     done = False
     etcd = EtcdCluster.create(1, root=root / "etcd").start()
     cfg_path = root / "steering.yaml"
     cfg_path.write_text(yaml.safe_dump(topology(sites, etcd.endpoints, root)))
-    api, metrics = free_port(), free_port()
+    api, metrics, ingest = free_port(), free_port(), free_port()
+    target = ingest if listener == "ingest" else api
     env = {**os.environ, "STEERING_LOG_LEVEL": "warning"}
     with open(root / "controller.log", "wb") as log:  # the child keeps its own copy of the descriptor
         ctl = subprocess.Popen([str(Path(sys.executable).parent / "steering"), "controller",
                                 "--config", str(cfg_path), "--listen", f"127.0.0.1:{api}",
-                                "--metrics-addr", f"127.0.0.1:{metrics}", "--id", "bench"],
+                                "--metrics-addr", f"127.0.0.1:{metrics}", "--id", "bench",
+                                *(["--ingest-addr", f"127.0.0.1:{ingest}"] if listener == "ingest" else [])],
                                stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 30
@@ -144,7 +151,7 @@ async def main(sites: int, seconds: float, interval: float, nworkers: int, per_c
         load0 = os.getloadavg()[0]
         # The simulated agents run in worker processes, so the load generator is not one Python core.
         workers = [subprocess.Popen([sys.executable, __file__, "--worker", str(w), "--workers", str(nworkers),
-                                     "--sites", str(sites), "--interval", str(interval), "--port", str(api),
+                                     "--sites", str(sites), "--interval", str(interval), "--port", str(target),
                                      "--seconds", str(seconds), "--start", repr(start), "--first", repr(first),
                                      "--per-connection", str(per_connection), "--open-rate", str(open_rate)],
                                     stdout=subprocess.PIPE, text=True) for w in range(nworkers)]
@@ -179,6 +186,7 @@ async def main(sites: int, seconds: float, interval: float, nworkers: int, per_c
                 errors[k] = errors.get(k, 0) + v
             late = max(late, out["late_max"])
         acks = total["acks"]
+        print(f"listener: {listener} ({'gRPC over HTTP/2 with h2, --ingest-addr' if listener == 'ingest' else 'grpc.aio'})")
         print(f"sites={sites} interval={interval}s measured={dt:.1f}s (after {STARTUP:.0f}s start-up, "
               f"{warmup:.0f}s warm-up with a {ramp:.0f}s ramp of stream opens; window sampled "
               f"{lag * 1e3:.0f} ms late); load average {load0:.1f} -> {load1:.1f}")
@@ -224,6 +232,8 @@ if __name__ == "__main__":
     ap.add_argument("--per-connection", type=int, default=100,
                     help="agents' streams per HTTP/2 connection (an agent has one connection of its own: 1)")
     ap.add_argument("--open-rate", type=float, default=500.0, help="streams opened per second at the start")
+    ap.add_argument("--listener", choices=("ingest", "grpc"), default="ingest",
+                    help="the controller's ingest listener (default) or its gRPC listener")
     ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--first", type=float, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -233,4 +243,5 @@ if __name__ == "__main__":
         worker(a.worker, a.workers, a.sites, a.interval, a.port, a.seconds, a.start, a.first, a.per_connection,
                a.open_rate)
         sys.exit(0)
-    sys.exit(asyncio.run(main(a.sites, a.seconds, a.interval, a.workers, a.per_connection, a.open_rate)))
+    sys.exit(asyncio.run(main(a.sites, a.seconds, a.interval, a.workers, a.per_connection, a.open_rate,
+                              a.listener)))

@@ -125,7 +125,8 @@ async def trial(demo: Demo, probe: Probe, kind: str, outage: float, client: str,
 
 async def main(trials: int, kinds: list[str], outages: dict[str, float]) -> int:
     state = Path(tempfile.mkdtemp(prefix="steering-recovery-"))
-    demo = Demo(config_path=EXAMPLE_CONFIG, state_dir=state, dns_port=free_port(), api_port=free_port(), http_port=0)
+    demo = Demo(config_path=EXAMPLE_CONFIG, state_dir=state, dns_port=free_port(), api_port=free_port(), http_port=0,
+                ingest_port=free_port())
     demo.start()
     try:
         await wait_ready(demo, timeout=60)

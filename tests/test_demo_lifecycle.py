@@ -196,7 +196,7 @@ def test_a_second_demo_refused_for_a_busy_port_says_only_why(tmp_path: Path) -> 
         assert busy.stdout is not None
         port = busy.stdout.readline().strip()
         second = subprocess.run([STEERING, "demo", "--api-port", port, "--dns-port", port, "--http-port", "0",
-                                 "--state-dir", str(tmp_path / "second")], capture_output=True, text=True, timeout=60)
+                                 "--ingest-port", "0", "--state-dir", str(tmp_path / "second")], capture_output=True, text=True, timeout=60)
         assert second.returncode == 1
         assert "already in use" in second.stderr and "--api-port" in second.stderr, second.stderr
         assert second.stdout == "" and len(second.stderr.strip().splitlines()) == 1, (second.stdout, second.stderr)

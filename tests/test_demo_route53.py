@@ -111,7 +111,7 @@ def test_demo_config_pointing_past_loopback_says_so_loudly(tmp_path: Path) -> No
     config = _config_with(tmp_path, {"hosted_zone_id": "Z0123456789ABCDEFGHIJ", "endpoint_url": "http://192.0.2.1:9"})
     proc = subprocess.run([STEERING, "demo", "--config", str(config), "--state-dir", str(tmp_path / "state"),
                            "--dns-port", str(free_port_block(1)), "--api-port", str(free_port_block(2)),
-                           "--http-port", "0", "--for-seconds", "0.5"],
+                           "--http-port", "0", "--ingest-port", "0", "--for-seconds", "0.5"],
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     out = proc.stdout + proc.stderr
     assert "ROUTE 53:" in out and "WILL CHANGE hosted zone Z0123456789ABCDEFGHIJ" in out, out
@@ -123,7 +123,8 @@ def test_demo_route53_without_moto_says_how_to_install_it(tmp_path: Path) -> Non
     shadow.mkdir(parents=True)
     (shadow / "__init__.py").write_text("raise ImportError(\"No module named 'moto'\", name='moto')\n")
     proc = subprocess.run([STEERING, "demo", "--route53", "--state-dir", str(tmp_path / "state"), "--dns-port",
-                           str(free_port_block(1)), "--api-port", str(free_port_block(2)), "--http-port", "0"],
+                           str(free_port_block(1)), "--api-port", str(free_port_block(2)), "--http-port", "0",
+                           "--ingest-port", "0"],
                           capture_output=True, text=True, timeout=120, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(shadow.parent)})
     assert proc.returncode == 1, proc.stdout + proc.stderr

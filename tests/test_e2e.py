@@ -40,7 +40,7 @@ HOME_OF_US_EAST = ("na-east", "south-america", "world")
 @pytest.fixture
 async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
     d = Demo(config_path=EXAMPLE_CONFIG, state_dir=tmp_path / "demo", dns_port=free_port_block(1),
-             api_port=free_port_block(2), http_port=free_port_block(2))
+             api_port=free_port_block(2), http_port=free_port_block(2), ingest_port=free_port_block(2))
     try:
         d.start()
         await wait_ready(d, timeout=60)
@@ -182,7 +182,7 @@ def test_demo_stops_cleanly_and_refuses_a_second_instance(tmp_path: Path) -> Non
     dns_port, api_port = free_port_block(1), free_port_block(2)
     state = tmp_path / "demo"
     args = [STEERING, "demo", "--dns-port", str(dns_port), "--api-port", str(api_port), "--http-port",
-            str(free_port_block(2)), "--state-dir", str(state)]
+            str(free_port_block(2)), "--ingest-port", str(free_port_block(2)), "--state-dir", str(state)]
     first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         def state_file() -> dict[str, Any] | None:

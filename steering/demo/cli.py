@@ -106,13 +106,16 @@ def hint_line(demo: Demo) -> str:
 @click.option("--api-port", type=int, default=50051, show_default=True, help="controllers on this port and the next")
 @click.option("--http-port", type=click.IntRange(0, 65534), default=8080, show_default=True,
               help="the browser console and REST API: controller-1 on this port, controller-2 on the next (0: off)")
+@click.option("--ingest-port", type=click.IntRange(0, 65534), default=50061, show_default=True,
+              help="the agents report here: controller-1's ingest listener on this port, controller-2's on the "
+                   "next (0: off, the agents report on the API ports)")
 @click.option("--state-dir", type=click.Path(file_okay=False), default=None,
               help="where the demo keeps etcd data, logs and its state (default $STEERING_DEMO_DIR or "
                    "/tmp/steering-demo-UID); give the same one to the commands below")
 @click.option("--for-seconds", type=float, default=None, hidden=True, help="stop by itself after this long")
 @click.pass_context
 def command(ctx: click.Context, config_path: str, route53: bool, dns_port: int, api_port: int, http_port: int,
-            state_dir: str | None, for_seconds: float | None) -> None:
+            ingest_port: int, state_dir: str | None, for_seconds: float | None) -> None:
     """Run etcd, two controllers, the DNS server and simulated regions with their agents, on loopback."""
     from steering import logs
 
@@ -122,7 +125,7 @@ def command(ctx: click.Context, config_path: str, route53: bool, dns_port: int, 
     if ctx.invoked_subcommand is not None:
         return
     demo = Demo(config_path=Path(config_path), state_dir=ctx.obj["state_dir"], dns_port=dns_port, api_port=api_port,
-                http_port=http_port, route53=route53)
+                http_port=http_port, ingest_port=ingest_port, route53=route53)
     out = Output()
     try:
         code = asyncio.run(_main(demo, out, for_seconds))

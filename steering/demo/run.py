@@ -191,6 +191,7 @@ class Demo:
     dns_port: int = 5353
     api_port: int = 50051
     http_port: int = 8080  # the console and REST API: controller-1 here, controller-2 on the next port (0: off)
+    ingest_port: int = 50061  # the agents' reports: controller-1's ingest listener, controller-2's next (0: off)
     observers: bool = True  # add the demo's observers when the config has none
     route53: bool = False  # run moto's Route 53 on loopback and point the leader's sink at it
     etcd: EtcdCluster | None = None
@@ -226,9 +227,12 @@ class Demo:
         for p in self.http_ports:
             if not port_free(p, socket.SOCK_STREAM):
                 busy.append(f"HTTP port {p}")
+        for p in self.ingest_ports:
+            if not port_free(p, socket.SOCK_STREAM):
+                busy.append(f"ingest port {p}")
         if busy:
             raise DemoError(f"{', '.join(busy)} already in use (is another demo running?); "
-                            "choose others with --dns-port / --api-port / --http-port")
+                            "choose others with --dns-port / --api-port / --http-port / --ingest-port")
 
     def start(self) -> None:
         self.preflight()
@@ -270,9 +274,10 @@ class Demo:
         for i in range(2):
             port = self.api_port + i
             http = ["--http-addr", f"127.0.0.1:{self.http_ports[i]}"] if self.http_ports else []
+            ingest = ["--ingest-addr", f"127.0.0.1:{self.ingest_ports[i]}"] if self.ingest_ports else []
             self.procs.append(Proc(f"controller-{i + 1}", [bin_path("steering"), "controller", *env_args,
                                                            "--listen", f"127.0.0.1:{port}", "--id", f"ctl-{i + 1}",
-                                                           *http],
+                                                           *http, *ingest],
                                    logs / f"controller-{i + 1}.log", env=aws))
         self.procs.append(Proc("dns", [bin_path("steering"), "dns", *env_args,
                                        "--listen", f"127.0.0.1:{self.dns_port}"], logs / "dns.log"))
@@ -340,7 +345,7 @@ class Demo:
         region_ids = {r.id for r in self.config.regions}
         region = target_id if target_id in region_ids else self.config.site(target_id).region
         agent = agent_document(target_id, region, target_id in region_ids, observer or f"demo-{target_id}",
-                               [f"127.0.0.1:{self.api_port}", f"127.0.0.1:{self.api_port + 1}"],
+                               [f"127.0.0.1:{p}" for p in (self.ingest_ports or [self.api_port, self.api_port + 1])],
                                f"http://127.0.0.1:{sim.port}", observer)
         if observer:  # it sees the site from outside: no capacity or load of its own to read
             del agent["capacity"], agent["load"]
@@ -352,6 +357,10 @@ class Demo:
     @property
     def http_ports(self) -> list[int]:
         return [self.http_port, self.http_port + 1] if self.http_port else []
+
+    @property
+    def ingest_ports(self) -> list[int]:
+        return [self.ingest_port, self.ingest_port + 1] if self.ingest_port else []
 
     @property
     def console_url(self) -> str:
@@ -374,6 +383,7 @@ class Demo:
             "dns_port": self.dns_port,
             "api_ports": [self.api_port, self.api_port + 1],
             "http_ports": self.http_ports,
+            "ingest_ports": self.ingest_ports,
             "console_url": self.console_url,
             "etcd": self.etcd.endpoints,
             "config": str(self.run_config),

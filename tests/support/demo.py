@@ -40,7 +40,7 @@ class DemoRun:
         dns_port, api_port, http_port = free_port_block(1), free_port_block(2), free_port_block(2)
         state, log = tmp / name, tmp / f"{name}.log"
         argv = [STEERING, "demo", "--dns-port", str(dns_port), "--api-port", str(api_port), "--http-port",
-                str(http_port), "--state-dir", str(state), *extra]
+                str(http_port), "--ingest-port", str(free_port_block(2)), "--state-dir", str(state), *extra]
         full_env = {**os.environ, **(env or {})}
         if tee:  # `steering demo | tee LOG` in a shell of its own session: a terminal's process group
             line = f"{shlex.join(argv)} 2>&1 | tee {shlex.quote(str(log))}"
