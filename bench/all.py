@@ -1,6 +1,6 @@
 """The project's benches in one run, with short bounded settings, summed up in one table (``make bench``).
 
-    .venv/bin/python bench/all.py [--only planner,failover,ingest,dns,dns-swap,dns-swap-dnssec,memory] [--long]
+    .venv/bin/python bench/all.py [--only planner,failover,ingest,ingest-10k,ingest-grpc,dns,dns-swap,dns-swap-dnssec,memory] [--long]
         [--timeout 900]
 
 Each bench runs as its own process (its full output is kept under
@@ -103,7 +103,8 @@ def parse_failover(out: str) -> list[Row]:
 
 
 def parse_ingest(out: str) -> list[Row]:
-    b = "ingest"
+    listener = re.search(r"^listener: (\w+)", out, re.M)
+    b = "ingest" if listener is None or listener.group(1) == "ingest" else f"ingest ({listener.group(1)})"
     sites = _num(r"sites=(\d+)", out)
     rate = _num(r"reports/s sustained: ([\d,]+)", out)
     offered = _num(r"\(offered ([\d,]+)/s", out)
@@ -191,6 +192,12 @@ BENCHES = {
                       parse_failover),
     "ingest": Bench("ingest", ("bench/ingest.py", "--sites", "5000", "--seconds", "20"),
                     ("bench/ingest.py", "--sites", "5000", "--seconds", "60"), parse_ingest),
+    "ingest-10k": Bench("ingest-10k", ("bench/ingest.py", "--sites", "10000", "--seconds", "20"),
+                        ("bench/ingest.py", "--sites", "10000", "--seconds", "60"), parse_ingest),
+    # the same load on the gRPC listener (grpc.aio), for the comparison
+    "ingest-grpc": Bench("ingest-grpc", ("bench/ingest.py", "--sites", "5000", "--seconds", "20", "--listener", "grpc"),
+                         ("bench/ingest.py", "--sites", "5000", "--seconds", "60", "--listener", "grpc"),
+                         parse_ingest),
     "dns": Bench("dns", ("bench/dns_vs_knot.py", "--seconds", "4", "--repeat", "2"),
                  ("bench/dns_vs_knot.py", "--seconds", "8", "--repeat", "3"), parse_dns),
     "dns-swap": Bench("dns-swap", ("bench/dns_swap.py", "--seconds", "10", "--renders", "1", "--clients", "2"),

@@ -139,6 +139,10 @@ class _Connection(asyncio.Protocol):
         except h2.exceptions.ProtocolError as exc:
             self._fail("protocol", exc)
             return
+        except Exception as exc:  # h2 itself failing on odd bytes: this connection ends, not the listener
+            log.exception("ingest connection failed in h2", peer=self.peer)
+            self._fail("internal", exc)
+            return
         try:
             for ev in events:
                 self._event(ev)
