@@ -148,6 +148,7 @@ def test_the_lab_config_of_two_example_regions_is_a_valid_deployment(tmp_path: P
     one = region_config(lab, regions[1], regions, str(tmp_path))
     assert one["etcd"]["endpoints"] == ["10.77.2.1:2379", "10.77.1.1:2379"]
     assert one["dns"]["listen"] == ["10.77.2.1:53"] and one["controller"]["listen"] == "10.77.2.1:50051"
+    assert one["controller"]["ingest_listen"] == "10.77.2.1:50061"
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(one))
     cfg = load_config(path)

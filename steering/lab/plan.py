@@ -34,6 +34,7 @@ MAX_REGIONS = 200  # one /24 each below 10.77.255.0; far above what a machine ru
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
 CONTROLLER_PORT = 50051
+INGEST_PORT = 50061  # the controllers' ingest listener, where the lab's agents report
 DNS_PORT = 53
 SIM_BASE_PORT = 8100  # the region's simulated targets on 8100, 8101, ... (loopback of its namespace)
 
@@ -267,12 +268,13 @@ def region_config(lab: dict[str, Any], region: Region, regions: tuple[Region, ..
     out["etcd"] = {**lab["etcd"], "endpoints": [f"{region.addr}:{ETCD_CLIENT_PORT}", *others]}
     out["dns"] = {**(lab.get("dns") or {}), "listen": [f"{region.addr}:{DNS_PORT}"], "workers": 1,
                   "state_file": f"{state_dir}/dns-table.json"}
-    out["controller"] = {**(lab.get("controller") or {}), "listen": f"{region.addr}:{CONTROLLER_PORT}"}
+    out["controller"] = {**(lab.get("controller") or {}), "listen": f"{region.addr}:{CONTROLLER_PORT}",
+                         "ingest_listen": f"{region.addr}:{INGEST_PORT}"}
     out["controller"].pop("http_listen", None)
     return out
 
 
 def controllers_for(region: Region, regions: tuple[Region, ...]) -> list[str]:
-    """An agent's controllers: its own region's first, then the others'."""
-    return [f"{region.addr}:{CONTROLLER_PORT}",
-            *(f"{r.addr}:{CONTROLLER_PORT}" for r in regions if r.id != region.id)]
+    """An agent's controllers (their ingest listeners): its own region's first, then the others'."""
+    return [f"{region.addr}:{INGEST_PORT}",
+            *(f"{r.addr}:{INGEST_PORT}" for r in regions if r.id != region.id)]
