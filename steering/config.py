@@ -405,6 +405,16 @@ class Controller(_Model):
     debounce_seconds: NonNegativeFloat = 0.2
     events: Events = Events()
 
+    @field_validator("listen", "http_listen", "ingest_listen")
+    @classmethod
+    def _hostport(cls, v: str | None) -> str | None:
+        # `steering config check` says what `steering controller` would refuse at start
+        if v is not None:
+            from steering.addr import parse_hostport
+
+            parse_hostport(v)  # ValueError naming the problem: "'x': no port given"
+        return v
+
 
 class DrillSettings(_Model):
     """Chaos drills (docs/drills.md): the Prometheus that ``--abort-on-alert`` and ``--abort-query`` ask."""

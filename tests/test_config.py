@@ -64,6 +64,10 @@ def test_config_is_immutable() -> None:
         (lambda d: d.update(colour="blue"), "colour: unknown field"),
         (lambda d: d["zones"][0].update(file="missing.zone"), "zones[0].file:"),
         (lambda d: d["geos"][2]["prefixes"].append("198.51.100.0/26"), "already belongs to geo 'na-east'"),
+        (lambda d: d["controller"].update(ingest_listen="no-port-here"),
+         "controller.ingest_listen: 'no-port-here': no port given"),
+        (lambda d: d["controller"].update(http_listen="127.0.0.1:99999"),
+         "controller.http_listen: '127.0.0.1:99999': port 99999 is out of range"),
     ],
 )
 def test_bad_config_names_the_problem(mutate: Any, expected: str) -> None:
