@@ -64,19 +64,9 @@ def command(config_path: str, listen: str | None, http_addr: str | None, ingest_
     except ValueError as exc:
         click.echo(f"steering controller: --listen: {exc}", err=True)
         sys.exit(2)
-    try:
-        http_host = parse_hostport(http_address)[0] if http_address else None
-    except ValueError as exc:
-        flag = "--http-addr" if http_addr else "controller.http_listen"
-        click.echo(f"steering controller: {flag}: {exc}", err=True)
-        sys.exit(2)
+    http_host = _host_of(http_address, "--http-addr" if http_addr else "controller.http_listen")
     ingest_address = ingest_addr or config.controller.ingest_listen
-    try:
-        ingest_host = parse_hostport(ingest_address)[0] if ingest_address else None
-    except ValueError as exc:
-        flag = "--ingest-addr" if ingest_addr else "controller.ingest_listen"
-        click.echo(f"steering controller: {flag}: {exc}", err=True)
-        sys.exit(2)
+    ingest_host = _host_of(ingest_address, "--ingest-addr" if ingest_addr else "controller.ingest_listen")
     # Client certificates (tls.client_ca) authenticate callers too, and bind agents to their sites.
     authenticated = config.auth is not None or (config.tls is not None and config.tls.client_ca is not None)
     if http_host is not None and http_address is not None:
@@ -114,6 +104,17 @@ def command(config_path: str, listen: str | None, http_addr: str | None, ingest_
 
     sys.exit(uvloop.run(_run(config, address, replica or default_replica_id(), geoip, http_address,
                              ingest_address)))
+
+
+def _host_of(address: str | None, where: str) -> str | None:
+    """The host of an optional listener's HOST:PORT (exit 2 naming ``where`` when it is not one)."""
+    if not address:
+        return None
+    try:
+        return parse_hostport(address)[0]
+    except ValueError as exc:
+        click.echo(f"steering controller: {where}: {exc}", err=True)
+        sys.exit(2)
 
 
 def _refuse_exposed(what: str, address: str, host: str, config: Config, authenticated: bool,
