@@ -14,7 +14,9 @@ controller, planning and publishing far bigger tables, took 80-240 reports/s
 of 2,000 offered while the streams opened (a 90 s run): no steady state.
 Then every site reports over the ingest bench's load (``bench/ingest_h2``:
 gRPC over HTTP/2, ``--workers`` processes, 100 streams a connection), each
-site once per ``--interval`` seconds. The controller here sustains about
+site once per ``--interval`` seconds, to the controller's ingest listener
+(``--listener grpc``: its gRPC listener, as before the ingest listener; the
+figures below are that listener's). The controller here sustains about
 2,000-2,500 reports/s of sites already connected, not 10,000 sites at 1 Hz;
 but 10,000 streams opening at once cost it more (each first report is a
 change, and tables follow): at one report every 5 s (2,000/s) it had not
@@ -236,7 +238,7 @@ def wait_metrics(port: int, proc: subprocess.Popen[bytes], what: str, log: Path,
 
 
 def run(kind: str, minutes: float, sites: int, interval: float, flips_per_minute: float, nworkers: int,
-        dns_workers: int, open_rate: float) -> int:
+        dns_workers: int, open_rate: float, listener: str = "ingest") -> int:
     root = Path(tempfile.mkdtemp(prefix="steering-memory-"))
     done = False
     procs: list[subprocess.Popen[Any]] = []
@@ -244,12 +246,14 @@ def run(kind: str, minutes: float, sites: int, interval: float, flips_per_minute
     try:
         cfg_path = root / "steering.yaml"
         cfg_path.write_text(yaml.safe_dump(topology(kind, sites, etcd.endpoints)))
-        api, cmetrics, dport, dmetrics = free_port(), free_port(), free_port(), free_port()
+        api, cmetrics, dport, dmetrics, ingest = free_port(), free_port(), free_port(), free_port(), free_port()
+        target = ingest if listener == "ingest" else api
         steering = str(Path(sys.executable).parent / "steering")
         env = {**os.environ, "STEERING_LOG_LEVEL": "warning"}
         with open(root / "controller.log", "wb") as log:  # the child keeps its own copy of the descriptor
             ctl = subprocess.Popen([steering, "controller", "--config", str(cfg_path), "--listen", f"127.0.0.1:{api}",
-                                    "--metrics-addr", f"127.0.0.1:{cmetrics}", "--id", "bench"],
+                                    "--metrics-addr", f"127.0.0.1:{cmetrics}", "--id", "bench",
+                                    *(["--ingest-addr", f"127.0.0.1:{ingest}"] if listener == "ingest" else [])],
                                    stdout=log, stderr=subprocess.STDOUT, env=env)
         procs.append(ctl)
         with open(root / "dns.log", "wb") as log:
@@ -271,13 +275,14 @@ def run(kind: str, minutes: float, sites: int, interval: float, flips_per_minute
                  if kind == "ingest" else f"bench/planner.py's: 20 regions, {planner.GEOS} geos, {planner.SERVICES} "
                  "services")
         print(f"{sites} sites, topology {shape}; each site reports every {interval:g} s "
-              f"({offered:,.0f} reports/s offered), ~{flips_per_minute:g} health flips a minute; "
+              f"({offered:,.0f} reports/s offered) to the controller's {listener} listener, "
+              f"~{flips_per_minute:g} health flips a minute; "
               f"DNS server with {dns_workers} worker(s); {minutes:g} min; load average "
               f"{' '.join(f'{x:.2f}' for x in load0)}", flush=True)
         print(f"before the load: controller RSS {before['controller']['rss']:.1f} MiB; DNS RSS "
               f"{before['dns']['rss']:.1f} MiB over {len(before['dns']['per'])} processes", flush=True)
         workers = [subprocess.Popen([sys.executable, __file__, "--worker", str(w), "--workers", str(nworkers),
-                                     "--topology", kind, "--sites", str(sites), "--interval", str(interval), "--port", str(api),
+                                     "--topology", kind, "--sites", str(sites), "--interval", str(interval), "--port", str(target),
                                      "--first", repr(first), "--until", repr(until), "--flip", repr(flip), "--open-rate", repr(open_rate)],
                                     stdout=subprocess.PIPE, text=True) for w in range(nworkers)]
         procs += workers
@@ -378,6 +383,8 @@ def main() -> None:
     ap.add_argument("--open-rate", type=float, default=100.0,
                     help="streams opened per second at the start (faster, and the controller's gRPC core "
                          "cancels the calls it cannot take in time: see bench/ingest.py)")
+    ap.add_argument("--listener", choices=("ingest", "grpc"), default="ingest",
+                    help="where the agents report: the controller's ingest listener (default) or its gRPC one")
     ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--first", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -389,7 +396,8 @@ def main() -> None:
         return
     if a.minutes <= 0 or a.sites < 1 or a.interval <= 0:
         ap.error("--minutes, --sites and --interval must be positive")
-    sys.exit(run(a.topology, a.minutes, a.sites, a.interval, a.flips_per_minute, a.workers, a.dns_workers, a.open_rate))
+    sys.exit(run(a.topology, a.minutes, a.sites, a.interval, a.flips_per_minute, a.workers, a.dns_workers, a.open_rate,
+                 a.listener))
 
 
 if __name__ == "__main__":
