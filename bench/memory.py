@@ -246,14 +246,14 @@ def run(kind: str, minutes: float, sites: int, interval: float, flips_per_minute
     try:
         cfg_path = root / "steering.yaml"
         cfg_path.write_text(yaml.safe_dump(topology(kind, sites, etcd.endpoints)))
-        api, cmetrics, dport, dmetrics, ingest = free_port(), free_port(), free_port(), free_port(), free_port()
-        target = ingest if listener == "ingest" else api
+        api, cmetrics, dport, dmetrics, ingest_port = free_port(), free_port(), free_port(), free_port(), free_port()
+        target = ingest_port if listener == "ingest" else api
         steering = str(Path(sys.executable).parent / "steering")
         env = {**os.environ, "STEERING_LOG_LEVEL": "warning"}
         with open(root / "controller.log", "wb") as log:  # the child keeps its own copy of the descriptor
             ctl = subprocess.Popen([steering, "controller", "--config", str(cfg_path), "--listen", f"127.0.0.1:{api}",
                                     "--metrics-addr", f"127.0.0.1:{cmetrics}", "--id", "bench",
-                                    *(["--ingest-addr", f"127.0.0.1:{ingest}"] if listener == "ingest" else [])],
+                                    *(["--ingest-addr", f"127.0.0.1:{ingest_port}"] if listener == "ingest" else [])],
                                    stdout=log, stderr=subprocess.STDOUT, env=env)
         procs.append(ctl)
         with open(root / "dns.log", "wb") as log:
