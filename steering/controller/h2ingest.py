@@ -23,6 +23,7 @@ import asyncio
 import ssl
 import struct
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import quote
@@ -80,7 +81,7 @@ class _Stream:
     id: int
     session: Session
     buf: bytearray = field(default_factory=bytearray)
-    queued: list[bytes] = field(default_factory=list)  # acks waiting for the peer's flow-control window
+    queued: deque[bytes] = field(default_factory=deque)  # acks waiting for the peer's flow-control window
 
 
 class _Connection(asyncio.Protocol):
@@ -300,10 +301,11 @@ class _Connection(asyncio.Protocol):
         self.conn.send_data(st.id, data)
 
     def _drain(self, sid: int) -> None:
-        targets = list(self.streams.values()) if sid == 0 else [s for s in (self.streams.get(sid),) if s]
-        for st in targets:
+        """Send the acks a window update (``sid`` 0: the connection's) made room for."""
+        one = self.streams.get(sid)
+        for st in (one,) if one is not None else self.streams.values() if sid == 0 else ():
             while st.queued and self.conn.local_flow_control_window(st.id) >= len(st.queued[0]):
-                self.conn.send_data(st.id, st.queued.pop(0))
+                self.conn.send_data(st.id, st.queued.popleft())
 
     def _end(self, st: _Stream, code: grpc.StatusCode, message: str) -> None:
         """End ``st`` with trailers (acks that wait for the window are dropped: the stream is over)."""
@@ -316,6 +318,15 @@ class _Connection(asyncio.Protocol):
                 self.conn.reset_stream(st.id, h2.errors.ErrorCodes.NO_ERROR)
         except h2.exceptions.StreamClosedError:
             pass
+
+    def end_idle(self, cutoff: float) -> None:
+        """End the streams whose last report is older than ``cutoff`` (monotonic), as the gRPC listener does."""
+        idle = [st for st in self.streams.values() if st.session.last_report <= cutoff]
+        for st in idle:
+            self.server.ingest.log_idle(st.session)
+            self._end(st, grpc.StatusCode.DEADLINE_EXCEEDED, self.server.ingest.idle_message())
+        if idle:
+            self._flush()
 
     def _refuse(self, sid: int, code: grpc.StatusCode, message: str, accept_encoding: bool = False) -> None:
         """A Trailers-Only answer: the stream ends before any report."""
@@ -400,9 +411,4 @@ class H2Ingest:
             await asyncio.sleep(max(0.05, self.ingest.idle_seconds / 4))
             cutoff = time.monotonic() - self.ingest.idle_seconds
             for c in list(self.connections):
-                idle = [st for st in c.streams.values() if st.session.last_report <= cutoff]
-                for st in idle:
-                    self.ingest.log_idle(st.session)
-                    c._end(st, grpc.StatusCode.DEADLINE_EXCEEDED, self.ingest.idle_message())
-                if idle:
-                    c._flush()
+                c.end_idle(cutoff)
