@@ -78,13 +78,9 @@ def _object(s: str, idx: int, depth: int) -> tuple[dict[str, Any], int]:
             raise JSONDecodeError("Expecting ':' delimiter", s, idx)
         idx = _skip(s, idx + 1)
         out[key], idx = _value(s, idx, depth)
-        idx = _skip(s, idx)
-        c = s[idx:idx + 1]
-        if c == "}":
-            return out, idx + 1
-        if c != ",":
-            raise JSONDecodeError("Expecting ',' delimiter", s, idx)
-        idx = _skip(s, idx + 1)
+        closed, idx = _next(s, idx, "}")
+        if closed:
+            return out, idx
 
 
 def _array(s: str, idx: int, depth: int) -> tuple[list[Any], int]:
@@ -95,13 +91,20 @@ def _array(s: str, idx: int, depth: int) -> tuple[list[Any], int]:
     while True:
         value, idx = _value(s, idx, depth)
         out.append(value)
-        idx = _skip(s, idx)
-        c = s[idx:idx + 1]
-        if c == "]":
-            return out, idx + 1
-        if c != ",":
-            raise JSONDecodeError("Expecting ',' delimiter", s, idx)
-        idx = _skip(s, idx + 1)
+        closed, idx = _next(s, idx, "]")
+        if closed:
+            return out, idx
+
+
+def _next(s: str, idx: int, close: str) -> tuple[bool, int]:
+    """After a member: (True, past ``close``) at the container's end, else (False, the next member's start)."""
+    idx = _skip(s, idx)
+    c = s[idx:idx + 1]
+    if c == close:
+        return True, idx + 1
+    if c != ",":
+        raise JSONDecodeError("Expecting ',' delimiter", s, idx)
+    return False, _skip(s, idx + 1)
 
 
 def dumps(obj: Any, depth: int = DEPTH) -> str:
