@@ -61,6 +61,7 @@ class _Fleets:
     fleet: tuple[int, ...]  # per service: services with equal targets and candidates share a number
     targets: tuple[tuple[str, ...], ...]  # per service: every candidate once, in first-seen order
     region_sites: Mapping[str, tuple[str, ...]]  # region -> its sites: what a ramp's region takes away
+    cand_regions: tuple[dict[str, frozenset[str]], ...]  # per service: geo -> the regions of its candidates
 
 
 def _fleets(config: Config) -> _Fleets:
@@ -71,14 +72,17 @@ def _fleets(config: Config) -> _Fleets:
     region_sites: dict[str, list[str]] = {r.id: [] for r in config.regions}
     for s in config.sites:
         region_sites[s.region].append(s.id)
+    site_region = site_regions(config)
+    cand_regions = tuple({g: frozenset(site_region.get(t, t) for t in order) for g, order in c.items()} for c in cands)
     return _Fleets(
         geo_ids=tuple(g.id for g in config.geos),
-        site_region=site_regions(config),
+        site_region=site_region,
         config_cap={r.id: r.capacity for r in config.regions} | {s.id: s.capacity for s in config.sites},
         cands=cands,
         fleet=fleet,
         targets=tuple(tuple(dict.fromkeys(t for ts in c.values() for t in ts)) for c in cands),
         region_sites={r: tuple(ss) for r, ss in region_sites.items()},
+        cand_regions=cand_regions,
     )
 
 
@@ -159,11 +163,12 @@ def plan(
     # many services over one fleet plan each distinct fleet once.
     fills: dict[int, _Ideal] = {}
     routed: dict[int, tuple[ServiceRoute | None, _Routed]] = {}
-    for svc, cands, key, targets in zip(config.services, derived.cands, derived.fleet, derived.targets, strict=True):
+    for svc, cands, key, targets, cand_regions in zip(config.services, derived.cands, derived.fleet, derived.targets,
+                                                      derived.cand_regions, strict=True):
         ideal = fills.get(key)
         if ideal is None:
             ideal = fills[key] = _ideal(cands, targets, demand, region_cap, site_cap, derived.region_sites, regions,
-                                        policy.watermark, unreachable)
+                                        policy.watermark, cand_regions, unreachable)
         prev_svc = previous.services.get(svc.name) if previous else None
         svc_pins = {g: p for (name, g), p in pins.items() if name == svc.name} if pins else {}
         done = routed.get(key)
@@ -274,48 +279,74 @@ def _exclusions(cands: Mapping[str, tuple[str, ...]], capacity: Mapping[str, flo
 def _ideal(cands: Mapping[str, tuple[str, ...]], targets: Sequence[str], demand: Mapping[str, float],
            region_cap: Mapping[str, float], site_cap: Mapping[str, float],
            region_sites: Mapping[str, tuple[str, ...]], regions: _Regions, watermark: float,
-           unreachable: Mapping[str, frozenset[str]] | None = None) -> _Ideal:
+           cand_regions: Mapping[str, frozenset[str]], unreachable: Mapping[str, frozenset[str]] | None = None
+           ) -> _Ideal:
     capacity = {t: (site_cap[t] if t in site_cap else region_cap[t]) for t in targets}
     excluded, opened = _exclusions(cands, capacity, unreachable) if unreachable else ({}, ())
     # What each geo's demand may fill: its candidates without those its observers cannot reach.
     fill_cands = {g: tuple(t for t in order if t not in excluded[g]) if g in excluded else order
                   for g, order in cands.items()} if excluded else cands
 
-    def usable_without(out: set[str]) -> dict[str, float]:
-        # The capacities with ``out``'s regions and their sites at zero: a copy patched where they are
-        # (same keys, same order), cheaper than a pass over thousands of sites per ramp.
-        cap = dict(capacity)
-        for r in out:
-            for t in (r, *region_sites.get(r, ())):
-                if t in cap:
-                    cap[t] = 0.0
-        return cap
-
     fill = waterfill(fill_cands, demand, capacity, watermark)
+    withouts: list[dict[str, dict[str, float]]] = []
+    gone: list[str] = []
+    for ramp in regions.ramps:
+        gone.append(ramp.region)
+        cap, _ = without(capacity, gone, region_sites)
+        withouts.append(waterfill(fill_cands, demand, cap, watermark).alloc)
     alloc = fill.alloc
     empty: dict[str, float] = {}
     ideal: dict[str, list[float]] = {}
+    ramp_reason: dict[str, dict[str, str]] = {}
     for g, order in cands.items():
-        mine = alloc.get(g, empty)
-        ideal[g] = [mine.get(t, 0.0) for t in order]
-    ramp_reason: dict[str, dict[str, str]] = {g: {} for g in cands}
-    gone: set[str] = set()
-    for ramp in regions.ramps:
-        gone.add(ramp.region)
-        without = waterfill(fill_cands, demand, usable_without(gone), watermark).alloc
-        f = ramp.remaining
-        rest = 1 - f
-        for g, order in cands.items():
-            alt = without.get(g)
-            if not alt:
-                continue  # nothing else can serve this geo: the ramp cannot take it away
-            # Only candidates carry shares, so blending by candidate position is
-            # blending over every key either side has.
-            get = alt.get
-            ideal[g] = [f * a + rest * get(t, 0.0) for a, t in zip(ideal[g], order, strict=True)]
-            ramp_reason[g][ramp.region] = ramp.label
+        ideal[g], ramp_reason[g] = blend(order, alloc.get(g, empty), [w.get(g) for w in withouts], regions.ramps,
+                                         cand_regions[g])
     return _Ideal(cands=cands, capacity=capacity, fill=fill, shares=ideal, ramp_reason=ramp_reason,
                   excluded=excluded, reach_open=opened)
+
+
+def without(capacity: Mapping[str, float], gone: Sequence[str], region_sites: Mapping[str, tuple[str, ...]]
+            ) -> tuple[dict[str, float], set[str]]:
+    """``capacity`` with the regions ``gone`` and their sites at zero (what a ramp's water-filling plans with),
+    and the targets that were set to zero. A copy patched where they are (same keys, same order), cheaper than
+    a pass over thousands of sites per ramp."""
+    cap = dict(capacity)
+    zeroed: set[str] = set()
+    for r in gone:
+        for t in (r, *region_sites.get(r, ())):
+            if t in cap:
+                cap[t] = 0.0
+                zeroed.add(t)
+    return cap, zeroed
+
+
+def blend(order: Sequence[str], mine: Mapping[str, float], alts: Sequence[Mapping[str, float] | None],
+          ramps: Sequence[_Ramp], regions_of_order: Collection[str]) -> tuple[list[float], dict[str, str]]:
+    """One geo's shares (aligned with ``order``) and its ramp reasons: its water-filling ``mine``, blended with
+    each ramp's (``alts``, aligned with ``ramps``: the filling without that ramp's region and the older ones)
+    so the region keeps ``remaining`` of what it has. A geo nothing else can serve (an empty alternative)
+    keeps its shares; an alternative equal to the shares so far moves nothing and leaves them as they are
+    (bit for bit: the incremental planner tells which geos a ramp moves by comparing them). Reasons name
+    the ramps of ``regions_of_order`` (its candidates' regions) only: no other is any candidate's reason."""
+    shares = [mine.get(t, 0.0) for t in order]
+    reason: dict[str, str] = {}
+    blended = False
+    for alt, ramp in zip(alts, ramps, strict=True):
+        if not alt:
+            continue  # nothing else can serve this geo: the ramp cannot take it away
+        if ramp.region in regions_of_order:
+            reason[ramp.region] = ramp.label
+        if alt is mine and not blended:
+            continue  # the incremental planner's refill kept the geo's allocation: equal, without a look
+        get = alt.get
+        other = [get(t, 0.0) for t in order]
+        if other == shares:
+            continue
+        f = ramp.remaining
+        rest = 1 - f
+        shares = [f * a + rest * b for a, b in zip(shares, other, strict=True)]
+        blended = True
+    return shares, reason
 
 
 def _route_service(geo_ids: Sequence[str], ideal: _Ideal, prev_svc: ServiceRoute | None, pins: Mapping[str, Pin],

@@ -9,10 +9,17 @@ routes of the geos that have it, a site's state on its health, capacity and
 planned load. The replanner keeps each part with what it was made from and,
 when the next call differs only in the health of some sites, redoes the parts
 those sites reach (and the routes that were still moving toward their goal).
-Anything else (another config object, other overrides, a ramp under way, a
-previous table it did not make or plan from, a region's health, per-geo
-reachability in play, non-finite demand) plans in full, then keeps the parts
-again for the next call.
+
+Ramps (an evacuation or a restore under way) are parts too: per fleet, one
+water-filling per ramp without the ramp's region (and the older ramps'),
+made by ``refill`` from the fleet's own, so a site's change refills each of
+them; a ramp that starts, steps or ends with the same regions out re-blends
+every geo's shares (``planner.blend``) and redoes the routes of the geos
+whose shares or ramp reasons moved, and the state of the ramping regions'
+sites. Anything else (another config object, other pins, a region evacuated
+or blocked, a step limit that changed, a previous table it did not make or
+plan from, a region's health, per-geo reachability in play, non-finite
+demand) plans in full, then keeps the parts again for the next call.
 
 Pure like the planner: no I/O, no clock. Not thread-safe: one per leader loop.
 tests/test_replan.py checks, over random sequences of changes, that every
@@ -31,14 +38,19 @@ from steering.overridecheck import usable
 from steering.planner import (
     _NO_REPORT,
     _demand,
+    _Fleets,
     _fleets,
     _Ideal,
+    _Ramp,
+    _reasons,
     _region_decisions,
     _Regions,
     _route_geo,
     _state,
+    blend,
     capacities,
     plan,
+    without,
 )
 from steering.refill import Log, fill, refill
 from steering.table import GeoRoute, RoutingTable, ServiceRoute, TargetState
@@ -56,6 +68,7 @@ class _Index:
     regions: frozenset[str]
     geo_pos: dict[str, int]
     fleet_count: int
+    cand_regions: tuple[dict[str, frozenset[str]], ...]  # per fleet: geo -> the regions of its candidates
 
 
 def _index(config: Config) -> _Index:
@@ -70,13 +83,17 @@ def _index(config: Config) -> _Index:
             for t in cands[g]:
                 acc.setdefault(t, []).append(g)
         by_target[key] = {t: tuple(gs) for t, gs in acc.items()}
+    cand_regions: list[dict[str, frozenset[str]]] = [{} for _ in range(count)]
+    for key, regions in zip(f.fleet, f.cand_regions, strict=True):
+        cand_regions[key] = regions
     fleets_of: dict[str, list[int]] = {}
     for key, ts in enumerate(by_target):
         for t in ts:
             fleets_of.setdefault(t, []).append(key)
     return _Index(by_target=tuple(by_target), fleets_of={t: tuple(k) for t, k in fleets_of.items()},
                   sites={s.id: s for s in config.sites}, regions=frozenset(r.id for r in config.regions),
-                  geo_pos={g: i for i, g in enumerate(f.geo_ids)}, fleet_count=count)
+                  geo_pos={g: i for i, g in enumerate(f.geo_ids)}, fleet_count=count,
+                  cand_regions=tuple(cand_regions))
 
 
 @dataclass
@@ -93,11 +110,12 @@ class _State:
     site_cap: dict[str, float]
     region_cap: dict[str, float]
     logs: list[Log]  # per fleet
+    ramp_logs: list[tuple[Log, ...]]  # per fleet, per ramp (oldest first): the filling without its regions
     ideals: list[_Ideal]  # per fleet
     routes: list[dict[str, GeoRoute]]  # per service
     fails: list[dict[str, str]]  # per service: geo -> what it serves, failing open
     ramping: list[set[str]]  # per service: geos still moving max_shift per step
-    unstable: list[set[str]]  # per service: geos whose route differs from planned_from's
+    unstable: list[set[str]]  # per service: geos whose route differs from planned_from's (``_moving``)
     planned: list[dict[str, float]]  # per service: target -> planned load
     peak: dict[str, float]
 
@@ -132,7 +150,7 @@ class Replanner:
         health = observed.health
         regions = _region_decisions(config, health, overrides, previous, now, elapsed)
         demand = _demand(config, observed)
-        if regions.ramps or not all(math.isfinite(d) for d in demand.values()):
+        if not all(math.isfinite(d) for d in demand.values()):
             return None
         if policy.health.per_geo_reachability and any(h.unreachable_from for h in health.values()):
             return None
@@ -141,17 +159,19 @@ class Replanner:
         evacuated = regions.evacuated
         region_cap, site_cap = capacities(config, health, evacuated)
         logs: list[Log | None] = [None] * index.fleet_count
+        ramp_logs: list[tuple[Log, ...]] = [()] * index.fleet_count
         ideals: list[_Ideal | None] = [None] * index.fleet_count
         for key, cands, targets in zip(f.fleet, f.cands, f.targets, strict=True):
             if logs[key] is not None:
                 continue
             capacity = {t: (site_cap[t] if t in site_cap else region_cap[t]) for t in targets}
             log = logs[key] = fill(cands, demand, capacity, policy.watermark)
-            ideals[key] = _ideal_of(log, {}, set(cands), None)
-        limit, hysteresis = _limits(config)
+            ramp_logs[key] = _ramp_logs(log, regions.ramps, f)
+            ideals[key] = _ideal_of(log, ramp_logs[key], regions.ramps, index.cand_regions[key], None, None)[0]
+        limit, hysteresis = _limits(config, regions)
         state = _State(config=config, overrides=overrides, planned_from=previous, last=_EMPTY, health=dict(health),
                        demand=demand, regions=regions, limit=limit, hysteresis=hysteresis, site_cap=site_cap,
-                       region_cap=region_cap, logs=[x for x in logs if x is not None],
+                       region_cap=region_cap, logs=[x for x in logs if x is not None], ramp_logs=ramp_logs,
                        ideals=[x for x in ideals if x is not None], routes=[], fails=[], ramping=[], unstable=[],
                        planned=[], peak={})
         pins = _pins(overrides)
@@ -172,7 +192,7 @@ class Replanner:
                     fails[g] = why
                 if ramped:
                     ramping.add(g)
-                if route != prev_route:
+                if _moving(route, prev_route):
                     unstable.add(g)
             planned: dict[str, float] = {}
             for g in f.geo_ids:
@@ -201,8 +221,8 @@ class Replanner:
 
     def _update(self, s: _State, config: Config, observed: Observed, overrides: Overrides,
                 previous: RoutingTable | None, now: float, leader: str, elapsed: float | None) -> RoutingTable | None:
-        if config is not s.config or overrides != s.overrides:
-            return None
+        if config is not s.config or overrides.pins != s.overrides.pins:
+            return None  # evacuations and restores reach the plan only through the region decisions, below
         after_last = previous is s.last
         if not after_last and previous is not s.planned_from:
             return None
@@ -222,12 +242,15 @@ class Replanner:
                 return None
             changed.append(k)
         regions = _region_decisions(config, health, overrides, previous, now, elapsed)
-        if (regions.ramps or regions.blocked != s.regions.blocked or regions.evacuated != s.regions.evacuated
-                or regions.labels != s.regions.labels):
+        if regions.blocked != s.regions.blocked or regions.evacuated != s.regions.evacuated:
             return None
+        if _limits(config, regions) != (s.limit, s.hysteresis):
+            return None  # a route still moving may move by another step: each would have to be redone
         demand = _demand(config, observed)
         if demand != s.demand:
             return None
+        ramps_moved = regions.ramps != s.regions.ramps
+        same_out = [r.region for r in regions.ramps] == [r.region for r in s.regions.ramps]
         f = config.derived("planner.fleets", _fleets)
         evacuated = regions.evacuated
         site_cap = dict(s.site_cap)
@@ -242,21 +265,35 @@ class Replanner:
                 cap_changed.add(t)
         # Per fleet: the geos whose shares moved, and those a changed target is a candidate of.
         logs = list(s.logs)
+        ramp_logs = list(s.ramp_logs)
         ideals = list(s.ideals)
         reached: list[set[str]] = [set() for _ in range(index.fleet_count)]
+        relabel: list[set[str]] = [set() for _ in range(index.fleet_count)]  # only their ramp reasons moved
         for t in changed:
             for key in index.fleets_of.get(t, ()):
                 reached[key].update(index.by_target[key][t])
         for key in range(index.fleet_count):
             mine = {t for t in cap_changed if t in index.by_target[key]}
-            if not mine:
-                continue
-            capacity = dict(s.ideals[key].capacity)
-            for t in mine:
-                capacity[t] = site_cap[t]
-            log, moved = refill(s.logs[key], capacity, mine)
-            logs[key] = log
-            ideals[key] = _ideal_of(log, ideals[key].shares, moved, ideals[key])
+            moved: set[str] = set()
+            if mine:
+                capacity = dict(s.ideals[key].capacity)
+                for t in mine:
+                    capacity[t] = site_cap[t]
+                logs[key], moved = refill(s.logs[key], capacity, mine)
+                if same_out:
+                    ramp_logs[key], more = _refill_ramps(s.ramp_logs[key], s.regions.ramps, mine, site_cap, index)
+                    moved |= more
+            if not same_out:
+                ramp_logs[key] = _ramp_logs(logs[key], regions.ramps, f)
+            if ramps_moved:
+                ideals[key], blended, relabel[key] = _ideal_of(logs[key], ramp_logs[key], regions.ramps,
+                                                               index.cand_regions[key], ideals[key], None)
+                moved |= blended
+            elif mine:  # the ideal carries the capacities, even where no share moved
+                ideals[key], _, more = _ideal_of(logs[key], ramp_logs[key], regions.ramps, index.cand_regions[key],
+                                                 ideals[key], moved)
+                relabel[key] = more
+            # Every geo whose filling moved, shares equal or not: its shortfall (a reason) may have.
             reached[key] |= moved
         pins = _pins(overrides)
         routes_all = list(s.routes)
@@ -269,7 +306,8 @@ class Replanner:
         for i, svc in enumerate(config.services):
             key = f.fleet[i]
             redo = reached[key] | s.unstable[i] if after_last else reached[key]
-            if not redo:
+            relabel_only = relabel[key] - redo
+            if not redo and not relabel_only:
                 if after_last:
                     unstable_all[i] = set()
                 continue
@@ -293,7 +331,7 @@ class Replanner:
                     ramping.add(g)
                 else:
                     ramping.discard(g)
-                if route != prev_route:
+                if _moving(route, prev_route):
                     unstable.add(g)
                 if route != routes[g]:
                     moved_routes.append(g)
@@ -301,11 +339,25 @@ class Replanner:
                 else:
                     # Equal: keep the object, so what did not move stays what it was.
                     pass
+            rewritten = False
+            for g in relabel_only:
+                # Nothing but a ramp's label moved: the weights are where the last plan put them (the same
+                # inputs, and a stable route is planned from itself), only the reasons are written again.
+                was = routes[g]
+                if was.fail_open or was.pinned:
+                    continue  # their reasons name the pin or the fail-open, never a ramp
+                reasons = _reasons(ideal.cands[g], was.weights, ideal.capacity, ideal.fill, g, health, f.site_region,
+                                   regions, ideal.ramp_reason[g], g in ramping, None)
+                if reasons != was.reasons:
+                    routes[g] = GeoRoute(was.weights, reasons)
+                    rewritten = True
             routes_all[i] = routes
             fails_all[i] = fails
             ramping_all[i] = ramping
             unstable_all[i] = unstable
             if not moved_routes:
+                if rewritten:
+                    services[svc.name] = ServiceRoute(targets=svc.targets, geos=routes)
                 continue
             services[svc.name] = ServiceRoute(targets=svc.targets, geos=routes)
             planned = dict(s.planned[i])
@@ -337,13 +389,16 @@ class Replanner:
                 else:
                     peak[t] = top
         sites: dict[str, TargetState] = dict(s.last.sites)
-        for t in set(changed) | cap_changed | {t for t in touched_targets if t in index.sites}:
+        new_label = {t for r in set(regions.labels) | set(s.regions.labels)
+                     if regions.labels.get(r) != s.regions.labels.get(r) for t in f.region_sites.get(r, ())}
+        for t in set(changed) | cap_changed | new_label | {t for t in touched_targets if t in index.sites}:
             site = index.sites[t]
             sites[t] = _state("site", site.region, health.get(t, _NO_REPORT), site.capacity, site_cap[t],
                               peak.get(t, 0.0), regions.labels.get(site.region, ""))
         state = _State(config=config, overrides=overrides, planned_from=previous, last=s.last, health=dict(health),
                        demand=demand, regions=regions, limit=s.limit, hysteresis=s.hysteresis, site_cap=site_cap,
-                       region_cap=s.region_cap, logs=logs, ideals=ideals, routes=routes_all, fails=fails_all,
+                       region_cap=s.region_cap, logs=logs, ramp_logs=ramp_logs, ideals=ideals, routes=routes_all,
+                       fails=fails_all,
                        ramping=ramping_all, unstable=unstable_all, planned=planned_all, peak=peak)
         table = _table(config, state, services, sites, health, overrides, previous, now, leader)
         state.last = table
@@ -351,12 +406,55 @@ class Replanner:
         return table
 
 
-def _limits(config: Config) -> tuple[int, int]:
-    # No ramp under way (else the replanner plans in full): the step limit is the policy's alone.
+def _moving(route: GeoRoute, prev: GeoRoute | None) -> bool:
+    """Whether planning ``route`` again, from itself as the previous route, could give another: a route is
+    planned from its previous one's weights and flags only (``planner._route_geo``), so one that differs
+    from its previous route in its reasons alone (a ramp's label, a health detail) is where it stays."""
+    return prev is None or route.weights != prev.weights or route.fail_open != prev.fail_open \
+        or route.pinned != prev.pinned
+
+
+def _limits(config: Config, regions: _Regions) -> tuple[int, int]:
+    """The step limit and hysteresis in weight units, as the planner works them out."""
     policy = config.policy
-    limit = max(1, math.floor(max(policy.max_shift, 0.0) * TOTAL_WEIGHT + 1e-9))
+    ramp_step = max((r.step for r in regions.ramps), default=0.0)
+    limit = max(1, math.floor(max(policy.max_shift, ramp_step) * TOTAL_WEIGHT + 1e-9))
     hysteresis = math.floor(policy.hysteresis * TOTAL_WEIGHT + 1e-9)
     return limit, hysteresis
+
+
+def _ramp_logs(log: Log, ramps: tuple[_Ramp, ...], f: _Fleets) -> tuple[Log, ...]:
+    """Per ramp, oldest first, the fleet's filling without that ramp's region and the older ramps' (their sites
+    too), refilled from the fleet's own ``log``."""
+    out: list[Log] = []
+    gone: list[str] = []
+    for ramp in ramps:
+        gone.append(ramp.region)
+        capacity, zeroed = without(log.capacity, gone, f.region_sites)
+        out.append(refill(log, capacity, zeroed)[0])
+    return tuple(out)
+
+
+def _refill_ramps(logs: tuple[Log, ...], ramps: tuple[_Ramp, ...], sites: set[str], site_cap: Mapping[str, float],
+                  index: _Index) -> tuple[tuple[Log, ...], set[str]]:
+    """The ramps' fillings after the capacity of ``sites`` changed (a site whose region a filling leaves out
+    stays at zero there); and the geos whose allocation in any of them may differ."""
+    out: list[Log] = []
+    moved: set[str] = set()
+    gone: set[str] = set()
+    for log, ramp in zip(logs, ramps, strict=True):
+        gone.add(ramp.region)
+        mine = {t for t in sites if index.sites[t].region not in gone}
+        if not mine:
+            out.append(log)
+            continue
+        capacity = dict(log.capacity)
+        for t in mine:
+            capacity[t] = site_cap[t]
+        new, geos = refill(log, capacity, mine)
+        out.append(new)
+        moved |= geos
+    return tuple(out), moved
 
 
 def _pins(overrides: Overrides) -> dict[str, dict[str, Pin]]:
@@ -366,19 +464,33 @@ def _pins(overrides: Overrides) -> dict[str, dict[str, Pin]]:
     return out
 
 
-def _ideal_of(log: Log, shares: Mapping[str, list[float]], geos: set[str], old: _Ideal | None) -> _Ideal:
-    """The planner's _Ideal for a fleet without ramps or reachability exclusions; ``geos``: whose shares to
-    (re)compute, the others kept from ``shares``."""
+def _ideal_of(log: Log, ramp_logs: tuple[Log, ...], ramps: tuple[_Ramp, ...],
+              cand_regions: Mapping[str, frozenset[str]], old: _Ideal | None,
+              geos: set[str] | None) -> tuple[_Ideal, set[str], set[str]]:
+    """The planner's _Ideal for a fleet without reachability exclusions, from its filling and its ramps'; the
+    shares and ramp reasons of ``geos`` (every geo when None) blended again, the others kept from ``old``.
+    Also the geos whose shares differ from ``old``'s (every one blended, without ``old``), and those whose
+    ramp reasons alone do."""
     alloc = log.fill.alloc
+    alts = [r.fill.alloc for r in ramp_logs]
     cands = log.candidates
-    new = dict(shares)
+    shares = dict(old.shares) if old is not None else {}
+    reasons = dict(old.ramp_reason) if old is not None else {}
     empty: dict[str, float] = {}
-    for g in geos:
-        mine = alloc.get(g, empty)
-        new[g] = [mine.get(t, 0.0) for t in cands[g]]
-    reasons = old.ramp_reason if old is not None else {g: {} for g in cands}
-    return _Ideal(cands=cands, capacity=log.capacity, fill=log.fill, shares=new, ramp_reason=reasons,
-                  excluded={}, reach_open=())
+    moved: set[str] = set()
+    relabeled: set[str] = set()
+    for g in cands if geos is None else geos:
+        new, why = blend(cands[g], alloc.get(g, empty), [a.get(g) for a in alts], ramps, cand_regions[g])
+        if old is None or new != shares[g]:
+            moved.add(g)
+            shares[g] = new
+            reasons[g] = why
+        elif why != reasons[g]:
+            relabeled.add(g)
+            reasons[g] = why
+    ideal = _Ideal(cands=cands, capacity=log.capacity, fill=log.fill, shares=shares, ramp_reason=reasons,
+                   excluded={}, reach_open=())
+    return ideal, moved, relabeled
 
 
 def _table(config: Config, s: _State, services: dict[str, ServiceRoute], sites: dict[str, TargetState],
@@ -409,7 +521,7 @@ def _table(config: Config, s: _State, services: dict[str, ServiceRoute], sites: 
         regions=region_states,
         sites=sites,
         fail_open=any(s.fails),
-        converging=any(s.ramping),
+        converging=bool(regions.ramps) or any(s.ramping),
         topology=config.fingerprint(),
         leader=leader,
         notes=tuple(notes),

@@ -61,7 +61,7 @@ def sequences(draw: st.DrawFn) -> tuple[Config, list[tuple[Config, Observed, Ove
     steps = []
     now = 0.0
     for _ in range(draw(st.integers(1, 8))):
-        what = draw(st.sampled_from(["health"] * 6 + ["overrides", "ramps", "config", "demand", "nothing"]))
+        what = draw(st.sampled_from(["health"] * 6 + ["overrides", "ramps", "ramps", "config", "demand", "nothing"]))
         if what == "health":
             health = _health_change(draw, config, health)
         elif what == "overrides":
@@ -75,7 +75,8 @@ def sequences(draw: st.DrawFn) -> tuple[Config, list[tuple[Config, Observed, Ove
         elif what == "demand":
             observed = draw(observations(config))
             health = dict(observed.health)
-        now += draw(st.sampled_from([0.0, 1.0, 30.0]))
+        # 30 s: a ramp's step (interval 30 s); 15 s: half of one, the step stays while health changes.
+        now += draw(st.sampled_from([0.0, 1.0, 15.0, 30.0]))
         previous = draw(st.sampled_from(["last", "last", "last", "same", "none"]))
         steps.append((config, Observed(health=health, demand=observed.demand if what != "config" else None),
                       overrides, previous, now))
@@ -127,6 +128,49 @@ def test_one_site_change_is_planned_incrementally() -> None:
     assert second.to_json() == plan(config, observed, Overrides(), first, 2.0).to_json()
     route = second.route("www.example.test.", "g1")
     assert route is not None and route.weights["s3"] == 0 and route.reasons["s3"] == "unhealthy: http 503"
+
+
+def test_a_ramp_is_planned_incrementally_from_start_to_end() -> None:
+    """An evacuation ramp's start, its steps and the health changes meanwhile reuse the parts (the fillings are
+    refilled, not redone), every table equal to a full plan; the ramp's end (the region out) plans in full."""
+    from steering.config import parse_config
+    from steering.model import Evacuation
+
+    data = {
+        "policy": {"watermark": 0.8, "min_serving_regions": 1, "max_shift": 0.25},
+        "regions": [{"id": f"r{i}", "capacity": 1000} for i in range(3)],
+        "sites": [{"id": f"s{i}", "region": f"r{i % 3}", "capacity": 100} for i in range(12)],
+        "geos": [{"id": f"g{i}", "demand": 1.0 + i, "prefer": [f"r{i % 3}", f"r{(i + 1) % 3}"],
+                  "prefer_sites": [f"s{i}", f"s{(i + 3) % 12}"], "default": i == 0} for i in range(6)],
+        "services": [{"name": f"{kind}.example.test.", "targets": kind,
+                      "answers": {t: {"A": ["192.0.2.1"]} for t in [f"r{i}" for i in range(3)]
+                                  + ([f"s{i}" for i in range(12)] if kind == "sites" else [])}}
+                     for kind in ("sites", "regions")],
+        "zones": [{"origin": "example.test."}],
+    }
+    config = parse_config(data)
+    health = {t: TargetHealth(status="healthy", load=300.0) for t in [*[f"r{i}" for i in range(3)],
+                                                                      *[f"s{i}" for i in range(12)]]}
+    replanner = Replanner()
+    table = replanner.plan(config, Observed(health=dict(health)), Overrides(), None, 0.0)
+    ramp = Overrides(evacuations=(Evacuation(region="r1", mode="ramp", step=0.25, interval=30.0, started_at=10.0),))
+    steps = [(10.0, None), (20.0, ("s4", "unhealthy")), (40.0, None), (45.0, ("s4", "healthy")),
+             (50.0, ("s1", "unhealthy")), (70.0, None), (100.0, None)]
+    seen = []
+    for now, change in steps:
+        if change is not None:
+            health[change[0]] = TargetHealth(status=change[1], load=300.0)  # type: ignore[arg-type]
+        observed = Observed(health=dict(health))
+        want = plan(config, observed, ramp, table, now)
+        table = replanner.plan(config, observed, ramp, table, now)
+        assert table.to_json() == want.to_json()
+        seen.append((replanner.last_incremental, table.converging, table.regions["r1"].evacuation))
+    # Steps 1-4 at 10, 40, 70 s (25 % each); the fourth takes the region out: a full plan.
+    assert [incremental for incremental, _, _ in seen] == [True] * 6 + [False]
+    assert seen[0][2] == "ramp 25%/30s (75% left)" and seen[2][2] == "ramp 25%/30s (50% left)"
+    assert seen[-1][2].startswith("ramp 25%/30s") and "left" not in seen[-1][2]
+    route = table.route("regions.example.test.", "g1")
+    assert route is not None and route.weights["r1"] == 0
 
 
 @st.composite
