@@ -69,6 +69,7 @@ class _Index:
     geo_pos: dict[str, int]
     fleet_count: int
     cand_regions: tuple[dict[str, frozenset[str]], ...]  # per fleet: geo -> the regions of its candidates
+    region_geos: tuple[dict[str, frozenset[str]], ...]  # per fleet: region -> the geos with a candidate in it
 
 
 def _index(config: Config) -> _Index:
@@ -86,6 +87,13 @@ def _index(config: Config) -> _Index:
     cand_regions: list[dict[str, frozenset[str]]] = [{} for _ in range(count)]
     for key, regions in zip(f.fleet, f.cand_regions, strict=True):
         cand_regions[key] = regions
+    region_geos: list[dict[str, frozenset[str]]] = []
+    for regions_of in cand_regions:
+        acc_r: dict[str, set[str]] = {}
+        for g, rs in regions_of.items():
+            for r in rs:
+                acc_r.setdefault(r, set()).add(g)
+        region_geos.append({r: frozenset(gs) for r, gs in acc_r.items()})
     fleets_of: dict[str, list[int]] = {}
     for key, ts in enumerate(by_target):
         for t in ts:
@@ -93,7 +101,7 @@ def _index(config: Config) -> _Index:
     return _Index(by_target=tuple(by_target), fleets_of={t: tuple(k) for t, k in fleets_of.items()},
                   sites={s.id: s for s in config.sites}, regions=frozenset(r.id for r in config.regions),
                   geo_pos={g: i for i, g in enumerate(f.geo_ids)}, fleet_count=count,
-                  cand_regions=tuple(cand_regions))
+                  cand_regions=tuple(cand_regions), region_geos=tuple(region_geos))
 
 
 @dataclass
@@ -111,6 +119,9 @@ class _State:
     region_cap: dict[str, float]
     logs: list[Log]  # per fleet
     ramp_logs: list[tuple[Log, ...]]  # per fleet, per ramp (oldest first): the filling without its regions
+    # Per fleet, the geos a ramp may reach: a filling without it may differ from the fleet's, or a candidate is
+    # in its region (a reason). No other geo's shares or reasons depend on the ramps: each is its own filling's.
+    ramp_geos: list[set[str]]
     ideals: list[_Ideal]  # per fleet
     routes: list[dict[str, GeoRoute]]  # per service
     fails: list[dict[str, str]]  # per service: geo -> what it serves, failing open
@@ -160,19 +171,20 @@ class Replanner:
         region_cap, site_cap = capacities(config, health, evacuated)
         logs: list[Log | None] = [None] * index.fleet_count
         ramp_logs: list[tuple[Log, ...]] = [()] * index.fleet_count
+        ramp_geos: list[set[str]] = [set() for _ in range(index.fleet_count)]
         ideals: list[_Ideal | None] = [None] * index.fleet_count
         for key, cands, targets in zip(f.fleet, f.cands, f.targets, strict=True):
             if logs[key] is not None:
                 continue
             capacity = {t: (site_cap[t] if t in site_cap else region_cap[t]) for t in targets}
             log = logs[key] = fill(cands, demand, capacity, policy.watermark)
-            ramp_logs[key] = _ramp_logs(log, regions.ramps, f)
+            ramp_logs[key], ramp_geos[key] = _ramp_logs(log, regions.ramps, f, index.region_geos[key])
             ideals[key] = _ideal_of(log, ramp_logs[key], regions.ramps, index.cand_regions[key], None, None)[0]
         limit, hysteresis = _limits(config, regions)
         state = _State(config=config, overrides=overrides, planned_from=previous, last=_EMPTY, health=dict(health),
                        demand=demand, regions=regions, limit=limit, hysteresis=hysteresis, site_cap=site_cap,
                        region_cap=region_cap, logs=[x for x in logs if x is not None], ramp_logs=ramp_logs,
-                       ideals=[x for x in ideals if x is not None], routes=[], fails=[], ramping=[], unstable=[],
+                       ramp_geos=ramp_geos, ideals=[x for x in ideals if x is not None], routes=[], fails=[], ramping=[], unstable=[],
                        planned=[], peak={})
         pins = _pins(overrides)
         for i, svc in enumerate(config.services):
@@ -266,6 +278,7 @@ class Replanner:
         # Per fleet: the geos whose shares moved, and those a changed target is a candidate of.
         logs = list(s.logs)
         ramp_logs = list(s.ramp_logs)
+        ramp_geos = list(s.ramp_geos)
         ideals = list(s.ideals)
         reached: list[set[str]] = [set() for _ in range(index.fleet_count)]
         relabel: list[set[str]] = [set() for _ in range(index.fleet_count)]  # only their ramp reasons moved
@@ -280,14 +293,19 @@ class Replanner:
                 for t in mine:
                     capacity[t] = site_cap[t]
                 logs[key], moved = refill(s.logs[key], capacity, mine)
-                if same_out:
+                if same_out and regions.ramps:
                     ramp_logs[key], more = _refill_ramps(s.ramp_logs[key], s.regions.ramps, mine, site_cap, index)
                     moved |= more
+                    # A geo a filling without the ramp moved in may differ from the fleet's there now.
+                    ramp_geos[key] = ramp_geos[key] | more
             if not same_out:
-                ramp_logs[key] = _ramp_logs(logs[key], regions.ramps, f)
+                ramp_logs[key], ramp_geos[key] = _ramp_logs(logs[key], regions.ramps, f, index.region_geos[key])
             if ramps_moved:
+                # Only the geos a ramp reaches, before or now, can blend otherwise: the rest keep the
+                # fleet's own shares and no ramp reason (and those whose filling moved, as always).
+                geos = s.ramp_geos[key] | ramp_geos[key] | moved
                 ideals[key], blended, relabel[key] = _ideal_of(logs[key], ramp_logs[key], regions.ramps,
-                                                               index.cand_regions[key], ideals[key], None)
+                                                               index.cand_regions[key], ideals[key], geos)
                 moved |= blended
             elif mine:  # the ideal carries the capacities, even where no share moved
                 ideals[key], _, more = _ideal_of(logs[key], ramp_logs[key], regions.ramps, index.cand_regions[key],
@@ -397,7 +415,8 @@ class Replanner:
                               peak.get(t, 0.0), regions.labels.get(site.region, ""))
         state = _State(config=config, overrides=overrides, planned_from=previous, last=s.last, health=dict(health),
                        demand=demand, regions=regions, limit=s.limit, hysteresis=s.hysteresis, site_cap=site_cap,
-                       region_cap=s.region_cap, logs=logs, ramp_logs=ramp_logs, ideals=ideals, routes=routes_all,
+                       region_cap=s.region_cap, logs=logs, ramp_logs=ramp_logs, ramp_geos=ramp_geos, ideals=ideals,
+                       routes=routes_all,
                        fails=fails_all,
                        ramping=ramping_all, unstable=unstable_all, planned=planned_all, peak=peak)
         table = _table(config, state, services, sites, health, overrides, previous, now, leader)
@@ -423,16 +442,22 @@ def _limits(config: Config, regions: _Regions) -> tuple[int, int]:
     return limit, hysteresis
 
 
-def _ramp_logs(log: Log, ramps: tuple[_Ramp, ...], f: _Fleets) -> tuple[Log, ...]:
+def _ramp_logs(log: Log, ramps: tuple[_Ramp, ...], f: _Fleets, region_geos: Mapping[str, frozenset[str]]
+               ) -> tuple[tuple[Log, ...], set[str]]:
     """Per ramp, oldest first, the fleet's filling without that ramp's region and the older ramps' (their sites
-    too), refilled from the fleet's own ``log``."""
+    too), refilled from the fleet's own ``log``; and the geos the ramps may reach: those any of these fillings
+    may allocate otherwise than ``log``, and those with a candidate in a ramp's region."""
     out: list[Log] = []
     gone: list[str] = []
+    reach: set[str] = set()
     for ramp in ramps:
         gone.append(ramp.region)
         capacity, zeroed = without(log.capacity, gone, f.region_sites)
-        out.append(refill(log, capacity, zeroed)[0])
-    return tuple(out)
+        new, moved = refill(log, capacity, zeroed)
+        out.append(new)
+        reach |= moved
+        reach |= region_geos.get(ramp.region, frozenset())
+    return tuple(out), reach
 
 
 def _refill_ramps(logs: tuple[Log, ...], ramps: tuple[_Ramp, ...], sites: set[str], site_cap: Mapping[str, float],

@@ -103,6 +103,105 @@ def test_incremental_plans_equal_full_plans_byte_for_byte(seq: tuple[Config, lis
         before, last = previous, got
 
 
+@st.composite
+def ramp_sequences(draw: st.DrawFn) -> tuple[Config, Observed, Overrides, list[tuple[dict[str, TargetHealth], float]]]:
+    """Ramps held while health changes and their steps pass: the incremental planner's ramp paths."""
+    config = draw(configs())
+    observed = draw(observations(config))
+    overrides = draw(override_sets(config, ramps=True, pins=False, forced=False))
+    health = dict(observed.health)
+    steps = []
+    now = 0.0
+    for _ in range(draw(st.integers(2, 8))):
+        if draw(st.booleans()):
+            health = _health_change(draw, config, health)
+        now += draw(st.sampled_from([1.0, 15.0, 30.0]))
+        steps.append((dict(health), now))
+    return config, observed, overrides, steps
+
+
+@SETTINGS
+@given(ramp_sequences())
+def test_plans_while_ramping_equal_full_plans(seq: tuple[Config, Observed, Overrides,
+                                                         list[tuple[dict[str, TargetHealth], float]]]) -> None:
+    config, observed, overrides, steps = seq
+    replanner = Replanner()
+    last = replanner.plan(config, observed, Overrides(), None, 0.0)
+    last = replanner.plan(config, observed, Overrides(), last, 0.0)
+    for health, now in steps:
+        seen = Observed(health=health, demand=observed.demand)
+        want = plan(config, seen, overrides, last, now)
+        last = replanner.plan(config, seen, overrides, last, now)
+        assert last.to_json() == want.to_json()
+
+
+def test_a_ramp_reaches_a_geo_without_a_candidate_in_its_region() -> None:
+    """Evacuating r1 sends gA to r0, which pushes gB (no candidate in r1) on to r2: gB's shares blend too."""
+    from steering.config import parse_config
+    from steering.model import Evacuation
+
+    data = {
+        "policy": {"watermark": 0.8, "min_serving_regions": 1, "max_shift": 0.25},
+        "regions": [{"id": "r0", "capacity": 100}, {"id": "r1", "capacity": 1000}, {"id": "r2", "capacity": 1000}],
+        "sites": [],
+        "geos": [{"id": "gA", "demand": 1.0, "prefer": ["r1", "r0"], "default": True},
+                 {"id": "gB", "demand": 1.0, "prefer": ["r0", "r2"]}],
+        "services": [{"name": "www.example.test.", "targets": "regions",
+                      "answers": {r: {"A": ["192.0.2.1"]} for r in ("r0", "r1", "r2")}}],
+        "zones": [{"origin": "example.test."}],
+    }
+    config = parse_config(data)
+    observed = Observed(health={r: TargetHealth(status="healthy") for r in ("r0", "r1", "r2")},
+                        demand={"gA": 70.0, "gB": 60.0})
+    replanner = Replanner()
+    table = replanner.plan(config, observed, Overrides(), None, 0.0)
+    table = replanner.plan(config, observed, Overrides(), table, 1.0)
+    assert table.route("www.example.test.", "gB").weights == {"r0": 1000, "r2": 0}  # type: ignore[union-attr]
+    ramp = Overrides(evacuations=(Evacuation(region="r1", mode="ramp", step=0.25, interval=30.0, started_at=10.0),))
+    for now in (10.0, 40.0):
+        want = plan(config, observed, ramp, table, now)
+        table = replanner.plan(config, observed, ramp, table, now)
+        assert replanner.last_incremental
+        assert table.to_json() == want.to_json()
+    route = table.route("www.example.test.", "gB")
+    assert route is not None and route.weights["r2"] > 0
+
+
+def test_a_site_change_during_a_ramp_can_bring_a_geo_into_it() -> None:
+    """gB has no candidate in r1 and the ramp leaves it alone, until sB shrinks: then evacuating r1 (sA) sends
+    gA to sB, which pushes gB on to r2. gB blends from then on, at every later step too."""
+    from steering.config import parse_config
+    from steering.model import Evacuation
+
+    data = {
+        "policy": {"watermark": 0.8, "min_serving_regions": 1, "max_shift": 0.25},
+        "regions": [{"id": r, "capacity": 1000} for r in ("r1", "r2")],
+        "sites": [{"id": "sA", "region": "r1", "capacity": 100}, {"id": "sB", "region": "r2", "capacity": 1000}],
+        "geos": [{"id": "gA", "demand": 1.0, "prefer": ["r1"], "prefer_sites": ["sA", "sB"], "default": True},
+                 {"id": "gB", "demand": 1.0, "prefer": ["r2"], "prefer_sites": ["sB"]}],
+        "services": [{"name": "www.example.test.", "targets": "sites",
+                      "answers": {t: {"A": ["192.0.2.1"]} for t in ("sA", "sB", "r2")}}],
+        "zones": [{"origin": "example.test."}],
+    }
+    config = parse_config(data)
+    health = {t: TargetHealth(status="healthy") for t in ("r1", "r2", "sA", "sB")}
+    demand = {"gA": 70.0, "gB": 60.0}
+    replanner = Replanner()
+    table = replanner.plan(config, Observed(health=dict(health), demand=demand), Overrides(), None, 0.0)
+    table = replanner.plan(config, Observed(health=dict(health), demand=demand), Overrides(), table, 1.0)
+    ramp = Overrides(evacuations=(Evacuation(region="r1", mode="ramp", step=0.25, interval=30.0, started_at=10.0),))
+    for now, sb in ((10.0, None), (20.0, 100.0), (40.0, None), (70.0, None)):
+        if sb is not None:
+            health["sB"] = TargetHealth(status="healthy", capacity=sb)
+        observed = Observed(health=dict(health), demand=demand)
+        want = plan(config, observed, ramp, table, now)
+        table = replanner.plan(config, observed, ramp, table, now)
+        assert replanner.last_incremental
+        assert table.to_json() == want.to_json(), now
+    route = table.route("www.example.test.", "gB")
+    assert route is not None and route.weights["r2"] > 0
+
+
 def test_one_site_change_is_planned_incrementally() -> None:
     """The common case reuses its parts: one site's health, the previous table the last result."""
     from steering.config import parse_config
@@ -171,6 +270,56 @@ def test_a_ramp_is_planned_incrementally_from_start_to_end() -> None:
     assert seen[-1][2].startswith("ramp 25%/30s") and "left" not in seen[-1][2]
     route = table.route("regions.example.test.", "g1")
     assert route is not None and route.weights["r1"] == 0
+
+
+def test_ramps_that_end_join_or_go_are_replanned_incrementally() -> None:
+    """A restore that completes, a second evacuation joining the first, one of them taken back: each plan
+    reuses the parts and re-blends the geos the old and the new ramps reach, equal to a full plan (max_shift
+    0.5: no ramp's step is larger, so the step limit stays and nothing forces a full plan)."""
+    from steering.config import parse_config
+    from steering.model import Evacuation, Restore
+
+    data = {
+        "policy": {"watermark": 0.8, "min_serving_regions": 1, "max_shift": 0.5},
+        "regions": [{"id": f"r{i}", "capacity": 1000} for i in range(3)],
+        "sites": [{"id": f"s{i}", "region": f"r{i % 3}", "capacity": 100} for i in range(12)],
+        "geos": [{"id": f"g{i}", "demand": 1.0 + i, "prefer": [f"r{i % 3}", f"r{(i + 1) % 3}"],
+                  "prefer_sites": [f"s{i}", f"s{(i + 3) % 12}"], "default": i == 0} for i in range(6)],
+        "services": [{"name": f"{kind}.example.test.", "targets": kind,
+                      "answers": {t: {"A": ["192.0.2.1"]} for t in [f"r{i}" for i in range(3)]
+                                  + ([f"s{i}" for i in range(12)] if kind == "sites" else [])}}
+                     for kind in ("sites", "regions")],
+        "zones": [{"origin": "example.test."}],
+    }
+    config = parse_config(data)
+    health = {t: TargetHealth(status="healthy", load=300.0) for t in [*[f"r{i}" for i in range(3)],
+                                                                      *[f"s{i}" for i in range(12)]]}
+    back = Restore(region="r2", step=0.5, interval=30.0, started_at=10.0)
+    out1 = Evacuation(region="r1", mode="ramp", step=0.25, interval=30.0, started_at=50.0)
+    out0 = Evacuation(region="r0", mode="ramp", step=0.25, interval=30.0, started_at=60.0)
+    steps: list[tuple[float, Overrides, tuple[str, str] | None]] = [
+        (1.0, Overrides(), None),
+        (10.0, Overrides(restores=(back,)), None),  # r2 50 % back
+        (25.0, Overrides(restores=(back,)), ("s2", "unhealthy")),
+        (40.0, Overrides(restores=(back,)), None),  # r2 all back: the ramp is over
+        (50.0, Overrides(evacuations=(out1,)), ("s2", "healthy")),
+        (60.0, Overrides(evacuations=(out1, out0)), None),  # a second ramp joins
+        (70.0, Overrides(evacuations=(out0,)), ("s4", "unhealthy")),  # the first taken back
+        (75.0, Overrides(evacuations=(out0,)), None),
+    ]
+    replanner = Replanner()
+    table = replanner.plan(config, Observed(health=dict(health)), Overrides(), None, 0.0)
+    reused = []
+    for now, overrides, change in steps:
+        if change is not None:
+            health[change[0]] = TargetHealth(status=change[1], load=300.0)  # type: ignore[arg-type]
+        observed = Observed(health=dict(health))
+        want = plan(config, observed, overrides, table, now)
+        table = replanner.plan(config, observed, overrides, table, now)
+        assert table.to_json() == want.to_json(), now
+        reused.append(replanner.last_incremental)
+    assert reused == [True] * len(steps)
+    assert table.regions["r2"].evacuation == "" and "left" in table.regions["r0"].evacuation
 
 
 @st.composite
