@@ -445,17 +445,17 @@ def _limits(config: Config, regions: _Regions) -> tuple[int, int]:
 def _ramp_logs(log: Log, ramps: tuple[_Ramp, ...], f: _Fleets, region_geos: Mapping[str, frozenset[str]]
                ) -> tuple[tuple[Log, ...], set[str]]:
     """Per ramp, oldest first, the fleet's filling without that ramp's region and the older ramps' (their sites
-    too), refilled from the fleet's own ``log``; and the geos the ramps may reach: those any of these fillings
-    may allocate otherwise than ``log``, and those with a candidate in a ramp's region."""
+    too), refilled from the fleet's own ``log`` one region at a time; and the geos the ramps may reach: those
+    any of these fillings may allocate otherwise than ``log``, and those with a candidate in a ramp's region."""
     out: list[Log] = []
-    gone: list[str] = []
     reach: set[str] = set()
+    last = log
     for ramp in ramps:
-        gone.append(ramp.region)
-        capacity, zeroed = without(log.capacity, gone, f.region_sites)
-        new, moved = refill(log, capacity, zeroed)
-        out.append(new)
-        reach |= moved
+        # Each from the one before: it leaves out one region more, so only that region's change spreads.
+        capacity, zeroed = without(last.capacity, (ramp.region,), f.region_sites)
+        last, moved = refill(last, capacity, zeroed)
+        out.append(last)
+        reach |= moved  # a geo that differs from the fleet's own moved in one of the steps
         reach |= region_geos.get(ramp.region, frozenset())
     return tuple(out), reach
 

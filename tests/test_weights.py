@@ -54,3 +54,14 @@ def test_move_toward_moves_at_most_limit_and_only_toward_goal(data: st.DataObjec
 def test_distance_is_half_l1() -> None:
     assert distance({"a": 1000, "b": 0}, {"a": 750, "b": 250}) == 250
     assert distance({"a": 500}, {"b": 500}) == 500
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(KEYS), st.integers(0, 1000)), st.dictionaries(st.sampled_from(KEYS),
+                                                                                     st.integers(0, 1000)),
+       st.booleans())
+def test_distance_is_half_the_l1_distance_over_every_key(a: dict[str, int], b: dict[str, int], same: bool) -> None:
+    if same:  # the planner's case: both over the same keys (in another order, too)
+        b = {k: b.get(k, 0) for k in reversed(list(a))}
+    keys = set(a) | set(b)
+    assert distance(a, b) == sum(abs(a.get(k, 0) - b.get(k, 0)) for k in keys) // 2 == distance(b, a)
