@@ -81,7 +81,8 @@ def distance(a: Mapping[str, int], b: Mapping[str, int]) -> int:
     """Units of weight that move between ``a`` and ``b`` (half the L1 distance)."""
     if a.keys() == b.keys():
         # The planner's case (both over a geo's candidates): the same sum, in C.
-        return sum(map(abs, map(operator.sub, a.values(), map(b.__getitem__, a)))) // 2
+        moved: int = sum(map(abs, map(operator.sub, a.values(), map(b.__getitem__, a))))
+        return moved // 2
     keys = set(a) | set(b)
     return sum(abs(a.get(k, 0) - b.get(k, 0)) for k in keys) // 2
 
