@@ -48,6 +48,7 @@ import asyncio
 import gc
 import itertools
 import json
+import math
 import os
 import socket
 import statistics
@@ -91,11 +92,13 @@ def config(keys: Path | None) -> tuple[Config, Observed]:
     return parse_config(data, "<bench>"), observed
 
 
-def client(port: int, seconds: float, start: float, dnssec: bool) -> None:
-    """One closed-loop client: prints, as JSON, the answer times (monotonic) of the window and each query's
-    wait: from just before its send to the kernel's arrival stamp of its answer (``SO_TIMESTAMPNS``), a
-    figure this process's own scheduling does not stretch (it is stamped while the process may be waiting
-    for a core), unlike the gap between answers, which does."""
+def client(port: int, seconds: float, start: float, dnssec: bool, rate: float = 0.0) -> None:
+    """One client: prints, as JSON, the answer times (monotonic) of the window and each query's wait: from
+    just before its send to the kernel's arrival stamp of its answer (``SO_TIMESTAMPNS``), a figure this
+    process's own scheduling does not stretch (it is stamped while the process may be waiting for a core),
+    unlike the gap between answers, which does. Closed loop (the next query as soon as an answer came), or
+    with ``rate`` paced: a query every 1/rate s (none made up for when it fell behind), so the machine keeps
+    cores free and the wait is the server's."""
     wire = dns.message.make_query(NAME, dns.rdatatype.A, want_dnssec=dnssec).to_wire()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -108,7 +111,15 @@ def client(port: int, seconds: float, start: float, dnssec: bool) -> None:
     while time.monotonic() < start:
         time.sleep(0.01)
     until = start + seconds
+    pace = 1.0 / rate if rate > 0 else 0.0
+    due = start
     while (now := time.monotonic()) < until:
+        if pace:
+            due += pace
+            if due > now:
+                time.sleep(due - now)
+            elif now - due > pace:
+                due = now  # fell behind (this process waited for a core): on from now, no burst
         sent = time.time_ns()  # CLOCK_REALTIME, the kernel stamp's clock
         sock.send(wire)
         try:
@@ -139,7 +150,7 @@ def median_line(times: list[float]) -> str:
     return f"median {statistics.median(times):.3f} s (min {min(times):.3f}, max {max(times):.3f})"
 
 
-async def run(seconds: float, renders: int, nclients: int, dnssec: bool) -> int:
+async def run(seconds: float, renders: int, nclients: int, dnssec: bool, rate: float = 0.0) -> int:
     from dnsserver.server import DnsServer
 
     keys = tempfile.TemporaryDirectory()  # kept until the end: the server looks at its key files while it runs
@@ -196,7 +207,8 @@ async def run(seconds: float, renders: int, nclients: int, dnssec: bool) -> int:
     quiet = max(3.0, seconds / 4)
     start = time.monotonic() + 3.0  # the clients' start-up
     procs = [subprocess.Popen([sys.executable, __file__, "--client", str(port), "--seconds", str(quiet + seconds),
-                               "--start", repr(start), *(["--dnssec"] if dnssec else [])], stdout=subprocess.PIPE,
+                               "--start", repr(start), "--rate", repr(rate), *(["--dnssec"] if dnssec else [])],
+                              stdout=subprocess.PIPE,
                               text=True)
              for _ in range(nclients)]
     try:
@@ -248,7 +260,8 @@ async def run(seconds: float, renders: int, nclients: int, dnssec: bool) -> int:
             waits_before += [w for w, t in zip(ws, ts, strict=True) if t < swaps_from]
             waits_during += [w for w, t in zip(ws, ts, strict=True) if t >= swaps_from]
     print(f"load average {os.getloadavg()[0]:.2f}")
-    print(f"{nclients} clients, {answers} answers, {timeouts} timeouts; {swaps} swaps, apply_table wall time "
+    paced = f"paced at {rate:g} queries/s each" if rate > 0 else "closed loop"
+    print(f"{nclients} clients ({paced}), {answers} answers, {timeouts} timeouts; {swaps} swaps, apply_table wall time "
           f"median {statistics.median(render_wall):.3f} s, max {max(render_wall):.3f} s")
     if swaps:
         print(f"objects frozen before the clients {frozen[0]:,}, after {swaps} swaps {frozen[-1]:,}; "
@@ -283,13 +296,16 @@ def main() -> None:
     ap.add_argument("--renders", type=int, default=5)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--dnssec", action="store_true", help="sign the zone; the clients ask with DO=1")
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="queries/s per client, paced (0: closed loop, each client asks as fast as it is answered)")
     ap.add_argument("--client", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--start", type=float, default=0.0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.client is not None:
-        client(args.client, args.seconds, args.start, args.dnssec)
+        client(args.client, args.seconds, args.start, args.dnssec, args.rate)
         return
-    sys.exit(asyncio.run(run(min(args.seconds, 600.0), args.renders, args.clients, args.dnssec)))
+    rate = max(0.0, min(args.rate, 100_000.0)) if math.isfinite(args.rate) else 0.0
+    sys.exit(asyncio.run(run(min(args.seconds, 600.0), args.renders, args.clients, args.dnssec, rate)))
 
 
 if __name__ == "__main__":

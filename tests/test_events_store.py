@@ -4,6 +4,7 @@ records skipped and counted, pruned by age and count; and ``EventSink`` writing 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 
@@ -49,6 +50,67 @@ async def test_written_events_read_back_in_order_by_time_and_cursor(store: Store
     after = await store.list_events(after=ids[3], limit=2)  # a follower pages forward: the oldest after it
     assert [e.details["i"] for e in after.events] == [4, 5]
     assert (await store.list_events(after=ids[-1])).events == []
+
+
+async def test_an_event_written_again_with_its_id_is_stored_once(store: Store) -> None:
+    """A retried write (its answer lost, etcd may have applied it) puts the same key; an event without an id
+    gets a new one each time, and an id not of the store's form is not used as a key."""
+    kept = dataclasses.replace(_event(1, NOW - 3), id=new_id(NOW - 3))
+    assert await store.put_events([kept]) == [kept.id]
+    assert await store.put_events([kept]) == [kept.id]
+    fresh = _event(2, NOW - 2)
+    first, second = (await store.put_events([fresh]))[0], (await store.put_events([fresh]))[0]
+    odd = dataclasses.replace(_event(3, NOW - 1), id="../../leader")
+    (made,) = await store.put_events([odd])
+    assert first != second and made != odd.id and made.endswith(tuple("0123456789abcdef"))
+    page = await store.list_events()
+    assert [e.details["i"] for e in page.events] == [1, 2, 2, 3] and page.events[0].id == kept.id
+
+
+class _LostAnswer:
+    """The store with the answer to the first event write lost after etcd applied it (a timeout that came
+    after the commit, as when etcd was slow or frozen just after it): the sink retries that write."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.lost = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+    async def put_events(self, events: list[Event]) -> list[str]:
+        ids = await self.store.put_events(events)
+        if not self.lost and any(e.kind == ev.HEALTH_CHANGED for e in events):
+            self.lost += 1
+            raise TimeoutError("answer lost (test)")
+        return ids
+
+
+async def test_a_write_retried_after_a_lost_answer_leaves_each_event_once(store: Store) -> None:
+    config = load_config(EXAMPLE_CONFIG)
+    lossy = _LostAnswer(store)
+    sink = EventSink(config, lossy, "c8")  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    serving = asyncio.create_task(sink.serve(None, stop))
+    try:
+        async def elected() -> bool:
+            return [e.kind for e in (await store.list_events()).events] == [ev.LEADER_ELECTED]
+
+        await eventually(elected, what="the elected event")
+        ids = [r.id for r in config.regions]
+        sink.health_seen({t: TargetHealth(status="healthy") for t in ids}, {})
+        sink.health_seen({t: TargetHealth(status="unhealthy") for t in ids}, {})
+
+        async def settled() -> list[Event]:
+            events = [e for e in (await store.list_events()).events if e.kind == ev.HEALTH_CHANGED]
+            ok = lossy.lost and sink.status() is not None and sink.status().ok  # type: ignore[union-attr]
+            return events if ok else []
+
+        events = await eventually(settled, what="the retried write")
+        assert sorted(e.subject for e in events) == sorted(f"region/{r}" for r in ids)
+    finally:
+        stop.set()
+        await serving
 
 
 async def test_a_record_that_cannot_be_decoded_is_skipped_and_counted(store: Store) -> None:

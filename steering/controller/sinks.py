@@ -33,6 +33,7 @@ from steering.controller.eventlimit import RateLimiter
 from steering.event import Event
 from steering.model import TargetHealth
 from steering.ports import EventWriter, SinkStatus, StatusReader, StatusWriter, TablePublisher
+from steering.store.events import new_id
 from steering.table import RoutingTable
 
 if TYPE_CHECKING:
@@ -165,7 +166,8 @@ class EventSink:
             # on from the last id it saw misses none of this writer's.
             when = max(e.time, self._last_time + 1e-6)
             self._last_time = when
-            e = dataclasses.replace(e, time=when, replica=e.replica or self.replica)
+            # The id is the event's from now on: a write retried after a lost answer rewrites the same key.
+            e = dataclasses.replace(e, time=when, replica=e.replica or self.replica, id=new_id(when))
             metrics.EVENTS.labels(kind=e.kind).inc()
             log.info("event", kind=e.kind, severity=e.severity, subject=e.subject, message=e.message,
                      replica=self.replica)
@@ -229,6 +231,10 @@ class EventSink:
             self._queue(self.limiter.flush(now))
             backoff = 0.1 if written is not None else min(backoff * 2, self.retry_max_seconds)
             wait = backoff if written is None else max(0.05, min(next_prune - now, self.WINDOW_SECONDS / 4))
+            if self._pending and written is not None:
+                wait = 0.0  # queued while this round wrote or pruned: write them now, whatever woke us or not
+            log.debug("events round", written=written, waiting=len(self._pending), sleep=round(wait, 3),
+                      replica=self.replica)
             waiters = {asyncio.create_task(self._wake.wait()), asyncio.create_task(stop.wait())}
             try:
                 await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)

@@ -12,6 +12,7 @@ the page (and logged once), never fatal to the reader.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +42,9 @@ def new_id(when: float) -> str:
     return f"{stamp(when)}-{uuid.uuid4().hex[:8]}"
 
 
+_ID = re.compile(r"\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{8}")
+
+
 @dataclass(frozen=True)
 class EventPage:
     events: list[Event]  # oldest first
@@ -55,8 +59,10 @@ class EventRecords:
         self._logged: set[bytes] = set()  # unreadable keys already logged
 
     async def put(self, events: Sequence[Event]) -> list[str]:
-        """Write ``events`` (each gets a new id from its time); their ids, in order."""
-        ids = [new_id(e.time) for e in events]
+        """Write ``events``; their ids, in order. An event keeps the id it has (``new_id``'s form), so a write
+        retried after an answer that never came, which etcd may have applied, puts the same keys again
+        instead of a second copy; one without gets a new id from its time."""
+        ids = [e.id if e.id and _ID.fullmatch(e.id) else new_id(e.time) for e in events]
         ops = self.kv.ops
         puts = [ops.txn_op_put(self.keys.event(i), record_bytes(e.to_dict())) for i, e in zip(ids, events, strict=True)]
         for start in range(0, len(puts), MAX_OPS):
