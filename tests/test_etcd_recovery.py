@@ -255,3 +255,33 @@ async def test_reconnect_settings_are_bounded_and_reach_the_channel(etcd: EtcdCl
         assert conn.unreachable_since is None
     finally:
         await conn.close()
+
+
+async def test_a_paused_member_answers_nothing_once_pause_returns(etcd: EtcdCluster) -> None:
+    """``pause`` returns when every thread of etcd is stopped, not when the signal is sent: a call made right
+    after it times out (the events test once saw a write answered after ``kill`` returned, under I/O load)."""
+    from steering.etcdproc import stopped
+    from tests.support.store import etcd_cfg
+
+    member = etcd.members[0]
+    async with Store(etcd_cfg(etcd.endpoints, timeout=1.0)) as store:
+        await store.kv.put(store.keys.event("x"), b"before")
+        member.pause()
+        try:
+            assert member.proc is not None and stopped(member.proc.pid)
+            with pytest.raises(StoreError, match="unavailable"):
+                await store.kv.put(store.keys.event("x"), b"during")
+        finally:
+            member.resume()
+        pid = member.proc.pid
+        await eventually(lambda: not stopped(pid), 5, what="etcd's threads to run again")
+
+        async def answered() -> bytes | None:
+            try:
+                resp = await store.kv.get(store.keys.event("x"))
+            except StoreError:
+                return None
+            return bytes(resp.kvs[0].value) if resp.kvs else None
+
+        # etcd may apply the put the timeout gave up on once it runs again: either value, never an error
+        assert await eventually(answered, 20, what="etcd to answer after SIGCONT") in (b"before", b"during")
