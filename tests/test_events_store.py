@@ -4,6 +4,7 @@ records skipped and counted, pruned by age and count; and ``EventSink`` writing 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import AsyncIterator
@@ -67,6 +68,22 @@ async def test_an_event_written_again_with_its_id_is_stored_once(store: Store) -
     assert [e.details["i"] for e in page.events] == [1, 2, 2, 3] and page.events[0].id == kept.id
 
 
+@contextlib.asynccontextmanager
+async def serving(sink: EventSink, store: Store) -> AsyncIterator[None]:
+    """The sink's term, from its elected event (in etcd) to ``stop``."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(sink.serve(None, stop))
+    try:
+        async def elected() -> bool:
+            return [e.kind for e in (await store.list_events()).events] == [ev.LEADER_ELECTED]
+
+        await eventually(elected, what="the elected event")
+        yield
+    finally:
+        stop.set()
+        await task
+
+
 class _LostAnswer:
     """The store with the answer to the first event write lost after etcd applied it (a timeout that came
     after the commit, as when etcd was slow or frozen just after it): the sink retries that write."""
@@ -90,13 +107,7 @@ async def test_a_write_retried_after_a_lost_answer_leaves_each_event_once(store:
     config = load_config(EXAMPLE_CONFIG)
     lossy = _LostAnswer(store)
     sink = EventSink(config, lossy, "c8")  # type: ignore[arg-type]
-    stop = asyncio.Event()
-    serving = asyncio.create_task(sink.serve(None, stop))
-    try:
-        async def elected() -> bool:
-            return [e.kind for e in (await store.list_events()).events] == [ev.LEADER_ELECTED]
-
-        await eventually(elected, what="the elected event")
+    async with serving(sink, store):
         ids = [r.id for r in config.regions]
         sink.health_seen({t: TargetHealth(status="healthy") for t in ids}, {})
         sink.health_seen({t: TargetHealth(status="unhealthy") for t in ids}, {})
@@ -108,9 +119,6 @@ async def test_a_write_retried_after_a_lost_answer_leaves_each_event_once(store:
 
         events = await eventually(settled, what="the retried write")
         assert sorted(e.subject for e in events) == sorted(f"region/{r}" for r in ids)
-    finally:
-        stop.set()
-        await serving
 
 
 async def test_a_record_that_cannot_be_decoded_is_skipped_and_counted(store: Store) -> None:
@@ -180,13 +188,7 @@ async def test_events_wait_while_etcd_is_away_and_a_lost_term_is_written_when_it
     config = load_config(EXAMPLE_CONFIG)
     async with Store(etcd_cfg(etcd.endpoints, timeout=1.0)) as store:
         sink = EventSink(config, store, "c7")
-        stop = asyncio.Event()
-        serving = asyncio.create_task(sink.serve(None, stop))
-        try:
-            async def elected() -> bool:
-                return [e.kind for e in (await store.list_events()).events] == [ev.LEADER_ELECTED]
-
-            await eventually(elected, what="the elected event")
+        async with serving(sink, store):
             member = etcd.members[0]
             member.pause()  # a frozen etcd: calls time out
             try:
@@ -203,9 +205,6 @@ async def test_events_wait_while_etcd_is_away_and_a_lost_term_is_written_when_it
                 return sum(e.kind == ev.HEALTH_CHANGED for e in page.events) == len(ids)
 
             await eventually(written, timeout=20, what="the queued health events to be written")
-        finally:
-            stop.set()
-            await serving
         sink.leadership_ended(False, "lease lost: test")  # not awaited: the drain runs in the background
 
         async def lost() -> bool:

@@ -229,14 +229,12 @@ def test_one_site_change_is_planned_incrementally() -> None:
     assert route is not None and route.weights["s3"] == 0 and route.reasons["s3"] == "unhealthy: http 503"
 
 
-def test_a_ramp_is_planned_incrementally_from_start_to_end() -> None:
-    """An evacuation ramp's start, its steps and the health changes meanwhile reuse the parts (the fillings are
-    refilled, not redone), every table equal to a full plan; the ramp's end (the region out) plans in full."""
+def _three_regions(max_shift: float) -> tuple[Config, dict[str, TargetHealth]]:
+    """3 regions, 12 sites, 6 geos, a sites service and a regions service; every target healthy."""
     from steering.config import parse_config
-    from steering.model import Evacuation
 
     data = {
-        "policy": {"watermark": 0.8, "min_serving_regions": 1, "max_shift": 0.25},
+        "policy": {"watermark": 0.8, "min_serving_regions": 1, "max_shift": max_shift},
         "regions": [{"id": f"r{i}", "capacity": 1000} for i in range(3)],
         "sites": [{"id": f"s{i}", "region": f"r{i % 3}", "capacity": 100} for i in range(12)],
         "geos": [{"id": f"g{i}", "demand": 1.0 + i, "prefer": [f"r{i % 3}", f"r{(i + 1) % 3}"],
@@ -247,9 +245,17 @@ def test_a_ramp_is_planned_incrementally_from_start_to_end() -> None:
                      for kind in ("sites", "regions")],
         "zones": [{"origin": "example.test."}],
     }
-    config = parse_config(data)
     health = {t: TargetHealth(status="healthy", load=300.0) for t in [*[f"r{i}" for i in range(3)],
                                                                       *[f"s{i}" for i in range(12)]]}
+    return parse_config(data), health
+
+
+def test_a_ramp_is_planned_incrementally_from_start_to_end() -> None:
+    """An evacuation ramp's start, its steps and the health changes meanwhile reuse the parts (the fillings are
+    refilled, not redone), every table equal to a full plan; the ramp's end (the region out) plans in full."""
+    from steering.model import Evacuation
+
+    config, health = _three_regions(max_shift=0.25)
     replanner = Replanner()
     table = replanner.plan(config, Observed(health=dict(health)), Overrides(), None, 0.0)
     ramp = Overrides(evacuations=(Evacuation(region="r1", mode="ramp", step=0.25, interval=30.0, started_at=10.0),))
@@ -276,24 +282,9 @@ def test_ramps_that_end_join_or_go_are_replanned_incrementally() -> None:
     """A restore that completes, a second evacuation joining the first, one of them taken back: each plan
     reuses the parts and re-blends the geos the old and the new ramps reach, equal to a full plan (max_shift
     0.5: no ramp's step is larger, so the step limit stays and nothing forces a full plan)."""
-    from steering.config import parse_config
     from steering.model import Evacuation, Restore
 
-    data = {
-        "policy": {"watermark": 0.8, "min_serving_regions": 1, "max_shift": 0.5},
-        "regions": [{"id": f"r{i}", "capacity": 1000} for i in range(3)],
-        "sites": [{"id": f"s{i}", "region": f"r{i % 3}", "capacity": 100} for i in range(12)],
-        "geos": [{"id": f"g{i}", "demand": 1.0 + i, "prefer": [f"r{i % 3}", f"r{(i + 1) % 3}"],
-                  "prefer_sites": [f"s{i}", f"s{(i + 3) % 12}"], "default": i == 0} for i in range(6)],
-        "services": [{"name": f"{kind}.example.test.", "targets": kind,
-                      "answers": {t: {"A": ["192.0.2.1"]} for t in [f"r{i}" for i in range(3)]
-                                  + ([f"s{i}" for i in range(12)] if kind == "sites" else [])}}
-                     for kind in ("sites", "regions")],
-        "zones": [{"origin": "example.test."}],
-    }
-    config = parse_config(data)
-    health = {t: TargetHealth(status="healthy", load=300.0) for t in [*[f"r{i}" for i in range(3)],
-                                                                      *[f"s{i}" for i in range(12)]]}
+    config, health = _three_regions(max_shift=0.5)
     back = Restore(region="r2", step=0.5, interval=30.0, started_at=10.0)
     out1 = Evacuation(region="r1", mode="ramp", step=0.25, interval=30.0, started_at=50.0)
     out0 = Evacuation(region="r0", mode="ramp", step=0.25, interval=30.0, started_at=60.0)
