@@ -453,9 +453,10 @@ def _ramp_logs(log: Log, ramps: tuple[_Ramp, ...], f: _Fleets, region_geos: Mapp
     for ramp in ramps:
         # Each from the one before: it leaves out one region more, so only that region's change spreads.
         capacity, zeroed = without(last.capacity, (ramp.region,), f.region_sites)
-        last, moved = refill(last, capacity, zeroed)
+        if any(last.capacity[t] > 0 for t in zeroed):  # else the region is nothing to this fleet: the same
+            last, moved = refill(last, capacity, zeroed)
+            reach |= moved  # a geo that differs from the fleet's own moved in one of the steps
         out.append(last)
-        reach |= moved  # a geo that differs from the fleet's own moved in one of the steps
         reach |= region_geos.get(ramp.region, frozenset())
     return tuple(out), reach
 
