@@ -43,6 +43,9 @@ _REFUSALS = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED
 # How long a new stream waits for the controller's headers before writing anyway.
 ACCEPT_SECONDS = 2.0
 
+# How long a session's end waits for its tasks and its channel to close.
+CLOSE_SECONDS = 2.0
+
 # What a controller may ask for in ReportAck.report_interval_seconds.
 MIN_INTERVAL = 0.05
 MAX_INTERVAL = 300.0
@@ -180,11 +183,19 @@ class ReportStream:
             metrics.CONNECTED.labels(self.site).set(0)
             for task in tasks:
                 task.cancel()
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
             if call is not None:
                 call.cancel()
-            await channel.close(grace=None)
+            # Bounded: a session's end must never hold the agent (or its stop) on grpc finishing a call or
+            # closing a channel; what has not finished by then is left to end on its own, and said.
+            pending = {t for t in tasks if not t.done()}
+            closing = asyncio.ensure_future(channel.close(grace=None))
+            ended, late = await asyncio.wait(pending | {closing}, timeout=CLOSE_SECONDS)
+            for t in ended:
+                if not t.cancelled():
+                    t.exception()  # retrieved: what a cancelled session's task ended with is of no interest
+            if late:
+                log.warning("controller stream slow to close", site=self.site, endpoint=endpoint,
+                            pending=len(late), seconds=CLOSE_SECONDS)
 
     @staticmethod
     async def _until_stopped(coro: Any, stop: asyncio.Event) -> Any:

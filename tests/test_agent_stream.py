@@ -147,6 +147,46 @@ async def test_mailbox_keeps_only_the_newest() -> None:
         await controller.stop()
 
 
+class _StuckClose:
+    """A real channel whose close never returns (as grpc's was seen to hang once in CI)."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.inner = grpc.aio.insecure_channel(endpoint)
+        self.closed = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def close(self, grace: float | None = None) -> None:
+        await self.closed.wait()  # never set
+
+
+async def test_a_session_that_cannot_close_does_not_hold_the_agent() -> None:
+    """A session's end waits at most CLOSE_SECONDS for its channel: the agent stops (and would go on to the next
+    controller) and says so."""
+    controller = await FakeController().start()
+    channels: list[_StuckClose] = []
+
+    def factory(endpoint: str) -> grpc.aio.Channel:
+        channels.append(_StuckClose(endpoint))
+        return channels[-1]  # type: ignore[return-value]
+
+    stream = ReportStream([controller.endpoint], site="s", policy=Backoff(), channel_factory=factory)
+    stream.offer(steering_pb2.HealthReport(sequence=1))
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        runner = asyncio.create_task(stream.run(stop))
+        try:
+            await eventually(lambda: stream.acks >= 1, what="the first ack")
+        finally:
+            stop.set()
+            await asyncio.wait_for(runner, stream_module.CLOSE_SECONDS + 10)
+            for ch in channels:
+                await ch.inner.close()
+            await controller.stop()
+    assert any(e["event"] == "controller stream slow to close" and e["pending"] == 1 for e in logs)
+
+
 # ---------------------------------------------------------------- end to end
 
 
