@@ -184,8 +184,8 @@ class Replanner:
         state = _State(config=config, overrides=overrides, planned_from=previous, last=_EMPTY, health=dict(health),
                        demand=demand, regions=regions, limit=limit, hysteresis=hysteresis, site_cap=site_cap,
                        region_cap=region_cap, logs=[x for x in logs if x is not None], ramp_logs=ramp_logs,
-                       ramp_geos=ramp_geos, ideals=[x for x in ideals if x is not None], routes=[], fails=[], ramping=[], unstable=[],
-                       planned=[], peak={})
+                       ramp_geos=ramp_geos, ideals=[x for x in ideals if x is not None], routes=[], fails=[],
+                       ramping=[], unstable=[], planned=[], peak={})
         pins = _pins(overrides)
         for i, svc in enumerate(config.services):
             ideal = state.ideals[f.fleet[i]]
@@ -307,10 +307,9 @@ class Replanner:
                 ideals[key], blended, relabel[key] = _ideal_of(logs[key], ramp_logs[key], regions.ramps,
                                                                index.cand_regions[key], ideals[key], geos)
                 moved |= blended
-            elif mine:  # the ideal carries the capacities, even where no share moved
-                ideals[key], _, more = _ideal_of(logs[key], ramp_logs[key], regions.ramps, index.cand_regions[key],
-                                                 ideals[key], moved)
-                relabel[key] = more
+            elif mine:  # the ideal carries the capacities, even where no share moved (all of ``moved`` is redone)
+                ideals[key] = _ideal_of(logs[key], ramp_logs[key], regions.ramps, index.cand_regions[key],
+                                        ideals[key], moved)[0]
             # Every geo whose filling moved, shares equal or not: its shortfall (a reason) may have.
             reached[key] |= moved
         pins = _pins(overrides)
@@ -416,9 +415,8 @@ class Replanner:
         state = _State(config=config, overrides=overrides, planned_from=previous, last=s.last, health=dict(health),
                        demand=demand, regions=regions, limit=s.limit, hysteresis=s.hysteresis, site_cap=site_cap,
                        region_cap=s.region_cap, logs=logs, ramp_logs=ramp_logs, ramp_geos=ramp_geos, ideals=ideals,
-                       routes=routes_all,
-                       fails=fails_all,
-                       ramping=ramping_all, unstable=unstable_all, planned=planned_all, peak=peak)
+                       routes=routes_all, fails=fails_all, ramping=ramping_all, unstable=unstable_all,
+                       planned=planned_all, peak=peak)
         table = _table(config, state, services, sites, health, overrides, previous, now, leader)
         state.last = table
         self._state = state
