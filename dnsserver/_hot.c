@@ -857,10 +857,14 @@ static PyObject *as_reply(PyObject *r) {
 
 static void send_range(int fd, struct mmsghdr *smsg, int first, int end) {
     while (first < end) {
-        int sent;
-        Py_BEGIN_ALLOW_THREADS
-        sent = sendmmsg(fd, smsg + first, (unsigned)(end - first), 0);
-        Py_END_ALLOW_THREADS
+        /* the interpreter kept: a send to a socket with room does not wait, and to let go of the interpreter
+         * here would be to ask for it back behind whatever thread took it. Only a full socket waits. */
+        int sent = sendmmsg(fd, smsg + first, (unsigned)(end - first), MSG_DONTWAIT);
+        if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            Py_BEGIN_ALLOW_THREADS
+            sent = sendmmsg(fd, smsg + first, (unsigned)(end - first), 0);
+            Py_END_ALLOW_THREADS
+        }
         /* an error after some messages ends the call early: retry from the one that failed; an error on the
          * first one: skip it (UDP may drop) */
         first += sent > 0 ? sent : 1;

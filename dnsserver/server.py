@@ -33,7 +33,6 @@ from dnsserver.keyreload import key_stamps, read_zone_keys, same_keys, tags
 from dnsserver.metrics import Stats
 from dnsserver.persist import save_table
 from dnsserver.render import RenderedAnswers, build_snapshot
-from dnsserver.retire import retire
 from dnsserver.rrl import RateLimiter
 from dnsserver.slowpath import SlowPath, slow_path_for
 from dnsserver.udpbatch import BatchUdpWorker, batch_available
@@ -44,6 +43,7 @@ from steering.addr import parse_hostport
 from steering.config import Config
 from steering.geoip import GeoIpMap
 from steering.geoipwatch import GeoIpReloader, GeoIpState, load_for
+from steering.retire import retire
 from steering.table import RoutingTable
 
 log = logs.get(__name__)
@@ -290,9 +290,11 @@ class DnsServer:
             save_table(self.state_file, table)
 
     async def apply_table(self, table: RoutingTable) -> None:
-        current = self.snapshot.table
-        if current is not None and table.version < current.version:
-            log.warning("dns.table.version_backwards", version=table.version, previous=current.version)
+        # only the version: a reference to the table served until now, held across the swap, would keep
+        # retire from taking it apart, and it would go in one cascade on the loop when this returns
+        current = self.snapshot.table.version if self.snapshot.table is not None else None
+        if current is not None and table.version < current:
+            log.warning("dns.table.version_backwards", version=table.version, previous=current)
         await self._render_and_install(table)
         if self.state_file:
             try:
@@ -524,8 +526,10 @@ def _release(tables: object) -> None:
     unsigned, 60-140 ms signed, with no UDP thread answering. Entry by entry, the interpreter switches threads
     between them. A query that took the old tables just before the swap and finds its entry gone goes to the
     slow path, which answers it from the snapshot."""
-    for name in ("folded", "entries", "memo"):  # folded shares entries' values; the memo holds what they held
-        table = getattr(tables, name, None)
+    memo = getattr(tables, "memo", None)
+    # folded shares entries' values; the memo (its shards) holds what they held
+    for table in [getattr(tables, "folded", None), getattr(tables, "entries", None),
+                  *(memo if isinstance(memo, list) else ())]:
         if isinstance(table, dict):
             while table:
                 table.popitem()

@@ -10,10 +10,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dnsserver.retire import retire
 from steering.model import Overrides, TargetHealth
 from steering.planner import plan
 from steering.replan import Replanner
+from steering.retire import retire
 from steering.store import codec
 from tests.support import EXAMPLE_CONFIG
 
@@ -144,3 +144,50 @@ def test_a_decoded_table_is_taken_apart_and_a_table_sharing_its_routes_is_untouc
     del t1
     retire(box)
     assert t2.to_json() == want
+
+
+def test_a_parsed_table_document_is_freed_by_retire(monkeypatch) -> None:
+    """``RoutingTable.from_json`` takes its parsed JSON apart piecewise instead of dropping it whole."""
+    import steering.table as table_mod
+    from steering.config import load_config
+    from steering.model import Observed
+
+    config = load_config(EXAMPLE_CONFIG)
+    observed = Observed(health={t: TargetHealth(status="healthy", capacity=1000.0, load=100.0)
+                                for t in [*(r.id for r in config.regions), *(s.id for s in config.sites)]})
+    table = plan(config, observed, Overrides(), None, 0.0)
+    taken: list[int] = []
+
+    def counting(box: list[Any]) -> int:
+        n = retire(box)
+        taken.append(n)
+        return n
+
+    monkeypatch.setattr(table_mod, "retire", counting)
+    assert table_mod.RoutingTable.from_json(table.to_json()) == table
+    # the document's dicts: one per service, geo, route, site and region at least
+    routes = sum(len(s.geos) for s in table.services.values())
+    assert len(taken) == 1 and taken[0] > routes + len(table.sites) + len(table.regions)
+
+
+async def test_apply_table_frees_the_table_it_replaces_off_the_loop(tmp_path) -> None:
+    """The table served until a swap is taken apart by ``retire`` in a worker thread. A reference held across
+    the swap (there was one: the old version check) made retire leave it whole, and it then went in one
+    cascade of deallocations on the event loop's thread when ``apply_table`` returned."""
+    import threading
+
+    from tests.support.dns_server import load, table_with
+
+    cfg = load(tmp_path)
+    from dnsserver.server import DnsServer
+
+    enc = codec.encode_table(table_with(cfg, 1, {"api.example.test.": {"world": {"eu-west-1": 1000}}}), 1 << 20)
+    first = codec.decode_table(enc.pointer, enc.chunks)  # objects of its own, as from etcd
+    freed_in: list[str] = []
+    ref = weakref.ref(first, lambda _: freed_in.append(threading.current_thread().name))
+    server = DnsServer(cfg, first)
+    del first
+    await server.apply_table(table_with(cfg, 2, {"api.example.test.": {"world": {"us-west-2": 1000}}}))
+    assert ref() is None
+    assert freed_in and freed_in[0] != threading.main_thread().name, freed_in
+    assert server.snapshot.table is not None and server.snapshot.table.version == 2

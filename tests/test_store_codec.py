@@ -86,3 +86,22 @@ def test_bad_components(bad: str) -> None:
 def test_bad_relative_keys(bad: str) -> None:
     with pytest.raises(ValueError, match="key"):
         Keys("/p").rel(bad)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=4000), st.integers(1, 9), st.integers(1, 3000))
+def test_inflate_is_zlib_decompress_a_piece_at_a_time(data: bytes, level: int, piece: int) -> None:
+    import zlib
+
+    blob = zlib.compress(data * 50, level)  # repeated: one input byte inflates to many output bytes
+    old = codec.INFLATE_PIECE
+    codec.INFLATE_PIECE = piece  # small pieces: the loop runs many times on any input
+    try:
+        assert codec.inflate(blob) == zlib.decompress(blob)
+        for cut in {1, len(blob) // 2, len(blob) - 1}:  # a stream cut short is an error, as in zlib
+            with pytest.raises(zlib.error):
+                codec.inflate(blob[:cut])
+        with pytest.raises(zlib.error):
+            codec.inflate(b"not zlib at all")
+    finally:
+        codec.INFLATE_PIECE = old
