@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import json.decoder
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from json.decoder import JSONDecodeError
 from typing import Any
 
@@ -38,13 +38,20 @@ _encoder = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 _encode = _encoder.encode
 
 
-def loads(doc: str | bytes | bytearray, depth: int = DEPTH) -> Any:
-    """``json.loads(doc)``, raising ``json.JSONDecodeError`` (a ValueError) where it does."""
+def loads(doc: str | bytes | bytearray, depth: int = DEPTH, deeper: Mapping[str, int] | None = None) -> Any:
+    """``json.loads(doc)``, raising ``json.JSONDecodeError`` (a ValueError) where it does.
+
+    ``deeper``: when the document is an object, the depth of its members of these names, in place of
+    ``depth - 1`` (a table's services are walked down to each route, its sites are not)."""
     if isinstance(doc, (bytes, bytearray)):
         doc = doc.decode(json.detect_encoding(doc), "surrogatepass")
     if doc.startswith("\ufeff"):
         raise JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", doc, 0)
-    value, end = _value(doc, _skip(doc, 0), depth)
+    start = _skip(doc, 0)
+    if deeper and depth > 0 and doc[start:start + 1] == "{":
+        value, end = _object(doc, start + 1, depth - 1, deeper)
+    else:
+        value, end = _value(doc, start, depth)
     end = _skip(doc, end)
     if end != len(doc):
         raise JSONDecodeError("Extra data", doc, end)
@@ -64,7 +71,7 @@ def _value(s: str, idx: int, depth: int) -> tuple[Any, int]:
         raise JSONDecodeError("Expecting value", s, err.value) from None
 
 
-def _object(s: str, idx: int, depth: int) -> tuple[dict[str, Any], int]:
+def _object(s: str, idx: int, depth: int, deeper: Mapping[str, int] | None = None) -> tuple[dict[str, Any], int]:
     out: dict[str, Any] = {}
     idx = _skip(s, idx)
     if s[idx:idx + 1] == "}":
@@ -77,7 +84,7 @@ def _object(s: str, idx: int, depth: int) -> tuple[dict[str, Any], int]:
         if s[idx:idx + 1] != ":":
             raise JSONDecodeError("Expecting ':' delimiter", s, idx)
         idx = _skip(s, idx + 1)
-        out[key], idx = _value(s, idx, depth)
+        out[key], idx = _value(s, idx, deeper.get(key, depth) if deeper else depth)
         closed, idx = _next(s, idx, "}")
         if closed:
             return out, idx

@@ -32,14 +32,18 @@ def test_dumps_writes_what_json_writes(obj: Any, depth: int) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(VALUES, DEPTHS, st.sampled_from([None, 0, 2]), st.booleans(), st.booleans())
+@given(VALUES, DEPTHS, st.sampled_from([None, 0, 2]), st.booleans(), st.booleans(),
+       st.dictionaries(st.text(max_size=6), DEPTHS, max_size=3))
 def test_loads_reads_what_json_reads(obj: Any, depth: int, indent: int | None, as_bytes: bool,
-                                     ascii_only: bool) -> None:
+                                     ascii_only: bool, deeper: dict[str, int]) -> None:
     doc: str | bytes = json.dumps(obj, indent=indent, ensure_ascii=ascii_only)
     if as_bytes:
         doc = doc.encode()
     # compared as written: NaN is not equal to itself, but it writes as NaN both times
     assert reference(jsonchunks.loads(doc, depth)) == reference(json.loads(doc))
+    if isinstance(obj, dict) and obj and deeper:  # some members of the top object walked deeper, or less deep
+        deeper[next(iter(obj))] = depth + 1
+    assert reference(jsonchunks.loads(doc, depth, deeper)) == reference(json.loads(doc))
 
 
 def _outcome(fn: Any, doc: str) -> tuple[str, str]:
@@ -59,6 +63,8 @@ def test_a_mangled_document_is_refused_or_read_as_json_does(obj: Any, depth: int
     for pos, text in edits:  # replace one character (or insert at the end)
         doc = doc[:pos] + text + doc[pos + 1:]
     assert _outcome(lambda d: jsonchunks.loads(d, depth), doc) == _outcome(json.loads, doc)
+    deeper = {k: depth + 2 for k in obj} if isinstance(obj, dict) else {"": 3}
+    assert _outcome(lambda d: jsonchunks.loads(d, depth, deeper), doc) == _outcome(json.loads, doc)
 
 
 @pytest.mark.parametrize("doc", ["", " ", "{", "[1,]", '{"a" 1}', '{"a":1,}', "[1 2]", "01", '"\\x"', "\ufeff{}",
