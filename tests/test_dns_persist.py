@@ -15,7 +15,7 @@ from typing import Any
 
 import dns.rcode
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dnsserver.geo import GeoMap
@@ -23,6 +23,7 @@ from dnsserver.metrics import Stats
 from dnsserver.persist import KEEP_BAD, load_table, save_table, set_aside_files
 from dnsserver.render import build_snapshot
 from dnsserver.zones import load_zones
+from steering.config import Config
 from steering.table import RoutingTable
 from tests.support import eventually_sync
 from tests.support.dns_server import (
@@ -119,12 +120,21 @@ def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return out
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.fixture(scope="module")
+def rendering(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, dict[str, Any], list[Any], GeoMap]:
+    """The config, a valid table's document, the zones and the geo map: read once (the property's examples
+    only read them)."""
+    tmp = tmp_path_factory.mktemp("persist")
+    cfg = load(tmp / "cfg")
+    return cfg, _valid(tmp), load_zones(cfg), GeoMap(cfg.geos, cfg.default_geo.id)
+
+
+@settings(max_examples=150, deadline=None)
 @given(data=st.data())
-def test_any_mutation_is_a_table_that_renders_or_a_value_error(tmp_path: Path, data: st.DataObject) -> None:
+def test_any_mutation_is_a_table_that_renders_or_a_value_error(
+        rendering: tuple[Config, dict[str, Any], list[Any], GeoMap], data: st.DataObject) -> None:
     """Replace one part of a real table with any JSON value: a ValueError, or a table the server renders."""
-    cfg = load(tmp_path / "cfg")
-    doc = _valid(tmp_path)
+    cfg, doc, zones, geomap = rendering
     paths = _paths(doc)
     path = data.draw(st.sampled_from(paths))
     mutated = _with(doc, list(path), data.draw(_JSON))
@@ -132,8 +142,7 @@ def test_any_mutation_is_a_table_that_renders_or_a_value_error(tmp_path: Path, d
         table = RoutingTable.from_json(mutated)
     except ValueError:
         return
-    geomap = GeoMap(cfg.geos, cfg.default_geo.id)
-    build_snapshot(cfg, load_zones(cfg), geomap, table, Stats())
+    build_snapshot(cfg, zones, geomap, table, Stats())
 
 
 @settings(max_examples=200, deadline=None)
