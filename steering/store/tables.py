@@ -116,6 +116,11 @@ class TableRecords:
     async def _write(self, table: RoutingTable, compare: list[Any]) -> bool:
         versions = await self.versions()
         enc, chunk_ops, flip = await asyncio.to_thread(self._ops, table, versions)
+        # Known before it is written: this process's own watch of routing/current (a controller's table view)
+        # can hear of the pointer before this write's answer, and would decode what it holds (~0.3 s of CPU at
+        # 10,000 sites). The pointer names its content (version, sha256), so should this write fail, a pointer
+        # with these bytes is still this table.
+        self._written = (enc.pointer.to_json(), table)
         if enc.total_bytes <= self.inline_txn_bytes:
             resp = await self.kv.txn(compare, chunk_ops + flip)
             ok = bool(resp.succeeded)
@@ -133,7 +138,6 @@ class TableRecords:
                     if not (current.kvs and enc.pointer.blob.encode() in current.kvs[0].value):
                         await self.kv.delete_range(prefix, range_end(prefix))
         if ok:
-            self._written = (enc.pointer.to_json(), table)
             log.info("routing_table_written", version=table.version, bytes=enc.pointer.size,
                      stored_bytes=enc.total_bytes, chunks=enc.pointer.chunks)
         return ok
