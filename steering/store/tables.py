@@ -32,6 +32,9 @@ class Superseded(Exception):
     """The pointer we read names chunks that have since been cleaned up."""
 
 
+WRITTEN_KEPT = 2  # tables this store wrote that its own watch takes back without decoding (see __init__)
+
+
 class TableRecords:
     def __init__(self, kv: KV, keys: Keys, *, chunk_bytes: int = codec.CHUNK_BYTES, keep_versions: int = 3,
                  inline_txn_bytes: int = INLINE_TXN_BYTES_DEFAULT) -> None:
@@ -40,11 +43,12 @@ class TableRecords:
         self.chunk_bytes = chunk_bytes
         self.keep_versions = max(1, keep_versions)
         self.inline_txn_bytes = inline_txn_bytes
-        # The pointer this process last wrote, with the table it encodes: the leader's own watch (and its
-        # API's table view) reads that table back at once, and decoding it again was ~18 % of a busy
-        # leader's CPU (issue 18). Same pointer bytes = same content hash, so the object stands in for the
-        # decoded copy (the codec round-trips exactly: tests/test_store_codec.py).
-        self._written: tuple[bytes, RoutingTable] | None = None
+        # The pointers this process last wrote (WRITTEN_KEPT, newest last), with the tables they encode: the
+        # leader's own watch (and its API's table view) reads each back at once, and decoding it again was
+        # ~18 % of a busy leader's CPU (issue 18). Same pointer bytes = same content hash, so the object
+        # stands in for the decoded copy (the codec round-trips exactly: tests/test_store_codec.py). More
+        # than one: the watch may still be reading one table when the next is written.
+        self._written: dict[bytes, RoutingTable] = {}
 
     async def get(self) -> RoutingTable | None:
         """The current table, or None when there is none or it is unreadable (logged)."""
@@ -62,9 +66,9 @@ class TableRecords:
         return None
 
     async def _load(self, pointer_value: bytes) -> RoutingTable:
-        written = self._written
-        if written is not None and written[0] == pointer_value:
-            return written[1]
+        written = self._written.get(pointer_value)
+        if written is not None:
+            return written
         pointer = codec.parse_pointer(pointer_value)
         if isinstance(pointer, RoutingTable):
             return pointer
@@ -120,7 +124,9 @@ class TableRecords:
         # can hear of the pointer before this write's answer, and would decode what it holds (~0.3 s of CPU at
         # 10,000 sites). The pointer names its content (version, sha256), so should this write fail, a pointer
         # with these bytes is still this table.
-        self._written = (enc.pointer.to_json(), table)
+        self._written[enc.pointer.to_json()] = table
+        while len(self._written) > WRITTEN_KEPT:
+            del self._written[next(iter(self._written))]
         if enc.total_bytes <= self.inline_txn_bytes:
             resp = await self.kv.txn(compare, chunk_ops + flip)
             ok = bool(resp.succeeded)
