@@ -187,12 +187,11 @@ class ReportStream:
                 call.cancel()
             # Bounded: a session's end must never hold the agent (or its stop) on grpc finishing a call or
             # closing a channel; what has not finished by then is left to end on its own, and said.
-            pending = {t for t in tasks if not t.done()}
             closing = asyncio.ensure_future(channel.close(grace=None))
-            ended, late = await asyncio.wait(pending | {closing}, timeout=CLOSE_SECONDS)
+            ended, late = await asyncio.wait({*tasks, closing}, timeout=CLOSE_SECONDS)
             for t in ended:
                 if not t.cancelled():
-                    t.exception()  # retrieved: what a cancelled session's task ended with is of no interest
+                    t.exception()  # retrieved (the finished ones too): what a session's task ended with is said above
             if late:
                 log.warning("controller stream slow to close", site=self.site, endpoint=endpoint,
                             pending=len(late), seconds=CLOSE_SECONDS)

@@ -46,10 +46,6 @@ class GeoRoute:
                    fail_open=bool(data.get("fail_open", False)), pinned=bool(data.get("pinned", False)))
 
 
-# The top-level members walked deeper than jsonchunks.DEPTH: services, each service, its geos (each route ~1 KB)
-_PIECES = {"services": 3}
-
-
 @dataclass(frozen=True)
 class ServiceRoute:
     targets: str  # "regions" | "sites"
@@ -119,6 +115,10 @@ class RampProgress:
     def from_dict(cls, data: Mapping[str, Any]) -> RampProgress:
         return cls(kind=str(data["kind"]), started_at=float(data["started_at"]), steps=int(data["steps"]),
                    waited=float(data.get("waited", 0.0)))
+
+
+# The top-level members walked deeper than jsonchunks.DEPTH: services, each service, its geos (each route ~1 KB)
+_PIECES = {"services": 3}
 
 
 @dataclass(frozen=True)

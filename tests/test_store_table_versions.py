@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from steering.etcdproc import EtcdCluster
 from steering.store import Store
+from steering.table import RoutingTable
 from tests.support import eventually
 from tests.support.store import etcd_cfg, make_table
 
@@ -46,15 +47,15 @@ async def test_a_store_watching_the_tables_it_writes_does_not_decode_them(etcd: 
     decoded: list[int] = []
     real = codec.decode_table
 
-    def counting(pointer, chunks):  # type: ignore[no-untyped-def]
+    def counting(pointer: codec.Pointer, chunks: list[bytes]) -> RoutingTable:
         decoded.append(pointer.version)
         return real(pointer, chunks)
 
     monkeypatch.setattr(codec, "decode_table", counting)
     async with Store(etcd_cfg(etcd.endpoints), chunk_bytes=4096) as s:
         await s.put_table(make_table(1, n_sites=50))
-        seen: list[object] = []
-        written: dict[int, object] = {}
+        seen: list[RoutingTable] = []
+        written: dict[int, RoutingTable] = {}
 
         async def watch() -> None:
             async for table in s.watch_table():
@@ -66,11 +67,11 @@ async def test_a_store_watching_the_tables_it_writes_does_not_decode_them(etcd: 
         for v in range(2, 7):  # one at a time: each seen before the next is written
             written[v] = make_table(v, n_sites=50)
             await s.put_table(written[v])
-            await eventually(lambda v=v: bool(seen) and seen[-1].version == v, timeout=10)  # type: ignore[attr-defined]
+            await eventually(lambda v=v: bool(seen) and seen[-1].version == v, timeout=10)
         for v in (7, 8):  # two in a row: the watch may still be reading the first when the second is written
             written[v] = make_table(v, n_sites=50)
             await s.put_table(written[v])
         await asyncio.wait_for(task, 20)
         assert decoded == []  # not even the first: it was this store's too
         assert [t.version for t in seen][-1] == 8
-        assert all(t is written[t.version] for t in seen if t.version in written)  # type: ignore[attr-defined]
+        assert all(t is written[t.version] for t in seen if t.version in written)
