@@ -10,7 +10,8 @@ from steering.controller.eventdiff import newest_by_site, reporters
 from steering.controller.healthmerge import newest
 from steering.model import TargetHealth
 
-KEYS = st.sampled_from(["s1@a", "s1@b", "s1~probe@a", "s2@a", "s2~probe@b", "s2~other@a", "r1@b"])
+KEYS = st.sampled_from(["s1@a", "s1@b", "s1~probe@a", "s2@a", "s2~probe@b", "s2~other@a", "r1@b",
+                        "s10@a", "s1-x@b", "s1-x~probe@a"])  # sites whose names start with another's
 
 
 @settings(max_examples=200, deadline=None)
@@ -25,3 +26,15 @@ def test_reporters_with_the_index_equal_reporters_without(raw: dict[str, tuple[s
         said = {r: rec.status for (site, r), (_, rec) in sorted(newest(records).items()) if site == target}
         heard = {r: replica for (site, r), (replica, _) in sorted(newest(records).items()) if site == target}
         assert reporters(h, records, target, index) == reporters(h, records, target) == (said, heard)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(KEYS, st.tuples(st.sampled_from(["healthy", "unhealthy"]), st.floats(0, 10)), max_size=10),
+       st.lists(st.sampled_from(["s1", "s2", "r1", "s10", "s1-x", "absent"]), unique=True))
+def test_the_index_of_some_sites_is_the_whole_index_for_them(raw: dict[str, tuple[str, float]],
+                                                              sites: list[str]) -> None:
+    # health_events builds it for the targets that changed only (a few among thousands), by key prefix.
+    records = {k: TargetHealth(status="healthy" if s == "healthy" else "unhealthy", updated_at=t)
+               for k, (s, t) in raw.items()}
+    whole = newest_by_site(records)
+    assert newest_by_site(records, sites) == {s: whole[s] for s in sites if s in whole}

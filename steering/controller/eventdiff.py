@@ -21,12 +21,13 @@ Nothing here reads a clock: ``now`` comes in. Rate limiting is ``eventlimit``'s.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from steering import event as ev
 from steering.config import TOTAL_WEIGHT, Config
-from steering.controller.healthmerge import newest
+from steering.controller.healthmerge import SEPARATOR, newest
+from steering.controller.vantage import SLOT as SLOT_SEPARATOR
 from steering.event import Event, subject
 from steering.model import TargetHealth
 from steering.ports import SinkStatus
@@ -88,8 +89,13 @@ def reporters(health: TargetHealth, records: Mapping[str, TargetHealth],
     return said, heard
 
 
-def newest_by_site(records: Mapping[str, TargetHealth]) -> dict[str, list[tuple[str, str, TargetHealth]]]:
-    """Per site, (reporter, replica, newest record) of each of its reporters, by reporter."""
+def newest_by_site(records: Mapping[str, TargetHealth], sites: Iterable[str] | None = None,
+                   ) -> dict[str, list[tuple[str, str, TargetHealth]]]:
+    """Per site, (reporter, replica, newest record) of each of its reporters, by reporter. ``sites``: only
+    these (a few targets changed among thousands: their records are found by key prefix, in one pass)."""
+    if sites is not None:
+        prefixes = tuple(p for site in sites for p in (f"{site}{SEPARATOR}", f"{site}{SLOT_SEPARATOR}"))
+        records = {k: v for k, v in records.items() if k.startswith(prefixes)} if prefixes else {}
     out: dict[str, list[tuple[str, str, TargetHealth]]] = {}
     for (site, reporter), (replica, record) in sorted(newest(records).items()):
         out.setdefault(site, []).append((reporter, replica, record))
@@ -103,19 +109,23 @@ def health_events(baseline: Mapping[str, str], health: Mapping[str, TargetHealth
     events and the new baseline. ``records``: the ``site@replica`` records the view was merged from."""
     out: list[Event] = []
     new = dict(baseline)
-    by_site: dict[str, list[tuple[str, str, TargetHealth]]] | None = None  # built once, if a target changed
-    for target in sorted(health):
-        h = health[target]
-        if h.status == "unknown":
+    changed: list[str] = []
+    for target, h in health.items():
+        status = h.status
+        if status == "unknown":
             continue
         before = baseline.get(target)
-        new[target] = h.status
-        if before is None or before == h.status:
-            continue  # first sighting in this term's baseline, or no change
+        new[target] = status
+        if before is not None and before != status:  # not a first sighting in this term's baseline
+            changed.append(target)
+    changed.sort()
+    # Who reported what, for the changed targets without observers' views only: built once, by key prefix.
+    by_site = newest_by_site(records, [t for t in changed if not health[t].reporters])
+    for target in changed:
+        h = health[target]
+        before = baseline[target]
         subj, kind = _target_subject(target, known)
         checks = [c.to_dict() for c in h.checks]
-        if by_site is None and not h.reporters:
-            by_site = newest_by_site(records)
         who, heard = reporters(h, records, target, by_site)
         why = "; ".join(f"{c.name}" + (f" ({c.kind})" if c.kind else "") + (f": {c.detail}" if c.detail else "")
                         for c in h.checks) or h.detail
