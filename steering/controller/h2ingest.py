@@ -194,7 +194,7 @@ class _Connection(asyncio.Protocol):
                     self.unacked += length
                     st.unacked += length
                     if st.unacked >= _QUARTER:
-                        self.out.append(_HEAD.pack(0, 4, _WINDOW_UPDATE, 0, st.id) + st.unacked.to_bytes(4, "big"))
+                        self._put(_HEAD.pack(0, 4, _WINDOW_UPDATE, 0, st.id) + st.unacked.to_bytes(4, "big"))
                         st.unacked = 0
                     self._message(st, data[pos + 9:end])
                     pos = end
@@ -238,8 +238,15 @@ class _Connection(asyncio.Protocol):
         """Give back the connection's window the report path read, once a quarter of it is read (a stream's is
         given back in ``data_received``): so a peer never waits for room, as h2 would do it."""
         if self.unacked >= _QUARTER:
-            self.out.append(_HEAD.pack(0, 4, _WINDOW_UPDATE, 0, 0) + self.unacked.to_bytes(4, "big"))
+            self._put(_HEAD.pack(0, 4, _WINDOW_UPDATE, 0, 0) + self.unacked.to_bytes(4, "big"))
             self.unacked = 0
+
+    def _put(self, frame: bytes) -> None:
+        """``frame`` for the peer, after what h2 has written so far (a stream's HEADERS before its DATA)."""
+        pending = self.conn.data_to_send()
+        if pending:
+            self.out.append(pending)
+        self.out.append(frame)
 
     def _flush(self) -> None:
         out = self.out
@@ -403,12 +410,7 @@ class _Connection(asyncio.Protocol):
         # By hand, and off h2's windows as its send_data would (they stay exact for the frames it sends).
         self.conn.outbound_flow_control_window -= n
         stream.outbound_flow_control_window -= n
-        out = self.out
-        pending = self.conn.data_to_send()
-        if pending:  # what h2 wrote before (this stream's HEADERS) goes first
-            out.append(pending)
-        out.append(_ACK_HEAD.pack(0, n, _DATA, 0, st.id, 0, n - 5))
-        out.append(ack)
+        self._put(_ACK_HEAD.pack(0, n, _DATA, 0, st.id, 0, n - 5) + ack)
         return True
 
     # ------------------------------------------------------------ sending
