@@ -114,6 +114,12 @@ def _next(s: str, idx: int, close: str) -> tuple[bool, int]:
     return False, _skip(s, idx + 1)
 
 
+class Raw(str):
+    """JSON text written as it is where ``dumps`` meets it (text ``dumps`` or ``json`` wrote before)."""
+
+    __slots__ = ()
+
+
 def dumps(obj: Any, depth: int = DEPTH) -> str:
     """``json.dumps(obj, sort_keys=True, separators=(",", ":"))``, character for character."""
     parts: list[str] = []
@@ -123,7 +129,9 @@ def dumps(obj: Any, depth: int = DEPTH) -> str:
 
 def _emit(obj: Any, depth: int, parts: list[str]) -> None:
     kind = type(obj)
-    if depth > 0 and kind is dict and all(type(k) is str for k in obj):
+    if kind is Raw:
+        parts.append(obj)
+    elif depth > 0 and kind is dict and all(type(k) is str for k in obj):
         # (keys of other types json coerces to strings before sorting: left to it, whole)
         if not obj:
             parts.append("{}")

@@ -89,3 +89,24 @@ def test_a_table_round_trips_through_the_pieces_as_through_json() -> None:
     assert blob == reference(table.to_dict()).encode()  # to_json writes through the pieces, as json would
     again = RoutingTable.from_json(blob)
     assert again == table and again.to_json() == blob
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(
+    st.sampled_from(["site", "region"]), st.sampled_from(["r1", "r2"]), st.sampled_from(["healthy", "silent"]),
+    st.sampled_from([True, False, 1, 0]),
+    *[st.sampled_from([0.0, -0.0, 1.0, 1, 2.5, 1e300, float("inf"), float("nan"), 0, True]) for _ in range(3)],
+    st.sampled_from([None, 0.0, -0.0, 0.5, 1, float("nan")]), st.sampled_from(["", "evacuating (50%)"]),
+    st.sampled_from(["", "r\u00e9ason \"quoted\""])), min_size=1, max_size=6))
+def test_a_tables_sites_are_written_as_json_writes_them_whatever_came_before(
+        states: list[tuple[Any, ...]]) -> None:
+    # Site states are written from a memo of earlier ones (table._site_json): equal states of other types or
+    # signs (1 and 1.0, True and 1, 0.0 and -0.0) must still be written as json writes each.
+    from steering.table import RoutingTable, TargetState
+
+    sites = {f"s{i}": TargetState(kind=k, region=r, health=h, serving=sv, capacity=c, load=lo, planned_load=p,
+                                  utilization=u, evacuation=e, reason=why)
+             for i, (k, r, h, sv, c, lo, p, u, e, why) in enumerate(states)}
+    table = RoutingTable(version=1, parent_version=0, generated_at=0.0, services={}, regions={}, sites=sites)
+    for _ in range(2):  # the second time from the memo
+        assert table.to_json() == json.dumps(table.to_dict(), sort_keys=True, separators=(",", ":")).encode()
