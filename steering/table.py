@@ -185,6 +185,10 @@ class RoutingTable:
         return None if svc is None else svc.geos.get(geo)
 
     def to_dict(self) -> dict[str, Any]:
+        return self._doc({r: s.to_dict() for r, s in self.sites.items()})
+
+    def _doc(self, sites: Mapping[str, Any]) -> dict[str, Any]:
+        """The table as a JSON document, with ``sites`` as given (dicts, or their text: ``to_json``)."""
         return {
             "version": self.version,
             "parent_version": self.parent_version,
@@ -196,15 +200,13 @@ class RoutingTable:
             "notes": list(self.notes),
             "services": {n: s.to_dict() for n, s in self.services.items()},
             "regions": {r: s.to_dict() for r, s in self.regions.items()},
-            "sites": {r: s.to_dict() for r, s in self.sites.items()},
+            "sites": sites,
         } | ({} if self.ramps is None else {"ramps": {r: p.to_dict() for r, p in self.ramps.items()}})
 
     def to_json(self) -> bytes:
         # json.dumps's bytes, written a piece at a time: one C call for 4 MB held every other thread for 80 ms
-        d = self.to_dict()
-        # Most sites' states are the same from one table to the next: their JSON is written once (_site_json).
-        d["sites"] = _sites_json(self.sites)
-        return jsonchunks.dumps(d).encode()
+        # Most sites' states are the same from one table to the next: their JSON is written once (_sites_json).
+        return jsonchunks.dumps(self._doc(_sites_json(self.sites))).encode()
 
     def same_routing(self, other: RoutingTable) -> bool:
         """Equal decisions (ignoring version, time, leader and ramp progress): nothing to publish. Cheaper

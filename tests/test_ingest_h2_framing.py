@@ -194,7 +194,3 @@ async def test_data_inside_a_header_block_and_an_oversized_frame_end_the_connect
         conn.connection_lost(None)
         assert ingest.sessions == {}
 
-
-def test_the_window_quarter_is_of_h2s_default_window() -> None:
-    # The listener never changes its windows from h2's defaults; should h2's change, this says so.
-    assert h2ingest._QUARTER == 65535 // 4

@@ -100,7 +100,7 @@ def test_a_table_round_trips_through_the_pieces_as_through_json() -> None:
     st.sampled_from(["", "r\u00e9ason \"quoted\""])), min_size=1, max_size=6))
 def test_a_tables_sites_are_written_as_json_writes_them_whatever_came_before(
         states: list[tuple[Any, ...]]) -> None:
-    # Site states are written from a memo of earlier ones (table._site_json): equal states of other types or
+    # Site states are written from a memo of earlier ones (table._sites_json): equal states of other types or
     # signs (1 and 1.0, True and 1, 0.0 and -0.0) must still be written as json writes each.
     from steering.table import RoutingTable, TargetState
 

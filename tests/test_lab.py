@@ -37,6 +37,7 @@ from steering.config import load_config
 from steering.lab import netops
 from steering.lab.history import check as check_history
 from steering.lab.plan import (
+    PREFIX,
     Link,
     PlanError,
     Topology,
@@ -211,6 +212,7 @@ def in_region(region: str, code: str, *args: str) -> Any:
 
 
 _CLONE_NEWNET = 0x40000000
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def in_netns(region: str, fn: Callable[[], T]) -> T:
@@ -221,11 +223,11 @@ def in_netns(region: str, fn: Callable[[], T]) -> T:
 
     def run() -> None:
         try:
-            fd = os.open(f"/run/netns/stl-{region}", os.O_RDONLY)
+            fd = os.open(netops.NETNS_DIR / f"{PREFIX}{region}", os.O_RDONLY)
             try:
-                if ctypes.CDLL(None, use_errno=True).setns(fd, _CLONE_NEWNET) != 0:
+                if _LIBC.setns(fd, _CLONE_NEWNET) != 0:
                     err = ctypes.get_errno()
-                    raise OSError(err, f"setns into stl-{region}: {os.strerror(err)}")
+                    raise OSError(err, f"setns into {PREFIX}{region}: {os.strerror(err)}")
             finally:
                 os.close(fd)
             box["value"] = fn()

@@ -74,8 +74,9 @@ _HEAD = struct.Struct(">BHBBI")  # an HTTP/2 frame header: length (24 bits as 8 
 _ACK_HEAD = struct.Struct(">BHBBIBI")  # a DATA frame's header and a gRPC message prefix, for one ack
 _DATA, _HEADERS, _PUSH_PROMISE, _WINDOW_UPDATE, _CONTINUATION = 0x0, 0x1, 0x5, 0x8, 0x9
 _END_HEADERS = 0x4
-# A quarter of the windows we advertise (h2's defaults: we never change them) is read before it is given back.
-_QUARTER = h2.settings.Settings().initial_window_size // 4
+# A quarter of a window is read before it is given back: the connection's starts at 65,535 bytes whatever
+# SETTINGS say (RFC 9113 §6.9.2); a stream's is our SETTINGS_INITIAL_WINDOW_SIZE (``_Connection.quarter``).
+_CONNECTION_QUARTER = 65_535 // 4
 _PREFACE = len(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 
 
@@ -117,6 +118,7 @@ class _Connection(asyncio.Protocol):
         self.in_headers = False  # inside a header block (HEADERS without END_HEADERS): every frame to h2
         self.unacked = 0  # connection-level DATA bytes read on the report path, not yet given back
         self.out: list[bytes] = []  # frames for the peer, in order, written at the end of each read
+        self.quarter = self.conn.local_settings.initial_window_size // 4  # of a stream's window
 
     # ------------------------------------------------------------ transport
 
@@ -193,7 +195,7 @@ class _Connection(asyncio.Protocol):
                 if st is not None:
                     self.unacked += length
                     st.unacked += length
-                    if st.unacked >= _QUARTER:
+                    if st.unacked >= self.quarter:
                         self._put(_HEAD.pack(0, 4, _WINDOW_UPDATE, 0, st.id) + st.unacked.to_bytes(4, "big"))
                         st.unacked = 0
                     self._message(st, data[pos + 9:end])
@@ -237,7 +239,7 @@ class _Connection(asyncio.Protocol):
     def _credit(self) -> None:
         """Give back the connection's window the report path read, once a quarter of it is read (a stream's is
         given back in ``data_received``): so a peer never waits for room, as h2 would do it."""
-        if self.unacked >= _QUARTER:
+        if self.unacked >= _CONNECTION_QUARTER:
             self._put(_HEAD.pack(0, 4, _WINDOW_UPDATE, 0, 0) + self.unacked.to_bytes(4, "big"))
             self.unacked = 0
 
