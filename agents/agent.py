@@ -105,6 +105,7 @@ class Agent:
             policy=cfg.backoff,
             connect_timeout=cfg.connect_timeout_seconds,
             ack_timeout=lambda: cfg.effective_ack_timeout(self.report_interval),
+            failback=cfg.failback_seconds,
             channel_factory=channel_factory or channel_factory_for(cfg),
             metadata=metadata,
             on_interval=self._set_report_interval,

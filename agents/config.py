@@ -195,6 +195,10 @@ class AgentConfig(_Model):
     ack_timeout_seconds: PositiveFloat | None = Field(
         None, description="a stream with no ack for this long is dead (default: max(5 s, 3 intervals))"
     )
+    failback_seconds: float = Field(
+        10.0, ge=0, le=3600,
+        description="while reporting to any controller but the first, try the ones before it this often and move "
+                    "back to the first that accepts a connection (0: never)")
     tls: AgentTls | None = None
     token_file: str | None = Field(None, description="bearer token sent as 'authorization' metadata")
     base_dir: str = "."

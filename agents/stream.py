@@ -10,6 +10,17 @@ Connection policy:
   stream has carried acks);
 - a stream with a report unacked for ``ack_timeout`` is declared dead, so a
   controller that hangs is treated like one that is down;
+- the list is an order of preference (the region's own controllers first):
+  while reporting to any but the first, the ones before it are tried every
+  ``failback`` seconds, and the agent moves back to the first that accepts a
+  connection. Otherwise an agent that started before its own controller, or
+  outlived a restart of it, reports across regions for good, and its region's
+  health then hangs on a link it does not need: cut that link and the region
+  turns silent for the leader, healthy as it is (docs/lab.md, Findings). A
+  move back that carries no ack doubles the wait before the next (up to 16x);
+- the old stream is half-closed cleanly on a move back; its controller's
+  record of the site expires on that controller's silence timeout while the
+  new one's, newer, already decides (``healthmerge``: the newest wins);
 - ``INVALID_ARGUMENT`` means the controller rejected what we send, and
   ``PERMISSION_DENIED``/``UNAUTHENTICATED`` that our credential (token or
   client certificate) is not allowed to report this site: logged loudly with
@@ -46,6 +57,9 @@ ACCEPT_SECONDS = 2.0
 # How long a session's end waits for its tasks and its channel to close.
 CLOSE_SECONDS = 2.0
 
+# A move back to a preferred controller that carried no ack doubles the wait before the next, up to this.
+MAX_FAILBACK_FACTOR = 16
+
 # What a controller may ask for in ReportAck.report_interval_seconds.
 MIN_INTERVAL = 0.05
 MAX_INTERVAL = 300.0
@@ -64,6 +78,7 @@ class _Outcome:
     acked: bool = False
     rejected: bool = False
     code: str = ""
+    failback: int | None = None  # the index of a preferred endpoint that accepted a connection meanwhile
 
 
 class ReportStream:
@@ -75,6 +90,7 @@ class ReportStream:
         policy: Backoff,
         connect_timeout: float = 5.0,
         ack_timeout: Callable[[], float] = lambda: 5.0,
+        failback: float = 10.0,
         channel_factory: ChannelFactory = insecure_channel,
         metadata: Sequence[tuple[str, str]] = (),
         on_interval: Callable[[float], None] | None = None,
@@ -87,6 +103,8 @@ class ReportStream:
         self.policy = policy
         self.connect_timeout = connect_timeout
         self.ack_timeout = ack_timeout
+        self.failback = failback  # 0: never move back to a preferred endpoint
+        self._failback_factor = 1
         self.channel_factory = channel_factory
         self.metadata = tuple(metadata)
         self.on_interval = on_interval
@@ -101,6 +119,7 @@ class ReportStream:
         self.sent = 0
         self.acks = 0
         self.attempts = 0
+        self.failbacks = 0
         self.last_ack: steering_pb2.ReportAck | None = None
         self.last_error = ""
         self.pauses: list[float] = []  # the most recent reconnect delays, newest last
@@ -113,15 +132,24 @@ class ReportStream:
     async def run(self, stop: asyncio.Event) -> None:
         attempt = 0
         index = 0
+        moved_back = False
         while not stop.is_set():
             endpoint = self.endpoints[index]
             self.attempts += 1
             metrics.RECONNECTS.labels(self.site).inc()
-            outcome = await self._session(endpoint, stop)
+            outcome = await self._session(endpoint, index, stop)
             if stop.is_set():
                 break
+            if moved_back:
+                self._failback_factor = 1 if outcome.acked else min(MAX_FAILBACK_FACTOR, 2 * self._failback_factor)
+                moved_back = False
             if outcome.acked and not outcome.rejected:
                 attempt = 0
+            if outcome.failback is not None:
+                index, moved_back = outcome.failback, True
+                self.failbacks += 1
+                log.info("controller stream failback", site=self.site, left=endpoint, to=self.endpoints[index])
+                continue
             index = (index + 1) % len(self.endpoints)
             pause = backoff.delay(attempt, self.policy.initial_seconds, self.policy.max_seconds,
                                   self.policy.multiplier, self.rng)
@@ -134,7 +162,7 @@ class ReportStream:
             except TimeoutError:
                 pass
 
-    async def _session(self, endpoint: str, stop: asyncio.Event) -> _Outcome:
+    async def _session(self, endpoint: str, index: int, stop: asyncio.Event) -> _Outcome:
         outcome = _Outcome()
         self.endpoint = endpoint
         channel = self.channel_factory(endpoint)
@@ -162,6 +190,8 @@ class ReportStream:
                 asyncio.create_task(self._watchdog()),
                 asyncio.create_task(stop.wait()),
             ]
+            if index > 0 and self.failback > 0:
+                tasks.append(asyncio.create_task(self._preferred(index)))
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             # The reader holds the call's real status; a failed write only echoes it, so a write that failed
             # first gives the reader a moment to bring the status.
@@ -171,7 +201,9 @@ class ReportStream:
                 if task in done and not task.cancelled() and task.exception() is not None:
                     self._record_error(endpoint, task.exception(), outcome)
                     break
-            if stop.is_set():
+            if len(tasks) > 4 and tasks[4] in done and not any(t in done for t in tasks[:4]):
+                outcome.failback = tasks[4].result()
+            if stop.is_set() or outcome.failback is not None:
                 # Half-close politely so the controller sees a clean end, not an error.
                 try:
                     await asyncio.wait_for(call.done_writing(), 0.5)
@@ -224,6 +256,26 @@ class ReportStream:
                 return f"not connected after {self.connect_timeout:g}s"
             state = channel.get_state(try_to_connect=True)
         return ""
+
+    async def _preferred(self, index: int) -> int:
+        """Every ``failback`` seconds (jittered, so a site's agents do not move back in step), try the
+        endpoints before ``index`` in order; the first that accepts a connection is returned."""
+        while True:
+            wait = self.failback * self._failback_factor
+            await asyncio.sleep(wait * self.rng.uniform(0.8, 1.2))
+            for i in range(index):
+                try:
+                    probe = self.channel_factory(self.endpoints[i])
+                    try:
+                        ready = await self._connect(probe) == ""
+                    finally:
+                        await probe.close(grace=None)
+                except Exception as exc:  # a probe must never end the session it looks out from
+                    log.warning("controller failback probe failed", site=self.site, endpoint=self.endpoints[i],
+                                error=f"{type(exc).__name__}: {exc}")
+                    continue
+                if ready:
+                    return i
 
     async def _write(self, call: Any) -> None:
         await self._accepted(call)

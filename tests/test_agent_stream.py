@@ -305,6 +305,66 @@ async def test_failover_to_the_second_endpoint(web: HttpTarget, tcp: TcpTarget) 
     assert strictly_increasing(sequences(second.reports + first.reports))
 
 
+async def test_moves_back_to_the_first_controller_once_it_accepts(web: HttpTarget, tcp: TcpTarget) -> None:
+    # The list is an order of preference (a region's own controllers first): an agent that started before its
+    # own controller must not report across regions for good (a cut link would then silence a healthy region).
+    first = FakeController("c1")  # not started: its port refuses
+    second = await FakeController("c2").start()
+    try:
+        cfg = agent_config(web, tcp, [first.endpoint, second.endpoint], failback_seconds=0.3)
+        with capture_logs() as logs:
+            async with Running(Agent(cfg)) as agent:
+                await eventually(lambda: len(second.reports) >= 3, what="reports at the second controller")
+                await first.start()  # the second stays up: only the preference moves the agent
+                await eventually(lambda: len(first.reports) >= 3, what="reports back at the first controller")
+                assert agent.stream.last_ack is not None and agent.stream.last_ack.controller_id == "c1"
+                assert agent.stream.failbacks == 1 and second.service.half_closed == 1  # left cleanly, once
+                at_second = len(second.reports)
+                await eventually(lambda: len(first.reports) >= 10, what="more reports at the first")
+                assert len(second.reports) == at_second  # and stays with the first
+        moves = [e for e in logs if e["event"] == "controller stream failback"]
+        assert [(m["left"], m["to"]) for m in moves] == [(second.endpoint, first.endpoint)]
+    finally:
+        await first.stop()
+        await second.stop()
+    assert strictly_increasing(sequences(second.reports + first.reports))
+
+
+async def test_failback_off_keeps_the_stream_where_it_is(web: HttpTarget, tcp: TcpTarget) -> None:
+    first = FakeController("c1")
+    second = await FakeController("c2").start()
+    try:
+        cfg = agent_config(web, tcp, [first.endpoint, second.endpoint], failback_seconds=0)
+        async with Running(Agent(cfg)) as agent:
+            await eventually(lambda: len(second.reports) >= 2, what="reports at the second controller")
+            await first.start()
+            at_start = len(second.reports)
+            # 20 more reports at 0.1 s: two seconds, many failback periods of the test above
+            await eventually(lambda: len(second.reports) >= at_start + 20, what="reports still at the second")
+            assert first.reports == [] and agent.stream.failbacks == 0
+    finally:
+        await first.stop()
+        await second.stop()
+
+
+async def test_a_failback_without_acks_waits_longer_each_time(web: HttpTarget, tcp: TcpTarget) -> None:
+    # The first accepts connections but never acks (hung): each move back costs an ack timeout, so the wait
+    # before the next doubles, and the reports keep reaching the second in between.
+    hung = await FakeController("hung").start()
+    hung.service.silent = True
+    good = await FakeController("good").start()
+    try:
+        cfg = agent_config(web, tcp, [hung.endpoint, good.endpoint], ack_timeout_seconds=0.3, failback_seconds=0.1)
+        async with Running(Agent(cfg)) as agent:
+            await eventually(lambda: agent.stream.failbacks >= 3, timeout=20, what="three moves back")
+            assert agent.stream._failback_factor >= 4
+            before = len(good.reports)
+            await eventually(lambda: len(good.reports) >= before + 5, what="reports at the good controller")
+    finally:
+        await hung.stop()
+        await good.stop()
+
+
 async def test_hung_controller_is_left_after_ack_timeout(web: HttpTarget, tcp: TcpTarget) -> None:
     hung = await FakeController("hung").start()
     hung.service.silent = True

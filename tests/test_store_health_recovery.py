@@ -7,6 +7,8 @@ through, and put it back, healthy and on the new lease, so the cut region stayed
 
 from __future__ import annotations
 
+from typing import Any
+
 from steering.etcdproc import EtcdCluster
 from steering.model import TargetHealth
 from steering.store import Store
@@ -36,3 +38,34 @@ async def test_sites_deleted_while_their_lease_is_recovered_stay_deleted(etcd: E
             assert set(await store.get_health()) == {"s00"}
         finally:
             await f.stop()
+
+
+async def test_a_record_whose_dead_lease_expires_during_its_put_back_is_still_put_back(etcd: EtcdCluster) -> None:
+    # In the lab (the leader's region cut off) the dead lease expired between the put-back's "is the key
+    # gone?" and "is it still ours?": the key was then neither, and the record stayed away until the next
+    # lease loss, 12 s in which the leader saw a healthy region silent. Here the lease is revoked at exactly
+    # that moment, on a real etcd.
+    async with Store(etcd_cfg(etcd.endpoints)) as store, Store(etcd_cfg(etcd.endpoints)) as other:
+        await store.write_health_batch({"s0": TargetHealth(status="healthy")}, [], ttl=3)
+        records = store._health
+        (lost,) = store.health_lease_ids()
+        await records._leases[3].stop()  # so its own recovery does not race the one driven here
+        key = records.keys.health("s0")
+        value = records._written["s0"][0]
+        target = int((await other.conn.lease.grant(30)).ID)
+        real_txn = records.kv.txn
+        calls: list[bool] = []
+
+        async def txn(compare: Any, success: Any, failure: Any = None) -> Any:
+            resp = await real_txn(compare, success, failure)
+            calls.append(bool(resp.succeeded))
+            if len(calls) == 1:
+                assert not resp.succeeded  # the key was there, on the dead lease
+                await other.conn.lease.revoke(lost)  # ... and now it expires
+            return resp
+
+        records.kv.txn = txn  # type: ignore[method-assign]
+        assert await records._put_back(key, value, lost, target)
+        assert calls[-1] is True and len(calls) >= 3
+        cur = await other.kv.get(key)
+        assert cur.kvs and cur.kvs[0].lease == target and cur.kvs[0].value == value

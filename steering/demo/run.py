@@ -76,6 +76,8 @@ def agent_document(target_id: str, region: str, is_region: bool, agent_id: str, 
         "capacity": {"url": stats, "json_path": "capacity.requests_per_second"},
         "load": {"url": stats, "json_path": "load.requests_per_second"},
         "backoff": {"initial_seconds": 0.2, "max_seconds": 2},
+        # started beside its controllers, it may land on another's first: home again within seconds
+        "failback_seconds": 2,
     }
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from steering.config import load_config
+from steering.controller.healthmerge import record_key
 from steering.demo.run import DEFAULT_LOAD, EXAMPLE_CONFIG, agent_document, bin_path
 from steering.etcdproc import EtcdMember
 from steering.lab import netops, procs
@@ -232,11 +233,14 @@ class Lab:
     # ------------------------------------------------------------------ status
 
     def probe_spec(self) -> dict[str, Any]:
+        keys = Keys(self.info.get("etcd_prefix") or "/steering/v1")
         return {
             "qname": self.info["qname"],
-            "leader_key": Keys(self.info.get("etcd_prefix") or "/steering/v1").leader.decode(),
+            "leader_key": keys.leader.decode(),
             "regions": [{"id": r.id, "etcd": f"{r.addr}:{ETCD_CLIENT_PORT}",
-                         "controller": f"{r.addr}:{CONTROLLER_PORT}", "dns": f"{r.addr}:{DNS_PORT}"}
+                         "controller": f"{r.addr}:{CONTROLLER_PORT}", "dns": f"{r.addr}:{DNS_PORT}",
+                         # each of its targets' records as written by its own controller: its agents report home
+                         "home_keys": [keys.health(record_key(t, f"ctl-{r.id}")).decode() for t in r.targets]}
                         for r in self.topology.regions],
         }
 
@@ -282,6 +286,7 @@ class Lab:
                               "healthy": healthy})
             regions.append({"id": r.id, "netns": r.netns, "addr": r.addr, "components": comps,
                             "dns_answers": (h.get("dns") or {}).get("answers", []), "leader": h.get("leader"),
+                            "agents_report_home": h.get("home"),
                             "table_version": h.get("table_version"),
                             "etcd_peers_cut": r.id in (self.info.get("etcd_cut") or []),
                             "clock_offset_seconds": (self.info.get("clock") or {}).get(r.id, 0)})
@@ -435,10 +440,11 @@ def up(state_dir: Path, topo: Topology, lab: dict[str, Any], qname: str) -> Lab:
 
 
 def ready(health: dict[str, Any]) -> bool:
-    """A region is ready when its etcd member is healthy, its controller listens, it sees a leader and its
-    DNS server answers."""
+    """A region is ready when its etcd member is healthy, its controller listens, it sees a leader, its DNS
+    server answers and its agents report to its own controller (an agent that started before it reports to
+    another region's until it moves back: a cut of that link would silence a healthy region)."""
     return bool(health["etcd"] and health["controller"] and health["leader"] and health["dns"]["ok"]
-                and health.get("table_version"))
+                and health.get("table_version") and health.get("home"))
 
 
 def wait_ready(lab: Lab, timeout: float = READY_TIMEOUT) -> float:

@@ -3,7 +3,8 @@
 ``python -m steering.lab.probe SPEC_JSON`` prints one JSON object: per region,
 whether its etcd member says it is healthy, whether its controller accepts a
 connection, what its DNS server answers for the spec's name (addresses, or the
-error), and the leader recorded in etcd (read through etcd's JSON gateway).
+error), the leader recorded in etcd and whether its targets' health records
+are written by its own controller (read through etcd's JSON gateway).
 Everything is asked at once, each with a short timeout, so a cut region costs
 one timeout, not one per component.
 """
@@ -71,6 +72,7 @@ def probe(spec: dict[str, Any]) -> dict[str, Any]:
             "controller": pool.submit(tcp_open, r["controller"]),
             "dns": pool.submit(dns_answer, r["dns"], spec["qname"]),
             "leader": pool.submit(etcd_get, r["etcd"], leader_key),
+            **{f"home{i}": pool.submit(etcd_get, r["etcd"], k.encode()) for i, k in enumerate(r.get("home_keys", []))},
         } for r in regions}
         out: dict[str, Any] = {}
         for rid, fs in futures.items():
@@ -78,8 +80,12 @@ def probe(spec: dict[str, Any]) -> dict[str, Any]:
                 leader = fs["leader"].result()
             except Exception:  # no member to ask, or it has no quorum to answer
                 leader = None
+            try:
+                home = all(f.result() is not None for k, f in fs.items() if k.startswith("home"))
+            except Exception:
+                home = None  # not known: the member did not answer
             out[rid] = {"etcd": fs["etcd"].result(), "controller": fs["controller"].result(),
-                        "dns": fs["dns"].result(), "leader": leader}
+                        "dns": fs["dns"].result(), "leader": leader, "home": home}
     return out
 
 

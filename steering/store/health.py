@@ -21,6 +21,8 @@ import math
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Any
 
+from etcd3aio._protobuf import Compare
+
 from steering import logs
 from steering.model import TargetHealth
 from steering.store.client import LeaseNotFound, StoreError, StoreUnavailable
@@ -32,6 +34,7 @@ from steering.store.watch import watch_range
 
 log = logs.get(__name__)
 
+PUT_BACK_TRIES = 3  # rounds of "gone? ours?" for one key while it changes under us (_put_back)
 CHUNKS_IN_FLIGHT = 4  # health write transactions sent at once (write_batch; bench/ingest.py at 10,000 sites)
 
 
@@ -168,15 +171,28 @@ class HealthRecords:
                 await backoff.sleep()
 
     async def _put_back(self, key: bytes, value: bytes, lost: int, lease: int) -> bool:
-        """Only if the key is gone or still ours on the dead lease: another replica may own it now."""
+        """Only if the key is gone or still ours on the dead lease: another replica may own it now.
+
+        Each case is one compare-and-put, and both are tried again while neither held: the dead lease may
+        expire, deleting the key, between the two (a unary call can spend a third of its budget on a member
+        that went silent). A read in between used to take the key's absence then for "not ours" and left it
+        unwritten: a healthy region stayed silent for the leader until its next lease loss (the lab, the
+        leader's region cut off: 12 s).
+        """
         ops = self.kv.ops
-        resp = await self.kv.txn([ops.txn_compare_create_revision(key, 0)], [ops.txn_op_put(key, value, lease=lease)])
-        if resp.succeeded:
-            return True
-        cur = await self.kv.get(key)
-        if cur.kvs and cur.kvs[0].lease == lost and cur.kvs[0].value == value:
-            await self.kv.put(key, value, lease=lease)
-            return True
+        ours = [ops.txn_compare_value(key, value),
+                Compare(result=Compare.EQUAL, target=Compare.LEASE, key=key, lease=lost)]
+        for _ in range(PUT_BACK_TRIES):
+            resp = await self.kv.txn([ops.txn_compare_create_revision(key, 0)],
+                                     [ops.txn_op_put(key, value, lease=lease)])
+            if resp.succeeded:
+                return True
+            resp = await self.kv.txn(ours, [ops.txn_op_put(key, value, lease=lease)])
+            if resp.succeeded:
+                return True
+            cur = await self.kv.get(key)
+            if cur.kvs:
+                return False  # there, and not ours on the dead lease: someone else's now
         return False
 
     def _decode_one(self, key: bytes, value: bytes) -> tuple[str, TargetHealth | None]:

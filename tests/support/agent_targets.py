@@ -28,6 +28,7 @@ class RecordingHealthService(steering_pb2_grpc.HealthServiceServicer):
         self.controller_id = controller_id
         self.reports: list[steering_pb2.HealthReport] = []
         self.streams = 0
+        self.half_closed = 0  # streams the agent ended cleanly (half-closed), not by an error
         self.report_interval = 0.0
         self.reject: str | None = None  # a field name: end each stream INVALID_ARGUMENT naming it
         self.silent = False  # accept reports but never ack (a hung controller)
@@ -55,6 +56,7 @@ class RecordingHealthService(steering_pb2_grpc.HealthServiceServicer):
                 sequence=report.sequence, controller_id=self.controller_id,
                 report_interval_seconds=self.report_interval,
             )
+        self.half_closed += 1
 
 
 class FakeController:
