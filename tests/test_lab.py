@@ -8,18 +8,16 @@ leader; the fault-matrix scenarios (docs/failure-modes.md: the leader's region c
 lost while an operator evacuates, ..., 20 % loss between all regions, a 300 ms latency spike between all
 regions); ``down`` leaving no namespace or process, also after a crash (found by prefix).
 
-Every DNS query is made from inside a region's namespace (``ip netns exec`` with dnspython), as a client
+Every DNS query is made from inside a region's namespace (a thread moved there, with dnspython), as a client
 of that region: the lab's addresses exist only there.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,6 +34,7 @@ from hypothesis import strategies as st
 from steering.config import load_config
 from steering.lab import netops
 from steering.lab.history import check as check_history
+from steering.lab.lab import Lab
 from steering.lab.plan import (
     PREFIX,
     Link,
@@ -211,36 +210,10 @@ def in_region(region: str, code: str, *args: str) -> Any:
     return json.loads(res.stdout)
 
 
-_CLONE_NEWNET = 0x40000000
-_LIBC = ctypes.CDLL(None, use_errno=True)
-
-
 def in_netns(region: str, fn: Callable[[], T]) -> T:
-    """``fn()`` on a thread moved into ``region``'s network namespace (``setns``: a namespace is per thread on
-    Linux, and a socket stays in the one it was made in). Where a lab test polls the DNS of every region,
-    one ``ip netns exec python`` per query was most of the module's time (each starts an interpreter)."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            fd = os.open(netops.NETNS_DIR / f"{PREFIX}{region}", os.O_RDONLY)
-            try:
-                if _LIBC.setns(fd, _CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns into {PREFIX}{region}: {os.strerror(err)}")
-            finally:
-                os.close(fd)
-            box["value"] = fn()
-        except BaseException as exc:  # raised again on the caller's thread
-            box["error"] = exc
-
-    t = threading.Thread(target=run, name=f"netns-{region}")
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    value: T = box["value"]
-    return value
+    """``fn()`` on a thread moved into ``region``'s network namespace (``netops.run_in``). Where a lab test polls
+    the DNS of every region, one ``ip netns exec python`` per query was most of the module's time."""
+    return netops.run_in(f"{PREFIX}{region}", fn)
 
 
 def answers(client: str, server: str | None = None, subnet: str = "") -> list[str] | None:
@@ -264,6 +237,14 @@ def everywhere(subnet_of: str) -> dict[str, list[str] | None]:
 
 
 def status(state: Path) -> dict[str, Any]:
+    """What ``steering lab status --json`` prints, from this process (``Lab.status``): the tests poll it, and
+    the command's start (its imports, 1 to 2 s) was most of each poll. ``status_cli`` runs the command."""
+    lab = Lab.load(state)
+    assert lab is not None, f"no lab recorded in {state}"
+    return lab.status()
+
+
+def status_cli(state: Path) -> dict[str, Any]:
     res = lab_cmd("status", "--json", state=state)
     assert res.returncode == 0, res.stderr
     st: dict[str, Any] = json.loads(res.stdout)
@@ -382,13 +363,15 @@ def test_dns_answers_from_inside_every_region(lab: Path) -> None:
         # ... and so does every other region's DNS: the answer is the client's, wherever it asks.
         for server in REGIONS:
             assert answers(client, server) == [ANSWER[client]]
-    st = by_region(status(lab))
+    st = by_region(status_cli(lab))  # the command as a user runs it; the other tests poll Lab.status itself
     for r in REGIONS:
         comps = {c["name"]: c for c in st[r]["components"]}
         assert set(comps) == {"etcd", "controller", "dns", "sim", f"agent-{r}"}
         assert all(c["alive"] for c in comps.values())
         assert comps["etcd"]["healthy"] and comps["dns"]["healthy"] and comps["controller"]["healthy"]
         assert comps["dns"]["listen"] == f"{ADDR[r]}:53"
+        assert st[r]["agents_report_home"] is True and st[r]["leader"]
+    assert by_region(status(lab)).keys() == st.keys()
 
 
 @pytest.mark.lab

@@ -15,7 +15,6 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from steering.controller.healthmerge import record_key
 from steering.demo.run import DEFAULT_LOAD, EXAMPLE_CONFIG, agent_document, bin_path
 from steering.etcdproc import EtcdMember
 from steering.lab import netops, procs
+from steering.lab import probe as labprobe
 from steering.lab.plan import (
     CONTROLLER_PORT,
     DNS_PORT,
@@ -245,13 +245,12 @@ class Lab:
         }
 
     def probe(self) -> dict[str, Any]:
-        """What each region's components answer, asked from the lab namespace."""
-        res = subprocess.run(["ip", "netns", "exec", LAB_NS, sys.executable, "-m", "steering.lab.probe",
-                              json.dumps(self.probe_spec())], capture_output=True, text=True, timeout=60,
-                             check=False)
-        if res.returncode != 0:
-            raise LabError(f"the probe in {LAB_NS} failed: {res.stderr.strip().splitlines()[-1:]}")
-        out: dict[str, Any] = json.loads(res.stdout)
+        """What each region's components answer, asked from the lab namespace (a thread of this process moved
+        there: an ``ip netns exec python`` per probe was most of ``lab status``'s time)."""
+        try:
+            out: dict[str, Any] = netops.run_in(LAB_NS, lambda: labprobe.probe(self.probe_spec()))
+        except OSError as exc:
+            raise LabError(f"the probe in {LAB_NS} failed: {exc}") from exc
         for rid, h in out.items():
             h["table_version"] = self.table_version(rid)
         return out

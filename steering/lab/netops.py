@@ -18,14 +18,22 @@ Random loss without netem: ``set_loss`` writes an nftables table of the lab's ow
 drops that share of what the region sends there (``numgen random``); both
 regions of a pair get one, so the loss is each way. Namespaces take their tables
 with them when removed.
+
+``run_in`` calls a function on a thread moved into a namespace (``setns``), for
+what asks a lab address from this process (``lab status``'s probe), where an
+``ip netns exec python`` per question cost an interpreter's start.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import subprocess
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from steering.lab.plan import (
     BRIDGE,
@@ -50,6 +58,48 @@ NFT_TABLE = "steering_lab"  # the lab's nftables table in each region's namespac
 NFT_CHAIN = "loss"
 NFT_SCALE = 10_000  # numgen modulus: loss in steps of 0.01 %
 NFT_INSTALL = "install nftables (apt-get install nftables) or use a kernel with sch_netem"
+
+
+_CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
+
+
+def run_in(netns: str, fn: Callable[[], T]) -> T:
+    """``fn()`` on a thread moved into network namespace ``netns`` (a name under /run/netns); what it returns or
+    raises. A namespace is per thread on Linux: this process's other threads stay where they are, threads the
+    moved one starts are in ``netns`` too, and a socket stays in the namespace it was made in. OSError when the
+    namespace is not there or this process may not enter it (root, or CAP_SYS_ADMIN)."""
+    box: dict[str, Any] = {}
+
+    def moved() -> None:
+        try:
+            fd = os.open(NETNS_DIR / netns, os.O_RDONLY)
+            try:
+                if _libc().setns(fd, _CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns into {netns}: {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            box["value"] = fn()
+        except BaseException as exc:  # raised again on the caller's thread
+            box["error"] = exc
+
+    t = threading.Thread(target=moved, name=f"netns-{netns}")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    value: T = box["value"]
+    return value
+
+
+_LIBC: list[ctypes.CDLL] = []
+
+
+def _libc() -> ctypes.CDLL:
+    if not _LIBC:
+        _LIBC.append(ctypes.CDLL(None, use_errno=True))
+    return _LIBC[0]
 
 
 class NetError(RuntimeError):
