@@ -70,7 +70,7 @@ class HealthRecords:
             keeper = self._leases.get(key)
             if keeper is not None and keeper.alive:
                 return keeper
-            keeper = LeaseKeeper(self.kv.conn, key, f"health-{key}s")
+            keeper = LeaseKeeper(self.kv.conn, key, f"health-{key}s", strict=False)
             await keeper.grant()
             keeper.on_lost(lambda k: self._spawn(self._recover(k), f"health-recover-{key}s"))
             self._leases[key] = keeper

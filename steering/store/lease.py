@@ -5,6 +5,16 @@ Our own loop over the raw LeaseKeepAlive stream, rather than etcd3aio's
 server says TTL 0 (revoked or expired), or no acknowledgement came back
 before the TTL ran out (we are cut off, so we must assume it expired: a
 leader that cannot prove its lease is alive must stop acting as one).
+
+That local deadline is for a lease that is a claim to act (the election's).
+A lease that only carries records (health) is ``strict=False``: what matters
+there is whether etcd still has it, so it is lost when etcd says so (TTL 0, or
+a write refused for it), or when nothing has answered for one TTL past the
+local deadline. A keepalive that comes back late with TTL > 0 proves the
+records were never gone, and declaring the lease lost meanwhile only cost a
+recovery: a new lease and every record put back, and a window for the races
+of a put-back (docs/lab.md, Findings; the 300 ms spike lost a health lease
+that way in CI while etcd still held it).
 """
 
 from __future__ import annotations
@@ -31,10 +41,11 @@ HEDGES = 2
 class LeaseKeeper:
     """Grant a lease, keep it alive until ``stop``/``revoke``; ``lost`` is set once it is (or may be) gone."""
 
-    def __init__(self, conn: Conn, ttl: float, purpose: str) -> None:
+    def __init__(self, conn: Conn, ttl: float, purpose: str, strict: bool = True) -> None:
         self.conn = conn
         self.ttl = max(1, math.ceil(ttl))
         self.purpose = purpose
+        self.strict = strict
         self.id = 0
         self.lost = asyncio.Event()
         self.lost_reason = ""
@@ -82,6 +93,12 @@ class LeaseKeeper:
             await asyncio.sleep(0.02)
         return False
 
+    @property
+    def _deadline(self) -> float:
+        """When an unanswered lease counts as lost here: at its expiry as last acknowledged (strict), else one
+        TTL after it."""
+        return self._expires if self.strict else self._expires + self.ttl
+
     def _set_lost(self, reason: str) -> None:
         if self.lost.is_set():
             return
@@ -113,7 +130,7 @@ class LeaseKeeper:
                 if stream is None:
                     stream = self._open()
                 while True:
-                    if time.monotonic() >= self._expires:
+                    if time.monotonic() >= self._deadline:
                         break
                     sent = time.monotonic()
                     resp, winner = await self._keepalive(stream, sent, interval)
@@ -125,7 +142,7 @@ class LeaseKeeper:
                     if resp.TTL <= 0:
                         self._set_lost("revoked or expired (server reports TTL 0)")
                         return
-                    self._expires = sent + resp.TTL
+                    self._expires = max(self._expires, sent + resp.TTL)
                     self.conn.answered()
                     backoff.reset()
                     # the next one ``interval`` after this one was sent, not after its answer came: a slow answer
@@ -151,10 +168,11 @@ class LeaseKeeper:
                 if stream is not None:
                     stream.cancel()
                 stream = None
-            if time.monotonic() >= self._expires:
+            if time.monotonic() >= self._deadline:
                 if stream is not None:
                     stream.cancel()
-                self._set_lost("no keepalive acknowledged within the TTL")
+                self._set_lost("no keepalive acknowledged within the TTL" if self.strict else
+                               "no keepalive acknowledged within two TTLs")
                 return
             await backoff.sleep()
 
@@ -175,7 +193,7 @@ class LeaseKeeper:
         try:
             while True:
                 now = time.monotonic()
-                if now >= self._expires:
+                if now >= self._deadline:
                     raise TimeoutError("no keepalive answered before the lease's expiry")
                 if now >= next_hedge and len(hedges) < HEDGES:
                     hedge = self._open()
@@ -184,7 +202,7 @@ class LeaseKeeper:
                     log.debug("lease_keepalive_slow", purpose=self.purpose, lease=self.id, waited=round(now - sent, 3),
                              streams=len(tasks))
                     next_hedge = now + interval / 2
-                until = min(self._expires, next_hedge) if len(hedges) < HEDGES else self._expires
+                until = min(self._deadline, next_hedge) if len(hedges) < HEDGES else self._deadline
                 done, _ = await asyncio.wait(set(tasks), timeout=max(0.0, until - time.monotonic()),
                                              return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
@@ -193,7 +211,7 @@ class LeaseKeeper:
                     if exc is None:
                         winner = st
                         return task.result(), st
-                    if not tasks and (len(hedges) >= HEDGES or time.monotonic() >= self._expires):
+                    if not tasks and (len(hedges) >= HEDGES or time.monotonic() >= self._deadline):
                         raise exc
                     if not tasks:
                         next_hedge = time.monotonic()  # the only stream failed: try a new one at once

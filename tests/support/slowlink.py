@@ -14,25 +14,28 @@ from tests.support.proxy import LoopbackProxy
 
 
 class SlowLink(LoopbackProxy):
-    def __init__(self, target: tuple[str, int], delay: float) -> None:
+    """``back``: the delay of what the target sends (answers), when it differs from ``delay`` (requests)."""
+
+    def __init__(self, target: tuple[str, int], delay: float, back: float | None = None) -> None:
         super().__init__(target)
         self.delay = delay
+        self.back = delay if back is None else back
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up = await self._upstream(writer)
         if up is None:
             return
-        for src, dst in ((reader, up[1]), (up[0], writer)):
+        for src, dst, delay in ((reader, up[1], self.delay), (up[0], writer, self.back)):
             line: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
-            self._spawn(self._read(src, line))
+            self._spawn(self._read(src, line, delay))
             self._spawn(self._write(line, dst))
 
-    async def _read(self, src: asyncio.StreamReader, line: asyncio.Queue[tuple[float, bytes]]) -> None:
+    async def _read(self, src: asyncio.StreamReader, line: asyncio.Queue[tuple[float, bytes]], delay: float) -> None:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(ConnectionError):
             while data := await src.read(65536):
-                await line.put((loop.time() + self.delay, data))
-        await line.put((loop.time() + self.delay, b""))
+                await line.put((loop.time() + delay, data))
+        await line.put((loop.time() + delay, b""))
 
     async def _write(self, line: asyncio.Queue[tuple[float, bytes]], dst: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()
