@@ -61,6 +61,7 @@ NFT_INSTALL = "install nftables (apt-get install nftables) or use a kernel with 
 
 
 _CLONE_NEWNET = 0x40000000
+_LIBC = ctypes.CDLL(None, use_errno=True)  # this process's libc, for setns
 T = TypeVar("T")
 
 
@@ -75,7 +76,7 @@ def run_in(netns: str, fn: Callable[[], T]) -> T:
         try:
             fd = os.open(NETNS_DIR / netns, os.O_RDONLY)
             try:
-                if _libc().setns(fd, _CLONE_NEWNET) != 0:
+                if _LIBC.setns(fd, _CLONE_NEWNET) != 0:
                     err = ctypes.get_errno()
                     raise OSError(err, f"setns into {netns}: {os.strerror(err)}")
             finally:
@@ -91,15 +92,6 @@ def run_in(netns: str, fn: Callable[[], T]) -> T:
         raise box["error"]
     value: T = box["value"]
     return value
-
-
-_LIBC: list[ctypes.CDLL] = []
-
-
-def _libc() -> ctypes.CDLL:
-    if not _LIBC:
-        _LIBC.append(ctypes.CDLL(None, use_errno=True))
-    return _LIBC[0]
 
 
 class NetError(RuntimeError):

@@ -1,9 +1,9 @@
 """Health of every region's components, seen from the lab namespace (the only place lab addresses are reached).
 
-``python -m steering.lab.probe SPEC_JSON`` prints one JSON object: per region,
-whether its etcd member says it is healthy, whether its controller accepts a
-connection, what its DNS server answers for the spec's name (addresses, or the
-error), the leader recorded in etcd and whether its targets' health records
+``probe(spec)``, called on a thread moved into the lab namespace
+(``netops.run_in``; ``Lab.probe``), answers per region: whether its etcd
+member says it is healthy, whether its controller accepts a connection, what
+its DNS server answers for the spec's name (addresses, or the error), the leader recorded in etcd and whether its targets' health records
 are written by its own controller (read through etcd's JSON gateway).
 Everything is asked at once, each with a short timeout, so a cut region costs
 one timeout, not one per component.
@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import socket
-import sys
 import urllib.request
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -87,7 +86,3 @@ def probe(spec: dict[str, Any]) -> dict[str, Any]:
             out[rid] = {"etcd": fs["etcd"].result(), "controller": fs["controller"].result(),
                         "dns": fs["dns"].result(), "leader": leader, "home": home}
     return out
-
-
-if __name__ == "__main__":
-    print(json.dumps(probe(json.loads(sys.argv[1]))))
