@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, fields
+from itertools import repeat
 
 from steering.config import TOTAL_WEIGHT, Config
 from steering.model import Evacuation, Observed, Overrides, Pin, Restore, TargetHealth
@@ -328,7 +329,7 @@ def blend(order: Sequence[str], mine: Mapping[str, float], alts: Sequence[Mappin
     keeps its shares; an alternative equal to the shares so far moves nothing and leaves them as they are
     (bit for bit: the incremental planner tells which geos a ramp moves by comparing them). Reasons name
     the ramps of ``regions_of_order`` (its candidates' regions) only: no other is any candidate's reason."""
-    shares = [mine.get(t, 0.0) for t in order]
+    shares = list(map(mine.get, order, repeat(0.0)))  # [mine.get(t, 0.0) for t in order], in C
     reason: dict[str, str] = {}
     blended = False
     for alt, ramp in zip(alts, ramps, strict=True):
@@ -338,8 +339,7 @@ def blend(order: Sequence[str], mine: Mapping[str, float], alts: Sequence[Mappin
             reason[ramp.region] = ramp.label
         if alt is mine and not blended:
             continue  # the incremental planner's refill kept the geo's allocation: equal, without a look
-        get = alt.get
-        other = [get(t, 0.0) for t in order]
+        other = list(map(alt.get, order, repeat(0.0)))
         if other == shares:
             continue
         f = ramp.remaining
@@ -520,6 +520,7 @@ def _reasons(order: Sequence[str], weights: Mapping[str, int], capacity: Mapping
     reasons: dict[str, str] = {}
     down: list[str] = []
     last_full: str | None = None
+    spill = ""  # f"spillover from {last_full}", made once per last_full rather than once per target
     short = geo in fill.overflow
     for t in order:
         w = weights.get(t, 0)
@@ -545,11 +546,12 @@ def _reasons(order: Sequence[str], weights: Mapping[str, int], capacity: Mapping
         elif last_full is None:
             why = "home" if not down else f"failover: {', '.join(down)} unavailable"
         else:
-            why = f"spillover from {last_full}"
+            why = spill
         if w:
             if short:
                 why += "; capacity short, excess spread by capacity"
             last_full = t
+            spill = f"spillover from {t}"
         elif ramp_label is None and (last_full is None or not short):
             why = "standby"
         if ramped:

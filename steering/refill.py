@@ -160,9 +160,8 @@ def _run(cands: Mapping[str, Sequence[str]], left0: dict[str, float], capacity: 
                         mine[t].append(g)
                     else:
                         mine[t] = [g]
-        for t in dirty_t:
-            if t in o.want:
-                touched.add(t)
+        if dirty_t:
+            touched |= o.want.keys() & dirty_t  # in C: a round asks few of the dirty targets
         if not touched:
             rounds.append(o)
             left.update(o.left)
@@ -273,8 +272,9 @@ def _finish(cands: Mapping[str, Sequence[str]], capacity: Mapping[str, float], l
         return Fill(alloc=alloc, overflow={})  # everyone fitted: neither step changes anything
     left = dict(left)
     room = dict(room)
-    out = {g: dict(a) for g, a in alloc.items()}
-    _make_way(cands, left, out, room)
+    out = dict(alloc)  # the inner dicts are the log's: copied where changed (``owned``)
+    owned: set[str] = set()
+    _make_way(cands, left, out, room, owned)
     overflow: dict[str, float] = {}
     for g, rest in left.items():
         if rest <= _FLOOR:
@@ -284,6 +284,10 @@ def _finish(cands: Mapping[str, Sequence[str]], capacity: Mapping[str, float], l
         if total_cap <= 0:
             continue
         overflow[g] = rest
+        if g not in owned:
+            out[g] = dict(out[g])
+            owned.add(g)
+        mine = out[g]
         for t in usable:
-            out[g][t] = out[g].get(t, 0.0) + rest * capacity[t] / total_cap
+            mine[t] = mine.get(t, 0.0) + rest * capacity[t] / total_cap
     return Fill(alloc=out, overflow=overflow)

@@ -31,6 +31,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import compress, repeat
+from operator import is_not
 
 from steering.config import TOTAL_WEIGHT, Config, Site
 from steering.model import Observed, Overrides, Pin, TargetHealth
@@ -242,7 +244,9 @@ class Replanner:
         old = s.health
         index = config.derived("replan.index", _index)
         changed: list[str] = []
-        for k in [k for k, v in health.items() if old.get(k, _MISSING) is not v] + list(old.keys() - health.keys()):
+        # The records that are not the very objects of the last call (in C: tens of thousands of them).
+        others = compress(health, map(is_not, health.values(), map(old.get, health, repeat(_MISSING))))
+        for k in [*others, *(old.keys() - health.keys())]:
             h = health.get(k, _NO_REPORT)
             if h == old.get(k, _NO_REPORT):
                 continue  # a new object, equal (the merge makes one per plan for a target without a record)
@@ -336,6 +340,7 @@ class Replanner:
             unstable = set() if after_last else s.unstable[i] - redo
             svc_pins = pins.get(svc.name, {})
             moved_routes: list[str] = []
+            reweighed: set[str] = set()
             for g in sorted(redo, key=index.geo_pos.__getitem__):
                 prev_route = prev_svc.geos.get(g) if prev_svc else None
                 route, why, ramped = _route_geo(g, ideal, prev_route, svc_pins.get(g), f.config_cap, health,
@@ -350,9 +355,15 @@ class Replanner:
                     ramping.discard(g)
                 if _moving(route, prev_route):
                     unstable.add(g)
-                if route != routes[g]:
+                was = routes[g]
+                if route != was:
                     moved_routes.append(g)
                     routes[g] = route
+                    # Only a target whose weight moved in some route has another planned load: the others
+                    # sum the same terms in the same order.
+                    ws = was.weights
+                    reweighed.update(t for t, w in route.weights.items() if ws.get(t, 0) != w)
+                    reweighed.update(t for t in ws if t not in route.weights)
                 else:
                     # Equal: keep the object, so what did not move stays what it was.
                     pass
@@ -379,7 +390,7 @@ class Replanner:
             services[svc.name] = ServiceRoute(targets=svc.targets, geos=routes)
             planned = dict(s.planned[i])
             by_target = index.by_target[key]
-            targets = {t for g in moved_routes for t in f.cands[i][g]}
+            targets = reweighed
             for t in targets:
                 total: float | None = None
                 for g in by_target[t]:

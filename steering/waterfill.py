@@ -95,7 +95,7 @@ def waterfill(
 
 
 def _make_way(candidates: Mapping[str, Sequence[str]], left: dict[str, float],
-              alloc: dict[str, dict[str, float]], room: dict[str, float]) -> None:
+              alloc: dict[str, dict[str, float]], room: dict[str, float], owned: set[str] | None = None) -> None:
     """Let geos that still have demand take full targets from geos that can go elsewhere.
 
     The rounds alone can leave a geo with nowhere to go sharing a full target
@@ -104,6 +104,9 @@ def _make_way(candidates: Mapping[str, Sequence[str]], left: dict[str, float],
     an overloaded target. Each move here shifts the second geo to its first
     target with room and hands the freed room to the first geo. Room only
     shrinks, so one pass finds every move.
+
+    With ``owned``, ``alloc``'s inner dicts are shared with someone else: one is copied into ``alloc`` before
+    its first change here, and its geo added to ``owned`` (few geos move; copying all of them cost more).
     """
     floor = EPSILON * 1e-3
     if all(rest <= floor for rest in left.values()):
@@ -118,8 +121,17 @@ def _make_way(candidates: Mapping[str, Sequence[str]], left: dict[str, float],
     cursor: dict[str, int] = {}  # per geo, where its first target with room might be
     # Geos none of whose targets has room: as room only shrinks they can never move
     # again, and skipping them is what keeps a shortfall over shared targets from
-    # costing geos x geos calls that each find nothing.
-    stuck: set[str] = set()
+    # costing geos x geos calls that each find nothing. Those without room now are
+    # found in one pass (in C), the rest as their last room goes.
+    roomy = {t for t, r in room.items() if r > 0}
+    stuck: set[str] = {h for h in alloc if roomy.isdisjoint(candidates[h])}
+
+    def mine(h: str) -> dict[str, float]:
+        a = alloc[h]
+        if owned is not None and h not in owned:
+            a = alloc[h] = dict(a)
+            owned.add(h)
+        return a
 
     def first_with_room(h: str, skip: str) -> str | None:
         cands = candidates[h]
@@ -148,15 +160,17 @@ def _make_way(candidates: Mapping[str, Sequence[str]], left: dict[str, float],
                     u = first_with_room(h, t)
                     if u is None:
                         break
-                    move = min(alloc[h][t], room[u], left[g])
-                    alloc[h][t] -= move
-                    alloc[h][u] = alloc[h].get(u, 0.0) + move
+                    ah = mine(h)
+                    move = min(ah[t], room[u], left[g])
+                    ah[t] -= move
+                    ah[u] = ah.get(u, 0.0) + move
                     if h not in users.setdefault(u, []):
                         users[u].append(h)
                     room[u] -= move
                     if room[u] < floor:
                         room[u] = 0.0
-                    alloc[g][t] = alloc[g].get(t, 0.0) + move
+                    ag = mine(g)
+                    ag[t] = ag.get(t, 0.0) + move
                     if g not in users[t]:
                         users[t].append(g)
                     left[g] -= move

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Mapping, Sequence
+from itertools import repeat
 
 TOTAL_WEIGHT = 1000
 """Weights of one (service, geo) sum to this (``steering.config`` re-exports it)."""
@@ -97,10 +98,21 @@ def move_toward(start: Mapping[str, int], goal: Mapping[str, int], limit: int, o
     d = distance(start, goal)
     if d <= limit:
         return {t: goal.get(t, 0) for t in order}
-    losers = {t: start.get(t, 0) - goal.get(t, 0) for t in order if start.get(t, 0) > goal.get(t, 0)}
-    gainers = {t: goal.get(t, 0) - start.get(t, 0) for t in order if goal.get(t, 0) > start.get(t, 0)}
-    minus = apportion(losers, limit, [t for t in order if t in losers])
-    plus = apportion(gainers, limit, [t for t in order if t in gainers])
+    # Lists aligned with ``order`` rather than dicts: the losers and gainers in order, as apportion reads them.
+    lose_t: list[str] = []
+    lose_v: list[float] = []
+    gain_t: list[str] = []
+    gain_v: list[float] = []
+    now = list(map(start.get, order, repeat(0)))
+    for t, a, b in zip(order, now, map(goal.get, order, repeat(0)), strict=True):
+        if a > b:
+            lose_t.append(t)
+            lose_v.append(a - b)
+        elif b > a:
+            gain_t.append(t)
+            gain_v.append(b - a)
+    minus = apportion_values(lose_v, limit, lose_t)
+    plus = apportion_values(gain_v, limit, gain_t)
     # apportion never hands a key more than its own share of ``limit``, and
     # limit < d, so no loser goes below its goal and no gainer above it.
-    return {t: start.get(t, 0) - minus.get(t, 0) + plus.get(t, 0) for t in order}
+    return {t: a - minus.get(t, 0) + plus.get(t, 0) for t, a in zip(order, now, strict=True)}
