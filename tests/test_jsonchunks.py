@@ -110,3 +110,28 @@ def test_a_tables_sites_are_written_as_json_writes_them_whatever_came_before(
     table = RoutingTable(version=1, parent_version=0, generated_at=0.0, services={}, regions={}, sites=sites)
     for _ in range(2):  # the second time from the memo
         assert table.to_json() == json.dumps(table.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+
+
+def test_site_states_handed_on_are_written_from_the_memo_which_stays_bounded() -> None:
+    # The incremental planner hands most sites' state objects on from table to table (table._sites_json knows
+    # them by identity) while a few get new ones: every table is still written as json writes it, and the
+    # memo by content never holds more than twice a table's states (plus a little), however long loads move.
+    from steering import table as tablemod
+    from steering.table import RoutingTable, TargetState
+
+    def state(load: float) -> TargetState:
+        return TargetState(kind="site", region="r1", health="healthy", serving=True, capacity=1000.0, load=load,
+                           planned_load=load / 2, utilization=load / 1000.0)
+
+    sites = {f"s{i}": state(float(i)) for i in range(50)}
+    sizes = []
+    for n in range(60):
+        for j in range(5):  # five sites move each time; the other 45 keep their very objects
+            sites[f"s{(n * 5 + j) % 50}"] = state(1000.0 * n + j)
+        table = RoutingTable(version=n + 1, parent_version=n, generated_at=0.0, services={}, regions={},
+                             sites=dict(sites))
+        assert table.to_json() == json.dumps(table.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+        sizes.append(len(tablemod._SITE_JSON[0]))
+        assert sizes[-1] <= 2 * len(sites) + 64
+    assert min(sizes[20:]) < max(sizes)  # it was rebuilt along the way, not just capped
+    assert set(tablemod._SITE_JSON[0].values()) >= set(tablemod._SITE_BY_ID[0][id(s)][2] for s in sites.values())

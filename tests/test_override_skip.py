@@ -219,6 +219,8 @@ async def test_nan_evacuation_refused_by_the_api_and_skipped_when_forced_into_et
         assert [e["key"] for e in skipped_logs] == ["overrides/evacuations/eu-west-1"], skipped_logs
         assert skipped_logs[0]["kind"] == "evacuation" and "nan" in skipped_logs[0]["problem"]
         assert _metric(metrics_port, 'steering_controller_skipped_records_total{kind="evacuation"}') == 1.0
+        # The daemon's collector policy is on (steering.controller.gcpolicy): its start-up collection was timed.
+        assert (_metric(metrics_port, 'steering_gc_seconds_total{generation="2"}') or 0.0) > 0.0
         assert not any("leader loop failed" in e.get("event", "") for e in ctl.logs())
 
         # 5. The operator can remove it with a restore; the note goes with it.

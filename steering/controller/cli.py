@@ -140,6 +140,7 @@ async def _run(config: Config, address: str, replica: str, geoip: GeoIpMap | Non
                http_address: str | None = None, ingest_address: str | None = None) -> int:
     from prometheus_client import REGISTRY
 
+    from steering.controller import gcpolicy
     from steering.controller.server import Controller
     from steering.geoipwatch import GeoIpCollector
 
@@ -156,6 +157,7 @@ async def _run(config: Config, address: str, replica: str, geoip: GeoIpMap | Non
     except Exception as exc:
         log.error("cannot start", replica=replica, error=str(exc))
         return 1
+    gcpolicy.settle_after_start()  # only in the daemon: tests' controllers share a process with pytest
     await stop.wait()
     await ctl.stop()
     return 0

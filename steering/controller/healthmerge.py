@@ -17,6 +17,7 @@ the geos it is unreachable from (docs/health.md).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 
 from steering.controller.vantage import LOCAL, Vantage, Verdict, decide, split_slot
@@ -36,6 +37,7 @@ def split_key(key: str) -> tuple[str, str]:
     return split_slot(slot)[0], replica
 
 
+@functools.lru_cache(maxsize=1 << 16)  # bounded: sites x reporters x replicas; merged per plan, every record
 def parse_key(key: str) -> tuple[str, str, str]:
     """(site, reporter, replica) of a record key; the reporter is ``local`` for the site's own agent."""
     slot, _, replica = key.partition(SEPARATOR)
