@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from steering import limits
@@ -116,6 +116,30 @@ class TargetHealth:
             detail=str(data.get("detail", "")),
             checks=_checks(data.get("checks")),
         )
+
+
+# The ingest makes one TargetHealth per agent report, thousands a second: the frozen dataclass __init__ (one
+# object.__setattr__ per field) is most of that. ``reported_health`` fills the instance dict directly instead,
+# an equal object (as planner._state does for TargetState).
+_HEALTH_FIELDS = ("status", "capacity", "load", "updated_at", "detail", "checks", "reporters", "unreachable_from")
+if tuple(f.name for f in fields(TargetHealth)) != _HEALTH_FIELDS:
+    raise RuntimeError("steering.model.TargetHealth changed its fields: update reported_health")
+
+
+def reported_health(status: Status, capacity: float | None, load: float | None, updated_at: float, detail: str,
+                    checks: tuple[Check, ...]) -> TargetHealth:
+    """``TargetHealth(status, capacity, load, updated_at, detail, checks)``, equal and cheaper."""
+    h = object.__new__(TargetHealth)
+    d = h.__dict__
+    d["status"] = status
+    d["capacity"] = capacity
+    d["load"] = load
+    d["updated_at"] = updated_at
+    d["detail"] = detail
+    d["checks"] = checks
+    d["reporters"] = ()
+    d["unreachable_from"] = ()
+    return h
 
 
 @dataclass(frozen=True)

@@ -194,3 +194,24 @@ async def test_data_inside_a_header_block_and_an_oversized_frame_end_the_connect
         conn.connection_lost(None)
         assert ingest.sessions == {}
 
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(st.tuples(st.integers(1, 2**40), st.booleans()), min_size=1, max_size=12),
+       replica=st.text(min_size=1, max_size=40), start=st.integers(0, 2**64 - 2**45))
+async def test_the_listeners_hand_made_acks_are_what_protobuf_writes(steps: list[tuple[int, bool]],
+                                                                     replica: str, start: int) -> None:
+    # take_wire puts an ack together from the sequence's varint and a tail serialized once per leader flag.
+    from steering.controller import agentauth
+
+    leading = [False]
+    ingest = Ingest(CONFIG, _Store(), replica, lambda: leading[0])  # type: ignore[arg-type]
+    session = ingest.open_stream("test", agentauth.OPEN)
+    seq = start
+    for gap, lead in steps:
+        seq += gap  # strictly increasing, anywhere up to near 2**64 (varints of 1 to 10 bytes)
+        leading[0] = lead
+        got = ingest.take_wire(session, report(REGIONS[0], sequence=seq))
+        assert got == pb.ReportAck(sequence=seq, controller_id=replica, leader=lead).SerializeToString()
+        assert pb.ReportAck.FromString(got).sequence == seq
+    ingest.close_stream(session)

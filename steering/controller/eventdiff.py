@@ -147,8 +147,21 @@ def health_events(baseline: Mapping[str, str], health: Mapping[str, TargetHealth
 # ---------------------------------------------------------------- tables
 
 
+# The last two tables' _serving: each table is diffed as ``after`` and then, at the next plan, as ``before``.
+_SERVING: list[tuple[RoutingTable, dict[str, set[tuple[str, str]]]]] = []
+
+
 def _serving(table: RoutingTable) -> dict[str, set[tuple[str, str]]]:
-    """target -> the (service, geo) routes giving it a non-zero weight."""
+    """target -> the (service, geo) routes giving it a non-zero weight (callers do not change it)."""
+    for known, serving in _SERVING:
+        if known is table:
+            return serving
+    out = _serving_of(table)
+    _SERVING[:] = [*_SERVING[-1:], (table, out)]
+    return out
+
+
+def _serving_of(table: RoutingTable) -> dict[str, set[tuple[str, str]]]:
     out: dict[str, set[tuple[str, str]]] = {}
     for name, svc in table.services.items():
         for geo, route in svc.geos.items():
@@ -173,7 +186,12 @@ def _service_events(before: RoutingTable, after: RoutingTable, known: Mapping[st
                     now: float) -> list[Event]:
     old, new = _serving(before), _serving(after)
     out: list[Event] = []
-    for target in sorted(set(old) | set(new) | set(before.regions) | set(before.sites)):
+    # Only a target whose routes changed, or that left the table, has anything to say: not every site
+    # (5,000 and more) at every table.
+    changed = {t for t in old.keys() | new.keys() if old.get(t) != new.get(t)}
+    if before.regions.keys() != after.regions.keys() or before.sites.keys() != after.sites.keys():
+        changed |= (before.regions.keys() | before.sites.keys()) - after.regions.keys() - after.sites.keys()
+    for target in sorted(changed):
         was, now_in = old.get(target, set()), new.get(target, set())
         removed = _in_table(before, target) and not _in_table(after, target)
         lost, gained = was - now_in, now_in - was

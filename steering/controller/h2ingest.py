@@ -399,7 +399,7 @@ class _Connection(asyncio.Protocol):
             self._end(st, grpc.StatusCode.INVALID_ARGUMENT, "report: not a HealthReport message")
             return False
         try:
-            ack = self.server.ingest.take(st.session, report).SerializeToString()
+            ack = self.server.ingest.take_wire(st.session, report)
         except Refused as exc:
             self._end(st, exc.code, exc.message)
             return False

@@ -140,6 +140,7 @@ class LeaderState:
         self._flight: _Flight | None = None
         self._publishing: tuple[RoutingTable, _Flight] | None = None
         self._over: str | None = None
+        self._before: tuple[RoutingTable | None, dict[str, str]] | None = None  # ``previous``'s statuses
 
     # ---- events
 
@@ -203,8 +204,10 @@ class LeaderState:
         if not self.ready:
             return self.next(now, monotonic)
         previous = self.previous
-        before = {t: st.health for t, st in
-                  [*(previous.regions.items() if previous else ()), *(previous.sites.items() if previous else ())]}
+        if self._before is None or self._before[0] is not previous:  # one table's statuses, once per table
+            self._before = (previous, {t: st.health for t, st in [*(previous.regions.items() if previous else ()),
+                                                                  *(previous.sites.items() if previous else ())]})
+        before = self._before[1]
         health = merge(self._records, self.known, monotonic - self.started >= self.timing.silence_seconds, before,
                        self.vantage)
         self._flight = _Flight(at=monotonic, operator=self._operator_seen)
