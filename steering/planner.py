@@ -36,6 +36,7 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, fields
 from itertools import repeat
+from operator import add, is_, sub, truth
 
 from steering.config import TOTAL_WEIGHT, Config
 from steering.model import Evacuation, Observed, Overrides, Pin, Restore, TargetHealth
@@ -44,7 +45,7 @@ from steering.ramps import progress
 from steering.table import GeoRoute, RampProgress, RoutingTable, ServiceRoute, TargetState
 from steering.topology import candidate_lists, site_regions
 from steering.waterfill import Fill, waterfill
-from steering.weights import apportion, apportion_values, distance, move_toward
+from steering.weights import apportion, apportion_values, distance, move_toward, step_values
 
 # "No report yet": shared, so looking up 10,000 sites does not build 10,000 defaults.
 _NO_REPORT = TargetHealth()
@@ -466,8 +467,36 @@ def _step(goal: dict[str, int], prev: GeoRoute | None, order: Sequence[str], cap
     """Limit the move from the previous weights; returns (weights, still ramping)."""
     if prev is None or prev.fail_open or prev.pinned or prev.weights == goal:
         return goal, False  # the last case is the steady state, and the common one
+    if len(goal) != len(order):
+        return _step_keyed(goal, prev, order, capacity, limit, hysteresis)
+    # Lists aligned with ``order`` (its keys distinct here): a geo's few candidates, walked in C where it can.
+    want = list(map(goal.__getitem__, order))
+    was = prev.weights.get
     # Traffic on a target that cannot serve (or is no longer a candidate) leaves at
     # once: it goes where the goal sends it, in the goal's proportions.
+    kept = [was(t, 0) if capacity[t] > 0 else 0 for t in order]
+    held = sum(kept)
+    if held == 0:
+        return goal, False
+    stranded = TOTAL_WEIGHT - held
+    start = kept
+    if stranded:
+        extra = apportion_values(list(map(float, want)), stranded, order)
+        start = list(map(add, kept, map(extra.__getitem__, order)))
+    d = sum(map(abs, map(sub, start, want))) // 2
+    if d <= hysteresis and all(map(is_, map(truth, start), map(truth, want))):  # and the same targets > 0
+        return dict(zip(order, start, strict=True)), False
+    moved = step_values(start, want, limit, order, d)
+    if moved is want:
+        return goal, False
+    return dict(zip(order, moved, strict=True)), moved != want
+
+
+def _step_keyed(goal: dict[str, int], prev: GeoRoute, order: Sequence[str], capacity: Mapping[str, float],
+                limit: int, hysteresis: int) -> tuple[dict[str, int], bool]:
+    """``_step`` for an ``order`` that repeats a target: each counted once, as a dict sees it."""
+    if prev.fail_open or prev.pinned or prev.weights == goal:
+        return goal, False
     kept = {t: prev.weights.get(t, 0) for t in order if capacity[t] > 0}
     stranded = TOTAL_WEIGHT - sum(kept.values())
     if sum(kept.values()) == 0:
@@ -549,15 +578,47 @@ def _reasons(order: Sequence[str], weights: Mapping[str, int], capacity: Mapping
             why = spill
         if w:
             if short:
-                why += "; capacity short, excess spread by capacity"
+                why += _SHORT
             last_full = t
             spill = f"spillover from {t}"
         elif ramp_label is None and (last_full is None or not short):
             why = "standby"
         if ramped:
-            why += "; ramping (max_shift per step)"
+            why += _RAMPING
         reasons[t] = why
     return reasons
+
+
+_SHORT = "; capacity short, excess spread by capacity"
+_RAMPING = "; ramping (max_shift per step)"
+
+
+def _relabel(order: Sequence[str], route: GeoRoute, capacity: Mapping[str, float], site_region: Mapping[str, str],
+             was: Mapping[str, str], now: Mapping[str, str], short: bool, ramped: bool) -> Mapping[str, str] | None:
+    """``_reasons`` again for a route whose inputs are the same but its ramp labels (``was`` -> ``now``):
+    a target's reason reads no other target's label, so only those whose region's label changed are written
+    again, each to what ``_reasons`` gives a labelled target. None when a label went away (that target's
+    reason depends on the others': the caller runs ``_reasons``)."""
+    reasons: dict[str, str] | None = None
+    weights = route.weights
+    for t in order:
+        region = site_region.get(t, t)
+        label = now.get(region)
+        if label == was.get(region):
+            continue
+        if label is None:
+            return None
+        if capacity[t] <= 0:
+            continue  # a target that cannot serve gives why, never a label
+        why = label
+        if short and weights.get(t, 0):
+            why += _SHORT
+        if ramped:
+            why += _RAMPING
+        if reasons is None:
+            reasons = dict(route.reasons)
+        reasons[t] = why
+    return route.reasons if reasons is None else reasons
 
 
 # A table holds one TargetState per site, 10,000 and more, built on every plan; the

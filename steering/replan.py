@@ -47,6 +47,7 @@ from steering.planner import (
     _reasons,
     _region_decisions,
     _Regions,
+    _relabel,
     _route_geo,
     _state,
     blend,
@@ -374,8 +375,11 @@ class Replanner:
                 was = routes[g]
                 if was.fail_open or was.pinned:
                     continue  # their reasons name the pin or the fail-open, never a ramp
-                reasons = _reasons(ideal.cands[g], was.weights, ideal.capacity, ideal.fill, g, health, f.site_region,
-                                   regions, ideal.ramp_reason[g], g in ramping, None)
+                reasons = _relabel(ideal.cands[g], was, ideal.capacity, f.site_region, s.ideals[key].ramp_reason[g],
+                                   ideal.ramp_reason[g], g in ideal.fill.overflow, g in ramping)
+                if reasons is None:
+                    reasons = _reasons(ideal.cands[g], was.weights, ideal.capacity, ideal.fill, g, health,
+                                       f.site_region, regions, ideal.ramp_reason[g], g in ramping, None)
                 if reasons != was.reasons:
                     routes[g] = GeoRoute(was.weights, reasons)
                     rewritten = True
@@ -393,10 +397,11 @@ class Replanner:
             targets = reweighed
             for t in targets:
                 total: float | None = None
-                for g in by_target[t]:
-                    w = routes[g].weights.get(t, 0)
-                    if w:
-                        total = (0.0 if total is None else total) + demand.get(g, 0.0) * w / TOTAL_WEIGHT
+                gs = by_target[t]
+                per_geo = [routes[g].weights.get(t, 0) for g in gs]
+                # Summed one by one in geo order, as the planner does (sum() rounds otherwise): the nonzero only.
+                for g, w in compress(zip(gs, per_geo, strict=True), per_geo):
+                    total = (0.0 if total is None else total) + demand.get(g, 0.0) * w / TOTAL_WEIGHT
                 if total is None:
                     planned.pop(t, None)
                 else:

@@ -116,3 +116,24 @@ def move_toward(start: Mapping[str, int], goal: Mapping[str, int], limit: int, o
     # apportion never hands a key more than its own share of ``limit``, and
     # limit < d, so no loser goes below its goal and no gainer above it.
     return {t: a - minus.get(t, 0) + plus.get(t, 0) for t, a in zip(order, now, strict=True)}
+
+
+def step_values(now: list[int], want: list[int], limit: int, order: Sequence[str], d: int) -> list[int]:
+    """``move_toward`` over lists aligned with ``order`` (its keys distinct), given ``d = distance(now, want)``:
+    the planner's per-geo step holds both as lists already, and knows the distance."""
+    if d <= limit:
+        return want
+    lose_t: list[str] = []
+    lose_v: list[float] = []
+    gain_t: list[str] = []
+    gain_v: list[float] = []
+    for t, a, b in zip(order, now, want, strict=True):
+        if a > b:
+            lose_t.append(t)
+            lose_v.append(a - b)
+        elif b > a:
+            gain_t.append(t)
+            gain_v.append(b - a)
+    minus = apportion_values(lose_v, limit, lose_t)
+    plus = apportion_values(gain_v, limit, gain_t)
+    return [a - minus.get(t, 0) + plus.get(t, 0) for t, a in zip(order, now, strict=True)]
