@@ -593,31 +593,36 @@ _SHORT = "; capacity short, excess spread by capacity"
 _RAMPING = "; ramping (max_shift per step)"
 
 
-def _relabel(order: Sequence[str], route: GeoRoute, capacity: Mapping[str, float], site_region: Mapping[str, str],
+def _relabel(by_region: Mapping[str, Sequence[str]], route: GeoRoute, capacity: Mapping[str, float],
              was: Mapping[str, str], now: Mapping[str, str], short: bool, ramped: bool) -> Mapping[str, str] | None:
-    """``_reasons`` again for a route whose inputs are the same but its ramp labels (``was`` -> ``now``):
-    a target's reason reads no other target's label, so only those whose region's label changed are written
-    again, each to what ``_reasons`` gives a labelled target. None when a label went away (that target's
-    reason depends on the others': the caller runs ``_reasons``)."""
+    """``_reasons`` again for a route whose inputs are the same but its ramp labels (``was`` -> ``now``, region
+    -> label); ``by_region``: the route's candidates by region (a site under its region, a region under
+    itself). A target's reason reads no other target's label, so only the candidates of a region whose label
+    changed are written again, each to what ``_reasons`` gives a labelled target. None when a label went
+    away from a candidate's region (that reason depends on the other candidates': the caller runs
+    ``_reasons``)."""
     reasons: dict[str, str] | None = None
     weights = route.weights
-    for t in order:
-        region = site_region.get(t, t)
+    for region in was.keys() | now.keys():  # a ramp or two
         label = now.get(region)
         if label == was.get(region):
             continue
+        targets = by_region.get(region)
+        if not targets:
+            continue
         if label is None:
             return None
-        if capacity[t] <= 0:
-            continue  # a target that cannot serve gives why, never a label
-        why = label
-        if short and weights.get(t, 0):
-            why += _SHORT
-        if ramped:
-            why += _RAMPING
-        if reasons is None:
-            reasons = dict(route.reasons)
-        reasons[t] = why
+        for t in targets:
+            if capacity[t] <= 0:
+                continue  # a target that cannot serve gives why, never a label
+            why = label
+            if short and weights.get(t, 0):
+                why += _SHORT
+            if ramped:
+                why += _RAMPING
+            if reasons is None:
+                reasons = dict(route.reasons)
+            reasons[t] = why
     return route.reasons if reasons is None else reasons
 
 

@@ -73,6 +73,8 @@ class _Index:
     fleet_count: int
     cand_regions: tuple[dict[str, frozenset[str]], ...]  # per fleet: geo -> the regions of its candidates
     region_geos: tuple[dict[str, frozenset[str]], ...]  # per fleet: region -> the geos with a candidate in it
+    # per fleet: geo -> region -> its candidates there (a site under its region, a region under itself), in order
+    by_region: tuple[dict[str, dict[str, tuple[str, ...]]], ...]
 
 
 def _index(config: Config) -> _Index:
@@ -97,6 +99,15 @@ def _index(config: Config) -> _Index:
             for r in rs:
                 acc_r.setdefault(r, set()).add(g)
         region_geos.append({r: frozenset(gs) for r, gs in acc_r.items()})
+    by_region: list[dict[str, dict[str, tuple[str, ...]]]] = [{} for _ in range(count)]
+    for key, cands in zip(f.fleet, f.cands, strict=True):
+        if by_region[key]:
+            continue
+        for g, order in cands.items():
+            acc_g: dict[str, list[str]] = {}
+            for t in order:
+                acc_g.setdefault(f.site_region.get(t, t), []).append(t)
+            by_region[key][g] = {r: tuple(ts) for r, ts in acc_g.items()}
     fleets_of: dict[str, list[int]] = {}
     for key, ts in enumerate(by_target):
         for t in ts:
@@ -104,7 +115,7 @@ def _index(config: Config) -> _Index:
     return _Index(by_target=tuple(by_target), fleets_of={t: tuple(k) for t, k in fleets_of.items()},
                   sites={s.id: s for s in config.sites}, regions=frozenset(r.id for r in config.regions),
                   geo_pos={g: i for i, g in enumerate(f.geo_ids)}, fleet_count=count,
-                  cand_regions=tuple(cand_regions), region_geos=tuple(region_geos))
+                  cand_regions=tuple(cand_regions), region_geos=tuple(region_geos), by_region=tuple(by_region))
 
 
 @dataclass
@@ -375,7 +386,7 @@ class Replanner:
                 was = routes[g]
                 if was.fail_open or was.pinned:
                     continue  # their reasons name the pin or the fail-open, never a ramp
-                reasons = _relabel(ideal.cands[g], was, ideal.capacity, f.site_region, s.ideals[key].ramp_reason[g],
+                reasons = _relabel(index.by_region[key][g], was, ideal.capacity, s.ideals[key].ramp_reason[g],
                                    ideal.ramp_reason[g], g in ideal.fill.overflow, g in ramping)
                 if reasons is None:
                     reasons = _reasons(ideal.cands[g], was.weights, ideal.capacity, ideal.fill, g, health,

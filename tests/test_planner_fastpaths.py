@@ -51,7 +51,10 @@ def test_relabel_writes_what_a_full_plan_writes(route: tuple[list[str], dict[str
         return _reasons(order, weights, capacity, fill, "g", health, SITE_REGION, regions, rr, ramped, None)
 
     before = GeoRoute(weights, reasons(was))
-    out = _relabel(order, before, capacity, SITE_REGION, was, now, short, ramped)
+    by_region: dict[str, list[str]] = {}
+    for t in order:
+        by_region.setdefault(SITE_REGION.get(t, t), []).append(t)
+    out = _relabel(by_region, before, capacity, was, now, short, ramped)
     gone = any(was.get(SITE_REGION.get(t, t)) is not None and now.get(SITE_REGION.get(t, t)) is None
                for t in order)
     assert (out is None) == gone  # it gives up only where a label went away
