@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping
+from itertools import compress, repeat
+from operator import is_, is_not
 
 from steering.controller.vantage import LOCAL, Vantage, Verdict, decide, split_slot
 from steering.model import MAX_CHECKS, Check, ReporterView, TargetHealth
@@ -144,3 +146,108 @@ def _checks(verdict: Verdict, site: str, best: Mapping[tuple[str, str], tuple[st
             name = c.name if reporter == LOCAL else f"{reporter}/{c.name}"
             out.append(Check(name=name, kind=c.kind, detail=c.detail))
     return tuple(out[:MAX_CHECKS])
+
+
+_MISSING = object()
+
+
+class Merger:
+    """``merge`` with the same arguments and the same result, redoing only the sites whose records changed
+    since its last call: a plan follows a few reports' changes among thousands of records, and merging them
+    all was a few ms of the leader's loop per plan (issue 18). Records are told apart by identity (the
+    health watch hands on the objects of records that did not change). It merges in full when anything
+    else moved (the known sites, the reporters, the grace period, the last table's statuses during it), and
+    where the winner of a site's records is a tie that ``newest`` settles by the records' order. A records
+    map once given is never changed in place by the caller (each is a new one). Pure; not thread-safe (one
+    per leader term)."""
+
+    def __init__(self) -> None:
+        self._records: Mapping[str, TargetHealth] | None = None
+        self._args: tuple[object, ...] = ()
+        self._best: dict[tuple[str, str], tuple[str, TargetHealth]] = {}
+        self._keys: dict[tuple[str, str], list[str]] = {}  # (site, reporter) -> its record keys
+        self._out: dict[str, TargetHealth] = {}
+        # Whether some site's newest records tie: then the map's order decides, even between maps of the same
+        # objects, and every merge is a full one until no tie is left.
+        self._tied = False
+        self.last_incremental = False  # for tests
+
+    def merge(self, records: Mapping[str, TargetHealth], known: Iterable[str], silent_after_grace: bool,
+              previous: Mapping[str, str] | None = None, vantage: Vantage | None = None) -> dict[str, TargetHealth]:
+        args = (known, vantage, silent_after_grace, None if silent_after_grace else previous)
+        old = self._records
+        self.last_incremental = False
+        if old is not None and len(args) == len(self._args) and all(map(is_, args, self._args)):
+            out = self._update(old, records, silent_after_grace, previous, vantage)
+            if out is not None:
+                self._records = records
+                self.last_incremental = True
+                return out
+        out = self._full(records, known, silent_after_grace, previous, vantage)
+        self._records, self._args = records, args
+        return out
+
+    def _full(self, records: Mapping[str, TargetHealth], known: Iterable[str], silent_after_grace: bool,
+              previous: Mapping[str, str] | None, vantage: Vantage | None) -> dict[str, TargetHealth]:
+        keys: dict[tuple[str, str], list[str]] = {}
+        for key in records:
+            site, reporter, _ = parse_key(key)
+            keys.setdefault((site, reporter), []).append(key)
+        self._keys = keys
+        self._best = best = newest(records)
+        self._tied = any(len(ks) > 1 and sum(_rank(records[k]) == _rank(best[pair][1]) for k in ks) > 1
+                         for pair, ks in keys.items())
+        self._out = merge(records, known, silent_after_grace, previous, vantage)
+        return dict(self._out)
+
+    def _update(self, old: Mapping[str, TargetHealth], records: Mapping[str, TargetHealth], silent_after_grace: bool,
+                previous: Mapping[str, str] | None, vantage: Vantage | None) -> dict[str, TargetHealth] | None:
+        # The keys whose record is not the very object of the last call (in C), and those gone.
+        changed = [*compress(records, map(is_not, records.values(), map(old.get, records, repeat(_MISSING)))),
+                   *(old.keys() - records.keys())]
+        if self._tied or len(changed) * 4 > len(records):
+            return None  # a tie, or most of them changed: merging in full costs less
+        pairs: set[tuple[str, str]] = set()
+        for key in changed:
+            site, reporter, _ = parse_key(key)
+            pair = (site, reporter)
+            pairs.add(pair)
+            mine = self._keys.setdefault(pair, [])
+            if key in records:
+                if key not in mine:
+                    mine.append(key)
+            elif key in mine:
+                mine.remove(key)
+        best = self._best
+        for pair in pairs:
+            mine = self._keys[pair]
+            top: tuple[str, TargetHealth] | None = None
+            for key in mine:
+                h = records[key]
+                if top is not None:
+                    rank, top_rank = _rank(h), _rank(top[1])
+                    if rank < top_rank:
+                        continue
+                    if not rank > top_rank:
+                        return None  # a tie (or NaN): ``newest`` keeps the first in the records' order
+                top = (parse_key(key)[2], h)
+            if top is None:
+                best.pop(pair, None)
+                del self._keys[pair]
+            else:
+                best[pair] = top
+        out = self._out
+        observed = vantage.observed if vantage is not None else {}
+        for site in {site for site, _ in pairs}:
+            if site not in out:
+                continue  # not a known site: merge never reads its records
+            if vantage is not None and site in observed:
+                out[site] = _quorum(site, best, vantage, silent_after_grace, previous)
+                continue
+            found = best.get((site, LOCAL))
+            out[site] = found[1] if found is not None else _absent(site, silent_after_grace, previous)
+        return dict(out)
+
+
+def _rank(h: TargetHealth) -> tuple[float, str]:
+    return h.updated_at, h.status

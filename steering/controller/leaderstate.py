@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from steering.config import Config
-from steering.controller.healthmerge import merge
+from steering.controller.healthmerge import Merger
 from steering.controller.vantage import Vantage, lost_reach
 from steering.model import Overrides, TargetHealth
 from steering.table import RoutingTable
@@ -141,6 +141,7 @@ class LeaderState:
         self._publishing: tuple[RoutingTable, _Flight] | None = None
         self._over: str | None = None
         self._before: tuple[RoutingTable | None, dict[str, str]] | None = None  # ``previous``'s statuses
+        self._merger = Merger()  # the records' merge, per plan, redoing only the sites whose records changed
 
     # ---- events
 
@@ -204,12 +205,16 @@ class LeaderState:
         if not self.ready:
             return self.next(now, monotonic)
         previous = self.previous
-        if self._before is None or self._before[0] is not previous:  # one table's statuses, once per table
-            self._before = (previous, {t: st.health for t, st in [*(previous.regions.items() if previous else ()),
-                                                                  *(previous.sites.items() if previous else ())]})
-        before = self._before[1]
-        health = merge(self._records, self.known, monotonic - self.started >= self.timing.silence_seconds, before,
-                       self.vantage)
+        after_grace = monotonic - self.started >= self.timing.silence_seconds
+        before: dict[str, str] | None = None
+        if not after_grace:  # only the grace period reads the last table's statuses (``healthmerge._absent``)
+            if self._before is None or self._before[0] is not previous:  # once per table
+                self._before = (previous, {t: st.health for t, st in [
+                    *(previous.regions.items() if previous else ()), *(previous.sites.items() if previous else ())]})
+            before = self._before[1]
+        else:
+            self._before = None
+        health = self._merger.merge(self._records, self.known, after_grace, before, self.vantage)
         self._flight = _Flight(at=monotonic, operator=self._operator_seen)
         return Plan(health=health, overrides=self._overrides, previous=previous, now=now,
                     elapsed=monotonic - self._planned_at)
