@@ -27,6 +27,7 @@ from steering import logs
 from steering.model import TargetHealth
 from steering.store.client import LeaseNotFound, StoreError, StoreUnavailable
 from steering.store.codec import record_bytes
+from steering.store.decoded import Decoded
 from steering.store.keys import Keys, range_end
 from steering.store.kv import KV
 from steering.store.lease import LeaseKeeper
@@ -216,20 +217,10 @@ class HealthRecords:
     async def watch(self) -> AsyncIterator[dict[str, TargetHealth]]:
         """The full health map now, then after every change (expiry deletes included)."""
         p = self.keys.health_prefix
-        # Thousands of sites, a few changing per second: decode only records whose revision moved.
-        memo: dict[bytes, tuple[int, str, TargetHealth | None]] = {}
+        # Thousands of sites, a few changing per second: only the records whose keys changed are looked at.
+        decoded: Decoded[TargetHealth] = Decoded(self._decode_one)
         async for snap in watch_range(self.kv.conn, p, range_end(p), "health"):
-            fresh: dict[bytes, tuple[int, str, TargetHealth | None]] = {}
-            out: dict[str, TargetHealth] = {}
-            for key, item in snap.items.items():
-                entry = memo.get(key)
-                if entry is None or entry[0] != item.mod_revision:
-                    entry = (item.mod_revision, *self._decode_one(key, item.value))
-                fresh[key] = entry
-                if entry[2] is not None:
-                    out[entry[1]] = entry[2]
-            memo = fresh
-            yield out
+            yield decoded.update(snap.items, snap.changed)
 
     def lease_ids(self) -> list[int]:
         return [k.id for k in self._leases.values() if k.alive]

@@ -69,6 +69,9 @@ class Snapshot:
 
     revision: int
     items: dict[bytes, Item]
+    # The keys put or deleted since the snapshot before this one, in no particular order; None after a fresh
+    # listing (the first snapshot, a resync, a reconnect): anything may have changed.
+    changed: frozenset[bytes] | None = None
 
     def values(self) -> dict[bytes, bytes]:
         return {k: i.value for k, i in self.items.items()}
@@ -186,6 +189,7 @@ async def watch_range(conn: Conn, key: bytes, end: bytes, name: str) -> AsyncIte
     """
     backoff = conn.backoff()
     last: dict[bytes, bytes] | None = None
+    pending: set[bytes] | None = None  # the keys events touched since the last yield; None: listed since
     while not conn.closed:
         try:
             resp = await conn.call("KV.Range", conn.kv.get, key, range_end=end or None)
@@ -198,9 +202,10 @@ async def watch_range(conn: Conn, key: bytes, end: bytes, name: str) -> AsyncIte
         revision = int(resp.header.revision)
         items = {kv.key: _item(kv) for kv in resp.kvs}
         values = {k: i.value for k, i in items.items()}
+        pending = None
         if values != last:
             last = dict(values)
-            yield Snapshot(revision, dict(items))
+            yield Snapshot(revision, dict(items), None)
         try:
             async for batch in _events(conn, key, end, revision + 1):
                 conn.answered()
@@ -215,9 +220,13 @@ async def watch_range(conn: Conn, key: bytes, end: bytes, name: str) -> AsyncIte
                     else:
                         items[ev.kv.key] = _item(ev.kv)
                         values[ev.kv.key] = ev.kv.value
+                    if pending is not None:
+                        pending.add(ev.kv.key)
                 if values != last:
                     last = dict(values)
-                    yield Snapshot(int(batch.header.revision), dict(items))
+                    yield Snapshot(int(batch.header.revision), dict(items),
+                                   None if pending is None else frozenset(pending))
+                    pending = set()
         except Resync as exc:
             log.info("etcd_watch_resync", watch=name, reason=str(exc))
             await backoff.sleep()
