@@ -335,3 +335,12 @@ def test_the_shell_must_answer_a_plan_before_asking_again() -> None:
         state.next(WALL, T0 + 1.3)
     with pytest.raises(RuntimeError):
         state.published(True)
+
+
+def test_an_emergency_among_states_handed_on_as_they_were() -> None:
+    """The incremental planner hands unchanged states on as the same objects; only the others are read."""
+    healthy = table_of()
+    down = table_of(records(down=("oc-lon-1",)))
+    after = dataclasses.replace(healthy, sites={**healthy.sites, "oc-lon-1": down.sites["oc-lon-1"]})
+    assert has_emergency(healthy, after)
+    assert not has_emergency(after, dataclasses.replace(after, sites=dict(after.sites)))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from steering import logs
@@ -39,6 +40,8 @@ from steering.table import RoutingTable
 
 if TYPE_CHECKING:
     from steering.store.election import Leadership
+
+_STATUS = attrgetter("status")
 
 log = logs.get("steering.leader")
 
@@ -181,7 +184,7 @@ class Leader:
         result = await asyncio.to_thread(self._plan, step.health, step.overrides, step.previous, step.now,
                                          step.elapsed)
         metrics.PLAN_SECONDS.observe(time.perf_counter() - t0)
-        metrics.SILENT_SITES.set(sum(1 for h in step.health.values() if h.status == "silent"))
+        metrics.SILENT_SITES.set(list(map(_STATUS, step.health.values())).count("silent"))  # in C
         vantagemetrics.export(step.health)
         return result
 

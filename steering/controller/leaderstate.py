@@ -42,6 +42,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import compress
+from operator import is_not
 from typing import Literal
 
 from steering.config import Config
@@ -265,7 +267,9 @@ class LeaderState:
 def has_emergency(before: RoutingTable, after: RoutingTable) -> bool:
     """A target stopped serving (health or evacuation): that change must not wait for the step timer."""
     for old, new in ((before.regions, after.regions), (before.sites, after.sites)):
-        for t, st in new.items():
-            if t in old and old[t].serving and not st.serving:
+        # The planner hands an unchanged target's state on as the same object: only the others are read.
+        for t, st in compress(new.items(), map(is_not, new.values(), map(old.get, new))):
+            was = old.get(t)
+            if was is not None and was.serving and not st.serving:
                 return True
     return before.fail_open != after.fail_open

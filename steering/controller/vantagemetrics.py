@@ -5,6 +5,8 @@ bounded by the config."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import compress
+from operator import attrgetter
 
 from prometheus_client import Counter, Gauge
 
@@ -28,15 +30,18 @@ AGENT_ID_CONFLICTS_TOTAL = Counter("steering_controller_agent_id_conflicts_total
                                    "for the same target")
 
 _exported: dict[str, set[tuple[str, str]]] = {"reporters": set(), "geos": set()}
+_REPORTERS = attrgetter("reporters")
+_UNREACHABLE = attrgetter("unreachable_from")
 
 
 def export(health: Mapping[str, TargetHealth]) -> None:
     """Set the gauges from the leader's merged health; series of reporters or geos no longer there go."""
     reporters: set[tuple[str, str]] = set()
     geos: set[tuple[str, str]] = set()
-    for target, h in health.items():
-        if not h.reporters and not h.unreachable_from:
-            continue  # most targets (no observers): nothing to set, and 5,000 of them cost 3.7 ms a plan
+    # Most targets have no observers: nothing to set for them, and walking 5,000 of them in Python cost
+    # 3.7 ms a plan, then 0.3: those with reporters or geos are picked out in C.
+    values = health.values()
+    for target, h in compress(health.items(), map(any, zip(map(_REPORTERS, values), map(_UNREACHABLE, values), strict=True))):
         for v in h.reporters:
             REPORTER_HEALTHY.labels(target, v.reporter).set(1 if v.status == "healthy" else 0)
             REPORTER_COUNTED.labels(target, v.reporter).set(1 if v.counted else 0)
