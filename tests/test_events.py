@@ -48,6 +48,27 @@ def settled(health: dict[str, TargetHealth], previous: RoutingTable | None = Non
 # ---------------------------------------------------------------- health
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(TARGETS), st.sampled_from(["healthy", "unhealthy", "silent", "unknown"]), max_size=4),
+                min_size=1, max_size=8))
+def test_passing_over_the_targets_whose_health_is_the_same_object_changes_nothing(
+        steps: list[dict[str, str]]) -> None:
+    """The leader's sink hands the last merged health on (``last``): a target whose health is the very object
+    it was there is passed over; events and baselines are those of looking at every target."""
+    health = {t: TargetHealth() for t in TARGETS}
+    full: dict[str, str] = {}
+    quick: dict[str, str] = {}
+    last: dict[str, TargetHealth] | None = None
+    for i, step in enumerate(steps):
+        # New objects for the targets named (even with the same status), the others handed on as they were.
+        health = {**health, **{t: TargetHealth(status=st_, updated_at=NOW + i) for t, st_ in step.items()}}  # type: ignore[arg-type]
+        want, full = eventdiff.health_events(full, health, {}, KNOWN, NOW + i)
+        got, quick = eventdiff.health_events(quick, health, {}, KNOWN, NOW + i, last)
+        last = health
+        assert got == want and quick == full and list(quick) == list(full)
+
+
+
 def test_a_health_flip_names_the_failing_checks_and_the_reporters() -> None:
     baseline = {t: "healthy" for t in TARGETS}
     check = Check(name="frontend", kind="http", detail="status 503")

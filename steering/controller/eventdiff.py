@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import compress
+from operator import is_not
 
 from steering import event as ev
 from steering.config import TOTAL_WEIGHT, Config
@@ -104,13 +106,17 @@ def newest_by_site(records: Mapping[str, TargetHealth], sites: Iterable[str] | N
 
 def health_events(baseline: Mapping[str, str], health: Mapping[str, TargetHealth],
                   records: Mapping[str, TargetHealth], known: Mapping[str, Target],
-                  now: float) -> tuple[list[Event], dict[str, str]]:
+                  now: float, last: Mapping[str, TargetHealth] | None = None) -> tuple[list[Event], dict[str, str]]:
     """Transitions of the merged ``health`` against ``baseline`` (last known status per target); the
-    events and the new baseline. ``records``: the ``site@replica`` records the view was merged from."""
+    events and the new baseline. ``records``: the ``site@replica`` records the view was merged from.
+    ``last``: the merged health ``baseline`` came from (the previous call's): a target whose health is the
+    very object it was there is passed over (its status is the baseline's already, or unknown again)."""
     out: list[Event] = []
     new = dict(baseline)
     changed: list[str] = []
-    for target, h in health.items():
+    items = health.items() if last is None else \
+        compress(health.items(), map(is_not, health.values(), map(last.get, health)))  # in C
+    for target, h in items:
         status = h.status
         if status == "unknown":
             continue

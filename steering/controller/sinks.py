@@ -142,6 +142,7 @@ class EventSink:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # one writer at a time: ``serve`` and ``drain`` may overlap at a resign
         self._baseline: dict[str, str] = {}  # each target's last known health status
+        self._seen: Mapping[str, TargetHealth] | None = None  # the merged health the baseline was last fed
         self._table: RoutingTable | None = None  # the last table published (or in force at the term's start)
         self._sinks: dict[str, SinkStatus] = {}  # each other sink's last status
         self._last_time = 0.0
@@ -183,7 +184,9 @@ class EventSink:
 
     def health_seen(self, health: Mapping[str, TargetHealth], records: Mapping[str, TargetHealth]) -> None:
         """The merged health a plan is made with, and the ``site@replica`` records it was merged from."""
-        events, self._baseline = eventdiff.health_events(self._baseline, health, records, self.known, self._clock())
+        events, self._baseline = eventdiff.health_events(self._baseline, health, records, self.known, self._clock(),
+                                                         self._seen)
+        self._seen = health
         if events:
             self._emit(events)
 
@@ -216,6 +219,7 @@ class EventSink:
         """One term: start from the table in force, say who leads, then write and prune until ``stop``."""
         self._table = current
         self._baseline = eventdiff.baseline_of(current)
+        self._seen = None
         self._emit([eventdiff.leader_event(ev.LEADER_ELECTED, self.replica, self._clock(),
                                            previous=current.leader if current is not None else "")])
         next_prune = self._monotonic()  # at once: a new leader starts from a pruned timeline
