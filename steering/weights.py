@@ -98,31 +98,17 @@ def move_toward(start: Mapping[str, int], goal: Mapping[str, int], limit: int, o
     d = distance(start, goal)
     if d <= limit:
         return {t: goal.get(t, 0) for t in order}
-    # Lists aligned with ``order`` rather than dicts: the losers and gainers in order, as apportion reads them.
-    lose_t: list[str] = []
-    lose_v: list[float] = []
-    gain_t: list[str] = []
-    gain_v: list[float] = []
     now = list(map(start.get, order, repeat(0)))
-    for t, a, b in zip(order, now, map(goal.get, order, repeat(0)), strict=True):
-        if a > b:
-            lose_t.append(t)
-            lose_v.append(a - b)
-        elif b > a:
-            gain_t.append(t)
-            gain_v.append(b - a)
-    minus = apportion_values(lose_v, limit, lose_t)
-    plus = apportion_values(gain_v, limit, gain_t)
-    # apportion never hands a key more than its own share of ``limit``, and
-    # limit < d, so no loser goes below its goal and no gainer above it.
-    return {t: a - minus.get(t, 0) + plus.get(t, 0) for t, a in zip(order, now, strict=True)}
+    moved = step_values(now, list(map(goal.get, order, repeat(0))), limit, order, d)
+    return dict(zip(order, moved, strict=True))
 
 
 def step_values(now: list[int], want: list[int], limit: int, order: Sequence[str], d: int) -> list[int]:
-    """``move_toward`` over lists aligned with ``order`` (its keys distinct), given ``d = distance(now, want)``:
-    the planner's per-geo step holds both as lists already, and knows the distance."""
+    """``move_toward`` over lists aligned with ``order``, given ``d = distance(now, want)``: the
+    planner's per-geo step holds both as lists already, and knows the distance."""
     if d <= limit:
         return want
+    # The losers and gainers in order, as apportion reads them.
     lose_t: list[str] = []
     lose_v: list[float] = []
     gain_t: list[str] = []
