@@ -12,7 +12,7 @@ NFT ?= /usr/sbin/nft
 
 all: test
 
-$(STAMP): pyproject.toml constraints.txt dnsserver/_hot.c
+$(STAMP): pyproject.toml constraints.txt dnsserver/_hot.c steering/_fill.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'

@@ -1,6 +1,7 @@
 """Water-filling: pour each geo's demand into its targets in preference order.
 
-Pure arithmetic over floats. Rounds go by preference rank, so every geo gets
+Pure arithmetic over floats (the rounds in ``steering.fillrounds``: C when
+built). Rounds go by preference rank, so every geo gets
 its first choice before any geo gets its second: in round k each geo with
 demand left asks its k-th target, and a target asked by several geos splits
 its remaining room in proportion to what they ask. What still does not fit
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from steering.fillrounds import rounds
 
 EPSILON = 1e-9
 
@@ -36,49 +39,8 @@ def waterfill(
     room = {t: watermark * c for t, c in capacity.items() if c > 0}
     # At least EPSILON: a geo whose demand is below the rounding floor would
     # otherwise never ask anyone and be left with no allocation at all.
-    left = {g: max(d, EPSILON) for g, d in demand.items() if g in candidates}
-    alloc: dict[str, dict[str, float]] = {g: {} for g in left}
-    ranks = max((len(c) for c in candidates.values()), default=0)
-    floor = EPSILON * 1e-3
-    # Geos still asking, in ``left`` order: a geo out of demand or of candidates stays out.
-    active = [(g, candidates[g], len(candidates[g])) for g in left]
-    for k in range(ranks):
-        still = []
-        asks: dict[str, list[str]] = {}
-        for item in active:
-            g, cands, n = item
-            if k < n and left[g] > floor:
-                still.append(item)
-                t = cands[k]
-                if room.get(t, 0.0) > 0:
-                    if t in asks:
-                        asks[t].append(g)
-                    else:
-                        asks[t] = [g]
-        active = still
-        # Each geo asks one target per round and each target's room is its own, so
-        # the targets of one round can be served in any order with the same result.
-        for target, geos in asks.items():
-            r = room[target]
-            if len(geos) == 1:
-                g = geos[0]
-                want = left[g]
-                give = want if want < r else r  # min() without the call, in the hottest loop
-                # The general case's give * want / want, kept for identical rounding.
-                share = give * want / want
-                mine = alloc[g]
-                mine[target] = mine.get(target, 0.0) + share
-                left[g] = want - share
-            else:
-                wanted = sum(left[g] for g in geos)
-                give = wanted if wanted < r else r
-                for g in geos:
-                    share = give * left[g] / wanted
-                    mine = alloc[g]
-                    mine[target] = mine.get(target, 0.0) + share
-                    left[g] -= share
-            r -= give
-            room[target] = 0.0 if r < floor else r
+    left = {g: float(max(d, EPSILON)) for g, d in demand.items() if g in candidates}
+    alloc = rounds(tuple(left), candidates, left, room, EPSILON * 1e-3, None)
     _make_way(candidates, left, alloc, room)
     overflow: dict[str, float] = {}
     for g, rest in left.items():
@@ -111,13 +73,6 @@ def _make_way(candidates: Mapping[str, Sequence[str]], left: dict[str, float],
     floor = EPSILON * 1e-3
     if all(rest <= floor for rest in left.values()):
         return  # everyone fitted: nobody needs to make way (the common case)
-    users: dict[str, list[str]] = {}
-    for h, targets in alloc.items():
-        for t in targets:
-            if t in users:
-                users[t].append(h)
-            else:
-                users[t] = [h]
     cursor: dict[str, int] = {}  # per geo, where its first target with room might be
     # Geos none of whose targets has room: as room only shrinks they can never move
     # again, and skipping them is what keeps a shortfall over shared targets from
@@ -125,6 +80,18 @@ def _make_way(candidates: Mapping[str, Sequence[str]], left: dict[str, float],
     # found in one pass (in C), the rest as their last room goes.
     roomy = {t for t, r in room.items() if r > 0}
     stuck: set[str] = {h for h in alloc if roomy.isdisjoint(candidates[h])}
+    # Who holds each target, the stuck left out: they are skipped wherever they stand in a list (a geo that
+    # takes a target is appended to its list; a stuck one there is skipped alike), so leaving them out from
+    # the start only saves looking at them, most of the geos in a shortfall.
+    users: dict[str, list[str]] = {}
+    for h, targets in alloc.items():
+        if h in stuck:
+            continue
+        for t in targets:
+            if t in users:
+                users[t].append(h)
+            else:
+                users[t] = [h]
 
     def mine(h: str) -> dict[str, float]:
         a = alloc[h]

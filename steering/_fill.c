@@ -1,0 +1,293 @@
+/* The rounds of a water-filling in C: steering.fillrounds.rounds_py, the same float operations in the same
+ * order, so the result is equal bit for bit (tests/test_fillrounds.py checks it over random inputs).
+ *
+ * rounds(order, cands, left, room, floor, old=None) -> alloc
+ *   order  the geos that have candidates, in demand order (a tuple or list)
+ *   cands  geo -> its targets in preference order (a mapping of sequences)
+ *   left   geo -> demand still to place (a dict; updated in place, as the Python rounds do)
+ *   room   target -> room left (a dict with the usable targets only; updated in place)
+ *   floor  below it, demand and room count as none
+ *   old    geo -> a previous allocation: where the new one is equal, that very dict is handed back
+ * alloc: geo -> {target: requests/s} for every geo of ``order``, its targets in the order they first gave.
+ *
+ * Round k: every geo still asking (demand left above the floor, a k-th candidate) asks its k-th target; a target
+ * with room splits it among the geos asking it in proportion to what they ask. Targets are looked up once per
+ * call (a dict from target to slot), geos asking one target in a round are chained in demand order. Nothing
+ * trusts the shape of what Python passes beyond what it checks: a wrong type is a TypeError, never a crash. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <math.h>
+#include <string.h>
+
+typedef struct {
+    PyObject *key;      /* borrowed from order */
+    PyObject *seq;      /* PySequence_Fast of its candidates: owned */
+    PyObject **items;   /* borrowed from seq */
+    Py_ssize_t n;
+    double left, left0;
+    Py_ssize_t base;    /* its entries in the shared arrays: base .. base + count */
+    Py_ssize_t count;
+    Py_ssize_t next;    /* the next geo asking the same target this round, or -1 */
+} Geo;
+
+typedef struct {
+    PyObject *key;      /* borrowed from a candidates sequence */
+    double room;
+    int changed;
+    Py_ssize_t stamp;   /* the round it was last asked in */
+    Py_ssize_t head, tail, asked;
+} Slot;
+
+static PyObject *rounds(PyObject *self, PyObject *args) {
+    PyObject *order, *cands, *left, *room, *old = Py_None;
+    double floor_;
+    if (!PyArg_ParseTuple(args, "OOO!O!d|O:rounds", &order, &cands, &PyDict_Type, &left,
+                          &PyDict_Type, &room, &floor_, &old))
+        return NULL;
+    if (old != Py_None && !PyDict_Check(old)) {
+        PyErr_SetString(PyExc_TypeError, "rounds: old must be a dict or None");
+        return NULL;
+    }
+    if (!isfinite(floor_)) {
+        PyErr_SetString(PyExc_ValueError, "rounds: floor must be finite");
+        return NULL;
+    }
+    PyObject *ord = PySequence_Fast(order, "rounds: order must be a sequence");
+    if (ord == NULL) return NULL;
+    Py_ssize_t ng = PySequence_Fast_GET_SIZE(ord);
+    PyObject **gkeys = PySequence_Fast_ITEMS(ord);
+
+    PyObject *result = NULL, *slots = NULL;
+    Geo *geos = PyMem_Calloc(ng ? ng : 1, sizeof(Geo));
+    Py_ssize_t *active = PyMem_Malloc((ng ? ng : 1) * sizeof(Py_ssize_t));
+    Py_ssize_t *ent_slot = NULL;
+    double *ent_val = NULL;
+    Slot *sl = NULL;
+    Py_ssize_t *touched = NULL;
+    Py_ssize_t nslots = 0, total = 0;
+    if (geos == NULL || active == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < ng; i++) {
+        Geo *g = &geos[i];
+        g->key = gkeys[i];
+        g->next = -1;
+        PyObject *c = PyObject_GetItem(cands, g->key);  /* any mapping (a dict in the planner) */
+        if (c == NULL) goto done;
+        g->seq = PySequence_Fast(c, "rounds: a geo's candidates must be a sequence");
+        Py_DECREF(c);
+        if (g->seq == NULL) goto done;
+        g->items = PySequence_Fast_ITEMS(g->seq);
+        g->n = PySequence_Fast_GET_SIZE(g->seq);
+        PyObject *l = PyDict_GetItemWithError(left, g->key);
+        if (l == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, g->key);
+            goto done;
+        }
+        g->left = g->left0 = PyFloat_AsDouble(l);
+        if (g->left == -1.0 && PyErr_Occurred()) goto done;
+        g->base = total;
+        total += g->n;
+        active[i] = i;
+    }
+    /* At most one slot per candidate entry and one entry (target, requests/s) per candidate entry. */
+    sl = PyMem_Malloc((total ? total : 1) * sizeof(Slot));
+    touched = PyMem_Malloc((total ? total : 1) * sizeof(Py_ssize_t));
+    ent_slot = PyMem_Malloc((total ? total : 1) * sizeof(Py_ssize_t));
+    ent_val = PyMem_Malloc((total ? total : 1) * sizeof(double));
+    slots = PyDict_New();
+    if (sl == NULL || touched == NULL || ent_slot == NULL || ent_val == NULL || slots == NULL) {
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+        goto done;
+    }
+
+    Py_ssize_t nactive = ng;
+    for (Py_ssize_t k = 0; nactive > 0; k++) {
+        Py_ssize_t still = 0, ntouched = 0;
+        for (Py_ssize_t a = 0; a < nactive; a++) {
+            Py_ssize_t gi = active[a];
+            Geo *g = &geos[gi];
+            if (!(k < g->n && g->left > floor_)) continue;  /* out of demand or of candidates: out for good */
+            active[still++] = gi;
+            PyObject *t = g->items[k];
+            PyObject *idx = PyDict_GetItemWithError(slots, t);
+            Py_ssize_t s;
+            if (idx == NULL) {
+                if (PyErr_Occurred()) goto done;
+                s = nslots++;
+                PyObject *num = PyLong_FromSsize_t(s);
+                if (num == NULL) goto done;
+                int rc = PyDict_SetItem(slots, t, num);
+                Py_DECREF(num);
+                if (rc < 0) goto done;
+                Slot *x = &sl[s];
+                x->key = t;
+                x->changed = 0;
+                x->stamp = -1;
+                PyObject *r = PyDict_GetItemWithError(room, t);
+                if (r == NULL) {
+                    if (PyErr_Occurred()) goto done;
+                    x->room = 0.0;  /* not usable */
+                } else {
+                    x->room = PyFloat_AsDouble(r);
+                    if (x->room == -1.0 && PyErr_Occurred()) goto done;
+                }
+            } else {
+                s = PyLong_AsSsize_t(idx);
+            }
+            Slot *x = &sl[s];
+            g->next = -1;
+            if (x->stamp != k) {
+                x->stamp = k;
+                x->head = x->tail = gi;
+                x->asked = 1;
+                touched[ntouched++] = s;
+            } else {
+                geos[x->tail].next = gi;
+                x->tail = gi;
+                x->asked++;
+            }
+        }
+        nactive = still;
+        /* Each geo asks one target per round and each target's room is its own: any order of targets gives
+         * the same result. */
+        for (Py_ssize_t j = 0; j < ntouched; j++) {
+            Py_ssize_t s = touched[j];
+            Slot *x = &sl[s];
+            double r = x->room;
+            if (!(r > 0)) continue;
+            double give;
+            if (x->asked == 1) {
+                Geo *g = &geos[x->head];
+                double w = g->left;
+                give = w < r ? w : r;
+                double share = give * w / w;
+                /* accumulate as mine.get(t, 0.0) + share */
+                Py_ssize_t e = g->base, end = g->base + g->count;
+                while (e < end && ent_slot[e] != s) e++;
+                if (e == end) {
+                    ent_slot[e] = s;
+                    ent_val[e] = 0.0 + share;
+                    g->count++;
+                } else {
+                    ent_val[e] = ent_val[e] + share;
+                }
+                g->left = w - share;
+            } else {
+                double wanted = 0.0;
+                for (Py_ssize_t gi = x->head; gi >= 0; gi = geos[gi].next) wanted += geos[gi].left;
+                give = wanted < r ? wanted : r;
+                for (Py_ssize_t gi = x->head; gi >= 0; gi = geos[gi].next) {
+                    Geo *g = &geos[gi];
+                    double share = give * g->left / wanted;
+                    Py_ssize_t e = g->base, end = g->base + g->count;
+                    while (e < end && ent_slot[e] != s) e++;
+                    if (e == end) {
+                        ent_slot[e] = s;
+                        ent_val[e] = 0.0 + share;
+                        g->count++;
+                    } else {
+                        ent_val[e] = ent_val[e] + share;
+                    }
+                    g->left = g->left - share;
+                }
+            }
+            r = r - give;
+            x->room = r < floor_ ? 0.0 : r;
+            x->changed = 1;
+        }
+    }
+
+    result = PyDict_New();
+    if (result == NULL) goto done;
+    for (Py_ssize_t i = 0; i < ng; i++) {
+        Geo *g = &geos[i];
+        PyObject *mine = NULL;
+        if (old != Py_None) {
+            PyObject *was = PyDict_GetItemWithError(old, g->key);
+            if (was == NULL && PyErr_Occurred()) goto fail;
+            if (was != NULL && PyDict_CheckExact(was) && PyDict_GET_SIZE(was) == g->count) {
+                int same = 1;
+                for (Py_ssize_t e = g->base; same && e < g->base + g->count; e++) {
+                    PyObject *v = PyDict_GetItemWithError(was, sl[ent_slot[e]].key);
+                    if (v == NULL) {
+                        if (PyErr_Occurred()) goto fail;
+                        same = 0;
+                    } else if (!PyFloat_CheckExact(v) || PyFloat_AS_DOUBLE(v) != ent_val[e]) {
+                        same = 0;
+                    }
+                }
+                if (same) {
+                    mine = was;
+                    Py_INCREF(mine);
+                }
+            }
+        }
+        if (mine == NULL) {
+            mine = PyDict_New();
+            if (mine == NULL) goto fail;
+            for (Py_ssize_t e = g->base; e < g->base + g->count; e++) {
+                PyObject *v = PyFloat_FromDouble(ent_val[e]);
+                if (v == NULL || PyDict_SetItem(mine, sl[ent_slot[e]].key, v) < 0) {
+                    Py_XDECREF(v);
+                    Py_DECREF(mine);
+                    goto fail;
+                }
+                Py_DECREF(v);
+            }
+        }
+        int rc = PyDict_SetItem(result, g->key, mine);
+        Py_DECREF(mine);
+        if (rc < 0) goto fail;
+    }
+    /* What is left, written back only where it moved (the same values the Python rounds leave). */
+    for (Py_ssize_t i = 0; i < ng; i++) {
+        Geo *g = &geos[i];
+        if (g->left == g->left0) continue;
+        PyObject *v = PyFloat_FromDouble(g->left);
+        if (v == NULL || PyDict_SetItem(left, g->key, v) < 0) {
+            Py_XDECREF(v);
+            goto fail;
+        }
+        Py_DECREF(v);
+    }
+    for (Py_ssize_t s = 0; s < nslots; s++) {
+        if (!sl[s].changed) continue;
+        PyObject *v = PyFloat_FromDouble(sl[s].room);
+        if (v == NULL || PyDict_SetItem(room, sl[s].key, v) < 0) {
+            Py_XDECREF(v);
+            goto fail;
+        }
+        Py_DECREF(v);
+    }
+    goto done;
+fail:
+    Py_CLEAR(result);
+done:
+    if (geos != NULL)
+        for (Py_ssize_t i = 0; i < ng; i++) Py_XDECREF(geos[i].seq);
+    PyMem_Free(geos);
+    PyMem_Free(active);
+    PyMem_Free(sl);
+    PyMem_Free(touched);
+    PyMem_Free(ent_slot);
+    PyMem_Free(ent_val);
+    Py_XDECREF(slots);
+    Py_DECREF(ord);
+    return result;
+}
+
+static PyMethodDef module_methods[] = {
+    {"rounds", rounds, METH_VARARGS, "The rounds of a water-filling (steering.fillrounds.rounds_py, in C)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "steering._fill", "The rounds of a water-filling in C (steering/_fill.c).", -1,
+    module_methods,
+};
+
+PyMODINIT_FUNC PyInit__fill(void) { return PyModule_Create(&module); }
