@@ -39,7 +39,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import steering.refill
+import steering.waterfill
 from steering.config import TOTAL_WEIGHT, Config, load_config, parse_config
+from steering.fillrounds import rounds_py
 from steering.model import Evacuation, Observed, Overrides, Pin, Restore, TargetHealth
 from steering.planner import _state, plan
 from steering.table import RoutingTable, TargetState
@@ -134,6 +137,15 @@ def _cases() -> list[dict[str, Any]]:
 @pytest.mark.parametrize("case", _cases(), ids=lambda c: c["name"])
 def test_planner_output_bytes_match_the_golden_digests(case: dict[str, Any]) -> None:
     assert run_case(case) == case["digests"], f"{case['name']}: planner output drifted from the golden tables"
+
+
+@pytest.mark.parametrize("case", [c for c in _cases() if not c["name"].startswith("bench-")
+                                  or c["name"] == "bench-20-distinct"], ids=lambda c: c["name"])
+def test_the_python_rounds_plan_the_same_bytes(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built without a C compiler, the planner runs the water-filling's rounds in Python: the same digests."""
+    monkeypatch.setattr(steering.waterfill, "rounds", rounds_py)
+    monkeypatch.setattr(steering.refill, "rounds", rounds_py)
+    assert run_case(case) == case["digests"], f"{case['name']}: the Python rounds planned otherwise"
 
 
 def test_a_copied_config_does_not_reuse_the_planners_derived_topology() -> None:
