@@ -43,7 +43,7 @@ from steering.addr import parse_hostport
 from steering.config import Config
 from steering.geoip import GeoIpMap
 from steering.geoipwatch import GeoIpReloader, GeoIpState, load_for
-from steering.retire import retire
+from steering.retire import retire_and_trim
 from steering.table import RoutingTable
 
 log = logs.get(__name__)
@@ -263,8 +263,10 @@ class DnsServer:
             old = [self.snapshot]
             self.install(snap, fast_installed=True)
         # The answers and the table just replaced, freed a piece at a time off the loop (dropped whole, a
-        # table decoded from etcd alone is a 6-11 ms cascade at 10,000 sites that no UDP thread can answer in)
-        await asyncio.to_thread(retire, old)
+        # table decoded from etcd alone is a 6-11 ms cascade at 10,000 sites that no UDP thread can answer in),
+        # then malloc's free pages given back: the next table may have been rendering meanwhile, three alive at
+        # once, and that high-water mark stayed resident otherwise (docs/benchmarks.md, "Memory")
+        await asyncio.to_thread(retire_and_trim, old)
 
     def _render_for_install(self, table: RoutingTable | None) -> RenderedAnswers:
         snap = self._render(table)

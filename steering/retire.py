@@ -7,11 +7,17 @@ top: an object only this walk holds (its reference count says so) has its contai
 time onto the walk's stack, so each step frees one small object; an object anyone else still holds (a
 variant the next render shares, a route the next table reuses) is only let go, and stays whole for its
 other holders. Nothing it touches is visible to anyone else, by that same count.
+
+``trim`` then hands the pages malloc keeps free back to the system (glibc's ``malloc_trim``): a table that
+arrives while the one before is still being taken apart has three alive for a moment, and without it that
+high-water mark stayed in the DNS workers' resident memory for good (docs/benchmarks.md, "Memory").
 """
 
 from __future__ import annotations
 
+import ctypes
 import sys
+from collections.abc import Callable
 from typing import Any
 
 # Held by the walk alone: the local name and getrefcount's own argument.
@@ -45,4 +51,30 @@ def retire(box: list[Any]) -> int:
             stack.append(vars(o))  # the instance goes now; its attribute dict is taken apart next
         taken += 1
         del o
+    return taken
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        fn = ctypes.CDLL(None).malloc_trim  # the process's own C library
+    except (AttributeError, OSError):
+        return None  # not glibc (musl, macOS): nothing to call, the allocator keeps its pages
+    fn.argtypes = [ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_TRIM = _malloc_trim()
+
+
+def trim() -> bool:
+    """Give the memory malloc holds free back to the system, in every arena; True if some was. Without the
+    interpreter (a ctypes call lets go of it): a few milliseconds for a DNS worker, off the event loop."""
+    return bool(_TRIM(0)) if _TRIM is not None else False
+
+
+def retire_and_trim(box: list[Any]) -> int:
+    """``retire`` then ``trim``: for a thread that frees a whole table."""
+    taken = retire(box)
+    trim()
     return taken
