@@ -280,13 +280,147 @@ done:
     return result;
 }
 
+/* apportion(values, total, order) -> dict | None: steering.weights.apportion_values_py for n >= 2, the same
+ * double operations in the same order (its sum is Python 3.11's: one double added after another), so the result
+ * is equal, keys in order, values ints. None where it does not take the case and the Python function must
+ * (what it would raise, it raises there): a value that is neither a float nor a small int, a value or an
+ * intermediate that is not finite, a total outside 0..2**31, lengths that differ, an order with a key twice
+ * (the Python function counts such keys once), or a Python whose sum() adds floats otherwise (3.12 and later
+ * compensate). */
+#define APPORTION_INTS (1LL << 21) /* |int value| at most this: value * total stays exact in a double */
+
+typedef struct {
+    double neg;
+    Py_ssize_t i;
+} Rank;
+
+static int rank_cmp(const void *a, const void *b) {
+    const Rank *x = a, *y = b;
+    if (x->neg < y->neg) return -1;
+    if (y->neg < x->neg) return 1;
+    return x->i < y->i ? -1 : x->i > y->i; /* ties by position: Python's sort is stable */
+}
+
+static PyObject *apportion(PyObject *mod, PyObject *args) {
+    PyObject *values, *order, *total_obj;
+    if (!PyArg_ParseTuple(args, "OOO:apportion", &values, &total_obj, &order)) return NULL;
+#if PY_VERSION_HEX >= 0x030C0000
+    Py_RETURN_NONE;
+#else
+    if (!PyList_Check(values) || !PyLong_Check(total_obj)) Py_RETURN_NONE;
+    int overflow = 0;
+    long long total = PyLong_AsLongLongAndOverflow(total_obj, &overflow);
+    if (total == -1 && PyErr_Occurred()) return NULL;
+    if (overflow || total < 0 || total > (1LL << 31)) Py_RETURN_NONE;
+    PyObject *ord = PySequence_Fast(order, "apportion: order must be a sequence");
+    if (ord == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(ord);
+    if (n < 2 || PyList_GET_SIZE(values) != n) {
+        Py_DECREF(ord);
+        Py_RETURN_NONE;
+    }
+    PyObject *result = NULL;
+    double *v = PyMem_Malloc((size_t)n * sizeof(double));
+    long long *out = PyMem_Malloc((size_t)n * sizeof(long long));
+    Rank *rank = NULL;
+    if (v == NULL || out == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *x = PyList_GET_ITEM(values, i);
+        if (PyFloat_CheckExact(x)) {
+            v[i] = PyFloat_AS_DOUBLE(x);
+            if (!isfinite(v[i])) goto decline;
+        } else if (PyLong_CheckExact(x)) {
+            long long k = PyLong_AsLongLongAndOverflow(x, &overflow);
+            if (k == -1 && PyErr_Occurred()) goto done;
+            if (overflow || k > APPORTION_INTS || k < -APPORTION_INTS) goto decline;
+            v[i] = (double)k;
+        } else {
+            goto decline;
+        }
+    }
+    /* if min(vals) < 0.0: each max(0.0, v) */
+    double lo = v[0];
+    for (Py_ssize_t i = 1; i < n; i++)
+        if (v[i] < lo) lo = v[i];
+    if (lo < 0.0)
+        for (Py_ssize_t i = 0; i < n; i++) v[i] = v[i] > 0.0 ? v[i] : 0.0;
+    double s = 0.0;
+    Py_ssize_t zeros = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        s += v[i];
+        zeros += v[i] == 0.0;
+    }
+    if (!isfinite(s)) goto decline;
+    if (zeros == n - 1 && s > 0) {
+        for (Py_ssize_t i = 0; i < n; i++) out[i] = v[i] != 0.0 ? total : 0;
+    } else if (s <= 0) {
+        for (Py_ssize_t i = 0; i < n; i++) out[i] = i == 0 ? total : 0;
+    } else {
+        rank = PyMem_Malloc((size_t)n * sizeof(Rank));
+        if (rank == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        double t = (double)total;
+        long long floors = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            double e = v[i] * t / s;
+            if (!isfinite(e) || e > 9.0e15) goto decline;
+            double f = floor(e);
+            out[i] = (long long)f;
+            floors += out[i];
+            rank[i].neg = f - e; /* o - e with o = floor(e) an int: float(o) is f exactly */
+            rank[i].i = i;
+        }
+        long long shortfall = total - floors;
+        if (shortfall) {
+            /* sorted(range(n), key=neg)[:short]: a negative short drops that many from the end */
+            long long k = shortfall > 0 ? (shortfall < n ? shortfall : n) : (n + shortfall > 0 ? n + shortfall : 0);
+            qsort(rank, (size_t)n, sizeof(Rank), rank_cmp);
+            for (long long j = 0; j < k; j++) out[rank[j].i] += 1;
+        }
+    }
+    result = PyDict_New();
+    if (result == NULL) goto done;
+    PyObject **keys = PySequence_Fast_ITEMS(ord);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *w = PyLong_FromLongLong(out[i]);
+        if (w == NULL || PyDict_SetItem(result, keys[i], w) < 0) {
+            Py_XDECREF(w);
+            Py_CLEAR(result);
+            goto done;
+        }
+        Py_DECREF(w);
+    }
+    if (PyDict_GET_SIZE(result) != n) { /* a key twice */
+        Py_CLEAR(result);
+        goto decline;
+    }
+    goto done;
+decline:
+    result = Py_NewRef(Py_None);
+done:
+    PyMem_Free(v);
+    PyMem_Free(out);
+    PyMem_Free(rank);
+    Py_DECREF(ord);
+    return result;
+#endif
+}
+
 static PyMethodDef module_methods[] = {
     {"rounds", rounds, METH_VARARGS, "The rounds of a water-filling (steering.fillrounds.rounds_py, in C)."},
+    {"apportion", apportion, METH_VARARGS,
+     "steering.weights.apportion_values_py in C for two keys or more; None where it leaves the case to it."},
     {NULL, NULL, 0, NULL},
 };
 
+
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "steering._fill", "The rounds of a water-filling in C (steering/_fill.c).", -1,
+    PyModuleDef_HEAD_INIT, "steering._fill", "The rounds of a water-filling and the apportionment of weights in C (steering/_fill.c).", -1,
     module_methods,
 };
 

@@ -9,8 +9,15 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import repeat
+
+_Apportion = Callable[[list[float], int, Sequence[str]], "dict[str, int] | None"]
+_c_apportion: _Apportion | None
+try:
+    from steering._fill import apportion as _c_apportion
+except ImportError:  # built without a C compiler: apportion_values_py alone
+    _c_apportion = None
 
 TOTAL_WEIGHT = 1000
 """Weights of one (service, geo) sum to this (``steering.config`` re-exports it)."""
@@ -32,13 +39,28 @@ def apportion_values(values: list[float], total: int, order: Sequence[str]) -> d
     """``apportion`` with the shares given as a list aligned with ``order`` (``values[i]`` is ``order[i]``'s).
 
     For callers that hold shares by position already; the result is the same as
-    ``apportion(dict(zip(order, values)), total, order)``.
+    ``apportion(dict(zip(order, values)), total, order)``. In C where built (``steering/_fill.c``: a plan
+    apportions each geo's weights, ~6,000 times at 10,000 sites), equal to ``apportion_values_py``.
     """
     n = len(order)
     if n == 0:
         return {}
     if n == 1:
         # Whatever the share, one key takes everything (the general path below agrees).
+        return {order[0]: total}
+    if _c_apportion is not None:
+        done = _c_apportion(values, total, order)
+        if done is not None:
+            return done
+    return apportion_values_py(values, total, order)
+
+
+def apportion_values_py(values: list[float], total: int, order: Sequence[str]) -> dict[str, int]:
+    """``apportion_values`` in Python: the reference the C function is held to, and what runs without it."""
+    n = len(order)
+    if n == 0:
+        return {}
+    if n == 1:
         return {order[0]: total}
     if len(set(order)) != n:
         return _apportion_keyed(dict(zip(order, values, strict=True)), total, order)

@@ -41,6 +41,7 @@ from hypothesis import strategies as st
 
 import steering.refill
 import steering.waterfill
+import steering.weights
 from steering.config import TOTAL_WEIGHT, Config, load_config, parse_config
 from steering.fillrounds import rounds_py
 from steering.model import Evacuation, Observed, Overrides, Pin, Restore, TargetHealth
@@ -142,9 +143,11 @@ def test_planner_output_bytes_match_the_golden_digests(case: dict[str, Any]) -> 
 @pytest.mark.parametrize("case", [c for c in _cases() if not c["name"].startswith("bench-")
                                   or c["name"] == "bench-20-distinct"], ids=lambda c: c["name"])
 def test_the_python_rounds_plan_the_same_bytes(case: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Built without a C compiler, the planner runs the water-filling's rounds in Python: the same digests."""
+    """Built without a C compiler, the planner runs the water-filling's rounds and the apportionment of weights
+    in Python: the same digests."""
     monkeypatch.setattr(steering.waterfill, "rounds", rounds_py)
     monkeypatch.setattr(steering.refill, "rounds", rounds_py)
+    monkeypatch.setattr(steering.weights, "_c_apportion", None)
     assert run_case(case) == case["digests"], f"{case['name']}: the Python rounds planned otherwise"
 
 
