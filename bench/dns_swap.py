@@ -1,7 +1,7 @@
 """Table swaps in the DNS server at planner-bench scale: render time, and the longest gap between answers
 while a new table arrives every second.
 
-    .venv/bin/python bench/dns_swap.py [--seconds 20] [--renders 5] [--clients 4] [--dnssec]
+    .venv/bin/python bench/dns_swap.py [--seconds 20] [--renders 5] [--clients 4] [--dnssec] [--rate N]
 
 The topology of ``bench/planner.py --distinct`` (10,000 sites, 250 geos, 20
 services, 20 regions), with RRL, cookies and NSID on as shipped (the bench's
@@ -33,6 +33,10 @@ temporary directory) and the clients ask with DO=1.
   arrived; the longest time between two consecutive answers of one client,
   over the run, is the figure (goal: at most 10 ms), with the same figure
   for a first stretch without swaps for comparison. A timeout counts as a gap.
+  The longest gaps are named by what this process was doing meanwhile: the
+  table's decode, ``apply_table``, a collection of the cyclic garbage
+  collector, or "between" (none of them: the clients' own scheduling, or
+  what this bench does not time).
 * wait: per query, from just before the client sends it to the kernel's
   arrival stamp of its answer (``SO_TIMESTAMPNS``), longest and p99, without
   and with swaps. The gap above also holds the client's own waits for a core
@@ -146,6 +150,13 @@ def flip(health: dict[str, TargetHealth], site: str) -> None:
                                 load=h.load)
 
 
+def during_what(phases: list[tuple[str, float, float]], start: float, end: float) -> str:
+    """What of ``phases`` overlapped ``start``..``end`` (1 ms either side), by name: "in decode+gc"; "between"
+    when nothing did (the clients' own scheduling, or something this bench does not time)."""
+    names = sorted({name for name, a, b in phases if a - 0.001 <= end and start <= b + 0.001})
+    return "in " + "+".join(names) if names else "between"
+
+
 def median_line(times: list[float]) -> str:
     return f"median {statistics.median(times):.3f} s (min {min(times):.3f}, max {max(times):.3f})"
 
@@ -206,6 +217,18 @@ async def run(seconds: float, renders: int, nclients: int, dnssec: bool, rate: f
     port = server.addresses[0][1]
     quiet = max(3.0, seconds / 4)
     start = time.monotonic() + 3.0  # the clients' start-up
+    # what this process was doing when an answer was late: (what, start, end), the collector's runs
+    # included (the server's own, on its loop, between swaps)
+    phases: list[tuple[str, float, float]] = []
+    collecting: list[float] = []
+
+    def collector(event: str, _info: dict[str, int]) -> None:
+        if event == "start":
+            collecting.append(time.monotonic())
+        elif collecting:
+            phases.append(("gc", collecting.pop(), time.monotonic()))
+
+    gc.callbacks.append(collector)
     procs = [subprocess.Popen([sys.executable, __file__, "--client", str(port), "--seconds", str(quiet + seconds),
                                "--start", repr(start), "--rate", repr(rate), *(["--dnssec"] if dnssec else [])],
                               stdout=subprocess.PIPE,
@@ -216,22 +239,25 @@ async def run(seconds: float, renders: int, nclients: int, dnssec: bool, rate: f
         await asyncio.sleep(max(0.0, swaps_from - time.monotonic()))
         swaps = 0
         render_wall: list[float] = []
-        windows: list[tuple[float, float]] = []  # each apply_table's start and end
         while time.monotonic() < swaps_from + seconds - 0.5 and swaps < len(stored):
             tick = time.monotonic()
             # as shipped: the table decoded from the bytes etcd holds, in a thread (the store's watch does
             # that), objects of its own; the apply_table window starts after it, the gaps count it too
             enc = stored[swaps]
+            t0 = time.monotonic()
             served = await asyncio.to_thread(codec.decode_table, enc.pointer, enc.chunks)
+            phases.append(("decode", t0, time.monotonic()))
             t0 = time.monotonic()
             await server.apply_table(served)
             del served
             render_wall.append(time.monotonic() - t0)
-            windows.append((t0, time.monotonic()))
+            phases.append(("apply_table", t0, time.monotonic()))
             swaps += 1
             await asyncio.sleep(max(0.0, tick + 1.0 - time.monotonic()))
         outs = [json.loads((p.communicate()[0] or "{}").strip().splitlines()[-1]) for p in procs]
     finally:
+        if collector in gc.callbacks:
+            gc.callbacks.remove(collector)
         for p in procs:
             if p.poll() is None:
                 p.kill()
@@ -244,6 +270,7 @@ async def run(seconds: float, renders: int, nclients: int, dnssec: bool, rate: f
     before: list[float] = []
     during: list[float] = []
     longest: list[tuple[float, float]] = []  # (gap, when it ended) with swaps
+    quiet_longest: list[tuple[float, float]] = []  # the same without
     waits_before: list[float] = []
     waits_during: list[float] = []
     answers = timeouts = 0
@@ -251,7 +278,9 @@ async def run(seconds: float, renders: int, nclients: int, dnssec: bool, rate: f
         ts = out["times"]
         answers += len(ts)
         timeouts += out["timeouts"]
-        before += gaps([t for t in ts if t < swaps_from])
+        early = [t for t in ts if t < swaps_from]
+        before += gaps(early)
+        quiet_longest += [(b - a, b) for a, b in itertools.pairwise(early)]
         late = [t for t in ts if t >= swaps_from]
         during += gaps(late)
         longest += [(b - a, b) for a, b in itertools.pairwise(late)]
@@ -267,12 +296,12 @@ async def run(seconds: float, renders: int, nclients: int, dnssec: bool, rate: f
         print(f"objects frozen before the clients {frozen[0]:,}, after {swaps} swaps {frozen[-1]:,}; "
               f"cyclic garbage found when unfrozen at the end: {cyclic:,} objects")
     if before:
+        gap, end = max(quiet_longest)
         print(f"longest gap between answers without swaps ({quiet:.0f} s): {max(before) * 1e3:.1f} ms "
-              f"(p99 {sorted(before)[int(len(before) * 0.99)] * 1e3:.2f} ms)")
+              f"(p99 {sorted(before)[int(len(before) * 0.99)] * 1e3:.2f} ms; {during_what(phases, end - gap, end)})")
     if longest:
         top = sorted(longest, reverse=True)[:5]
-        inside = ["in apply_table" if any(a - 0.001 <= end and end - gap <= b + 0.001 for a, b in windows) else "between"
-                  for gap, end in top]
+        inside = [during_what(phases, end - gap, end) for gap, end in top]
         print("the longest gaps with swaps: " + ", ".join(f"{g * 1e3:.1f} ms ({w})" for (g, _), w in zip(top, inside,
                                                                                                      strict=True)))
     if during:
