@@ -40,6 +40,21 @@ typedef struct {
     Py_ssize_t head, tail, asked;
 } Slot;
 
+/* A geo takes ``share`` of slot ``s``: added to its entry for the slot as mine.get(t, 0.0) + share (a new entry
+ * at the end of its run, in first-given order), and taken off what it has left. */
+static inline void take_share(Geo *g, Py_ssize_t s, double share, Py_ssize_t *ent_slot, double *ent_val) {
+    Py_ssize_t e = g->base, end = g->base + g->count;
+    while (e < end && ent_slot[e] != s) e++;
+    if (e == end) {
+        ent_slot[e] = s;
+        ent_val[e] = 0.0 + share;
+        g->count++;
+    } else {
+        ent_val[e] = ent_val[e] + share;
+    }
+    g->left = g->left - share;
+}
+
 static PyObject *rounds(PyObject *self, PyObject *args) {
     PyObject *order, *cands, *left, *room, *old = Py_None;
     double floor_;
@@ -164,35 +179,14 @@ static PyObject *rounds(PyObject *self, PyObject *args) {
                 Geo *g = &geos[x->head];
                 double w = g->left;
                 give = w < r ? w : r;
-                double share = give * w / w;
-                /* accumulate as mine.get(t, 0.0) + share */
-                Py_ssize_t e = g->base, end = g->base + g->count;
-                while (e < end && ent_slot[e] != s) e++;
-                if (e == end) {
-                    ent_slot[e] = s;
-                    ent_val[e] = 0.0 + share;
-                    g->count++;
-                } else {
-                    ent_val[e] = ent_val[e] + share;
-                }
-                g->left = w - share;
+                take_share(g, s, give * w / w, ent_slot, ent_val);
             } else {
                 double wanted = 0.0;
                 for (Py_ssize_t gi = x->head; gi >= 0; gi = geos[gi].next) wanted += geos[gi].left;
                 give = wanted < r ? wanted : r;
                 for (Py_ssize_t gi = x->head; gi >= 0; gi = geos[gi].next) {
                     Geo *g = &geos[gi];
-                    double share = give * g->left / wanted;
-                    Py_ssize_t e = g->base, end = g->base + g->count;
-                    while (e < end && ent_slot[e] != s) e++;
-                    if (e == end) {
-                        ent_slot[e] = s;
-                        ent_val[e] = 0.0 + share;
-                        g->count++;
-                    } else {
-                        ent_val[e] = ent_val[e] + share;
-                    }
-                    g->left = g->left - share;
+                    take_share(g, s, give * g->left / wanted, ent_slot, ent_val);
                 }
             }
             r = r - give;
