@@ -371,6 +371,8 @@ def _shape_problem(data: Any) -> str:
         if not isinstance(states, dict):
             return f"{section}: not an object"
         for tid, state in states.items():
+            if _state_fine(state):
+                continue  # the everyday case, without the names a problem would be told by
             if problem := _state_problem(state, f"{section}.{tid}."):
                 return problem
     if "ramps" in data:  # absent in tables written before ramp progress was kept
@@ -410,6 +412,8 @@ def _service_problem(svc: Any, where: str) -> str:
     if not isinstance(geos, dict):
         return f"{where}geos: missing or not an object"
     for geo, route in geos.items():
+        if _route_fine(route):
+            continue
         at = f"{where}geos.{geo}."
         if not isinstance(route, dict):
             return f"{at[:-1]}: not an object"
@@ -426,6 +430,52 @@ def _service_problem(svc: Any, where: str) -> str:
             if problem := _optional(route, key, lambda v: isinstance(v, bool), "true or false", at):
                 return problem
     return ""
+
+
+# A DNS worker checks every table it receives (10,000 sites' states and 5,000 routes at benchmark scale, in the
+# thread that decodes next to the ones answering): these accept only what the checks below accept (stricter:
+# exact types), in one pass without the per-field names, and anything they refuse goes through those checks for
+# its message (tests/test_table_shape_fast.py).
+
+def _state_fine(state: Any) -> bool:
+    """True only where ``_state_problem`` finds nothing."""
+    if type(state) is not dict:
+        return False
+    get = state.get
+    if (type(get("kind")) is not str or type(get("region")) is not str or type(get("health")) is not str
+            or type(get("serving")) is not bool):
+        return False
+    for key in _STATE_NUMBERS:
+        kind = type(get(key))
+        if kind is not float and kind is not int:
+            return False
+    u = get("utilization")
+    kind = type(u)
+    if u is not None and kind is not float and kind is not int:
+        return False
+    return type(get("evacuation", "")) is str and type(get("reason", "")) is str
+
+
+def _route_fine(route: Any) -> bool:
+    """True only where ``_service_problem`` finds nothing in this route."""
+    if type(route) is not dict:
+        return False
+    weights = route.get("weights")
+    if type(weights) is not dict:
+        return False
+    for w in weights.values():
+        if type(w) is not int:
+            return False
+    reasons = route.get("reasons", _NO_REASONS)
+    if type(reasons) is not dict:
+        return False
+    for r in reasons.values():
+        if type(r) is not str:
+            return False
+    return type(route.get("fail_open", False)) is bool and type(route.get("pinned", False)) is bool
+
+
+_NO_REASONS: dict[str, str] = {}
 
 
 def _state_problem(state: Any, where: str) -> str:
