@@ -9,6 +9,7 @@ from steering.model import TargetHealth
 from steering.store import Store, StoreError
 from steering.table import RoutingTable
 from tests.support import eventually
+from tests.support.slowlink import SlowLink
 from tests.support.store import Follower, etcd_cfg, make_table
 
 
@@ -167,3 +168,37 @@ async def test_outage_longer_than_ttl_loses_leadership_and_health_comes_back(etc
         assert await store.publish_table(make_table(2), new)
         assert (await store.get_health())["site-a"].load == 7.0
         await new.resign()
+
+
+async def test_a_leader_that_gave_up_a_lease_etcd_kept_leads_again_under_the_same_key(etcd: EtcdCluster) -> None:
+    # etcd's own election holds every keepalive (a cut of the member that led etcd: seconds, longer than the
+    # lease when a vote splits). The leader cannot prove its lease and stops, but etcd renewed it all along
+    # (the requests got through): campaigning again, it renews that lease and leads under the same key, and
+    # the replica waiting for the key never saw it go (docs/lab.md, Findings).
+    host, port = etcd.endpoints[0].rsplit(":", 1)
+    link = SlowLink((host, int(port)), delay=0.0)
+    await link.start()
+    try:
+        async with Store(etcd_cfg([link.endpoint], timeout=6.0), election_ttl=3) as store, \
+                   Store(etcd_cfg(etcd.endpoints), election_ttl=3) as other:
+            lead = await store.campaign("leader")
+            waiting = asyncio.create_task(other.campaign("other"))
+            await asyncio.sleep(0.5)
+            link.hold_answers(4.5)
+            await asyncio.wait_for(lead.lost.wait(), 10)
+            assert "within the TTL" in lead.lost_reason
+            assert not await store.publish_table(make_table(1), lead)  # the term that gave up stays over
+            again = await asyncio.wait_for(store.campaign("leader"), 20)
+            assert again.create_revision == lead.create_revision and again.lease_id == lead.lease_id
+            assert await store.publish_table(make_table(2), again)
+            resp = await other.conn.kv.get(other.keys.leader)
+            assert resp.kvs[0].value == b"leader" and resp.kvs[0].create_revision == lead.create_revision
+            assert not waiting.done()  # the key never went: the other replica is still waiting for it
+            ttl = await other.conn.call("Lease.TimeToLive", other.conn.lease.time_to_live, again.lease_id)
+            assert int(ttl.TTL) > 0
+            await again.resign()
+            handed = await asyncio.wait_for(waiting, 20)  # and once it goes, the other takes over
+            assert await other.publish_table(make_table(3), handed)
+            await handed.resign()
+    finally:
+        await link.close()

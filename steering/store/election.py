@@ -6,12 +6,16 @@ The others watch the key and try again when it is deleted. A ``Leadership``
 remembers the key's create_revision; the store's fenced writes compare it, so
 a leader that has lost the key can never write even before it notices.
 
-After an outage the key may still be held by our own earlier term: the
-leader gave up when no keepalive was acknowledged within the TTL, but etcd
-restarts the countdown of every lease it reloads, so the key would outlive
-the outage by a whole TTL with nobody leading. A campaign that finds the key
-on a lease this process has already given up (``stale_leases``) revokes it
-and campaigns at once.
+The key may still be held by our own earlier term: the leader gave up when
+no keepalive was acknowledged within the TTL, but etcd had not let the lease
+go. Elections of etcd's own leader hold every keepalive (a cut of the member
+that led etcd: seconds, more than the lease when a vote splits), and etcd
+restarts the countdown of every lease it reloads after an outage. A campaign
+that finds the key on a lease this process has given up (``stale_leases``)
+renews that lease: if etcd still has it, nobody else can have led meanwhile
+(the key's create_revision is the one of our term), so this replica leads
+again under the same key, a new term, and the others never saw it go. A lease
+etcd no longer has is revoked (its key goes with it) and the campaign goes on.
 """
 
 from __future__ import annotations
@@ -147,10 +151,18 @@ async def campaign(conn: Conn, key: bytes, identity: str, ttl: float,
                 else:
                     if holder is not None and holder.lease and holder.lease in stale_leases():
                         try:
-                            await _release_stale(conn, int(holder.lease), identity)
+                            resumed = await _resume_stale(conn, int(holder.lease), ttl, identity,
+                                                          holder.value == identity.encode())
                         except StoreError as exc:
                             log.warning("campaign_release_failed", identity=identity, error=str(exc))
                             await backoff.sleep()
+                            continue
+                        if resumed is not None:  # the fresh keeper is revoked on the way out (``finally``)
+                            leadership = Leadership(conn, key, identity, int(holder.create_revision), resumed)
+                            leadership._start()
+                            log.info("leadership_resumed", identity=identity, lease=resumed.id,
+                                     revision=int(holder.create_revision))
+                            return leadership
                     elif holder is not None:
                         log.info("campaign_waiting", identity=identity, leader=holder.value.decode(errors="replace"))
                         await _wait_until_gone(conn, key, keeper)
@@ -166,11 +178,20 @@ async def campaign(conn: Conn, key: bytes, identity: str, ttl: float,
                 await asyncio.shield(keeper.revoke())
 
 
-async def _release_stale(conn: Conn, lease: int, identity: str) -> None:
-    """Revoke a lease of our own earlier term (its keys go with it). We stopped leading when we lost it."""
+async def _resume_stale(conn: Conn, lease: int, ttl: float, identity: str, same_identity: bool) -> LeaseKeeper | None:
+    """The lease of our own earlier term kept alive again, if it was a term under ``identity`` and etcd still
+    has it; else revoked (its keys go with it) and None. We stopped leading when we gave it up."""
+    if same_identity:
+        keeper = LeaseKeeper(conn, ttl, f"election-{identity}")
+        try:
+            if await keeper.adopt(lease):
+                return keeper
+        except LeaseNotFound:
+            pass
     log.info("campaign_releasing_own_stale_term", identity=identity, lease=lease)
     with contextlib.suppress(LeaseNotFound):  # expired meanwhile: the key is gone already
         await conn.call("Lease.Revoke", conn.lease.revoke, lease)
+    return None
 
 
 async def _wait_until_gone(conn: Conn, key: bytes, keeper: LeaseKeeper) -> None:

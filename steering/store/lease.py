@@ -34,8 +34,10 @@ from steering.store.client import Backoff, Conn, LeaseNotFound, StoreError, desc
 
 log = logs.get(__name__)
 
-# New streams one slow keepalive may be sent on besides its own (see LeaseKeeper._keepalive).
-HEDGES = 2
+# New streams one slow keepalive may be sent on besides its own, and how far apart after the first (a fraction
+# of ``patience``); see LeaseKeeper._keepalive.
+HEDGES = 8
+HEDGE_SPACING = 0.25
 
 
 class LeaseKeeper:
@@ -78,6 +80,30 @@ class LeaseKeeper:
         log.debug("lease_granted", purpose=self.purpose, lease=self.id, ttl=self.ttl)
         return self.id
 
+    async def adopt(self, lease_id: int, deadline: float | None = None) -> bool:
+        """Keep alive a lease granted earlier (by this process, for a term it gave up): True once etcd renewed
+        it, the countdown from that keepalive's send; False if etcd no longer has it."""
+        starts: list[float] = []
+
+        async def attempt(timeout: float) -> Any:
+            starts.append(time.monotonic())
+            stream = self._open()
+            try:
+                async with asyncio.timeout(timeout):
+                    return await _ask(stream, LeaseKeepAliveRequest(ID=lease_id))
+            finally:
+                stream.cancel()
+
+        resp = await self.conn.call("Lease.KeepAlive", attempt, deadline=deadline)
+        if resp is grpc.aio.EOF or resp.TTL <= 0:
+            return False
+        self.id = lease_id
+        self.ttl = int(resp.TTL)
+        self._expires = starts[-1] + self.ttl
+        self._task = asyncio.create_task(self._run(), name=f"lease-keepalive-{self.purpose}")
+        log.info("lease_adopted", purpose=self.purpose, lease=self.id, ttl=self.ttl)
+        return True
+
     def kick(self) -> None:
         """Send a keepalive now instead of at the next tick."""
         self._kick.set()
@@ -111,19 +137,40 @@ class LeaseKeeper:
             except Exception:  # a callback must not kill the keepalive loop's caller
                 log.exception("lease_lost_callback_failed", purpose=self.purpose)
 
+    @property
+    def send_interval(self) -> float:
+        """Seconds from one keepalive's send to the next one's.
+
+        A strict lease is lost here at the last acknowledged send plus the TTL, so the time since that send is
+        headroom gone before any outage begins. Cutting the member that leads etcd stalls every keepalive
+        for the majority's election, up to twice etcd's election timeout (4 s in the lab, against a 5 s
+        lease): at a third of the TTL the leader's lease lapsed locally while etcd still held it, and the
+        majority changed controller leader for a partition of a region that did not lead (docs/lab.md,
+        Findings). So a strict lease is renewed every fifteenth of its TTL (at least 0.25 s apart); one that
+        only carries records, whose local deadline has a TTL to spare, every third."""
+        return max(0.25, self.ttl / 15) if self.strict else max(0.3, self.ttl / 3)
+
+    @property
+    def patience(self) -> float:
+        """Seconds an unanswered keepalive waits before it is also sent on a new stream (a third of the TTL)."""
+        return max(0.3, self.ttl / 3)
+
     async def _run(self) -> None:
-        """Send a keepalive every ``interval`` (a third of the TTL) from the last one's send, on one stream.
+        """Send a keepalive every ``send_interval`` from the last one's send, on one stream.
 
         A keepalive may take long (through a member that does not lead, over a slow link: a round trip to the
         leader and its own confirmation, over a second at 300 ms one-way) or never come back (a silent member).
         So one is never given up for being slow while the lease still runs: it may take until the expiry.
-        But when it takes longer than ``interval``, the same keepalive is also sent on new streams, up to
+        But when it takes longer than ``patience``, the same keepalive is also sent on new streams, up to
         ``HEDGES`` (round robin puts them on other members), and whichever answers first renews the lease and
-        carries on (``_keepalive``). Before,
-        each keepalive had ``interval`` to be answered and was then sent again: at a 3 s TTL with 1.2 s round
+        carries on (``_keepalive``). A member forwards a keepalive to the etcd leader it knows, and one that
+        went just as that leader was cut off waits for its etcd request timeout (seconds past the lease's
+        expiry) even after the majority elected another: only a keepalive sent after the election is
+        answered, so the hedges go on, a quarter of ``patience`` apart, until one is. Before,
+        each keepalive had a third of the TTL to be answered and was then sent again: at a 3 s TTL with 1.2 s round
         trips every try timed out and the lease lapsed (docs/failure-modes.md, the 300 ms finding)."""
         backoff = Backoff(0.05, min(1.0, self.conn.cfg.reconnect_max_seconds), self.conn)
-        interval = max(0.3, self.ttl / 3)
+        interval = self.send_interval
         stream: Any = None
         while not self.lost.is_set():
             try:
@@ -133,7 +180,7 @@ class LeaseKeeper:
                     if time.monotonic() >= self._deadline:
                         break
                     sent = time.monotonic()
-                    resp, winner = await self._keepalive(stream, sent, interval)
+                    resp, winner = await self._keepalive(stream, sent, self.patience)
                     if winner is not stream:  # the hedge answered first: it is the stream from now on
                         stream.cancel()
                         stream = winner
@@ -179,17 +226,18 @@ class LeaseKeeper:
     def _open(self) -> Any:
         return self.conn.lease_stub().LeaseKeepAlive(metadata=self.conn.metadata())
 
-    async def _keepalive(self, stream: Any, sent: float, interval: float) -> tuple[Any, Any]:
+    async def _keepalive(self, stream: Any, sent: float, patience: float) -> tuple[Any, Any]:
         """One keepalive: its answer and the stream that gave it (``stream``, or a hedge opened meanwhile,
-        which then replaces it: the caller cancels the other). Unanswered after ``interval``, it is also sent
-        on a new stream, and again every half ``interval``, at most ``HEDGES`` times: round robin spreads them
-        over the members, so one that went silent does not hold the lease to its expiry. Raises TimeoutError at
+        which then replaces it: the caller cancels the others). Unanswered after ``patience``, it is also sent
+        on a new stream, and again every ``HEDGE_SPACING`` of ``patience``, at most ``HEDGES`` times: round
+        robin spreads them over the members, so one that went silent, or a forward to an etcd leader that is
+        gone, does not hold the lease to its expiry. Raises TimeoutError at
         the lease's expiry, or the last stream's error when none is left to wait for."""
         req = LeaseKeepAliveRequest(ID=self.id)
         tasks = {asyncio.create_task(_ask(stream, req), name=f"lease-keepalive-{self.purpose}"): stream}
         hedges: list[Any] = []
         winner: Any = None
-        next_hedge = sent + interval
+        next_hedge = sent + patience
         try:
             while True:
                 now = time.monotonic()
@@ -201,7 +249,7 @@ class LeaseKeeper:
                     tasks[asyncio.create_task(_ask(hedge, req), name=f"lease-keepalive-{self.purpose}-hedge")] = hedge
                     log.debug("lease_keepalive_slow", purpose=self.purpose, lease=self.id, waited=round(now - sent, 3),
                              streams=len(tasks))
-                    next_hedge = now + interval / 2
+                    next_hedge = now + patience * HEDGE_SPACING
                 until = min(self._deadline, next_hedge) if len(hedges) < HEDGES else self._deadline
                 done, _ = await asyncio.wait(set(tasks), timeout=max(0.0, until - time.monotonic()),
                                              return_when=asyncio.FIRST_COMPLETED)

@@ -286,8 +286,9 @@ class Store:
         return leadership
 
     def _stale_leases(self) -> set[int]:
-        """Leases of our own terms that are over (we stopped leading)."""
-        return {lead.lease_id for lead in self._leaderships if lead.lost.is_set() and lead.lease_id}
+        """Leases of our own terms that are over (we stopped leading), unless a later term resumed one."""
+        over = {lead.lease_id for lead in self._leaderships if lead.lost.is_set() and lead.lease_id}
+        return over - {lead.lease_id for lead in self._leaderships if not lead.lost.is_set()}
 
     async def leader(self) -> str | None:
         resp = await self.kv.get(self.keys.leader)

@@ -20,29 +20,42 @@ class SlowLink(LoopbackProxy):
         super().__init__(target)
         self.delay = delay
         self.back = delay if back is None else back
+        self.requested = 0.0  # loop time of the last chunk read from the client
+        self._answers_held_until = 0.0
+
+    def hold_answers(self, seconds: float) -> None:
+        """Release nothing the target sends for ``seconds`` (requests still go through): what a client sees
+        while etcd holds its calls for an election."""
+        self._answers_held_until = asyncio.get_running_loop().time() + seconds
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up = await self._upstream(writer)
         if up is None:
             return
-        for src, dst, delay in ((reader, up[1], self.delay), (up[0], writer, self.back)):
+        for src, dst, delay, answers in ((reader, up[1], self.delay, False), (up[0], writer, self.back, True)):
             line: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
-            self._spawn(self._read(src, line, delay))
-            self._spawn(self._write(line, dst))
+            self._spawn(self._read(src, line, delay, answers))
+            self._spawn(self._write(line, dst, answers))
 
-    async def _read(self, src: asyncio.StreamReader, line: asyncio.Queue[tuple[float, bytes]], delay: float) -> None:
+    async def _read(self, src: asyncio.StreamReader, line: asyncio.Queue[tuple[float, bytes]], delay: float,
+                    answers: bool) -> None:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(ConnectionError):
             while data := await src.read(65536):
+                if not answers:
+                    self.requested = loop.time()
                 await line.put((loop.time() + delay, data))
         await line.put((loop.time() + delay, b""))
 
-    async def _write(self, line: asyncio.Queue[tuple[float, bytes]], dst: asyncio.StreamWriter) -> None:
+    async def _write(self, line: asyncio.Queue[tuple[float, bytes]], dst: asyncio.StreamWriter,
+                     answers: bool) -> None:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(ConnectionError):
             while True:
                 due, data = await line.get()
                 await asyncio.sleep(max(0.0, due - loop.time()))
+                while answers and loop.time() < self._answers_held_until:
+                    await asyncio.sleep(self._answers_held_until - loop.time())
                 if not data:
                     dst.close()
                     return
