@@ -11,6 +11,7 @@ import pytest
 from steering.etcdproc import EtcdCluster
 from steering.model import Evacuation, Pin, Restore, TargetHealth
 from steering.store import Store
+from steering.store.store import KEEP_TERMS_OVER
 from tests.support import eventually
 from tests.support.store import Follower, etcd_cfg, make_table
 
@@ -264,6 +265,23 @@ async def test_revoked_election_lease_sets_lost(etcd: EtcdCluster) -> None:
         await asyncio.wait_for(la.lost.wait(), 10)
         assert await a.leader() is None
         assert not await a.publish_table(make_table(1), la)
+
+
+async def test_a_replica_keeps_only_its_last_few_terms_that_are_over(etcd: EtcdCluster) -> None:
+    # terms that are over are kept so that a later campaign can resume one whose lease etcd still has; a
+    # replica whose terms come and go for months must not keep them all
+    async with Store(etcd_cfg(etcd.endpoints), election_ttl=3) as a:
+        terms = []
+        for _ in range(KEEP_TERMS_OVER + 3):
+            lead = await a.campaign("a")
+            terms.append(lead)
+            await lead.resign()
+        kept = a._leaderships
+        assert kept == terms[-KEEP_TERMS_OVER - 1:]  # the last few, oldest first
+        assert all(lead.lost.is_set() for lead in kept)
+        last = await a.campaign("a")
+        assert a._leaderships[-1] is last and len(a._leaderships) == KEEP_TERMS_OVER + 1
+        await last.resign()
 
 
 async def test_compaction_under_watch(store: Store) -> None:

@@ -46,6 +46,9 @@ from steering.store.topology import TopologyRecord
 from steering.store.watch import Snapshot
 from steering.table import RoutingTable
 
+# Terms of this process that are over, kept for a later campaign to resume (``_stale_leases``).
+KEEP_TERMS_OVER = 4
+
 log = logs.get(__name__)
 
 
@@ -69,7 +72,7 @@ class Store:
         self._events = EventRecords(self.kv, self.keys)
         self._topology = TopologyRecord(self.kv, self.keys)
         self.drills = DrillRecords(self.kv, self.keys)  # chaos drills (docs/drills.md): used as is, no wrappers
-        self._leaderships: set[Leadership] = set()
+        self._leaderships: list[Leadership] = []  # this process's terms, oldest first
         # What etcd last said of the leader, with the wall-clock time it said it: for answering while it is away.
         self.last_leader: tuple[str | None, float] | None = None
 
@@ -282,7 +285,12 @@ class Store:
             raise ValueError("identity: empty")
         leadership = await campaign(self.conn, self.keys.leader, identity, ttl or self.election_ttl,
                                     self._stale_leases)
-        self._leaderships.add(leadership)
+        # Terms that are over are kept only while their lease may still hold the key (a later campaign may
+        # resume it): a term's lease outlives it by at most its TTL, so the last few are plenty, and a replica
+        # whose terms come and go for months does not keep every one.
+        over = [lead for lead in self._leaderships if lead.lost.is_set()]
+        dropped = set(map(id, over[:-KEEP_TERMS_OVER]))
+        self._leaderships = [lead for lead in self._leaderships if id(lead) not in dropped] + [leadership]
         return leadership
 
     def _stale_leases(self) -> set[int]:
