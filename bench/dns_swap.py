@@ -27,7 +27,8 @@ temporary directory) and the clients ask with DO=1.
   flipped, through ``steering.replan``) and hands it to ``apply_table``, which
   renders off the event loop and swaps; as in ``steering dns``, the server
   gets the table decoded from its stored bytes (``steering.store.codec``, in
-  a thread, as the store's watch does), objects of its own, so the one it
+  a thread, as the store's watch does, and like a DNS worker's store without
+  the sites' states: ``serving_only``), objects of its own, so the one it
   replaces is freed at the swap. The tables are planned and encoded before
   the clients start (a controller's work, not the DNS server's). Each client records when every answer
   arrived; the longest time between two consecutive answers of one client,
@@ -170,6 +171,8 @@ async def run(seconds: float, renders: int, nclients: int, dnssec: bool, rate: f
     health = dict(observed.health)
     table = replanner.plan(cfg, Observed(health=dict(health), demand=observed.demand), Overrides(), None, 0.0)
     server = DnsServer(cfg, table, tune_interpreter=True)  # as the daemon
+    decoding = [False]
+    server.table_arriving = lambda: decoding[0]
     signed = "DNSSEC on, ECDSAP256SHA256" if dnssec else "DNSSEC off"
     sites = [s.id for s in cfg.sites]
     full: list[float] = []
@@ -245,7 +248,11 @@ async def run(seconds: float, renders: int, nclients: int, dnssec: bool, rate: f
             # that), objects of its own; the apply_table window starts after it, the gaps count it too
             enc = stored[swaps]
             t0 = time.monotonic()
-            served = await asyncio.to_thread(codec.decode_table, enc.pointer, enc.chunks)
+            decoding[0] = True  # as the store's ``decoding`` tells a DNS worker
+            try:
+                served = await asyncio.to_thread(codec.decode_table, enc.pointer, enc.chunks, True)
+            finally:
+                decoding[0] = False
             phases.append(("decode", t0, time.monotonic()))
             t0 = time.monotonic()
             await server.apply_table(served)

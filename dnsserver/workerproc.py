@@ -102,7 +102,10 @@ async def serve(cfg: Config, server: DnsServer, no_etcd: bool, stop: asyncio.Eve
     if not no_etcd:
         from steering.store import Store
 
-        store = Store(cfg.etcd, base_dir=cfg.base_dir)
+        # the sites' states of each table are left unparsed: no answer depends on them, and at 10,000 sites
+        # they were 58 % of the decode, in the thread next to the ones answering (docs/benchmarks.md)
+        store = Store(cfg.etcd, base_dir=cfg.base_dir, serving_only=True)
+        server.table_arriving = store.decoding
         feed_task = asyncio.create_task(_feed(store, server, follow))
     await stop.wait()
     log.info("dns.stopping")

@@ -37,11 +37,17 @@ class Pointer:
     chunks: int
     sha256: str
     size: int  # uncompressed bytes
+    # Where the value of "sites" is in the uncompressed JSON (start, end): a DNS server, which serves no site
+    # state, leaves those bytes unparsed (RoutingTable.from_json). None: written before it was kept.
+    sites: tuple[int, int] | None = None
 
     def to_json(self) -> bytes:
-        return json.dumps({"version": self.version, "parent_version": self.parent_version, "blob": self.blob,
-                           "chunks": self.chunks, "sha256": self.sha256, "size": self.size,
-                           "encoding": ENCODING}, sort_keys=True, separators=(",", ":")).encode()
+        data: dict[str, Any] = {"version": self.version, "parent_version": self.parent_version, "blob": self.blob,
+                                "chunks": self.chunks, "sha256": self.sha256, "size": self.size,
+                                "encoding": ENCODING}
+        if self.sites is not None:
+            data["sites"] = list(self.sites)
+        return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)
@@ -61,12 +67,12 @@ TABLE_ZLIB_LEVEL = 1
 
 
 def encode_table(table: RoutingTable, chunk_bytes: int = CHUNK_BYTES) -> Encoded:
-    raw = table.to_json()
+    raw, sites = table.to_json_with_sites_span()
     blob = zlib.compress(raw, TABLE_ZLIB_LEVEL)
     digest = hashlib.sha256(blob).hexdigest()
     chunks = [blob[i: i + chunk_bytes] for i in range(0, len(blob), chunk_bytes)] or [b""]
     pointer = Pointer(version=table.version, parent_version=table.parent_version, blob=digest[:16],
-                      chunks=len(chunks), sha256=digest, size=len(raw))
+                      chunks=len(chunks), sha256=digest, size=len(raw), sites=sites)
     return Encoded(pointer, chunks)
 
 
@@ -88,7 +94,7 @@ def parse_pointer(value: bytes) -> Pointer | RoutingTable:
             raise ValueError(f"encoding {data.get('encoding')!r} is not {ENCODING!r}")
         p = Pointer(version=int(data["version"]), parent_version=int(data.get("parent_version", 0)),
                     blob=str(data["blob"]), chunks=int(data["chunks"]), sha256=str(data["sha256"]),
-                    size=int(data.get("size", 0)))
+                    size=int(data.get("size", 0)), sites=_span(data.get("sites")))
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"routing/current: malformed pointer ({type(exc).__name__}: {exc})") from None
     if p.chunks < 1 or p.chunks > 10_000 or p.version < 0 or not p.blob.isalnum():
@@ -96,8 +102,20 @@ def parse_pointer(value: bytes) -> Pointer | RoutingTable:
     return p
 
 
-def decode_table(pointer: Pointer, chunks: list[bytes]) -> RoutingTable:
-    """Reassemble and validate; raises ValueError for a missing chunk, a bad checksum or a malformed table."""
+def _span(value: Any) -> tuple[int, int] | None:
+    """A pointer's "sites": two ints, 0 <= start < end; anything else is as if absent (it is only a shortcut:
+    a reader without it parses the whole table)."""
+    if (isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value)
+            and 0 <= value[0] < value[1] < 2**63):
+        return value[0], value[1]
+    return None
+
+
+def decode_table(pointer: Pointer, chunks: list[bytes], serving_only: bool = False) -> RoutingTable:
+    """Reassemble and validate; raises ValueError for a missing chunk, a bad checksum or a malformed table.
+
+    ``serving_only``: for a reader that serves no site state (a DNS server): with the pointer's span, the
+    sites' states are left unparsed and the table has none (``RoutingTable.from_json``)."""
     if len(chunks) != pointer.chunks:
         raise ValueError(f"routing v{pointer.version}: {len(chunks)} of {pointer.chunks} chunks present")
     blob = b"".join(chunks)
@@ -107,7 +125,7 @@ def decode_table(pointer: Pointer, chunks: list[bytes]) -> RoutingTable:
         raw = inflate(blob)
     except zlib.error as exc:
         raise ValueError(f"routing v{pointer.version}: cannot decompress ({exc})") from None
-    table = RoutingTable.from_json(raw)
+    table = RoutingTable.from_json(raw, pointer.sites if serving_only else None)
     if table.version != pointer.version:
         raise ValueError(f"routing: pointer says v{pointer.version}, table says v{table.version}")
     return table

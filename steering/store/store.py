@@ -57,14 +57,17 @@ class Store:
 
     def __init__(self, cfg: Etcd, base_dir: str | Path = ".", *, chunk_bytes: int = codec.CHUNK_BYTES,
                  keep_versions: int = 3, election_ttl: float = 5.0,
-                 inline_txn_bytes: int = INLINE_TXN_BYTES_DEFAULT, request_ttl: float = 7 * 86400) -> None:
+                 inline_txn_bytes: int = INLINE_TXN_BYTES_DEFAULT, request_ttl: float = 7 * 86400,
+                 serving_only: bool = False) -> None:
+        """``serving_only``: tables are read without their sites' states (a DNS server serves none of them;
+        ``codec.decode_table``)."""
         self.cfg = cfg
         self.keys = Keys(cfg.prefix)
         self.conn = Conn(cfg, base_dir)
         self.kv = KV(self.conn)  # raw key-value access, for tests and tools
         self.election_ttl = election_ttl
         self._tables = TableRecords(self.kv, self.keys, chunk_bytes=chunk_bytes, keep_versions=keep_versions,
-                                    inline_txn_bytes=inline_txn_bytes)
+                                    inline_txn_bytes=inline_txn_bytes, serving_only=serving_only)
         self._health = HealthRecords(self.kv, self.keys)
         self._overrides = OverrideRecords(self.kv, self.keys)
         self._oplog = OperatorLog(self.kv, self.keys, request_ttl)
@@ -127,6 +130,10 @@ class Store:
     async def publish_table(self, table: RoutingTable, leadership: Leadership) -> bool:
         """Write ``table`` only if ``leadership`` still holds the leader key; False (nothing written) if not."""
         return await self._tables.publish(table, leadership)
+
+    def decoding(self) -> bool:
+        """True while a table read from etcd is being decoded (in a thread)."""
+        return self._tables.decoding > 0
 
     def watch_table(self) -> AsyncIterator[RoutingTable]:
         """The current table, then each newer version; never a version <= one already yielded."""

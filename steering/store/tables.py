@@ -37,12 +37,14 @@ WRITTEN_KEPT = 2  # tables this store wrote that its own watch takes back withou
 
 class TableRecords:
     def __init__(self, kv: KV, keys: Keys, *, chunk_bytes: int = codec.CHUNK_BYTES, keep_versions: int = 3,
-                 inline_txn_bytes: int = INLINE_TXN_BYTES_DEFAULT) -> None:
+                 inline_txn_bytes: int = INLINE_TXN_BYTES_DEFAULT, serving_only: bool = False) -> None:
         self.kv = kv
         self.keys = keys
         self.chunk_bytes = chunk_bytes
         self.keep_versions = max(1, keep_versions)
         self.inline_txn_bytes = inline_txn_bytes
+        self.serving_only = serving_only  # tables read without their sites' states (codec.decode_table)
+        self.decoding = 0  # decodes in flight (a DNS server holds its garbage collection meanwhile)
         # The pointers this process last wrote (WRITTEN_KEPT, newest last), with the tables they encode: the
         # leader's own watch (and its API's table view) reads each back at once, and decoding it again was
         # ~18 % of a busy leader's CPU (issue 18). Same pointer bytes = same content hash, so the object
@@ -78,7 +80,12 @@ class TableRecords:
         if not resp.kvs:
             raise Superseded(f"routing v{pointer.version} chunks are gone")
         # Decompressing and parsing a large table takes tens of ms: off the event loop, which serves agents.
-        return await asyncio.to_thread(codec.decode_table, pointer, [kv.value for kv in resp.kvs])
+        self.decoding += 1
+        try:
+            return await asyncio.to_thread(codec.decode_table, pointer, [kv.value for kv in resp.kvs],
+                                           self.serving_only)
+        finally:
+            self.decoding -= 1
 
     def _ops(self, table: RoutingTable, existing_versions: set[int]) -> tuple[codec.Encoded, list[Any], list[Any]]:
         """Encode; return (encoded, chunk put ops, flip+cleanup ops)."""
