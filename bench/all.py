@@ -159,6 +159,7 @@ def parse_swap(out: str) -> list[Row]:
         dnssec += f", clients paced at {float(paced.group(1)):,.0f}/s"
     quiet = _num(r"longest gap between answers without swaps \(\d+ s\): ([\d.]+) ms", out)
     wait_quiet = _num(r"longest wait for an answer \(send -> kernel arrival stamp\) without swaps: ([\d.]+) ms", out)
+    rtt_quiet = _num(r"longest round trip \(kernel send stamp -> kernel arrival stamp\) without swaps: ([\d.]+) ms", out)
     return [
         _row(b, f"table swap render at 10k sites x 250 geos x 20 services ({dnssec})",
              _num(r"swap \(one site.*\): median ([\d.]+) s", out), " s", "<= 1 s", lambda v: v <= 1, "{:.2f}"),
@@ -172,6 +173,10 @@ def parse_swap(out: str) -> list[Row]:
              _num(r"longest wait for an answer \(send -> kernel arrival stamp\) with a swap every second: ([\d.]+) ms",
                   out), " ms", "<= 10 ms", lambda v: v <= 10, "{:.1f}",
              f"{wait_quiet:.1f} ms without swaps, same run" if wait_quiet is not None else ""),
+        _row(b, f"longest round trip, kernel send stamp -> kernel arrival stamp, tables changing ({dnssec})",
+             _num(r"longest round trip \(kernel send stamp -> kernel arrival stamp\) with a swap every second: "
+                  r"([\d.]+) ms", out), " ms", "<= 10 ms", lambda v: v <= 10, "{:.1f}",
+             f"{rtt_quiet:.1f} ms without swaps, same run" if rtt_quiet is not None else ""),
     ]
 
 

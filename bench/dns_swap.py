@@ -83,6 +83,24 @@ from steering.store import codec  # noqa: E402
 NAME = "svc01.example.test."
 # Linux's SO_TIMESTAMPNS (= SCM_TIMESTAMPNS, asm-generic and x86): Python 3.11's socket module does not name it
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+SO_TIMESTAMPING = getattr(socket, "SO_TIMESTAMPING", 37)
+# linux/net_tstamp.h: a software stamp of each datagram as it leaves (on loopback: in the send call itself),
+# handed back on the socket's error queue without the packet
+SOF_TIMESTAMPING_TX_SOFTWARE, SOF_TIMESTAMPING_SOFTWARE, SOF_TIMESTAMPING_OPT_TSONLY = 1 << 1, 1 << 4, 1 << 11
+
+
+def tx_stamp(sock: socket.socket) -> int | None:
+    """The kernel's send stamp (ns, CLOCK_REALTIME) of the last datagram sent, from the error queue; None if
+    none is there (yet)."""
+    try:
+        _, anc, _, _ = sock.recvmsg(1, 512, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return None
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPING and len(data) >= 16:
+            sec, nsec = struct.unpack("qq", data[:16])
+            return int(sec * 1_000_000_000 + nsec)
+    return None
 
 
 def config(keys: Path | None) -> tuple[Config, Observed]:
@@ -101,12 +119,22 @@ def client(port: int, seconds: float, start: float, dnssec: bool, rate: float = 
     """One client: prints, as JSON, the answer times (monotonic) of the window and each query's wait: from
     just before its send to the kernel's arrival stamp of its answer (``SO_TIMESTAMPNS``), a figure this
     process's own scheduling does not stretch (it is stamped while the process may be waiting for a core),
-    unlike the gap between answers, which does. Closed loop (the next query as soon as an answer came), or
+    unlike the gap between answers, which does; and each query's round trip between the kernel's send stamp
+    of the query and its arrival stamp of the answer (``SO_TIMESTAMPING``), which this process's scheduling
+    cannot stretch at all: a client waiting for a core between reading the clock and sending stretches the
+    wait, not the round trip. Closed loop (the next query as soon as an answer came), or
     with ``rate`` paced: a query every 1/rate s (none made up for when it fell behind), so the machine keeps
     cores free and the wait is the server's."""
     wire = dns.message.make_query(NAME, dns.rdatatype.A, want_dnssec=dnssec).to_wire()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, SOF_TIMESTAMPING_TX_SOFTWARE | SOF_TIMESTAMPING_SOFTWARE
+                        | SOF_TIMESTAMPING_OPT_TSONLY)
+        stamped = True
+    except OSError:
+        stamped = False
+    rtts: list[float | None] = []
     sock.connect(("127.0.0.1", port))
     sock.settimeout(0.5)
     times: list[float] = []
@@ -127,18 +155,26 @@ def client(port: int, seconds: float, start: float, dnssec: bool, rate: float = 
                 due = now  # fell behind (this process waited for a core): on from now, no burst
         sent = time.time_ns()  # CLOCK_REALTIME, the kernel stamp's clock
         sock.send(wire)
+        # taken at once: an unread stamp would keep the socket "ready" and the wait for the answer would spin
+        kernel_sent = tx_stamp(sock) if stamped else None
         try:
             _, anc, _, _ = sock.recvmsg(4096, anc_size)
             times.append(time.monotonic())
+            if stamped and kernel_sent is None:
+                kernel_sent = tx_stamp(sock)
+            arrived = None
             for level, kind, data in anc:
                 if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
                     sec, nsec = struct.unpack("qq", data[:16])
-                    waits.append((sec * 1_000_000_000 + nsec - sent) / 1e9)
+                    arrived = sec * 1_000_000_000 + nsec
+                    waits.append((arrived - sent) / 1e9)
+            rtts.append(None if arrived is None or kernel_sent is None else (arrived - kernel_sent) / 1e9)
         except TimeoutError:
             timeouts += 1
             times.append(now + 0.5)  # the gap runs on through a lost answer
             waits.append(0.5)
-    print(json.dumps({"times": times, "waits": waits, "timeouts": timeouts}))
+            rtts.append(0.5)
+    print(json.dumps({"times": times, "waits": waits, "rtts": rtts, "timeouts": timeouts}))
 
 
 def gaps(times: list[float]) -> list[float]:
@@ -280,6 +316,8 @@ async def run(seconds: float, renders: int, nclients: int, dnssec: bool, rate: f
     quiet_longest: list[tuple[float, float]] = []  # the same without
     waits_before: list[float] = []
     waits_during: list[float] = []
+    rtts_before: list[float] = []
+    rtts_during: list[float] = []
     answers = timeouts = 0
     for out in outs:
         ts = out["times"]
@@ -295,6 +333,10 @@ async def run(seconds: float, renders: int, nclients: int, dnssec: bool, rate: f
         if len(ws) == len(ts):  # one per answer (a kernel stamp always came): split as the times are
             waits_before += [w for w, t in zip(ws, ts, strict=True) if t < swaps_from]
             waits_during += [w for w, t in zip(ws, ts, strict=True) if t >= swaps_from]
+        rs = out.get("rtts", [])
+        if len(rs) == len(ts):  # None where a stamp did not come
+            rtts_before += [r for r, t in zip(rs, ts, strict=True) if r is not None and t < swaps_from]
+            rtts_during += [r for r, t in zip(rs, ts, strict=True) if r is not None and t >= swaps_from]
     print(f"load average {os.getloadavg()[0]:.2f}")
     paced = f"paced at {rate:g} queries/s each" if rate > 0 else "closed loop"
     print(f"{nclients} clients ({paced}), {answers} answers, {timeouts} timeouts; {swaps} swaps, apply_table wall time "
@@ -314,15 +356,20 @@ async def run(seconds: float, renders: int, nclients: int, dnssec: bool, rate: f
     if during:
         print(f"longest gap between answers with a swap every second ({seconds:.0f} s): {max(during) * 1e3:.1f} ms "
               f"(p99 {sorted(during)[int(len(during) * 0.99)] * 1e3:.2f} ms; goal <= 10 ms)")
-    if waits_before and waits_during:
-        def top(ws: list[float]) -> str:
-            return ", ".join(f"{w * 1e3:.1f}" for w in sorted(ws, reverse=True)[:5])
+    def top5(ws: list[float]) -> str:
+        return ", ".join(f"{w * 1e3:.1f}" for w in sorted(ws, reverse=True)[:5])
 
+    if waits_before and waits_during:
         print(f"longest wait for an answer (send -> kernel arrival stamp) without swaps: {max(waits_before) * 1e3:.1f} ms"
-              f" (p99 {sorted(waits_before)[int(len(waits_before) * 0.99)] * 1e3:.2f} ms; top 5: {top(waits_before)})")
+              f" (p99 {sorted(waits_before)[int(len(waits_before) * 0.99)] * 1e3:.2f} ms; top 5: {top5(waits_before)})")
         print(f"longest wait for an answer (send -> kernel arrival stamp) with a swap every second: "
               f"{max(waits_during) * 1e3:.1f} ms (p99 {sorted(waits_during)[int(len(waits_during) * 0.99)] * 1e3:.2f}"
-              f" ms; top 5: {top(waits_during)}; goal <= 10 ms)")
+              f" ms; top 5: {top5(waits_during)}; goal <= 10 ms)")
+    if rtts_before and rtts_during:
+        for what, rs in (("without swaps", rtts_before), ("with a swap every second", rtts_during)):
+            print(f"longest round trip (kernel send stamp -> kernel arrival stamp) {what}: {max(rs) * 1e3:.1f} ms "
+                  f"(p99 {sorted(rs)[int(len(rs) * 0.99)] * 1e3:.2f} ms; top 5: {top5(rs)}"
+                  f"{'; goal <= 10 ms' if rs is rtts_during else ''})")
     return 0
 
 
