@@ -44,6 +44,9 @@ temporary directory) and the clients ask with DO=1.
   (two clients, the server's UDP thread and the render share 2 cores here);
   the wait does not: it is what a query spent between the client and the
   server, the server's stall included.
+* round trip: per query, from the kernel's send stamp of the query
+  (``SO_TIMESTAMPING``) to its arrival stamp of the answer: the wait without
+  the client's own wait for a core between reading the clock and sending.
 """
 
 from __future__ import annotations
