@@ -183,7 +183,11 @@ async def test_a_leader_that_gave_up_a_lease_etcd_kept_leads_again_under_the_sam
                    Store(etcd_cfg(etcd.endpoints), election_ttl=3) as other:
             lead = await store.campaign("leader")
             waiting = asyncio.create_task(other.campaign("other"))
-            await asyncio.sleep(0.5)
+
+            async def other_campaigning() -> bool:  # its lease granted: it is waiting for the key from now on
+                return len((await other.conn.lease.leases()).leases) >= 2
+
+            await eventually(other_campaigning, what="the other replica campaigning")
             link.hold_answers(4.5)
             await asyncio.wait_for(lead.lost.wait(), 10)
             assert "within the TTL" in lead.lost_reason

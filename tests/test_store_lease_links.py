@@ -97,8 +97,12 @@ async def test_a_leaders_lease_outlives_an_etcd_election_that_begins_just_before
             for _ in range(2):
                 await _hold(keeper, 1.0)
                 seen = link.requested
-                while link.requested == seen:  # the next request out: a keepalive's send
-                    await asyncio.sleep(0.005)
+
+                async def next_request(seen: float = seen) -> None:  # the next request out: a keepalive's send
+                    while link.requested == seen:
+                        await asyncio.sleep(0.005)
+
+                await asyncio.wait_for(next_request(), TTL)
                 await asyncio.sleep(max(0.0, link.requested + 0.95 * TTL / 3 - loop.time()))
                 link.hold_answers(0.8 * TTL)
                 await _hold(keeper, 0.8 * TTL + 0.5)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Collection
+from typing import Any
 
 from steering import logs
 from steering.store.client import Conn, LeaseNotFound, StoreError
@@ -151,8 +152,7 @@ async def campaign(conn: Conn, key: bytes, identity: str, ttl: float,
                 else:
                     if holder is not None and holder.lease and holder.lease in stale_leases():
                         try:
-                            resumed = await _resume_stale(conn, int(holder.lease), ttl, identity,
-                                                          holder.value == identity.encode())
+                            resumed = await _resume_stale(conn, holder, ttl, identity)
                         except StoreError as exc:
                             log.warning("campaign_release_failed", identity=identity, error=str(exc))
                             await backoff.sleep()
@@ -178,10 +178,12 @@ async def campaign(conn: Conn, key: bytes, identity: str, ttl: float,
                 await asyncio.shield(keeper.revoke())
 
 
-async def _resume_stale(conn: Conn, lease: int, ttl: float, identity: str, same_identity: bool) -> LeaseKeeper | None:
-    """The lease of our own earlier term kept alive again, if it was a term under ``identity`` and etcd still
-    has it; else revoked (its keys go with it) and None. We stopped leading when we gave it up."""
-    if same_identity:
+async def _resume_stale(conn: Conn, holder: Any, ttl: float, identity: str) -> LeaseKeeper | None:
+    """The lease of our own earlier term that holds the key (``holder``) kept alive again, if that term was
+    under ``identity`` and etcd still has the lease; else the lease revoked (the key goes with it) and None.
+    We stopped leading when we gave it up."""
+    lease = int(holder.lease)
+    if holder.value == identity.encode():
         keeper = LeaseKeeper(conn, ttl, f"election-{identity}")
         try:
             if await keeper.adopt(lease):

@@ -71,14 +71,18 @@ class LeaseKeeper:
             return await self.conn.lease.grant(ttl, timeout=timeout)
 
         resp = await self.conn.call("Lease.Grant", attempt, self.ttl, deadline=deadline)
-        self.id = int(resp.ID)
-        self.ttl = int(resp.TTL) or self.ttl
-        # from the start of the attempt that was answered, not of the first: a retried grant (a slow link, a
-        # member that timed out) would otherwise start its life already near or past its expiry
-        self._expires = starts[-1] + self.ttl
-        self._task = asyncio.create_task(self._run(), name=f"lease-keepalive-{self.purpose}")
+        self._keep(int(resp.ID), int(resp.TTL) or self.ttl, starts[-1])
         log.debug("lease_granted", purpose=self.purpose, lease=self.id, ttl=self.ttl)
         return self.id
+
+    def _keep(self, lease_id: int, ttl: int, sent: float) -> None:
+        """Keep ``lease_id`` alive from now on, its countdown from ``sent``: the start of the attempt that was
+        answered, not of the first (a retried call, over a slow link or past a member that timed out, would
+        otherwise start the lease's life here already near or past its expiry)."""
+        self.id = lease_id
+        self.ttl = ttl
+        self._expires = sent + ttl
+        self._task = asyncio.create_task(self._run(), name=f"lease-keepalive-{self.purpose}")
 
     async def adopt(self, lease_id: int, deadline: float | None = None) -> bool:
         """Keep alive a lease granted earlier (by this process, for a term it gave up): True once etcd renewed
@@ -97,10 +101,7 @@ class LeaseKeeper:
         resp = await self.conn.call("Lease.KeepAlive", attempt, deadline=deadline)
         if resp is grpc.aio.EOF or resp.TTL <= 0:
             return False
-        self.id = lease_id
-        self.ttl = int(resp.TTL)
-        self._expires = starts[-1] + self.ttl
-        self._task = asyncio.create_task(self._run(), name=f"lease-keepalive-{self.purpose}")
+        self._keep(lease_id, int(resp.TTL), starts[-1])
         log.info("lease_adopted", purpose=self.purpose, lease=self.id, ttl=self.ttl)
         return True
 
