@@ -47,6 +47,12 @@ temporary directory) and the clients ask with DO=1.
 * round trip: per query, from the kernel's send stamp of the query
   (``SO_TIMESTAMPING``) to its arrival stamp of the answer: the wait without
   the client's own wait for a core between reading the clock and sending.
+* server: what the server's UDP loop measures of itself (the histograms it
+  exports, ``steering_dns_udp_batch_seconds`` and
+  ``steering_dns_udp_interpreter_wait_seconds``, and the longest of each):
+  per batch, from ``recvmmsg`` returning to the replies sent, and of that
+  the wait for the interpreter. Neither holds a client's scheduling; both
+  hold the server's threads waiting for a core and for the interpreter.
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ import dns.rdatatype  # noqa: E402
 from planner import build  # noqa: E402
 
 from dnsserver.dnssec import Signing, write_key  # noqa: E402
+from dnsserver.metrics import UDP_BATCH, UDP_LATENCY_BOUNDS, UDP_LATENCY_SLOTS, UDP_WAIT  # noqa: E402
 from dnsserver.render import build_snapshot  # noqa: E402
 from steering.config import Config, parse_config  # noqa: E402
 from steering.model import Observed, Overrides, TargetHealth  # noqa: E402
@@ -279,6 +286,10 @@ async def run(seconds: float, renders: int, nclients: int, dnssec: bool, rate: f
     try:
         swaps_from = start + quiet
         await asyncio.sleep(max(0.0, swaps_from - time.monotonic()))
+        # the server's own view (its UDP loops time every batch): the stretch without swaps ends here
+        quiet_timings = server.stats.udp_timings.tolist()
+        for at in (UDP_WAIT, UDP_BATCH):
+            server.stats.udp_timings[at + UDP_LATENCY_SLOTS - 1] = 0  # the longest, from now on
         swaps = 0
         render_wall: list[float] = []
         while time.monotonic() < swaps_from + seconds - 0.5 and swaps < len(stored):
@@ -301,6 +312,7 @@ async def run(seconds: float, renders: int, nclients: int, dnssec: bool, rate: f
             swaps += 1
             await asyncio.sleep(max(0.0, tick + 1.0 - time.monotonic()))
         outs = [json.loads((p.communicate()[0] or "{}").strip().splitlines()[-1]) for p in procs]
+        timings = server.stats.udp_timings.tolist()
     finally:
         if collector in gc.callbacks:
             gc.callbacks.remove(collector)
@@ -368,12 +380,30 @@ async def run(seconds: float, renders: int, nclients: int, dnssec: bool, rate: f
         print(f"longest wait for an answer (send -> kernel arrival stamp) with a swap every second: "
               f"{max(waits_during) * 1e3:.1f} ms (p99 {sorted(waits_during)[int(len(waits_during) * 0.99)] * 1e3:.2f}"
               f" ms; top 5: {top5(waits_during)}; goal <= 10 ms)")
+    if server.stats.udp_timed:
+        print_server_view(quiet_timings, timings)
     if rtts_before and rtts_during:
         for what, rs in (("without swaps", rtts_before), ("with a swap every second", rtts_during)):
             print(f"longest round trip (kernel send stamp -> kernel arrival stamp) {what}: {max(rs) * 1e3:.1f} ms "
                   f"(p99 {sorted(rs)[int(len(rs) * 0.99)] * 1e3:.2f} ms; top 5: {top5(rs)}"
                   f"{'; goal <= 10 ms' if rs is rtts_during else ''})")
     return 0
+
+
+def print_server_view(quiet: list[int], whole: list[int]) -> None:
+    """The server's own figures (``steering_dns_udp_batch_seconds`` and ``..._interpreter_wait_seconds``,
+    with the longest of each that the histograms round up to a bucket): per UDP batch, from ``recvmmsg``
+    returning to its replies sent, and of that its wait for the interpreter. No client's scheduling in them;
+    the server's threads being descheduled, and the swap's thread holding the interpreter, are."""
+    n = len(UDP_LATENCY_BOUNDS) + 1
+    for at, what in ((UDP_BATCH, "batch, datagrams received -> replies sent"),
+                     (UDP_WAIT, "wait for the interpreter once datagrams are in")):
+        before = quiet[at:at + n]
+        during = [b - a for a, b in zip(before, whole[at:at + n], strict=True)]
+        over = sum(c for bound, c in zip((*UDP_LATENCY_BOUNDS, math.inf), during, strict=True) if bound > 0.005)
+        print(f"server, longest UDP {what}: without swaps {quiet[at + n + 1] / 1e6:.1f} ms, with a swap every "
+              f"second {whole[at + n + 1] / 1e6:.1f} ms ({sum(during):,} batches, {over:,} over 5 ms)"
+              f"{'; goal <= 10 ms' if at == UDP_BATCH else ''}")
 
 
 def main() -> None:

@@ -10,7 +10,9 @@
  *
  * serve(...) is BatchUdpWorker's loop: recvmmsg a batch (GIL released while waiting), answer each datagram
  * (the Answer object directly; the slow path and the rate limit for its replies through Python), and
- * sendmmsg the replies from their own bytes.
+ * sendmmsg the replies from their own bytes. With a timings buffer it also times each batch (two histograms,
+ * docs/observability.md: the wait for the interpreter once the datagrams are in, and datagrams in -> replies
+ * sent), from clock reads made while the interpreter is not held, so what the wait for it costs is seen.
  *
  * Nothing here trusts the shape of what Python passes beyond what it checks: a wrong type is a TypeError
  * (the loop then asks the slow path), never a crash. */
@@ -871,15 +873,51 @@ static void send_range(int fd, struct mmsghdr *smsg, int first, int end) {
     }
 }
 
-/* serve(fd, v6, answer, slow, text, tick, limit, stop): BatchUdpWorker._serve */
+/* The UDP loop's latency histograms, in a uint64 buffer the server's Stats owns (metrics.UDP_LATENCY_BOUNDS):
+ * per histogram LAT_BUCKETS + 1 counts (the last one past every bound), the sum and the longest, in ns.
+ * Histogram 0: a batch's wait for the interpreter after recvmmsg returned; 1: recvmmsg returned -> the
+ * batch's replies sent. Written with the interpreter held, so the loops of several sockets may share one. */
+#define LAT_BUCKETS 9
+#define LAT_SLOTS (LAT_BUCKETS + 3)
+static const uint64_t LAT_BOUNDS_NS[LAT_BUCKETS] = {100000, 250000, 500000, 1000000, 2500000,
+                                                    5000000, 10000000, 25000000, 100000000};
+
+static uint64_t mono_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+static void observe(uint64_t *h, uint64_t ns) {
+    int b = 0;
+    while (b < LAT_BUCKETS && ns > LAT_BOUNDS_NS[b]) b++;
+    h[b]++;
+    h[LAT_BUCKETS + 1] += ns;
+    if (ns > h[LAT_BUCKETS + 2]) h[LAT_BUCKETS + 2] = ns;
+}
+
+/* serve(fd, v6, answer, slow, text, tick, limit, stop[, timings]): BatchUdpWorker._serve */
 static PyObject *serve(PyObject *mod, PyObject *args) {
     int fd, v6;
-    PyObject *answer, *slow, *text, *tick, *limit, *stop;
-    if (!PyArg_ParseTuple(args, "ipOOOOOO!", &fd, &v6, &answer, &slow, &text, &tick, &limit, &PyList_Type, &stop))
+    PyObject *answer, *slow, *text, *tick, *limit, *stop, *timings = Py_None;
+    if (!PyArg_ParseTuple(args, "ipOOOOOO!|O", &fd, &v6, &answer, &slow, &text, &tick, &limit, &PyList_Type, &stop,
+                          &timings))
         return NULL;
     if (PyList_GET_SIZE(stop) < 1) {
         PyErr_SetString(PyExc_ValueError, "stop must be a one-item list");
         return NULL;
+    }
+    Py_buffer tview = {0};
+    uint64_t *lat = NULL;
+    if (timings != Py_None) {
+        if (PyObject_GetBuffer(timings, &tview, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) return NULL;
+        if (tview.itemsize != 8 || tview.len != (Py_ssize_t)(2 * LAT_SLOTS * 8) || tview.format == NULL ||
+            strcmp(tview.format, "Q") != 0) {
+            PyBuffer_Release(&tview);
+            PyErr_Format(PyExc_ValueError, "timings must be an array('Q') of %d items", 2 * LAT_SLOTS);
+            return NULL;
+        }
+        lat = tview.buf;
     }
     unsigned char *rbuf = PyMem_RawMalloc((size_t)BATCH * SLOT);
     struct mmsghdr *rmsg = PyMem_RawCalloc(BATCH, sizeof(struct mmsghdr));
@@ -895,6 +933,7 @@ static PyObject *serve(PyObject *mod, PyObject *args) {
         PyMem_RawFree(riov);
         PyMem_RawFree(siov);
         PyMem_RawFree(names);
+        if (lat != NULL) PyBuffer_Release(&tview);
         return PyErr_NoMemory();
     }
     socklen_t namelen = v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
@@ -917,10 +956,13 @@ static PyObject *serve(PyObject *mod, PyObject *args) {
         if (st) break;
         for (int i = 0; i < BATCH; i++) rmsg[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in6);
         int count;
+        uint64_t arrived = 0;
         Py_BEGIN_ALLOW_THREADS
         count = recvmmsg(fd, rmsg, BATCH, MSG_WAITFORONE, NULL);
+        if (lat != NULL) arrived = mono_ns();
         Py_END_ALLOW_THREADS
         if (count <= 0) continue; /* EINTR, ICMP errors, or woken by shutdown: stop is checked above */
+        if (lat != NULL) observe(lat, mono_ns() - arrived);
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         PyObject *now = PyLong_FromLong((long)ts.tv_sec); /* int(time.monotonic()) */
@@ -993,6 +1035,7 @@ static PyObject *serve(PyObject *mod, PyObject *args) {
             siov[i].iov_len = (size_t)PyBytes_GET_SIZE(resp);
         }
         send_range(fd, smsg, first, count);
+        if (lat != NULL) observe(lat + LAT_SLOTS, mono_ns() - arrived);
         for (int i = 0; i < count; i++) Py_CLEAR(keep[i]);
         Py_DECREF(now);
     }
@@ -1005,6 +1048,7 @@ out:
     PyMem_RawFree(riov);
     PyMem_RawFree(siov);
     PyMem_RawFree(names);
+    if (lat != NULL) PyBuffer_Release(&tview);
     return ret;
 }
 
@@ -1019,7 +1063,7 @@ static PyObject *py_crc32(PyObject *mod, PyObject *args) {
 
 static PyMethodDef module_methods[] = {
     {"serve", serve, METH_VARARGS,
-     "serve(fd, v6, answer, slow, text, tick, limit, stop): the batched UDP loop until stop[0]."},
+     "serve(fd, v6, answer, slow, text, tick, limit, stop[, timings]): the batched UDP loop until stop[0]."},
     {"crc32", py_crc32, METH_VARARGS, "zlib.crc32(data, value), as the pick computes it."},
     {NULL, NULL, 0, NULL},
 };
@@ -1047,6 +1091,25 @@ PyMODINIT_FUNC PyInit__hot(void) {
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
+    PyObject *bounds = PyTuple_New(LAT_BUCKETS);
+    if (bounds == NULL) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    for (int i = 0; i < LAT_BUCKETS; i++) {
+        PyObject *b = PyFloat_FromDouble((double)LAT_BOUNDS_NS[i] / 1e9);
+        if (b == NULL) {
+            Py_DECREF(bounds);
+            Py_DECREF(m);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(bounds, i, b);
+    }
+    if (PyModule_AddObject(m, "LATENCY_BOUNDS", bounds) < 0) {
+        Py_DECREF(bounds);
+        Py_DECREF(m);
+        return NULL;
+    }
     Py_INCREF(&HotType);
     if (PyModule_AddObject(m, "Answer", (PyObject *)&HotType) < 0) {
         Py_DECREF(&HotType);

@@ -15,5 +15,8 @@ class Answer:
 
 def serve(fd: int, v6: bool, answer: Callable[[bytes, Any, int], bytes | None],
           slow: Callable[[bytes, str, int], bytes | None], text: Callable[[Any], str],
-          tick: Callable[[int], None] | None, limit: Callable[..., bytes | None] | None, stop: list[bool]) -> None: ...
+          tick: Callable[[int], None] | None, limit: Callable[..., bytes | None] | None, stop: list[bool],
+          timings: Any = None) -> None: ...
+LATENCY_BOUNDS: tuple[float, ...]
+
 def crc32(data: bytes, value: int = 0) -> int: ...

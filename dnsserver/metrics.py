@@ -8,9 +8,10 @@ no label lookup and no allocation. The collector reads the cells on scrape.
 from __future__ import annotations
 
 import time
+from array import array
 from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 # A TCP connection's problems (a protocol callback raised; a zero-length frame or a frame cut short at EOF)
@@ -24,6 +25,11 @@ RRL_ACTIONS = ("dropped", "slipped")
 RRL_EXEMPT_REASONS = ("prefix", "cookie")
 # DNS Cookies (dnsserver/cookies.py): what a query's COOKIE option was
 COOKIE_RESULTS = ("client_only", "valid", "invalid", "malformed")
+# The native UDP loop's latency histograms (dnsserver/_hot.c, which has the same bounds: a test holds them
+# equal): per histogram a count per bound, one past them all, the sum and the longest, in ns.
+UDP_LATENCY_BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
+UDP_LATENCY_SLOTS = len(UDP_LATENCY_BOUNDS) + 3
+UDP_WAIT, UDP_BATCH = 0, UDP_LATENCY_SLOTS  # where each histogram starts in ``Stats.udp_timings``
 
 
 class Stats:
@@ -56,6 +62,9 @@ class Stats:
         self.table_version = -1
         self.table_generated_at = 0.0
         self.table_applied_at = 0.0
+        # written by the native UDP loops (one array for all of this server's sockets), read on scrape
+        self.udp_timings = array("Q", bytes(8 * 2 * UDP_LATENCY_SLOTS))
+        self.udp_timed = False  # True once a native UDP loop runs: only it measures them
 
     def query_cell(self, transport: str, qtype: str, rcode: str) -> list[int]:
         return self.queries.setdefault((transport, qtype, rcode), [0])
@@ -71,6 +80,21 @@ class Stats:
 
     def total_queries(self) -> int:
         return sum(c[0] for c in self.queries.values())
+
+    def udp_longest(self, which: int) -> float:
+        """The longest observation of histogram ``which`` (``UDP_WAIT`` or ``UDP_BATCH``) so far, in seconds."""
+        return self.udp_timings[which + UDP_LATENCY_SLOTS - 1] / 1e9
+
+
+def _histogram(name: str, doc: str, cells: array, start: int) -> HistogramMetricFamily:  # type: ignore[type-arg]
+    n = len(UDP_LATENCY_BOUNDS)
+    counts = cells[start:start + n + 1].tolist()
+    buckets: list[tuple[str, float]] = []
+    total = 0
+    for bound, count in zip((*(repr(b) for b in UDP_LATENCY_BOUNDS), "+Inf"), counts, strict=True):
+        total += count
+        buckets.append((bound, total))
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=cells[start + n + 1] / 1e9)
 
 
 class StatsCollector(Collector):
@@ -161,6 +185,13 @@ class StatsCollector(Collector):
                                     "When the next DNSSEC signing epoch starts", value=s.dnssec_resign_at)
             yield GaugeMetricFamily("steering_dns_dnssec_expiration_timestamp_seconds",
                                     "The earliest expiry of the signatures served", value=s.dnssec_expires_at)
+        # always, so rules find them from the start; the Python loops (no C extension) leave them at zero
+        yield _histogram("steering_dns_udp_interpreter_wait_seconds",
+                         "UDP batches: wait for the interpreter after the datagrams were received (native loop)",
+                         s.udp_timings, UDP_WAIT)
+        yield _histogram("steering_dns_udp_batch_seconds",
+                         "UDP batches: datagrams received -> their replies sent (native loop)",
+                         s.udp_timings, UDP_BATCH)
         yield GaugeMetricFamily("steering_dns_table_version", "Version of the routing table served (-1: none)",
                                 value=s.table_version)
         age = time.time() - s.table_generated_at if s.table_version >= 0 else -1.0

@@ -50,8 +50,10 @@ log = logs.get(__name__)
 
 # How often the daemon (tune_interpreter: the collector off) collects what it has not frozen.
 GC_SECONDS = 30.0
-# The daemon's switch interval (tune_interpreter): how long a UDP thread may wait for a busy interpreter.
-SWITCH_SECONDS = 0.001
+# The daemon's switch interval (tune_interpreter): how long a UDP thread waits for a busy interpreter before it
+# asks for it. At 1 ms a swap's decode and render cost ~1% of the batches a wait over 1 ms and the gaps' p99
+# 1.1 ms; at 0.25 ms 0.003% and 0.4 ms, the decode a third slower (docs/benchmarks.md, 2026-12-04 late).
+SWITCH_SECONDS = 0.00025
 
 _SERVFAIL = 2
 
@@ -442,8 +444,11 @@ class DnsServer:
 
     async def _serve_udp(self, sock: socket.socket) -> None:
         if self.udp_threads:
-            kind = BatchUdpWorker if self.udp_mode == "batch" else UdpWorker
-            worker = kind(sock, self.fast.answer_udp, self.handle_slow, self.rrl)
+            worker: UdpWorker
+            if self.udp_mode == "batch":
+                worker = BatchUdpWorker(sock, self.fast.answer_udp, self.handle_slow, self.rrl, self.stats)
+            else:
+                worker = UdpWorker(sock, self.fast.answer_udp, self.handle_slow, self.rrl)
             worker.start()
             self._workers.append(worker)
         else:

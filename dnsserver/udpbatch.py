@@ -34,6 +34,7 @@ import sys
 import time
 
 from dnsserver import fastpath
+from dnsserver.metrics import Stats
 from dnsserver.rrl import RateLimiter
 from dnsserver.udpthread import Answer, FastAnswer, UdpWorker
 
@@ -79,19 +80,26 @@ def _buffer(size: int) -> tuple[bytearray, int, memoryview]:
 class BatchUdpWorker(UdpWorker):
     """``UdpWorker`` with the receive and send loop done ``BATCH`` datagrams per system call."""
 
-    def __init__(self, sock: socket.socket, fast: FastAnswer, slow: Answer, rrl: RateLimiter | None = None) -> None:
+    def __init__(self, sock: socket.socket, fast: FastAnswer, slow: Answer, rrl: RateLimiter | None = None,
+                 stats: Stats | None = None) -> None:
         if not batch_available():
             raise OSError("recvmmsg/sendmmsg are not available here")
         super().__init__(sock, fast, slow, rrl)
         self.v6 = sock.family == socket.AF_INET6
+        self.stats = stats  # the native loop times its batches into stats.udp_timings
 
     def _serve(self) -> None:
         hot = fastpath.native_module()
         if hot is not None:
             # the same loop in C (dnsserver/_hot.c): it calls a native answer object directly
             rrl = self.rrl
+            timings = None
+            if self.stats is not None:
+                timings = self.stats.udp_timings
+                self.stats.udp_timed = True
             hot.serve(self.sock.fileno(), self.v6, self.fast, self.slow, self._text,
-                      rrl.tick if rrl is not None else None, rrl.check if rrl is not None else None, self._stop)
+                      rrl.tick if rrl is not None else None, rrl.check if rrl is not None else None, self._stop,
+                      timings)
             return
         assert _libc is not None
         recvmmsg = _libc.recvmmsg

@@ -143,15 +143,19 @@ def exported_metric_names() -> frozenset[str]:
     importlib.import_module("steering.controller.metrics")
     importlib.import_module("agents.metrics")
     importlib.import_module("steering.route53.metrics")
+    from dnsserver.cli import _single_process_collector
     from dnsserver.metrics import Stats, StatsCollector
 
-    families = list(REGISTRY.collect()) + list(StatsCollector(Stats()).collect())
+    # the DNS server's: its stats, and the workers' families (the supervisor's, or their one-process twins)
+    families = [*REGISTRY.collect(), *StatsCollector(Stats()).collect(),
+                *_single_process_collector(Stats()).collect()]
     names: set[str] = set()
     for fam in families:
         if fam.type == "counter":
             names |= {fam.name + "_total", fam.name + "_created"}
         elif fam.type == "histogram":
-            names |= {fam.name + s for s in ("_bucket", "_sum", "_count", "_created")}
+            # the family's own name too: prose names a histogram so (its series carry the suffixes)
+            names |= {fam.name} | {fam.name + s for s in ("_bucket", "_sum", "_count", "_created")}
         else:
             names.add(fam.name)
     return frozenset(n for n in names if n.startswith("steering_"))

@@ -8,10 +8,12 @@ the rate limit, against the same server answering through the Python loop.
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import socket
 import struct
 import zlib
+from array import array
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -26,6 +28,14 @@ from hypothesis import strategies as st
 from dnsserver import fastpath
 from dnsserver.clientkeys import ClientKeys
 from dnsserver.fastpath import FastPath
+from dnsserver.metrics import (
+    UDP_BATCH,
+    UDP_LATENCY_BOUNDS,
+    UDP_LATENCY_SLOTS,
+    UDP_WAIT,
+    Stats,
+    StatsCollector,
+)
 from dnsserver.server import DnsServer
 from dnsserver.udpbatch import BatchUdpWorker, batch_available
 from steering import pick as shared
@@ -268,3 +278,52 @@ def test_the_native_batch_loop_answers_as_the_python_loop(batch_server: DnsServe
         assert (ma.id, ma.rcode(), ma.answer, ma.authority, ma.options) == (
             mb.id, mb.rcode(), mb.answer, mb.authority, mb.options)
     assert all(dns.message.from_wire(r).answer for r in replies["1"][-20:])  # the steered ones, answered
+
+
+def test_the_native_batch_loop_times_its_batches_into_the_servers_histograms(
+        batch_server: DnsServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = batch_server
+    wires = queries()
+    for native in ("1", "0"):
+        monkeypatch.setenv("STEERING_DNS_NATIVE", native)
+        stats = Stats()
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        worker = BatchUdpWorker(s, server.fast.answer_udp, server.handle_slow, server.rrl, stats)
+        worker.start()
+        try:
+            assert len(ask(s.getsockname()[1], wires)) == len(wires)
+        finally:
+            worker.stop()
+        t = stats.udp_timings
+        n = len(UDP_LATENCY_BOUNDS) + 1
+        wait, batch = t[UDP_WAIT:UDP_WAIT + n], t[UDP_BATCH:UDP_BATCH + n]
+        if native == "0":  # the Python loop cannot see its wait for the interpreter: it measures nothing
+            assert not stats.udp_timed and not any(t)
+            continue
+        assert stats.udp_timed
+        # one observation of each per batch: every query answered, in 1 to len(wires) batches
+        assert 1 <= sum(wait) == sum(batch) <= len(wires), (list(wait), list(batch))
+        for at, counts in ((UDP_WAIT, wait), (UDP_BATCH, batch)):  # the longest: at least the mean, at most all
+            total_ns, longest_ns = t[at + n], t[at + n + 1]
+            assert 0 < total_ns / sum(counts) <= longest_ns <= total_ns and stats.udp_longest(at) == longest_ns / 1e9
+        assert stats.udp_longest(UDP_BATCH) >= stats.udp_longest(UDP_WAIT)  # a batch's time holds its wait
+        # scraped: cumulative buckets ending at the count, the sum in seconds
+        fams = {f.name: f for f in StatsCollector(stats).collect()}
+        for name, counts in (("steering_dns_udp_interpreter_wait_seconds", wait),
+                             ("steering_dns_udp_batch_seconds", batch)):
+            samples = {(x.name, x.labels.get("le")): x.value for x in fams[name].samples}
+            assert samples[(name + "_count", None)] == sum(counts) == samples[(name + "_bucket", "+Inf")]
+            assert [samples[(name + "_bucket", repr(b))] for b in UDP_LATENCY_BOUNDS] == list(
+                itertools.accumulate(counts))[:-1]
+
+
+def test_the_native_loop_refuses_a_timings_buffer_of_another_shape() -> None:
+    assert fastpath._hot is not None
+    assert fastpath._hot.LATENCY_BOUNDS == UDP_LATENCY_BOUNDS  # the C loop's buckets are the exported ones
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for bad in (array("Q", bytes(8 * 3)), bytearray(8 * 2 * UDP_LATENCY_SLOTS), array("d", bytes(8 * 24)),
+                    bytes(8 * 2 * UDP_LATENCY_SLOTS)):
+            with pytest.raises((ValueError, TypeError, BufferError)):
+                fastpath._hot.serve(s.fileno(), False, lambda *a: None, lambda *a: None, str, None, None,
+                                    [False], bad)

@@ -21,6 +21,7 @@ import dns.message
 import dns.query
 import dns.rcode
 
+from dnsserver.metrics import UDP_LATENCY_BOUNDS
 from dnsserver.persist import save_table
 from dnsserver.statsmerge import Merger
 from dnsserver.supervisor import backoff, describe_exit
@@ -66,6 +67,7 @@ def test_two_workers_share_udp_and_tcp_and_metrics_add_up(tmp_path: Path) -> Non
         port = ready(d, 2)
         assert {e["worker"] for e in d.named("dns.listening")} == {0, 1}  # each worker's lines carry its index
         before = d.metric("steering_dns_queries_total")
+        m0 = d.metrics()
         sent = 0
         for i in range(60):  # bounded; a fresh socket (source port) or connection each
             r = ask_udp(port, f"10.{i}.0.0") if i % 3 else ask_tcp(port, f"10.{i}.0.0")
@@ -83,8 +85,27 @@ def test_two_workers_share_udp_and_tcp_and_metrics_add_up(tmp_path: Path) -> Non
         assert m[("steering_dns_table_version", (("worker", "1"),))] == 1
         assert all("worker" not in dict(lbl) for (n, lbl) in m if n == "steering_dns_queries_total")
         assert d.metric("steering_dns_queries_total", transport="tcp") == 20
+        udp_batches_are_timed(m0, m, udp=40)
         assert d.stop() == 0
     assert "Traceback" not in d.log()
+
+
+Metrics = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def udp_batches_are_timed(m0: Metrics, m: Metrics, udp: int) -> None:
+    """Both UDP latency histograms, summed over the workers: one observation per batch (``udp`` queries
+    between the scrapes ``m0`` and ``m``, each asked alone: a batch each), cumulative buckets ending at the
+    count."""
+    counts = []
+    for fam in ("steering_dns_udp_interpreter_wait_seconds", "steering_dns_udp_batch_seconds"):
+        count = m[(f"{fam}_count", ())]
+        counts.append(count - m0[(f"{fam}_count", ())])
+        buckets = sorted(((float(dict(lbl)["le"]), v) for (n, lbl), v in m.items() if n == f"{fam}_bucket"))
+        assert [b for b, _ in buckets] == [*UDP_LATENCY_BOUNDS, float("inf")], buckets
+        assert all(a[1] <= b[1] for a, b in itertools.pairwise(buckets)) and buckets[-1][1] == count, buckets
+        assert 0 < m[(f"{fam}_sum", ())] - m0[(f"{fam}_sum", ())] < udp  # seconds: each took some, none 1 s
+    assert counts == [udp, udp], counts  # the same batches, each query its own
 
 
 def one_flow_shares(d: DnsProcess, port: int, count: int) -> dict[str, float]:
