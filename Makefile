@@ -50,7 +50,7 @@ nftables:   # nft for steering lab's random loss where the kernel has no netem (
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables >/dev/null; }
 
 lint: $(STAMP)   # mypy strict and ruff, configured in pyproject.toml
-	$(BIN)/mypy steering agents dnsserver
+	$(BIN)/mypy --explicit-package-bases steering agents dnsserver bench
 	$(BIN)/ruff check steering agents dnsserver tests bench
 
 proto: $(STAMP)

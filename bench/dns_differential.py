@@ -47,6 +47,7 @@ stopped by PID; every query waits at most ``--timeout`` seconds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import shutil
 import socket
@@ -63,7 +64,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import dns.flags  # noqa: E402
 import dns.message  # noqa: E402
@@ -72,8 +72,8 @@ import dns.rcode  # noqa: E402
 import dns.rdataclass  # noqa: E402
 import dns.rdatatype  # noqa: E402
 import dns.zone  # noqa: E402
-from dns_conformance import ZONE, ensure_packages, knot_zone_text, start_knot, start_ours  # noqa: E402
 
+from bench.dns_conformance import ZONE, ensure_packages, knot_zone_text, start_knot, start_ours  # noqa: E402
 from steering.config import load_config  # noqa: E402
 from tests.support import free_port, stop_process  # noqa: E402
 from tests.support.dns_server import write_config  # noqa: E402
@@ -337,7 +337,7 @@ def random_queries(model: ZoneModel, rng: random.Random, count: int) -> list[Que
         name = dns.name.from_text(qname)
         present = sorted(model.rdtypes.get(name.canonicalize(), set()))
         if present and rng.random() < 0.4:
-            qtype = dns.rdatatype.to_text(rng.choice(present))
+            qtype = dns.rdatatype.to_text(dns.rdatatype.RdataType(rng.choice(present)))
         else:
             qtype = rng.choice(OTHER_TYPES)
         variant = rng.choice(WEIGHTED_EDNS)
@@ -384,10 +384,13 @@ def special_queries(model: ZoneModel, rng: random.Random) -> list[Query]:
     def add(shape: str, make: Callable[[int], bytes], cookie: bytes = b"") -> None:
         specs.append((shape, make, cookie))
 
+    def opcode(op: int, edns: bool) -> Callable[[int], bytes]:
+        return lambda i: header(i, op << 11, ar=1) + qsoa + opt if edns else header(i, op << 11) + qsoa
+
     for op in range(16):
         if op != 0:
-            add(f"opcode-{op}", lambda i, op=op: header(i, op << 11) + qsoa)
-            add(f"opcode-{op}+edns", lambda i, op=op: header(i, op << 11, ar=1) + qsoa + opt)
+            add(f"opcode-{op}", opcode(op, False))
+            add(f"opcode-{op}+edns", opcode(op, True))
     add("notify-soa-aa", lambda i: header(i, (4 << 11) | 0x0400) + qsoa)
     add("update-empty", lambda i: header(i, 5 << 11, qd=1) + qsoa)
     add("no-question", lambda i: header(i, 0, qd=0))
@@ -417,13 +420,18 @@ def special_queries(model: ZoneModel, rng: random.Random) -> list[Query]:
         + name_wire(apex) + struct.pack("!HH", 1, 1))
     add("label-type-0x40", lambda i: header(i, 0) + b"\x41\x00" + struct.pack("!HH", 1, 1))
     add("uppercase-apex-soa", lambda i: header(i, 0) + name_wire(apex.upper()) + struct.pack("!HH", 6, 1))
+    def of_class(cls: int) -> Callable[[int], bytes]:
+        return lambda i: header(i, 0) + name_wire(www) + struct.pack("!HH", 1, cls)
+
+    def of_type(t: int) -> Callable[[int], bytes]:
+        return lambda i: header(i, 0) + name_wire(apex) + struct.pack("!HH", t, 1)
+
     for cls_name, cls in (("CH", 3), ("HS", 4), ("NONE", 254), ("ANY", 255), ("class-5", 5)):
-        add(f"class-{cls_name}", lambda i, cls=cls: header(i, 0) + name_wire(www) + struct.pack("!HH", 1, cls))
+        add(f"class-{cls_name}", of_class(cls))
     add("chaos-version.bind", lambda i: header(i, 0) + name_wire("version.bind.") + struct.pack("!HH", 16, 3))
     add("chaos-id.server", lambda i: header(i, 0) + name_wire("id.server.") + struct.pack("!HH", 16, 3))
     for tname in ("AXFR", "IXFR", "MAILA", "MAILB", "OPT", "TSIG", "TKEY", "TYPE0", "NULL"):
-        t = dns.rdatatype.from_text(tname)
-        add(f"qtype-{tname}", lambda i, t=t: header(i, 0) + name_wire(apex) + struct.pack("!HH", t, 1))
+        add(f"qtype-{tname}", of_type(dns.rdatatype.from_text(tname)))
     add("edns-version-1", lambda i: query_wire(i, www, 1, edns=Edns(version=1)))
     add("edns-version-1-do", lambda i: query_wire(i, www, 1, edns=Edns(version=1, do=True)))
     add("edns-version-255-nx", lambda i: query_wire(i, "nx." + apex, 1, edns=Edns(version=255)))
@@ -455,13 +463,15 @@ def special_queries(model: ZoneModel, rng: random.Random) -> list[Query]:
         ("ecs-truncated-head", (8, b"\x00\x01\x18")),
         ("ecs-empty", (8, b"")),
         ("ecs-v4-in-geo", (8, struct.pack("!HBB", 1, 24, 0) + bytes((198, 51, 100))))]
+    def with_option(o: tuple[int, bytes]) -> Callable[[int], bytes]:
+        return lambda i: query_wire(i, www, 1, edns=Edns(options=[o]))
+
     for shape, option in ecs_cases:
-        add(shape, lambda i, o=option: query_wire(i, www, 1, edns=Edns(options=[o])))
+        add(shape, with_option(option))
     add("ecs-twice", lambda i: query_wire(i, www, 1, edns=Edns(options=[ecs_option(1, 24, v4),
                                                                            ecs_option(1, 24, v4)])))
     for n in (1, 7, 9, 15, 41, 16, 40):
-        add(f"cookie-len-{n}", lambda i, n=n: query_wire(i, www, 1, edns=Edns(options=[(10, bytes(range(1, n + 1)))])),
-            bytes(range(1, 9)) if 16 <= n <= 40 else b"")
+        add(f"cookie-len-{n}", with_option((10, bytes(range(1, n + 1)))), bytes(range(1, 9)) if 16 <= n <= 40 else b"")
     add("cookie-twice", lambda i: query_wire(i, www, 1, edns=Edns(options=[(10, bytes(8)), (10, bytes(8))])))
     add("nsid-with-data", lambda i: query_wire(i, www, 1, edns=Edns(options=[(3, b"xyz")])))
     add("nsid-twice", lambda i: query_wire(i, www, 1, edns=Edns(options=[(3, b""), (3, b"")])))
@@ -686,8 +696,8 @@ class DiffClass:
     change: str
     special: str  # the special packet's name, "" for random queries (their shape is derived in report())
     count: int = 0
-    dims: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
-    examples: list[tuple[Query, Any, Any, list[str]]] = field(default_factory=list)
+    dims: dict[str, Counter[str]] = dataclasses.field(default_factory=lambda: defaultdict(Counter))
+    examples: list[tuple[Query, Any, Any, list[str]]] = dataclasses.field(default_factory=list)
 
 
 # When one of these differs, the fields after it mostly follow from it: only it is reported, the others
@@ -713,7 +723,7 @@ def compare(q: Query, ours: Fields, knot: Fields, apex: str) -> list[tuple[str, 
             return [(lead, f"ours {_short(o)} / knot {_short(k)}", o, k, rest)]
     if "edns" in differing and (ours.get("edns") is None or knot.get("edns") is None):
         differing = [k for k in differing if not k.startswith("opt.")]
-    out = []
+    out: list[tuple[str, str, Any, Any, list[str]]] = []
     for key in differing:
         o, k = ours.get(key), knot.get(key)
         if key in ("answer", "authority", "additional") and isinstance(o, frozenset) and isinstance(k, frozenset):

@@ -75,13 +75,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 import dns.message  # noqa: E402
 import dns.name  # noqa: E402
 import dns.rdatatype  # noqa: E402
-from planner import build  # noqa: E402
 
+from bench.planner import build  # noqa: E402
 from dnsserver.dnssec import Signing, write_key  # noqa: E402
 from dnsserver.metrics import UDP_BATCH, UDP_LATENCY_BOUNDS, UDP_LATENCY_SLOTS, UDP_WAIT  # noqa: E402
 from dnsserver.render import build_snapshot  # noqa: E402

@@ -96,7 +96,7 @@ async def main(trials: int) -> int:
             await until(is_home, 120)
         evacs: list[float] = []
         async with grpc.aio.insecure_channel(f"127.0.0.1:{demo.api_port}") as ch:
-            op = pb_grpc.OperatorServiceStub(ch)
+            op = pb_grpc.OperatorServiceStub(ch)  # type: ignore[no-untyped-call]
             for _ in range(trials):
                 t0 = time.monotonic()
                 await op.Evacuate(pb.EvacuateRequest(region=REGION, mode=pb.EVACUATION_MODE_NOW, reason="bench",

@@ -59,11 +59,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-import ingest  # noqa: E402
-import planner  # noqa: E402
-
+from bench import ingest, planner  # noqa: E402
 from steering.etcdproc import EtcdCluster  # noqa: E402
 from steering.v1 import steering_pb2 as pb  # noqa: E402
 from tests.support import free_port  # noqa: E402

@@ -96,7 +96,7 @@ def addresses(r: dns.message.Message) -> frozenset[str]:
 
 def api_query(subnet: str | None = None) -> dns.message.Message:
     """api.example.test A, with an ECS /24 of ``subnet`` when given (a client in that subnet)."""
-    opts = [dns.edns.ECSOption(subnet, 24)] if subnet else None
+    opts: list[dns.edns.Option] | None = [dns.edns.ECSOption(subnet, 24)] if subnet else None
     return dns.message.make_query("api.example.test", "A", use_edns=0 if subnet else None, options=opts)
 
 
