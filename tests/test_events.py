@@ -246,6 +246,9 @@ def test_leadership_events() -> None:
     assert e.subject == "replica/c2" and e.replica == "c2" and "planned by c1" in e.message
     assert eventdiff.leader_event(ev.LEADER_LOST, "c1", NOW, reason="lease lost").severity == "warning"
     assert "resigned" in eventdiff.leader_event(ev.LEADER_RESIGNED, "c1", NOW).message
+    again = eventdiff.leader_event(ev.LEADER_ELECTED, "c1", NOW, previous="c1", resumed=True)
+    assert again.details["resumed"] is True and "leads again under the term it gave up" in again.message
+    assert "resumed" not in e.details
     with pytest.raises(ValueError):
         eventdiff.leader_event("health_changed", "c1", NOW)
 

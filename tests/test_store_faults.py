@@ -194,6 +194,7 @@ async def test_a_leader_that_gave_up_a_lease_etcd_kept_leads_again_under_the_sam
             assert not await store.publish_table(make_table(1), lead)  # the term that gave up stays over
             again = await asyncio.wait_for(store.campaign("leader"), 20)
             assert again.create_revision == lead.create_revision and again.lease_id == lead.lease_id
+            assert again.resumed and not lead.resumed  # what its leader_elected event says
             assert await store.publish_table(make_table(2), again)
             resp = await other.conn.kv.get(other.keys.leader)
             assert resp.kvs[0].value == b"leader" and resp.kvs[0].create_revision == lead.create_revision
@@ -202,6 +203,7 @@ async def test_a_leader_that_gave_up_a_lease_etcd_kept_leads_again_under_the_sam
             assert int(ttl.TTL) > 0
             await again.resign()
             handed = await asyncio.wait_for(waiting, 20)  # and once it goes, the other takes over
+            assert not handed.resumed
             assert await other.publish_table(make_table(3), handed)
             await handed.resign()
     finally:

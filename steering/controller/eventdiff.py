@@ -339,9 +339,16 @@ def sink_events(before: SinkStatus | None, after: SinkStatus, now: float) -> lis
     return []
 
 
-def leader_event(kind: str, replica: str, now: float, *, previous: str = "", reason: str = "") -> Event:
-    """``leader_elected`` (``previous``: the leader of the table in force), ``leader_resigned``, ``leader_lost``."""
+def leader_event(kind: str, replica: str, now: float, *, previous: str = "", reason: str = "",
+                 resumed: bool = False) -> Event:
+    """``leader_elected`` (``previous``: the leader of the table in force; ``resumed``: the replica leads again
+    under the term it gave up, which etcd kept), ``leader_resigned``, ``leader_lost``."""
     if kind == ev.LEADER_ELECTED:
+        if resumed:
+            return Event(time=now, kind=kind, severity="info", subject=subject("replica", replica),
+                         message=f"{replica} leads again under the term it gave up: etcd kept its lease and no "
+                                 f"other replica led meanwhile", details={"previous": previous, "resumed": True},
+                         replica=replica)
         after = f" (the table in force was planned by {previous})" if previous and previous != replica else ""
         return Event(time=now, kind=kind, severity="info", subject=subject("replica", replica),
                      message=f"{replica} became the leader{after}", details={"previous": previous}, replica=replica)

@@ -148,6 +148,8 @@ class Leader:
                 wake.set()
 
         stop = asyncio.Event()
+        if self.events is not None:
+            self.events.term_resumed = leadership.resumed  # its leader_elected says so
         tasks = [asyncio.create_task(follow_health(), name="leader-health"),
                  asyncio.create_task(follow_overrides(), name="leader-overrides"),
                  *(asyncio.create_task(sink.serve(previous, stop), name=f"sink-{sink.name}") for sink in self.sinks)]

@@ -135,6 +135,7 @@ class EventSink:
         self.replica = replica
         self.policy = config.controller.events
         self.retry_max_seconds = config.etcd.reconnect_max_seconds
+        self.term_resumed = False  # set by the leader before each term: its leader_elected event says so
         self.known = eventdiff.targets_of(config)
         self.limiter = RateLimiter(self.policy.per_subject_per_minute, self.WINDOW_SECONDS)
         self._clock, self._monotonic = clock, monotonic
@@ -221,7 +222,8 @@ class EventSink:
         self._baseline = eventdiff.baseline_of(current)
         self._seen = None
         self._emit([eventdiff.leader_event(ev.LEADER_ELECTED, self.replica, self._clock(),
-                                           previous=current.leader if current is not None else "")])
+                                           previous=current.leader if current is not None else "",
+                                           resumed=self.term_resumed)])
         next_prune = self._monotonic()  # at once: a new leader starts from a pruned timeline
         backoff = 0.1
         while not stop.is_set():

@@ -44,6 +44,9 @@ class Leadership:
         self.keeper = keeper
         self.lost = asyncio.Event()
         self.lost_reason = ""
+        # the term this replica gave up, led again under the same key (etcd kept its lease, nobody led
+        # meanwhile: the other replicas never saw the key change)
+        self.resumed = False
         self._monitor: asyncio.Task[None] | None = None
 
     @property
@@ -159,6 +162,7 @@ async def campaign(conn: Conn, key: bytes, identity: str, ttl: float,
                             continue
                         if resumed is not None:  # the fresh keeper is revoked on the way out (``finally``)
                             leadership = Leadership(conn, key, identity, int(holder.create_revision), resumed)
+                            leadership.resumed = True
                             leadership._start()
                             log.info("leadership_resumed", identity=identity, lease=resumed.id,
                                      revision=int(holder.create_revision))
