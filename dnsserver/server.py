@@ -543,9 +543,10 @@ def _release(tables: object) -> None:
     between them. A query that took the old tables just before the swap and finds its entry gone goes to the
     slow path, which answers it from the snapshot."""
     memo = getattr(tables, "memo", None)
-    # folded shares entries' values; the memo (its shards) holds what they held
+    # folded shares entries' values; the memo (its shards), the sources and the slot tables hold what they held
     for table in [getattr(tables, "folded", None), getattr(tables, "entries", None),
-                  *(memo if isinstance(memo, list) else ())]:
+                  *(memo if isinstance(memo, list) else ()), getattr(tables, "sources", None),
+                  getattr(tables, "slot_tables", None)]:
         if isinstance(table, dict):
             while table:
                 table.popitem()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 
 from dnsserver.server import DnsServer
 from steering.etcdproc import EtcdCluster
-from steering.store import Store
+from steering.store import Store, codec
 from tests.support import eventually
 from tests.support.dns_server import load
 from tests.support.store import etcd_cfg, make_table
@@ -64,16 +65,28 @@ async def test_the_collection_waits_while_a_table_arrives_or_swaps_in(tmp_path: 
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_the_store_says_when_it_is_decoding_a_table(etcd: EtcdCluster) -> None:
+async def test_the_store_says_when_it_is_decoding_a_table(etcd: EtcdCluster,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # the decode is held in its thread until the test has looked: no race with how long a decode takes
+    entered, release = threading.Event(), threading.Event()
+    real = codec.decode_table
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        assert release.wait(20), "the test never let the decode go on"
+        return real(*args, **kwargs)
+
     async with Store(etcd_cfg(etcd.endpoints)) as writer, \
                Store(etcd_cfg(etcd.endpoints), serving_only=True) as reader:
-        await writer.put_table(make_table(1, n_sites=20_000))  # tens of ms to decode, in a thread
+        await writer.put_table(make_table(1, n_sites=2_000))
         assert not reader.decoding()
+        monkeypatch.setattr(codec, "decode_table", held)
         read = asyncio.create_task(reader.get_table())
-        seen = False
-        while not read.done():
-            seen = seen or reader.decoding()
-            await asyncio.sleep(0.001)
-        table = read.result()
-        assert seen and not reader.decoding()
+        try:
+            await eventually(entered.is_set, 10, "the store to start decoding")
+            assert reader.decoding()
+        finally:
+            release.set()
+        table = await read
+        assert not reader.decoding()
         assert table is not None and table.version == 1 and table.sites == {}  # served without the states
