@@ -85,6 +85,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from math import log
+from typing import ClassVar
 
 import dns.name
 
@@ -105,6 +106,8 @@ _ONE = bytes(SLOTS)  # the index of a one-target split: target 0 everywhere
 @dataclass(frozen=True)
 class Split:
     """A geo's weighted choice: ``targets[i]`` has weight ``weights[i]`` (0 = never picked)."""
+
+    _retire_whole: ClassVar[bool] = True  # flat: steering.retire frees one whole
 
     targets: tuple[str, ...]
     weights: tuple[int, ...]

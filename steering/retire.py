@@ -6,7 +6,10 @@ here with no UDP thread answering, at every table swap. ``retire`` takes the gra
 top: an object only this walk holds (its reference count says so) has its containers emptied one item at a
 time onto the walk's stack, so each step frees one small object; an object anyone else still holds (a
 variant the next render shares, a route the next table reuses) is only let go, and stays whole for its
-other holders. Nothing it touches is visible to anyone else, by that same count.
+other holders. Nothing it touches is visible to anyone else, by that same count. An object whose type sets the class
+attribute ``_retire_whole`` holds only small flat data (a route's weights and reasons, a target's state, a
+split): it is let go whole, its own deallocation a few µs, instead of walked (at 10,000 sites 5,000 routes of
+some 17 objects each were most of a retire's 25-30 ms).
 
 ``trim`` then hands the pages malloc keeps free back to the system (glibc's ``malloc_trim``): a table that
 arrives while the one before is still being taken apart has three alive for a moment, and without it that
@@ -44,6 +47,9 @@ def retire(box: list[Any]) -> int:
         elif kind is tuple or kind is frozenset or kind is set:
             stack.extend(o)  # the container still holds them until it goes, on the next line
         else:
+            if getattr(kind, "_retire_whole", False):
+                taken += 1
+                continue  # small and flat (the module's docstring): freed whole when ``o`` is next rebound
             d = getattr(o, "__dict__", None)
             if type(d) is not dict:
                 continue  # a scalar, bytes, a slotted or native object: freed whole, small

@@ -11,7 +11,7 @@ import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from steering import jsonchunks
 from steering.retire import retire
@@ -21,6 +21,8 @@ from steering.weights import TOTAL_WEIGHT
 @dataclass(frozen=True)
 class GeoRoute:
     """Weights (summing to TOTAL_WEIGHT) over a geo's candidate targets, each with its reason."""
+
+    _retire_whole: ClassVar[bool] = True  # flat: steering.retire frees one whole
 
     weights: Mapping[str, int]
     reasons: Mapping[str, str]
@@ -70,6 +72,8 @@ class ServiceRoute:
 @dataclass(frozen=True)
 class TargetState:
     """A region's or site's state as the planner saw it, and the load it planned for it."""
+
+    _retire_whole: ClassVar[bool] = True  # flat: steering.retire frees one whole
 
     kind: str  # "region" | "site"
     region: str
