@@ -11,7 +11,7 @@
  * serve(...) is BatchUdpWorker's loop: recvmmsg a batch (GIL released while waiting), answer each datagram
  * (the Answer object directly; the slow path and the rate limit for its replies through Python), and
  * sendmmsg the replies from their own bytes. With a timings buffer it also times each batch (two histograms,
- * docs/observability.md: the wait for the interpreter once the datagrams are in, and datagrams in -> replies
+ * dnsserver/README.md, Metrics: the wait for the interpreter once the datagrams are in, and datagrams in -> replies
  * sent), from clock reads made while the interpreter is not held, so what the wait for it costs is seen.
  *
  * Nothing here trusts the shape of what Python passes beyond what it checks: a wrong type is a TypeError

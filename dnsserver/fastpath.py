@@ -213,10 +213,15 @@ def _row(row: tuple[Any, ...], memo: Memo, prev: Memo) -> tuple[Any, ...]:
     return _memoized(row, memo, prev, _convert_row)
 
 
-def _convert_row(row: tuple[Any, ...], memo: Memo, prev: Memo) -> tuple[Any, ...]:
+def _convert_row(row: tuple[Any, ...], memo: Memo, prev: Memo,
+                 known: dict[int, tuple[Any, ...]] | None = None) -> tuple[Any, ...]:
+    """``known``: converted variants by id, taken before the memo (``_entry_from``: the row this one replaces)."""
     table, variants, cells, fb = row
-    return (table.index, table.fill if len(table.targets) > 1 else None,
-            tuple(_variant(v, memo, prev) for v in variants), cells, fb)
+    if known is None:
+        converted = tuple(_variant(v, memo, prev) for v in variants)
+    else:
+        converted = tuple(known.get(id(v)) or _variant(v, memo, prev) for v in variants)
+    return table.index, table.fill if len(table.targets) > 1 else None, converted, cells, fb
 
 
 def _entry_from(rows: tuple[Any, ...], old: tuple[Any, ...] | None, old_rows: tuple[Any, ...] | None, memo: Memo,
@@ -225,20 +230,11 @@ def _entry_from(rows: tuple[Any, ...], old: tuple[Any, ...] | None, old_rows: tu
     previous install's source (``old``, converted as ``old_rows``) taken from there; a changed row takes the
     variants it shares with the row it replaces from that row's conversion. ``old`` is alive (the previous
     tables hold it), so an id of one of its objects is no other live object's."""
-    if old is None or old_rows is None or len(old) != len(rows) or len(old_rows) != len(rows):
+    if old is None or old_rows is None or len(old) != len(rows):  # old_rows was made from old: same length
         return tuple(_row(row, memo, prev) for row in rows)
-    return tuple(done if row is was else _row_like(row, was, done, memo, prev)
+    return tuple(done if row is was else
+                 _convert_row(row, memo, prev, {id(v): c for v, c in zip(was[1], done[2], strict=True)})
                  for row, was, done in zip(rows, old, old_rows, strict=True))
-
-
-def _row_like(row: tuple[Any, ...], was: tuple[Any, ...], done: tuple[Any, ...], memo: Memo,
-              prev: Memo) -> tuple[Any, ...]:
-    """``_convert_row(row)``, with the variants ``row`` shares with ``was`` (converted as ``done``) taken
-    from ``done``."""
-    table, variants, cells, fb = row
-    known = {id(v): c for v, c in zip(was[1], done[2], strict=True)}
-    return (table.index, table.fill if len(table.targets) > 1 else None,
-            tuple(known.get(id(v)) or _variant(v, memo, prev) for v in variants), cells, fb)
 
 
 def _find_ecs(q: bytes, p: int, n: int, routed: frozenset[int]) -> bytes | None:
