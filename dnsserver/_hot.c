@@ -10,9 +10,11 @@
  *
  * serve(...) is BatchUdpWorker's loop: recvmmsg a batch (GIL released while waiting), answer each datagram
  * (the Answer object directly; the slow path and the rate limit for its replies through Python), and
- * sendmmsg the replies from their own bytes. With a timings buffer it also times each batch (two histograms,
- * dnsserver/README.md, Metrics: the wait for the interpreter once the datagrams are in, and datagrams in -> replies
- * sent), from clock reads made while the interpreter is not held, so what the wait for it costs is seen.
+ * sendmmsg the replies from their own bytes. With a timings buffer it also times each batch (dnsserver/README.md,
+ * Metrics: the wait for the interpreter once the datagrams are in, and datagrams in -> replies sent), from clock
+ * reads made while the interpreter is not held, so what the wait for it costs is seen; and each datagram answered,
+ * from the kernel's receive stamp (SO_TIMESTAMPNS) to its reply sent, which also holds the time it queued in the
+ * socket while the loop was busy or waiting for a core, the part a batch's own clock cannot see.
  *
  * Nothing here trusts the shape of what Python passes beyond what it checks: a wrong type is a TypeError
  * (the loop then asks the slow path), never a crash. */
@@ -876,9 +878,14 @@ static void send_range(int fd, struct mmsghdr *smsg, int first, int end) {
 /* The UDP loop's latency histograms, in a uint64 buffer the server's Stats owns (metrics.UDP_LATENCY_BOUNDS):
  * per histogram LAT_BUCKETS + 1 counts (the last one past every bound), the sum and the longest, in ns.
  * Histogram 0: a batch's wait for the interpreter after recvmmsg returned; 1: recvmmsg returned -> the
- * batch's replies sent. Written with the interpreter held, so the loops of several sockets may share one. */
+ * batch's replies sent; 2: per datagram answered, the kernel's receive stamp -> the batch's replies sent
+ * (both CLOCK_REALTIME, the stamp's clock: a reading that went backwards or is over LAT_STAMP_MAX_NS, a clock
+ * step, is left out). Written with the interpreter held, so the loops of several sockets may share one. */
 #define LAT_BUCKETS 9
 #define LAT_SLOTS (LAT_BUCKETS + 3)
+#define LAT_HISTOGRAMS 3
+#define LAT_STAMP_MAX_NS 60000000000ull
+#define CTRL 64 /* a datagram's control data: one SCM_TIMESTAMPNS (32 bytes with its header) */
 static const uint64_t LAT_BOUNDS_NS[LAT_BUCKETS] = {100000, 250000, 500000, 1000000, 2500000,
                                                     5000000, 10000000, 25000000, 100000000};
 
@@ -886,6 +893,26 @@ static uint64_t mono_ns(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+static uint64_t real_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* the kernel's receive stamp of message m, in ns of CLOCK_REALTIME; 0 if it has none */
+static uint64_t rx_stamp(struct msghdr *m) {
+    if (m->msg_flags & MSG_CTRUNC) return 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c != NULL; c = CMSG_NXTHDR(m, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS &&
+            c->cmsg_len >= CMSG_LEN(sizeof(struct timespec))) {
+            struct timespec t;
+            memcpy(&t, CMSG_DATA(c), sizeof t);
+            return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+        }
+    }
+    return 0;
 }
 
 static void observe(uint64_t *h, uint64_t ns) {
@@ -911,13 +938,17 @@ static PyObject *serve(PyObject *mod, PyObject *args) {
     uint64_t *lat = NULL;
     if (timings != Py_None) {
         if (PyObject_GetBuffer(timings, &tview, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) return NULL;
-        if (tview.itemsize != 8 || tview.len != (Py_ssize_t)(2 * LAT_SLOTS * 8) || tview.format == NULL ||
-            strcmp(tview.format, "Q") != 0) {
+        if (tview.itemsize != 8 || tview.len != (Py_ssize_t)(LAT_HISTOGRAMS * LAT_SLOTS * 8) ||
+            tview.format == NULL || strcmp(tview.format, "Q") != 0) {
             PyBuffer_Release(&tview);
-            PyErr_Format(PyExc_ValueError, "timings must be an array('Q') of %d items", 2 * LAT_SLOTS);
+            PyErr_Format(PyExc_ValueError, "timings must be an array('Q') of %d items", LAT_HISTOGRAMS * LAT_SLOTS);
             return NULL;
         }
         lat = tview.buf;
+        /* the kernel stamps each datagram as it arrives; without the option (an old kernel) the per-datagram
+         * histogram stays empty and the batches are still timed */
+        int on = 1;
+        (void)setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof on);
     }
     unsigned char *rbuf = PyMem_RawMalloc((size_t)BATCH * SLOT);
     struct mmsghdr *rmsg = PyMem_RawCalloc(BATCH, sizeof(struct mmsghdr));
@@ -925,8 +956,11 @@ static PyObject *serve(PyObject *mod, PyObject *args) {
     struct iovec *riov = PyMem_RawCalloc(BATCH, sizeof(struct iovec));
     struct iovec *siov = PyMem_RawCalloc(BATCH, sizeof(struct iovec));
     struct sockaddr_in6 *names = PyMem_RawCalloc(BATCH, sizeof(struct sockaddr_in6));
+    /* control data, aligned for cmsghdr: only with a timings buffer (the receive stamps) */
+    uint64_t *ctrl = lat != NULL ? PyMem_RawCalloc(BATCH, CTRL) : NULL;
     PyObject *keep[BATCH] = {NULL};
-    if (!rbuf || !rmsg || !smsg || !riov || !siov || !names) {
+    if (!rbuf || !rmsg || !smsg || !riov || !siov || !names || (lat != NULL && !ctrl)) {
+        PyMem_RawFree(ctrl);
         PyMem_RawFree(rbuf);
         PyMem_RawFree(rmsg);
         PyMem_RawFree(smsg);
@@ -954,7 +988,13 @@ static PyObject *serve(PyObject *mod, PyObject *args) {
         int st = PyObject_IsTrue(PyList_GET_ITEM(stop, 0));
         if (st < 0) goto out;
         if (st) break;
-        for (int i = 0; i < BATCH; i++) rmsg[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in6);
+        for (int i = 0; i < BATCH; i++) {
+            rmsg[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in6);
+            if (ctrl != NULL) {
+                rmsg[i].msg_hdr.msg_control = (char *)ctrl + (size_t)i * CTRL;
+                rmsg[i].msg_hdr.msg_controllen = CTRL;
+            }
+        }
         int count;
         uint64_t arrived = 0;
         Py_BEGIN_ALLOW_THREADS
@@ -1035,7 +1075,15 @@ static PyObject *serve(PyObject *mod, PyObject *args) {
             siov[i].iov_len = (size_t)PyBytes_GET_SIZE(resp);
         }
         send_range(fd, smsg, first, count);
-        if (lat != NULL) observe(lat + LAT_SLOTS, mono_ns() - arrived);
+        if (lat != NULL) {
+            observe(lat + LAT_SLOTS, mono_ns() - arrived);
+            uint64_t sent = real_ns();
+            for (int i = 0; i < count; i++) {
+                uint64_t stamp = keep[i] != NULL ? rx_stamp(&rmsg[i].msg_hdr) : 0;
+                if (stamp != 0 && sent >= stamp && sent - stamp <= LAT_STAMP_MAX_NS)
+                    observe(lat + 2 * LAT_SLOTS, sent - stamp);
+            }
+        }
         for (int i = 0; i < count; i++) Py_CLEAR(keep[i]);
         Py_DECREF(now);
     }
@@ -1048,6 +1096,7 @@ out:
     PyMem_RawFree(riov);
     PyMem_RawFree(siov);
     PyMem_RawFree(names);
+    PyMem_RawFree(ctrl);
     if (lat != NULL) PyBuffer_Release(&tview);
     return ret;
 }

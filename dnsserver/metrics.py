@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from dnsserver import sockdrops
+
 # A TCP connection's problems (a protocol callback raised; a zero-length frame or a frame cut short at EOF)
 TCP_ERROR_REASONS = ("exception", "framing")
 # Why an accepted TCP connection ended; each one ends once, so accepted = open + sum(closed)
@@ -29,7 +31,10 @@ COOKIE_RESULTS = ("client_only", "valid", "invalid", "malformed")
 # equal): per histogram a count per bound, one past them all, the sum and the longest, in ns.
 UDP_LATENCY_BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
 UDP_LATENCY_SLOTS = len(UDP_LATENCY_BOUNDS) + 3
-UDP_WAIT, UDP_BATCH = 0, UDP_LATENCY_SLOTS  # where each histogram starts in ``Stats.udp_timings``
+# where each histogram starts in ``Stats.udp_timings``: per batch, the wait for the interpreter and datagrams
+# in -> replies sent; per datagram answered, the kernel's receive stamp -> its reply sent
+UDP_WAIT, UDP_BATCH, UDP_QUERY = 0, UDP_LATENCY_SLOTS, 2 * UDP_LATENCY_SLOTS
+UDP_TIMING_SLOTS = 3 * UDP_LATENCY_SLOTS
 
 
 class Stats:
@@ -63,8 +68,14 @@ class Stats:
         self.table_generated_at = 0.0
         self.table_applied_at = 0.0
         # written by the native UDP loops (one array for all of this server's sockets), read on scrape
-        self.udp_timings = array("Q", bytes(8 * 2 * UDP_LATENCY_SLOTS))
+        self.udp_timings = array("Q", bytes(8 * UDP_TIMING_SLOTS))
         self.udp_timed = False  # True once a native UDP loop runs: only it measures them
+        self.udp_inodes: list[int] = []  # this server's UDP sockets, whose kernel drop counts are read on scrape
+        self.udp_drops_seen: dict[int, int] = {}  # the most each socket has reported (sockdrops.total)
+
+    def udp_receive_drops(self) -> int:
+        """Datagrams the kernel dropped at this server's UDP sockets (receive buffer full), from /proc."""
+        return sockdrops.total(self.udp_drops_seen, sockdrops.read(self.udp_inodes))
 
     def query_cell(self, transport: str, qtype: str, rcode: str) -> list[int]:
         return self.queries.setdefault((transport, qtype, rcode), [0])
@@ -82,7 +93,8 @@ class Stats:
         return sum(c[0] for c in self.queries.values())
 
     def udp_longest(self, which: int) -> float:
-        """The longest observation of histogram ``which`` (``UDP_WAIT`` or ``UDP_BATCH``) so far, in seconds."""
+        """The longest observation of histogram ``which`` (``UDP_WAIT``, ``UDP_BATCH`` or ``UDP_QUERY``) so far, in
+        seconds."""
         return self.udp_timings[which + UDP_LATENCY_SLOTS - 1] / 1e9
 
 
@@ -192,6 +204,12 @@ class StatsCollector(Collector):
         yield _histogram("steering_dns_udp_batch_seconds",
                          "UDP batches: datagrams received -> their replies sent (native loop)",
                          s.udp_timings, UDP_BATCH)
+        yield _histogram("steering_dns_udp_query_seconds",
+                         "UDP queries answered: the kernel's receive stamp -> the reply sent, socket queue included "
+                         "(native loop)", s.udp_timings, UDP_QUERY)
+        yield CounterMetricFamily("steering_dns_udp_receive_drops",
+                                  "UDP datagrams the kernel dropped at the server's sockets (receive buffer full)",
+                                  value=s.udp_receive_drops())
         yield GaugeMetricFamily("steering_dns_table_version", "Version of the routing table served (-1: none)",
                                 value=s.table_version)
         age = time.time() - s.table_generated_at if s.table_version >= 0 else -1.0

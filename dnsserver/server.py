@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import os
 import socket
 import struct
 import sys
@@ -443,6 +444,7 @@ class DnsServer:
         return "batch" if self.udp_batch and batch_available() else "thread"
 
     async def _serve_udp(self, sock: socket.socket) -> None:
+        self.stats.udp_inodes.append(os.fstat(sock.fileno()).st_ino)  # its kernel drop count, read on scrape
         if self.udp_threads:
             worker: UdpWorker
             if self.udp_mode == "batch":

@@ -32,6 +32,8 @@ from dnsserver.metrics import (
     UDP_BATCH,
     UDP_LATENCY_BOUNDS,
     UDP_LATENCY_SLOTS,
+    UDP_QUERY,
+    UDP_TIMING_SLOTS,
     UDP_WAIT,
     Stats,
     StatsCollector,
@@ -297,21 +299,22 @@ def test_the_native_batch_loop_times_its_batches_into_the_servers_histograms(
             worker.stop()
         t = stats.udp_timings
         n = len(UDP_LATENCY_BOUNDS) + 1
-        wait, batch = t[UDP_WAIT:UDP_WAIT + n], t[UDP_BATCH:UDP_BATCH + n]
+        wait, batch, query = t[UDP_WAIT:UDP_WAIT + n], t[UDP_BATCH:UDP_BATCH + n], t[UDP_QUERY:UDP_QUERY + n]
         if native == "0":  # the Python loop cannot see its wait for the interpreter: it measures nothing
             assert not stats.udp_timed and not any(t)
             continue
         assert stats.udp_timed
         # one observation of each per batch: every query answered, in 1 to len(wires) batches
         assert 1 <= sum(wait) == sum(batch) <= len(wires), (list(wait), list(batch))
-        for at, counts in ((UDP_WAIT, wait), (UDP_BATCH, batch)):  # the longest: at least the mean, at most all
+        assert sum(query) == len(wires)  # one per query answered, from the kernel's receive stamp
+        for at, counts in ((UDP_WAIT, wait), (UDP_BATCH, batch), (UDP_QUERY, query)):  # the longest: >= the mean
             total_ns, longest_ns = t[at + n], t[at + n + 1]
             assert 0 < total_ns / sum(counts) <= longest_ns <= total_ns and stats.udp_longest(at) == longest_ns / 1e9
         assert stats.udp_longest(UDP_BATCH) >= stats.udp_longest(UDP_WAIT)  # a batch's time holds its wait
         # scraped: cumulative buckets ending at the count, the sum in seconds
         fams = {f.name: f for f in StatsCollector(stats).collect()}
         for name, counts in (("steering_dns_udp_interpreter_wait_seconds", wait),
-                             ("steering_dns_udp_batch_seconds", batch)):
+                             ("steering_dns_udp_batch_seconds", batch), ("steering_dns_udp_query_seconds", query)):
             samples = {(x.name, x.labels.get("le")): x.value for x in fams[name].samples}
             assert samples[(name + "_count", None)] == sum(counts) == samples[(name + "_bucket", "+Inf")]
             assert [samples[(name + "_bucket", repr(b))] for b in UDP_LATENCY_BOUNDS] == list(
@@ -322,8 +325,10 @@ def test_the_native_loop_refuses_a_timings_buffer_of_another_shape() -> None:
     assert fastpath._hot is not None
     assert fastpath._hot.LATENCY_BOUNDS == UDP_LATENCY_BOUNDS  # the C loop's buckets are the exported ones
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        for bad in (array("Q", bytes(8 * 3)), bytearray(8 * 2 * UDP_LATENCY_SLOTS), array("d", bytes(8 * 24)),
-                    bytes(8 * 2 * UDP_LATENCY_SLOTS)):
+        # too short (the two-histogram shape of before included), not 'Q', read-only
+        for bad in (array("Q", bytes(8 * 3)), array("Q", bytes(8 * 2 * UDP_LATENCY_SLOTS)),
+                    bytearray(8 * UDP_TIMING_SLOTS), array("d", bytes(8 * UDP_TIMING_SLOTS)),
+                    bytes(8 * UDP_TIMING_SLOTS)):
             with pytest.raises((ValueError, TypeError, BufferError)):
                 fastpath._hot.serve(s.fileno(), False, lambda *a: None, lambda *a: None, str, None, None,
                                     [False], bad)

@@ -94,18 +94,20 @@ Metrics = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 def udp_batches_are_timed(m0: Metrics, m: Metrics, udp: int) -> None:
-    """Both UDP latency histograms, summed over the workers: one observation per batch (``udp`` queries
-    between the scrapes ``m0`` and ``m``, each asked alone: a batch each), cumulative buckets ending at the
-    count."""
+    """The UDP latency histograms, summed over the workers: one observation per batch, and per query
+    answered (``udp`` queries between the scrapes ``m0`` and ``m``, each asked alone: a batch each),
+    cumulative buckets ending at the count; and no datagram dropped by the kernel at the sockets."""
     counts = []
-    for fam in ("steering_dns_udp_interpreter_wait_seconds", "steering_dns_udp_batch_seconds"):
+    for fam in ("steering_dns_udp_interpreter_wait_seconds", "steering_dns_udp_batch_seconds",
+                "steering_dns_udp_query_seconds"):
         count = m[(f"{fam}_count", ())]
         counts.append(count - m0[(f"{fam}_count", ())])
         buckets = sorted(((float(dict(lbl)["le"]), v) for (n, lbl), v in m.items() if n == f"{fam}_bucket"))
         assert [b for b, _ in buckets] == [*UDP_LATENCY_BOUNDS, float("inf")], buckets
         assert all(a[1] <= b[1] for a, b in itertools.pairwise(buckets)) and buckets[-1][1] == count, buckets
         assert 0 < m[(f"{fam}_sum", ())] - m0[(f"{fam}_sum", ())] < udp  # seconds: each took some, none 1 s
-    assert counts == [udp, udp], counts  # the same batches, each query its own
+    assert counts == [udp, udp, udp], counts  # the same batches, each query its own
+    assert m[("steering_dns_udp_receive_drops_total", ())] == 0
 
 
 def one_flow_shares(d: DnsProcess, port: int, count: int) -> dict[str, float]:
