@@ -32,8 +32,10 @@ temporary directory) and the clients ask with DO=1.
   replaces is freed at the swap. The tables are planned and encoded before
   the clients start (a controller's work, not the DNS server's). Each client records when every answer
   arrived; the longest time between two consecutive answers of one client,
-  over the run, is the figure (goal: at most 10 ms), with the same figure
-  for a first stretch without swaps for comparison. A timeout counts as a gap.
+  over the run, is shown, with the same figure for a first stretch without
+  swaps for comparison. A timeout counts as a gap. It holds the client's
+  own waits for a core between an answer and its next query, so the goal
+  is not judged on it (round trip, below).
   The longest gaps are named by what this process was doing meanwhile: the
   table's decode, ``apply_table``, a collection of the cyclic garbage
   collector, or "between" (none of them: the clients' own scheduling, or
@@ -47,6 +49,10 @@ temporary directory) and the clients ask with DO=1.
 * round trip: per query, from the kernel's send stamp of the query
   (``SO_TIMESTAMPING``) to its arrival stamp of the answer: the wait without
   the client's own wait for a core between reading the clock and sending.
+  The goal (answering never stalls over 10 ms during a swap) is judged on
+  the longest round trip that a swap's decode or ``apply_table`` overlapped;
+  the longest of the others (between swaps: the machine's own stalls, the
+  server's collections) is printed beside it, as is the figure without swaps.
 * server: what the server's UDP loop measures of itself (the histograms it
   exports, ``steering_dns_udp_query_seconds``, ``..._batch_seconds`` and
   ``..._interpreter_wait_seconds``, and the longest of each): per query
@@ -335,6 +341,7 @@ async def run(seconds: float, renders: int, nclients: int, dnssec: bool, rate: f
     waits_during: list[float] = []
     rtts_before: list[float] = []
     rtts_during: list[float] = []
+    timed_during: list[tuple[float, float, float]] = []  # (round trip, answer's time, wait), with swaps
     answers = timeouts = 0
     for out in outs:
         ts = out["times"]
@@ -354,6 +361,9 @@ async def run(seconds: float, renders: int, nclients: int, dnssec: bool, rate: f
         if len(rs) == len(ts):  # None where a stamp did not come
             rtts_before += [r for r, t in zip(rs, ts, strict=True) if r is not None and t < swaps_from]
             rtts_during += [r for r, t in zip(rs, ts, strict=True) if r is not None and t >= swaps_from]
+            if len(ws) == len(ts):  # each round trip with its answer's time and wait, to name what overlapped it
+                timed_during += [(r, t, w) for r, t, w in zip(rs, ts, ws, strict=True)
+                                 if r is not None and t >= swaps_from]
     print(f"load average {os.getloadavg()[0]:.2f}")
     paced = f"paced at {rate:g} queries/s each" if rate > 0 else "closed loop"
     print(f"{nclients} clients ({paced}), {answers} answers, {timeouts} timeouts; {swaps} swaps, apply_table wall time "
@@ -387,8 +397,20 @@ async def run(seconds: float, renders: int, nclients: int, dnssec: bool, rate: f
     if rtts_before and rtts_during:
         for what, rs in (("without swaps", rtts_before), ("with a swap every second", rtts_during)):
             print(f"longest round trip (kernel send stamp -> kernel arrival stamp) {what}: {max(rs) * 1e3:.1f} ms "
-                  f"(p99 {sorted(rs)[int(len(rs) * 0.99)] * 1e3:.2f} ms; top 5: {top5(rs)}"
-                  f"{'; goal <= 10 ms' if rs is rtts_during else ''})")
+                  f"(p99 {sorted(rs)[int(len(rs) * 0.99)] * 1e3:.2f} ms; top 5: {top5(rs)})")
+    if timed_during:
+        # Which round trips a swap's work overlapped: the query's flight is taken as the answer's time less
+        # the longer of its wait and its round trip, less 1 ms (during_what's margin): a window that errs
+        # long, so a late answer near a swap counts as the swap's.
+        swap_work = [p for p in phases if p[0] in ("decode", "apply_table")]
+        in_swap = [r for r, t, w in timed_during if during_what(swap_work, t - max(r, w), t) != "between"]
+        out_swap = [r for r, t, w in timed_during if during_what(swap_work, t - max(r, w), t) == "between"]
+        if in_swap:
+            print(f"longest round trip overlapping a swap's decode or apply_table: {max(in_swap) * 1e3:.1f} ms "
+                  f"({len(in_swap):,} round trips; top 5: {top5(in_swap)}; goal <= 10 ms)")
+        if out_swap:
+            print(f"longest round trip outside them: {max(out_swap) * 1e3:.1f} ms ({len(out_swap):,} round trips; "
+                  f"top 5: {top5(out_swap)}; between swaps: the machine's own stalls, and the server's collections)")
     return 0
 
 
