@@ -889,16 +889,12 @@ static void send_range(int fd, struct mmsghdr *smsg, int first, int end) {
 static const uint64_t LAT_BOUNDS_NS[LAT_BUCKETS] = {100000, 250000, 500000, 1000000, 2500000,
                                                     5000000, 10000000, 25000000, 100000000};
 
-static uint64_t mono_ns(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
+static uint64_t ts_ns(struct timespec t) { return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec; }
 
-static uint64_t real_ns(void) {
+static uint64_t clock_ns(clockid_t clock) {
     struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+    clock_gettime(clock, &t);
+    return ts_ns(t);
 }
 
 /* the kernel's receive stamp of message m, in ns of CLOCK_REALTIME; 0 if it has none */
@@ -909,7 +905,7 @@ static uint64_t rx_stamp(struct msghdr *m) {
             c->cmsg_len >= CMSG_LEN(sizeof(struct timespec))) {
             struct timespec t;
             memcpy(&t, CMSG_DATA(c), sizeof t);
-            return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+            return ts_ns(t);
         }
     }
     return 0;
@@ -977,6 +973,7 @@ static PyObject *serve(PyObject *mod, PyObject *args) {
         rmsg[i].msg_hdr.msg_name = &names[i];
         rmsg[i].msg_hdr.msg_iov = &riov[i];
         rmsg[i].msg_hdr.msg_iovlen = 1;
+        if (ctrl != NULL) rmsg[i].msg_hdr.msg_control = (char *)ctrl + (size_t)i * CTRL;
         smsg[i].msg_hdr.msg_name = &names[i];
         smsg[i].msg_hdr.msg_namelen = namelen;
         smsg[i].msg_hdr.msg_iov = &siov[i];
@@ -990,22 +987,18 @@ static PyObject *serve(PyObject *mod, PyObject *args) {
         if (st) break;
         for (int i = 0; i < BATCH; i++) {
             rmsg[i].msg_hdr.msg_namelen = sizeof(struct sockaddr_in6);
-            if (ctrl != NULL) {
-                rmsg[i].msg_hdr.msg_control = (char *)ctrl + (size_t)i * CTRL;
-                rmsg[i].msg_hdr.msg_controllen = CTRL;
-            }
+            if (ctrl != NULL) rmsg[i].msg_hdr.msg_controllen = CTRL; /* the kernel sets it to what it wrote */
         }
         int count;
         uint64_t arrived = 0;
         Py_BEGIN_ALLOW_THREADS
         count = recvmmsg(fd, rmsg, BATCH, MSG_WAITFORONE, NULL);
-        if (lat != NULL) arrived = mono_ns();
+        if (lat != NULL) arrived = clock_ns(CLOCK_MONOTONIC);
         Py_END_ALLOW_THREADS
         if (count <= 0) continue; /* EINTR, ICMP errors, or woken by shutdown: stop is checked above */
-        if (lat != NULL) observe(lat, mono_ns() - arrived);
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        PyObject *now = PyLong_FromLong((long)ts.tv_sec); /* int(time.monotonic()) */
+        uint64_t held = clock_ns(CLOCK_MONOTONIC); /* the interpreter is ours from here */
+        if (lat != NULL) observe(lat, held - arrived);
+        PyObject *now = PyLong_FromLong((long)(held / 1000000000u)); /* int(time.monotonic()) */
         if (now == NULL) goto out;
         if (tick != Py_None) {
             PyObject *r = PyObject_CallOneArg(tick, now);
@@ -1076,8 +1069,8 @@ static PyObject *serve(PyObject *mod, PyObject *args) {
         }
         send_range(fd, smsg, first, count);
         if (lat != NULL) {
-            observe(lat + LAT_SLOTS, mono_ns() - arrived);
-            uint64_t sent = real_ns();
+            observe(lat + LAT_SLOTS, clock_ns(CLOCK_MONOTONIC) - arrived);
+            uint64_t sent = clock_ns(CLOCK_REALTIME);
             for (int i = 0; i < count; i++) {
                 uint64_t stamp = keep[i] != NULL ? rx_stamp(&rmsg[i].msg_hdr) : 0;
                 if (stamp != 0 && sent >= stamp && sent - stamp <= LAT_STAMP_MAX_NS)
